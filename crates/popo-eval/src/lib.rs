@@ -1,0 +1,1 @@
+//! popo-eval: see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! popo-model: see ARCHITECTURE.md.

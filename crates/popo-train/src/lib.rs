@@ -1,0 +1,1 @@
+//! popo-train: see ARCHITECTURE.md.

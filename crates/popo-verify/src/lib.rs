@@ -1,0 +1,1 @@
+//! popo-verify: see ARCHITECTURE.md.

@@ -1,0 +1,8 @@
+//! `popo eval`.
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<i32> {
+    anyhow::bail!("`popo eval` is not built yet")
+}

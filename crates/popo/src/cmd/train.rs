@@ -1,0 +1,8 @@
+//! `popo train`.
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<i32> {
+    anyhow::bail!("`popo train` is not built yet")
+}

@@ -1,0 +1,66 @@
+//! The `popo` binary: a thin command-line layer over the popo crates.
+//! Each subcommand lives in `cmd/<name>.rs` and only parses flags and calls library code.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "popo",
+    version,
+    about = "Positive-Only Policy Optimization (and GRPO, Dr. GRPO, DAPO, RAFT) for language models",
+    long_about = None
+)]
+struct Cli {
+    /// Log filter, as in RUST_LOG (e.g. `info`, `popo_train=debug`).
+    #[arg(long, global = true, default_value = "info", env = "POPO_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a policy with POPO or a baseline (with no arguments: the built-in CPU demo run).
+    Train(cmd::train::Args),
+    /// Check math answers: `popo verify GOLD RESPONSE` or `popo verify --input FILE.jsonl`.
+    Verify(cmd::verify::Args),
+    /// Per-token log-probs of given completions under a model.
+    Score(cmd::score::Args),
+    /// Sample completions from a model.
+    Generate(cmd::generate::Args),
+    /// Evaluate a model on math benchmarks (avg@n, pass@k, maj@k, greedy).
+    Eval(cmd::eval::Args),
+    /// Run a grid of training runs (algorithms x seeds x overrides) and write a report.
+    Experiment(cmd::experiment::Args),
+    /// Plot metric curves of one or more run directories.
+    Plot(cmd::plot::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Train(a) => cmd::train::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Score(a) => cmd::score::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Experiment(a) => cmd::experiment::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
