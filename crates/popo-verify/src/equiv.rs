@@ -26,8 +26,12 @@ pub(crate) struct Cx<'b> {
 
 type R = Result<bool, Limit>;
 
+/// A rounded decimal prediction needs this many significant digits: `4.5` is not
+/// `2\sqrt{5}` (4.47...), though it is that value rounded.
+const MIN_ROUNDED_DIGITS: usize = 3;
+
 /// Sample values for free symbols: a few fixed, irregular points, some negative.
-const POINTS: [f64; 5] = [0.7315, -1.2893, 2.1170, 0.3391, -0.5478];
+const POINTS: [f64; 7] = [0.7315, -1.2893, 2.1170, 0.3391, -0.5478, 3.7123, 5.2911];
 
 fn sym_value(name: &str, point: usize) -> f64 {
     // Different symbols get different values at the same point.
@@ -36,12 +40,18 @@ fn sym_value(name: &str, point: usize) -> f64 {
     base * (1.0 + (h % 97) as f64 / 131.0) + (h % 13) as f64 * 0.0137
 }
 
-fn close(a: C, b: C, tol: f64) -> bool {
+/// Relative closeness; `floor` is an absolute slack for values that should be exactly zero
+/// (`\sin \pi` vs `0`), never used when either side is a known non-zero exact value.
+fn close_with(a: C, b: C, tol: f64, floor: f64) -> bool {
     if !a.is_finite() || !b.is_finite() {
         return false;
     }
     let d = a.sub_abs(b);
-    d <= tol * a.abs().max(b.abs()) || d <= 1e-12
+    d <= tol * a.abs().max(b.abs()) || d <= floor
+}
+
+fn close(a: C, b: C, tol: f64) -> bool {
+    close_with(a, b, tol, 1e-12)
 }
 
 impl C {
@@ -127,6 +137,13 @@ pub(crate) fn expand_answer(e: Expr) -> Expr {
             }
             Expr::List(out)
         }
+        Expr::Set(items) if items.iter().any(contains_pm) => {
+            let mut out = Vec::new();
+            for it in &items {
+                expand_pm(it, &mut out, 0);
+            }
+            Expr::Set(out)
+        }
         e if contains_pm(&e) => {
             let mut out = Vec::new();
             expand_pm(&e, &mut out, 0);
@@ -169,7 +186,7 @@ fn assigned_value(e: &Expr) -> Option<&Expr> {
 /// Left sides that name a quantity rather than constrain one (`f(2)`, `\angle A`, `P(x)`).
 fn is_plain_lhs(e: &Expr) -> bool {
     match e {
-        Expr::Sym(_) => true,
+        Expr::Sym(_) | Expr::Apply(..) => true,
         Expr::Prod(fs) => fs.iter().all(|(d, f)| !d && (matches!(f, Expr::Sym(_)) || matches!(f, Expr::Num(_)))) && fs.iter().any(|(_, f)| matches!(f, Expr::Sym(_))) && fs.len() <= 3 && matches!(fs[0].1, Expr::Sym(_)),
         _ => false,
     }
@@ -206,6 +223,10 @@ fn one_letter(s: &str) -> Option<char> {
 impl Cx<'_> {
     pub fn equiv(&mut self, g: &Expr, p: &Expr) -> R {
         self.b.tick(1)?;
+        if g == p {
+            self.how = How::Structural;
+            return Ok(true);
+        }
         // Relations first: an assignment compares by its value.
         if let (Some(gv), false) = (assigned_value(g), matches!(p, Expr::Rel(..))) {
             return self.equiv(gv, p);
@@ -240,11 +261,6 @@ impl Cx<'_> {
                 Ok(gd == pd && gb == pb
                     || BigInt::parse_bytes(gd.as_bytes(), *gb) == BigInt::parse_bytes(pd.as_bytes(), *pb))
             }
-            (Expr::Base(gd, _), Expr::Num(n)) => {
-                // `1011` for `1011_2`: the same digits written without the base.
-                self.how = How::Structural;
-                Ok(!n.has_point && n.exp10 == 0 && n.digits.trim_start_matches('0') == &**gd)
-            }
             (Expr::Base(..), _) | (_, Expr::Base(..)) => Ok(false),
             (Expr::Rel(ge, gops), Expr::Rel(pe, pops)) => self.relations(ge, gops, pe, pops, g, p),
             (Expr::Rel(..), _) => match (rel_to_interval(g), p) {
@@ -266,7 +282,6 @@ impl Cx<'_> {
                 }
                 self.unordered(gi, pi)
             }
-            (Expr::List(gi), Expr::Tuple(pi)) => self.unordered(gi, pi),
             (Expr::List(gi), Expr::Union(_) | Expr::Interval { .. }) => match rels_to_union(gi) {
                 Some(gu) => self.equiv(&gu, p),
                 None => Ok(false),
@@ -467,6 +482,8 @@ impl Cx<'_> {
             return self.rounded_exact(gv, p);
         }
         // Numeric comparison, at several points if there are free symbols.
+        let nonzero_exact = |v: &Option<Q>| v.as_ref().is_some_and(|v| !v.is_zero());
+        let floor = if nonzero_exact(&ge) || nonzero_exact(&pe) { 0.0 } else { 1e-12 };
         let mut syms = Vec::new();
         free_symbols(g, &mut syms);
         free_symbols(p, &mut syms);
@@ -477,13 +494,13 @@ impl Cx<'_> {
             let (Some(gv), Some(pv)) = (numeric(g, &[], self.b)?, numeric(p, &[], self.b)?) else {
                 return Ok(false);
             };
-            if close(gv, pv, self.rel_tol) {
+            if close_with(gv, pv, self.rel_tol, floor) {
                 self.how = How::Numeric;
                 return Ok(true);
             }
             // A decimal prediction for an irrational gold, rounded to its own precision.
             if let Some(lit) = p.as_decimal() {
-                if lit.sig_digits() >= 2 && gv.im.abs() < 1e-12 && pv.im.abs() < 1e-12 {
+                if lit.sig_digits() >= MIN_ROUNDED_DIGITS && gv.im.abs() < 1e-12 && pv.im.abs() < 1e-12 {
                     let half = 0.5 * 10f64.powi(lit.ulp_exp().clamp(-300, 300) as i32);
                     if (gv.re - pv.re).abs() <= half * (1.0 + 1e-9) {
                         self.how = How::Rounded;
@@ -498,7 +515,7 @@ impl Cx<'_> {
             let env: Vec<(&str, C)> = syms.iter().map(|s| (*s, C::real(sym_value(s, pt)))).collect();
             match (numeric(g, &env, self.b)?, numeric(p, &env, self.b)?) {
                 (Some(a), Some(b)) if a.is_finite() && b.is_finite() => {
-                    if !close(a, b, self.rel_tol) {
+                    if !close_with(a, b, self.rel_tol, floor) {
                         return Ok(false);
                     }
                     good += 1;
@@ -515,7 +532,7 @@ impl Cx<'_> {
     /// Exact gold, decimal prediction: equal to the gold rounded to the prediction's precision.
     fn rounded_exact(&mut self, gv: &Q, p: &Expr) -> R {
         let Some(lit) = p.as_decimal() else { return Ok(false) };
-        if lit.sig_digits() < 2 {
+        if lit.sig_digits() < MIN_ROUNDED_DIGITS {
             return Ok(false);
         }
         let pv = match exact(p, self.b)? {

@@ -398,6 +398,18 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
             }
             _ => return Ok(None),
         },
+        Expr::Apply(name, args) => {
+            // An unknown function: a fixed smooth function of its arguments, seeded by the
+            // name, so `f(2)` equals `f(2)` but neither `f(3)` nor `g(2)` nor `0`.
+            let h = name.bytes().fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32));
+            let mut acc = C::real(1.0 + (h % 89) as f64 / 37.0);
+            for (k, a) in args.iter().enumerate() {
+                let Some(v) = numeric(a, env, b)? else { return Ok(None) };
+                let w = 0.37 + ((h >> (k % 16)) % 23) as f64 / 19.0;
+                acc = acc.add(v.mul(C::real(w)).sin().add(C::real(1.5 + k as f64)));
+            }
+            acc
+        }
         Expr::Percent(x) => match numeric(x, env, b)? {
             Some(x) => x.div(C::real(100.0)),
             None => return Ok(None),
@@ -436,5 +448,6 @@ pub(crate) fn free_symbols<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
             free_symbols(hi, out);
         }
         Expr::Matrix(rows) => rows.iter().flatten().for_each(|x| free_symbols(x, out)),
+        Expr::Apply(_, args) => args.iter().for_each(|x| free_symbols(x, out)),
     }
 }

@@ -177,6 +177,8 @@ pub(crate) enum Expr {
     /// A chain `e0 op0 e1 op1 e2 ...`.
     Rel(Vec<Expr>, Vec<RelOp>),
     Text(Box<str>),
+    /// A named function applied to arguments: `f(2)`, `I(0)`. Opaque, but deterministic.
+    Apply(Box<str>, Vec<Expr>),
 }
 
 impl Expr {
@@ -357,6 +359,11 @@ impl fmt::Display for Expr {
                 Ok(())
             }
             Expr::Text(t) => f.write_str(t),
+            Expr::Apply(name, args) => {
+                write!(f, "{name}(")?;
+                join(f, args, ", ")?;
+                f.write_str(")")
+            }
         }
     }
 }

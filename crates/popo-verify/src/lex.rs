@@ -85,7 +85,8 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
                     i += 1;
                     continue;
                 }
-                let (lit, next) = lex_number(s, i, depth == 0);
+                let after_comma = matches!(out.last(), Some(Tok::Comma));
+                let (lit, next) = lex_number(s, i, depth == 0 && !after_comma);
                 out.push(Tok::Num(lit));
                 i = next;
             }

@@ -581,6 +581,18 @@ impl Parser<'_> {
             self.pos += 1;
             return Ok(Expr::Sym(full.into()));
         }
+        let functional = name.len() == 1
+            && (matches!(&*name, "f" | "g" | "h") || name.bytes().all(|c| c.is_ascii_uppercase()));
+        if functional && self.peek_is(&Tok::LParen) {
+            // `f(2)`, `I(0)`: function application, not a product.
+            self.bump()?;
+            let args = self.list_items(&[Tok::RParen])?;
+            self.expect(&Tok::RParen)?;
+            if !args.is_empty() {
+                return Ok(Expr::Apply(name, args));
+            }
+            return Err(ParseError::Syntax);
+        }
         Ok(match &*name {
             "e" => Expr::Const(Const::E),
             "i" => Expr::Const(Const::I),
@@ -822,6 +834,7 @@ fn bracket(mut items: Vec<Expr>, open_round: bool, close_round: bool) -> PResult
 fn base_number(n: NumLit, sub: &str) -> PResult<Expr> {
     let sub = sub.trim_start_matches('{').trim_end_matches('}');
     match sub.parse::<u32>() {
+        Ok(10) => Ok(Expr::Num(Box::new(n))),
         Ok(base) if (2..=36).contains(&base) && !n.has_point && n.exp10 == 0 => {
             if n.digits.chars().all(|c| c.to_digit(base).is_some()) {
                 Ok(Expr::Base(n.digits.trim_start_matches('0').to_string().into(), base))
