@@ -239,7 +239,7 @@ fn math_spans(text: &str) -> Vec<&str> {
                     j += 2;
                     continue;
                 }
-                if text[j..].starts_with(delim) {
+                if b[j..].starts_with(delim.as_bytes()) {
                     found = Some(j);
                     break;
                 }

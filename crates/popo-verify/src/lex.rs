@@ -208,6 +208,11 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
     Ok(())
 }
 
+/// Byte length of the character starting at `i` (1 if `i` is not a boundary).
+fn char_len(s: &str, i: usize) -> usize {
+    s.get(i..).and_then(|t| t.chars().next()).map(char::len_utf8).unwrap_or(1)
+}
+
 fn unicode_tok(ch: char) -> Option<Tok> {
     Some(match ch {
         '−' | '–' => Tok::Minus,
@@ -339,7 +344,7 @@ pub(crate) fn raw_arg(s: &str, mut i: usize) -> (&str, usize) {
             j += 1;
         }
         if j == i + 1 && j < b.len() {
-            j += 1;
+            j += char_len(s, j);
         }
         return (&s[i..j], j);
     }
@@ -377,7 +382,7 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         if let Some(t) = t {
             out.push(t);
         }
-        return Ok(j + 1);
+        return Ok(j + char_len(s, j));
     }
     while j < b.len() && b[j].is_ascii_alphabetic() {
         j += 1;
