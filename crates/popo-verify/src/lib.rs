@@ -15,6 +15,7 @@
 //! The gold is trusted, the prediction is not: a prediction listing several answers does not
 //! match a single gold, and decimal rounding is accepted only for a decimal prediction.
 
+pub mod bench;
 mod equiv;
 mod eval;
 mod expr;
