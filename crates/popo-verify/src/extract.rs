@@ -183,7 +183,10 @@ fn final_answer_is(text: &str) -> Option<String> {
     let mut end = line.len();
     let b = line.as_bytes();
     for i in 0..b.len() {
-        if b[i] == b'.' && (i + 1 == b.len() || b[i + 1] == b' ') && !(i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit()) {
+        if b[i] == b'.'
+            && (i + 1 == b.len() || b[i + 1] == b' ')
+            && !(i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit())
+        {
             end = i;
             break;
         }

@@ -114,7 +114,10 @@ fn norm_raw(s: &str) -> String {
                     break;
                 }
             }
-            if !matches!(name.as_str(), "text" | "mathrm" | "textbf" | "mbox" | "left" | "right" | "" | "displaystyle") {
+            if !matches!(
+                name.as_str(),
+                "text" | "mathrm" | "textbf" | "mbox" | "left" | "right" | "" | "displaystyle"
+            ) {
                 out.push_str(&name);
             }
             continue;
@@ -132,15 +135,33 @@ fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Optio
     let mut b = Budget::new(cfg.limits);
     let g = match parse(gold, &mut b) {
         Ok(g) => g,
-        Err(l) => return (false, Some(gold.trim().to_string()), Some(pred.trim().to_string()), format!("gold: {l}")),
+        Err(l) => {
+            return (
+                false,
+                Some(gold.trim().to_string()),
+                Some(pred.trim().to_string()),
+                format!("gold: {l}"),
+            )
+        }
     };
     let p = match parse(pred, &mut b) {
         Ok(p) => p,
-        Err(l) => return (false, Some(g.display()), Some(pred.trim().to_string()), format!("prediction: {l}")),
+        Err(l) => {
+            return (
+                false,
+                Some(g.display()),
+                Some(pred.trim().to_string()),
+                format!("prediction: {l}"),
+            )
+        }
     };
     let (ok, reason) = match (&g, &p) {
         (Parsed::Expr(ge), Parsed::Expr(pe)) => {
-            let mut cx = Cx { b: &mut b, rel_tol: cfg.rel_tol, how: How::Structural };
+            let mut cx = Cx {
+                b: &mut b,
+                rel_tol: cfg.rel_tol,
+                how: How::Structural,
+            };
             match cx.equiv(ge, pe) {
                 Ok(true) => (true, how_name(cx.how).to_string()),
                 Ok(false) => (false, "different".to_string()),
@@ -149,7 +170,15 @@ fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Optio
         }
         _ => {
             let ok = norm_raw(gold) == norm_raw(pred) && !norm_raw(gold).is_empty();
-            (ok, if ok { "text" } else { "different (unparsed text)" }.to_string())
+            (
+                ok,
+                if ok {
+                    "text"
+                } else {
+                    "different (unparsed text)"
+                }
+                .to_string(),
+            )
         }
     };
     (ok, Some(g.display()), Some(p.display()), reason)
@@ -178,7 +207,12 @@ pub fn verify_with(cfg: &Config, gold: &str, response: &str) -> Verdict {
     };
     let p = extract::strip_math_delims(&p).to_string();
     let (correct, gold_answer, pred_answer, reason) = compare(&g, &p, cfg);
-    Verdict { correct, gold_answer, pred_answer, reason }
+    Verdict {
+        correct,
+        gold_answer,
+        pred_answer,
+        reason,
+    }
 }
 
 /// Verify many `(gold, response)` pairs on `threads` threads (0 = all cores), in input order.
@@ -191,7 +225,12 @@ pub fn verify_batch_with(cfg: &Config, pairs: &[(String, String)], threads: usiz
     if threads == 1 {
         return pairs.iter().map(|(g, r)| verify_with(cfg, g, r)).collect();
     }
-    let run = || pairs.par_iter().map(|(g, r)| verify_with(cfg, g, r)).collect::<Vec<_>>();
+    let run = || {
+        pairs
+            .par_iter()
+            .map(|(g, r)| verify_with(cfg, g, r))
+            .collect::<Vec<_>>()
+    };
     match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(pool) => pool.install(run),
         Err(_) => run(),
@@ -202,5 +241,10 @@ pub fn verify_batch_with(cfg: &Config, pairs: &[(String, String)], threads: usiz
 /// samples for majority voting). `a` plays the role of the gold.
 pub fn answers_equivalent(a: &str, b: &str) -> bool {
     let cfg = Config::default();
-    compare(extract::strip_math_delims(a), extract::strip_math_delims(b), &cfg).0
+    compare(
+        extract::strip_math_delims(a),
+        extract::strip_math_delims(b),
+        &cfg,
+    )
+    .0
 }

@@ -706,15 +706,41 @@ impl Parser<'_> {
 
 /// Words of three or more letters (and common two-letter units) are text, not products.
 fn word_is_text(w: &str) -> bool {
-    if Fun::from_name(w).is_some() || matches!(w, "pi" | "inf" | "infty" | "infinity" | "sqrt" | "oo") {
+    if Fun::from_name(w).is_some()
+        || matches!(w, "pi" | "inf" | "infty" | "infinity" | "sqrt" | "oo")
+    {
         return false;
     }
     w.len() >= 3
         || matches!(
             w,
-            "cm" | "mm" | "km" | "kg" | "mg" | "ml" | "mL" | "ft" | "yd" | "mi" | "hr" | "am" | "pm"
-                | "AM" | "PM" | "lb" | "oz" | "no" | "No" | "is" | "to" | "of" | "by" | "at" | "on"
-                | "it" | "as" | "an"
+            "cm" | "mm"
+                | "km"
+                | "kg"
+                | "mg"
+                | "ml"
+                | "mL"
+                | "ft"
+                | "yd"
+                | "mi"
+                | "hr"
+                | "am"
+                | "pm"
+                | "AM"
+                | "PM"
+                | "lb"
+                | "oz"
+                | "no"
+                | "No"
+                | "is"
+                | "to"
+                | "of"
+                | "by"
+                | "at"
+                | "on"
+                | "it"
+                | "as"
+                | "an"
         )
 }
 
@@ -837,7 +863,10 @@ fn base_number(n: NumLit, sub: &str) -> PResult<Expr> {
         Ok(10) => Ok(Expr::Num(Box::new(n))),
         Ok(base) if (2..=36).contains(&base) && !n.has_point && n.exp10 == 0 => {
             if n.digits.chars().all(|c| c.to_digit(base).is_some()) {
-                Ok(Expr::Base(n.digits.trim_start_matches('0').to_string().into(), base))
+                Ok(Expr::Base(
+                    n.digits.trim_start_matches('0').to_string().into(),
+                    base,
+                ))
             } else {
                 Err(ParseError::Syntax)
             }

@@ -92,20 +92,25 @@ fn run_file(path: &Path, threads: usize, skip_invalid: bool) -> anyhow::Result<i
         let line = line.with_context(|| format!("{}:{}: reading", path.display(), i + 1))?;
         // On error: the message, and the object to report it in (the input's own object
         // when it was one).
-        let parsed: Result<(Map<String, Value>, (String, String)), (String, Option<Map<String, Value>>)> =
-            match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(obj)) => {
-                    match (field(&obj, &["gold", "answer"]), field(&obj, &["pred", "response"])) {
-                        (Ok(g), Ok(p)) => {
-                            let pair = (g.to_string(), p.to_string());
-                            Ok((obj, pair))
-                        }
-                        (Err(e), _) | (_, Err(e)) => Err((e, Some(obj))),
+        let parsed: Result<
+            (Map<String, Value>, (String, String)),
+            (String, Option<Map<String, Value>>),
+        > = match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(obj)) => {
+                match (
+                    field(&obj, &["gold", "answer"]),
+                    field(&obj, &["pred", "response"]),
+                ) {
+                    (Ok(g), Ok(p)) => {
+                        let pair = (g.to_string(), p.to_string());
+                        Ok((obj, pair))
                     }
+                    (Err(e), _) | (_, Err(e)) => Err((e, Some(obj))),
                 }
-                Ok(_) => Err(("not a JSON object".into(), None)),
-                Err(e) => Err((format!("invalid JSON: {e}"), None)),
-            };
+            }
+            Ok(_) => Err(("not a JSON object".into(), None)),
+            Err(e) => Err((format!("invalid JSON: {e}"), None)),
+        };
         match parsed {
             Ok((obj, pair)) => {
                 lines.push(Line::Pair(obj, pairs.len()));
@@ -120,7 +125,11 @@ fn run_file(path: &Path, threads: usize, skip_invalid: bool) -> anyhow::Result<i
                 });
                 lines.push(Line::Invalid(obj, format!("line {}: {e}", i + 1)));
             }
-            Err((e, _)) => bail!("{}:{}: {e} (use --skip-invalid to keep going)", path.display(), i + 1),
+            Err((e, _)) => bail!(
+                "{}:{}: {e} (use --skip-invalid to keep going)",
+                path.display(),
+                i + 1
+            ),
         }
     }
     let verdicts: Vec<Verdict> = verify_batch(&pairs, threads);
@@ -133,8 +142,14 @@ fn run_file(path: &Path, threads: usize, skip_invalid: bool) -> anyhow::Result<i
                 let v = &verdicts[k];
                 correct += v.correct as usize;
                 obj.insert("correct".into(), Value::Bool(v.correct));
-                obj.insert("gold_answer".into(), v.gold_answer.clone().map_or(Value::Null, Value::String));
-                obj.insert("pred_answer".into(), v.pred_answer.clone().map_or(Value::Null, Value::String));
+                obj.insert(
+                    "gold_answer".into(),
+                    v.gold_answer.clone().map_or(Value::Null, Value::String),
+                );
+                obj.insert(
+                    "pred_answer".into(),
+                    v.pred_answer.clone().map_or(Value::Null, Value::String),
+                );
                 obj
             }
             Line::Invalid(mut obj, e) => {
@@ -165,8 +180,13 @@ fn bench(args: &Args) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (set --data-dir)", path.display()))?;
     let mut golds = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
         let g = v["answer"]
             .as_str()
             .with_context(|| format!("{}:{}: no string `answer`", path.display(), i + 1))?;
@@ -174,7 +194,9 @@ fn bench(args: &Args) -> anyhow::Result<i32> {
     }
     let pairs = benchmark_pairs(&golds);
     if let Some(out) = &args.write_pairs {
-        let mut w = BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?);
+        let mut w = BufWriter::new(
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        );
         for (g, p) in &pairs {
             serde_json::to_writer(&mut w, &serde_json::json!({"gold": g, "pred": p}))?;
             w.write_all(b"\n")?;
@@ -196,7 +218,11 @@ fn bench(args: &Args) -> anyhow::Result<i32> {
         args.repeat.max(1),
         best * 1e3,
         pairs.len() as f64 / best,
-        if args.threads == 0 { "all".to_string() } else { args.threads.to_string() }
+        if args.threads == 0 {
+            "all".to_string()
+        } else {
+            args.threads.to_string()
+        }
     );
     Ok(0)
 }
