@@ -283,9 +283,9 @@ pub fn last_number(text: &str) -> Option<&str> {
             let mut s = i;
             while s > 0 {
                 let c = b[s - 1];
-                if c.is_ascii_digit() || c == b'.' || c == b'/' {
-                    s -= 1;
-                } else if c == b',' && s >= 2 && b[s - 2].is_ascii_digit() && end - s >= 3 {
+                // Digits, a point, a fraction bar, or a `,` between digit groups.
+                let group_comma = c == b',' && s >= 2 && b[s - 2].is_ascii_digit() && end - s >= 3;
+                if c.is_ascii_digit() || c == b'.' || c == b'/' || group_comma {
                     s -= 1;
                 } else {
                     break;

@@ -862,7 +862,7 @@ fn base_number(n: NumLit, sub: &str) -> PResult<Expr> {
     match sub.parse::<u32>() {
         Ok(10) => Ok(Expr::Num(Box::new(n))),
         Ok(base) if (2..=36).contains(&base) && !n.has_point && n.exp10 == 0 => {
-            if n.digits.chars().all(|c| c.to_digit(base).is_some()) {
+            if n.digits.chars().all(|c| c.is_digit(base)) {
                 Ok(Expr::Base(
                     n.digits.trim_start_matches('0').to_string().into(),
                     base,
