@@ -225,6 +225,13 @@ pub fn verify_batch_with(cfg: &Config, pairs: &[(String, String)], threads: usiz
     if threads == 1 {
         return pairs.iter().map(|(g, r)| verify_with(cfg, g, r)).collect();
     }
+    if threads == 0 {
+        // rayon's global pool: no per-call pool start-up in a training loop.
+        return pairs
+            .par_iter()
+            .map(|(g, r)| verify_with(cfg, g, r))
+            .collect();
+    }
     let run = || {
         pairs
             .par_iter()

@@ -5,7 +5,7 @@ use popo_verify::{answers_equivalent, extract, verify, verify_batch, Extractor, 
 #[test]
 fn boxed_is_last_and_nested() {
     assert_eq!(
-        extract("first \\boxed{1} then \\boxed{\\frac{1}{2}}").as_deref(),
+        extract("first \\boxed{1}\nthen \\boxed{\\frac{1}{2}}").as_deref(),
         Some("\\frac{1}{2}")
     );
     assert_eq!(
@@ -128,4 +128,26 @@ fn answers_equivalent_groups_majority_votes() {
     assert!(answers_equivalent("\\{1, 2\\}", "\\{2, 1\\}"));
     assert!(!answers_equivalent("1, 2", "1"));
     assert!(!answers_equivalent("2", "3"));
+}
+
+#[test]
+fn several_boxes_on_the_final_line_are_a_hedge() {
+    assert_eq!(
+        extract("It is \\boxed{3} or \\boxed{4}.").as_deref(),
+        Some("3, 4")
+    );
+    assert!(!verify("3", "It is \\boxed{3} or \\boxed{4}.").correct);
+    assert!(verify("1, 2", "So $x = \\boxed{1}$ and $x = \\boxed{2}$.").correct);
+    // Earlier lines are work, not answers.
+    assert_eq!(
+        extract("try \\boxed{3}\nno: \\boxed{4}").as_deref(),
+        Some("4")
+    );
+    // The same answer boxed twice is one answer; a box inside a box is part of it.
+    assert_eq!(extract("\\boxed{5} so \\boxed{5}").as_deref(), Some("5"));
+    assert_eq!(
+        extract("\\boxed{\\boxed{7}}").as_deref(),
+        Some("\\boxed{7}")
+    );
+    assert!(verify("7", "\\boxed{\\boxed{7}}").correct);
 }
