@@ -22,6 +22,36 @@ BENCHMARKS = [
 ]
 
 
+# Hand-written traps from the verifier issue (gold, prediction, the right verdict).
+TRAPS = [
+    ('\\frac{\\sqrt{3}}{2}', 'The answer is $\\boxed{\\dfrac{\\sqrt3}{2}}$', True),
+    ('10\\%', '\\boxed{0.1}', True),
+    ('\\text{(B)}', 'The correct option is \\boxed{B}.', True),
+    ('x^2+7x+10', '\\boxed{(x+5)(x+2)}', True),
+    ('\\frac{1}{2}', '\\boxed{\\frac{1}{2}\\text{ inches}}', True),
+    ('(-\\infty,-2)\\cup(3,\\infty)', '\\boxed{x<-2 \\text{ or } x>3}', True),
+    ('-\\frac{1}{3}', '\\boxed{-0.333}', True),
+    ('3\\sqrt{2}', '\\boxed{\\sqrt{18}}', True),
+    ('\\begin{pmatrix} 1 \\\\ -2 \\end{pmatrix}', '\\boxed{\\begin{pmatrix} 1 \\\\ -2 \\end{pmatrix}}', True),
+    ('1,3,5', '\\boxed{1.3}', False),
+    ('025', '\\boxed{25}', True),
+    ('2,125', '\\boxed{2125}', True),
+    ('\\frac{1}{2004!}', '\\boxed{\\frac{1}{2006!}}', False),
+    ('2021', '\\boxed{\\pm 2021}', False),
+    ('\\left( 1, 2 \\right)', '\\boxed{(1,2)}', True),
+    ('27.0', '\\boxed{27}', True),
+    ('y=2x+1', '\\boxed{2x+1=y}', True),
+    ('1011_2', '\\boxed{1011_2}', True),
+    ('3.83 \\times 10^{35}', '\\boxed{3.83e35}', True),
+    ('7,425,000', '\\boxed{7 425 000}', True),
+    ('\\text{Monday}', '\\boxed{\\text{monday}}', True),
+    ('6', '\\boxed{A, B, C, D}', False),
+    ('2\\frac{1}{2}', '\\boxed{2.5}', True),
+    ('\\frac{4}{8}', '\\boxed{\\frac{1}{2}}', True),
+    ('90^\\circ', '\\boxed{90}', True),
+]
+
+
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -44,6 +74,8 @@ def corpus(args):
             for r in rewrites(g):
                 out.append({"set": name, "kind": "rewrite", "gold": g,
                             "pred": f"So we get $\\boxed{{{r}}}$."})
+    for g, pred, right in TRAPS:
+        out.append({"set": "traps", "kind": "trap", "gold": g, "pred": pred, "right": right})
     with open(args.out, "w", encoding="utf-8") as f:
         for r in out:
             f.write(json.dumps(r) + "\n")
@@ -118,6 +150,11 @@ def report(args):
         by_set[key] = (a + (p["correct"] == m["correct"]), t + 1)
     for k, (a, t) in sorted(by_set.items()):
         print(f"  {k:28s} {a}/{t} = {100.0 * a / t:.2f}%")
+    traps = [(r, p, m) for r, p, m in zip(rows, popo, mv) if "right" in r]
+    if traps:
+        pr = sum(p["correct"] == r["right"] for r, p, _ in traps)
+        mr = sum(m["correct"] == r["right"] for r, _, m in traps)
+        print(f"traps right: popo {pr}/{len(traps)}, math-verify {mr}/{len(traps)}")
     print("disagreements (gold | prediction | popo | math-verify | popo's reading | math-verify's reading):")
     for r, p, m in zip(rows, popo, mv):
         if p["correct"] != m["correct"]:
