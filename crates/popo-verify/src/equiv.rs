@@ -242,6 +242,22 @@ fn choice_letter(e: &Expr) -> Option<char> {
     }
 }
 
+/// A product that starts with a multiple-choice label: the letter and the rest.
+fn leading_choice(e: &Expr) -> Option<(char, Expr)> {
+    let Expr::Prod(fs) = e else { return None };
+    let (false, first @ Expr::Text(_)) = fs.first()? else {
+        return None;
+    };
+    let letter = choice_letter(first)?;
+    let rest: Vec<(bool, Expr)> = fs[1..].to_vec();
+    let rest = match rest.len() {
+        0 => return None,
+        1 if !rest[0].0 => rest.into_iter().next()?.1,
+        _ => Expr::Prod(rest),
+    };
+    Some((letter, rest))
+}
+
 fn one_letter(s: &str) -> Option<char> {
     let mut it = s.chars();
     let c = it.next()?;
@@ -254,6 +270,14 @@ impl Cx<'_> {
         if g == p {
             self.how = How::Structural;
             return Ok(true);
+        }
+        // `\textbf{(C)}\ 12`: the letter answers a letter, the value a value.
+        if let Some((letter, rest)) = leading_choice(p) {
+            if let Some(gl) = choice_letter(g) {
+                self.how = How::Text;
+                return Ok(gl == letter);
+            }
+            return self.equiv(g, &rest);
         }
         // Relations first: an assignment compares by its value.
         if let (Some(gv), false) = (assigned_value(g), matches!(p, Expr::Rel(..))) {

@@ -482,12 +482,38 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
             }
             return Ok(j);
         }
+        "dot" | "ddot" | "hat" | "bar" | "vec" | "tilde" | "overline" | "widehat" => {
+            // `\dot{x}` is its own variable, not x.
+            let (c, end) = raw_arg(s, j);
+            let c = c.trim().trim_start_matches('\\');
+            if !c.is_empty() && c.bytes().all(|x| x.is_ascii_alphabetic()) {
+                out.push(Tok::Ident(format!("{name}{c}").into()));
+                return Ok(end);
+            }
+            return Ok(j);
+        }
+        "mathbb" => {
+            let (c, end) = raw_arg(s, j);
+            if c.trim() == "R" {
+                // The real line.
+                out.extend([
+                    Tok::LParen,
+                    Tok::Minus,
+                    Tok::Infty,
+                    Tok::Comma,
+                    Tok::Infty,
+                    Tok::RParen,
+                ]);
+            } else {
+                lex(c, out)?;
+            }
+            return Ok(end);
+        }
         "displaystyle" | "textstyle" | "scriptstyle" | "limits" | "nolimits" | "mathbf"
-        | "boldsymbol" | "bm" | "mathit" | "mathcal" | "mathbb" | "mathscr" | "mathfrak"
-        | "quad" | "qquad" | "hline" | "not" | "dots" | "ldots" | "cdots" | "vdots" | "ddots"
-        | "dotsc" | "dotsb" | "enspace" | "thinspace" | "negthinspace" | "hspace" | "vec"
-        | "overline" | "underline" | "widehat" | "hat" | "bar" | "tilde" | "overrightarrow"
-        | "therefore" | "boxed" | "fbox" | "color" | "textcolor" | "phantom" => {
+        | "boldsymbol" | "bm" | "mathit" | "mathcal" | "mathscr" | "mathfrak" | "quad"
+        | "qquad" | "hline" | "not" | "dots" | "ldots" | "cdots" | "vdots" | "ddots" | "dotsc"
+        | "dotsb" | "enspace" | "thinspace" | "negthinspace" | "hspace" | "underline"
+        | "overrightarrow" | "therefore" | "boxed" | "fbox" | "color" | "textcolor" | "phantom" => {
             if matches!(name, "hspace" | "color" | "phantom") {
                 return Ok(raw_arg(s, j).1);
             }
