@@ -12,8 +12,15 @@
 //! single values exactly with big rationals when rational, otherwise numerically at several
 //! points with a relative tolerance. Every pair has a deterministic step budget.
 //!
-//! The gold is trusted, the prediction is not: a prediction listing several answers does not
-//! match a single gold, and decimal rounding is accepted only for a decimal prediction.
+//! The gold is trusted, the prediction is not: a prediction listing several answers (or boxing
+//! several different ones on its last line) does not match a single gold, and rounding is
+//! forgiven only for a decimal prediction with at least 3 significant digits that equals the
+//! gold rounded to the prediction's own precision (`0.333` for 1/3, but not `4.5` for 2√5).
+//!
+//! Conventions worth knowing: units, `\$`, `^\circ` and `\%` are dropped (`50\%` also
+//! matches `0.5`); `x = 3` matches `3`; `\log` is base 10; a number with a base subscript
+//! (`1011_2`) only matches the same number in a base; `f(2)`, `I(0)` (single letters `f g h`
+//! or capitals before a parenthesis) are function values, not products.
 
 pub mod bench;
 mod equiv;
