@@ -9,7 +9,8 @@ proptest! {
 
     #[test]
     fn random_strings_never_panic(a in ".{0,60}", b in ".{0,60}") {
-        let _ = verify(&a, &b);
+        let v = verify(&a, &b);
+        prop_assert!(!v.reason.is_empty());
         let _ = extract(&a);
         let _ = answers_equivalent(&a, &b);
     }
@@ -32,9 +33,11 @@ proptest! {
     ) {
         let a: String = a.concat();
         let b: String = b.concat();
-        let v = verify(&a, &format!("\\boxed{{{b}}}"));
-        // A gold always matches itself when it parses at all.
-        let _ = v;
+        let response = format!("\\boxed{{{b}}}");
+        let v = verify(&a, &response);
+        // Deterministic, and always with a reason.
+        prop_assert_eq!(&v, &verify(&a, &response));
+        prop_assert!(!v.reason.is_empty());
         let _ = answers_equivalent(&a, &a);
     }
 
