@@ -60,7 +60,16 @@ def read_jsonl(path):
 def corpus(args):
     out = []
     for name in BENCHMARKS:
-        golds = [str(r["answer"]) for r in read_jsonl(f"{args.data}/{name}")]
+        rows = read_jsonl(f"{args.data}/{name}")
+        golds = [str(r["answer"]) for r in rows]
+        # Reference solutions that box their answer are realistic responses: each against its
+        # own gold and against the next problem's gold.
+        sols = [str(r.get("solution", "")) for r in rows]
+        for i, (g, sol) in enumerate(zip(golds, sols)):
+            if "\\boxed" in sol:
+                out.append({"set": name, "kind": "solution", "gold": g, "pred": sol})
+                out.append({"set": name, "kind": "solution-cross",
+                            "gold": golds[(i + 1) % len(golds)], "pred": sol})
         distinct = list(dict.fromkeys(golds))
         for i, g in enumerate(golds):
             out.append({"set": name, "kind": "self", "gold": g,
