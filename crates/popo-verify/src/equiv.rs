@@ -3,7 +3,7 @@
 //! prediction's favour when the prediction is itself a written decimal.
 
 use crate::eval::{exact, free_symbols, lit_value, numeric, C, Q};
-use crate::expr::{Const, Expr, Fun, RelOp};
+use crate::expr::{Const, Expr, RelOp};
 use crate::limits::{Budget, Limit};
 use num_bigint::BigInt;
 use num_traits::{Signed, Zero};
@@ -35,7 +35,9 @@ const POINTS: [f64; 7] = [0.7315, -1.2893, 2.1170, 0.3391, -0.5478, 3.7123, 5.29
 
 fn sym_value(name: &str, point: usize) -> f64 {
     // Different symbols get different values at the same point.
-    let h = name.bytes().fold(0u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32));
+    let h = name
+        .bytes()
+        .fold(0u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32));
     let base = POINTS[point % POINTS.len()];
     base * (1.0 + (h % 97) as f64 / 131.0) + (h % 13) as f64 * 0.0137
 }
@@ -94,6 +96,10 @@ fn choose_pm(e: &Expr, plus: bool, done: &mut bool) -> Expr {
             *done = true;
             let a = a.as_ref().map(|a| (**a).clone());
             let c = (**c).clone();
+            if matches!(&c, Expr::Num(n) if n.digits.bytes().all(|d| d == b'0')) {
+                // `\pm 0` is the single value 0.
+                return a.unwrap_or(c);
+            }
             match a {
                 Some(a) => Expr::Sum(vec![(false, a), (!plus, c)]),
                 None if plus => c,
@@ -123,7 +129,13 @@ fn expand_pm(e: &Expr, out: &mut Vec<Expr>, depth: u32) {
     for plus in [true, false] {
         let mut done = false;
         let x = choose_pm(e, plus, &mut done);
-        expand_pm(&x, out, depth + 1);
+        let mut alts = Vec::new();
+        expand_pm(&x, &mut alts, depth + 1);
+        for a in alts {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
     }
 }
 
@@ -147,6 +159,9 @@ pub(crate) fn expand_answer(e: Expr) -> Expr {
         e if contains_pm(&e) => {
             let mut out = Vec::new();
             expand_pm(&e, &mut out, 0);
+            if out.len() == 1 {
+                return out.pop().unwrap_or(e);
+            }
             Expr::List(out)
         }
         e => e,
@@ -173,7 +188,10 @@ fn is_scalar(e: &Expr) -> bool {
 fn assigned_value(e: &Expr) -> Option<&Expr> {
     match e {
         Expr::Rel(es, ops) if ops.iter().all(|o| *o == RelOp::Eq || *o == RelOp::In) => {
-            if es[..es.len() - 1].iter().all(|x| matches!(x, Expr::Sym(_)) || is_plain_lhs(x)) {
+            if es[..es.len() - 1]
+                .iter()
+                .all(|x| matches!(x, Expr::Sym(_)) || is_plain_lhs(x))
+            {
                 es.last()
             } else {
                 None
@@ -187,7 +205,13 @@ fn assigned_value(e: &Expr) -> Option<&Expr> {
 fn is_plain_lhs(e: &Expr) -> bool {
     match e {
         Expr::Sym(_) | Expr::Apply(..) => true,
-        Expr::Prod(fs) => fs.iter().all(|(d, f)| !d && (matches!(f, Expr::Sym(_)) || matches!(f, Expr::Num(_)))) && fs.iter().any(|(_, f)| matches!(f, Expr::Sym(_))) && fs.len() <= 3 && matches!(fs[0].1, Expr::Sym(_)),
+        Expr::Prod(fs) => {
+            fs.iter()
+                .all(|(d, f)| !d && (matches!(f, Expr::Sym(_)) || matches!(f, Expr::Num(_))))
+                && fs.iter().any(|(_, f)| matches!(f, Expr::Sym(_)))
+                && fs.len() <= 3
+                && matches!(fs[0].1, Expr::Sym(_))
+        }
         _ => false,
     }
 }
@@ -207,11 +231,31 @@ fn choice_letter(e: &Expr) -> Option<char> {
     match e {
         Expr::Sym(s) => one_letter(s),
         Expr::Text(t) => {
-            let t = t.trim().trim_start_matches('(').trim_end_matches(')').trim();
+            let t = t
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .trim();
             one_letter(t)
         }
         _ => None,
     }
+}
+
+/// A product that starts with a multiple-choice label: the letter and the rest.
+fn leading_choice(e: &Expr) -> Option<(char, Expr)> {
+    let Expr::Prod(fs) = e else { return None };
+    let (false, first @ Expr::Text(_)) = fs.first()? else {
+        return None;
+    };
+    let letter = choice_letter(first)?;
+    let rest: Vec<(bool, Expr)> = fs[1..].to_vec();
+    let rest = match rest.len() {
+        0 => return None,
+        1 if !rest[0].0 => rest.into_iter().next()?.1,
+        _ => Expr::Prod(rest),
+    };
+    Some((letter, rest))
 }
 
 fn one_letter(s: &str) -> Option<char> {
@@ -226,6 +270,29 @@ impl Cx<'_> {
         if g == p {
             self.how = How::Structural;
             return Ok(true);
+        }
+        // `\textbf{(C)}\ 12`: the letter answers a letter, the value a value.
+        if let Some((letter, rest)) = leading_choice(p) {
+            if let Some(gl) = choice_letter(g) {
+                self.how = How::Text;
+                return Ok(gl == letter);
+            }
+            return self.equiv(g, &rest);
+        }
+        // `15\frac{39}{40} and \frac{639}{40}`: one answer written twice is not a hedge.
+        if let Expr::List(items) = p {
+            if !matches!(g, Expr::List(_) | Expr::Set(_)) && items.len() <= 8 {
+                let mut same = true;
+                for it in &items[1..] {
+                    if !self.equiv(&items[0], it)? {
+                        same = false;
+                        break;
+                    }
+                }
+                if same {
+                    return self.equiv(g, &items[0]);
+                }
+            }
         }
         // Relations first: an assignment compares by its value.
         if let (Some(gv), false) = (assigned_value(g), matches!(p, Expr::Rel(..))) {
@@ -259,12 +326,15 @@ impl Cx<'_> {
             (Expr::Base(gd, gb), Expr::Base(pd, pb)) => {
                 self.how = How::Exact;
                 Ok(gd == pd && gb == pb
-                    || BigInt::parse_bytes(gd.as_bytes(), *gb) == BigInt::parse_bytes(pd.as_bytes(), *pb))
+                    || BigInt::parse_bytes(gd.as_bytes(), *gb)
+                        == BigInt::parse_bytes(pd.as_bytes(), *pb))
             }
             (Expr::Base(..), _) | (_, Expr::Base(..)) => Ok(false),
             (Expr::Rel(ge, gops), Expr::Rel(pe, pops)) => self.relations(ge, gops, pe, pops, g, p),
             (Expr::Rel(..), _) => match (rel_to_interval(g), p) {
-                (Some(gi), Expr::Interval { .. } | Expr::Union(_) | Expr::Tuple(_)) => self.equiv(&gi, p),
+                (Some(gi), Expr::Interval { .. } | Expr::Union(_) | Expr::Tuple(_)) => {
+                    self.equiv(&gi, p)
+                }
                 _ => Ok(false),
             },
             (_, Expr::Rel(..)) => match (g, rel_to_interval(p)) {
@@ -276,7 +346,8 @@ impl Cx<'_> {
                 Some(pu) => self.equiv(g, &pu),
                 None => Ok(false),
             },
-            (Expr::List(gi), Expr::List(pi) | Expr::Set(pi)) | (Expr::Set(gi), Expr::Set(pi) | Expr::List(pi)) => {
+            (Expr::List(gi), Expr::List(pi) | Expr::Set(pi))
+            | (Expr::Set(gi), Expr::Set(pi) | Expr::List(pi)) => {
                 if let (Some(gu), Some(pu)) = (rels_to_union(gi), rels_to_union(pi)) {
                     return self.equiv(&gu, &pu);
                 }
@@ -302,8 +373,18 @@ impl Cx<'_> {
                 self.equiv(g, &pi)
             }
             (
-                Expr::Interval { lo: gl, hi: gh, lo_open: glo, hi_open: gho },
-                Expr::Interval { lo: pl, hi: ph, lo_open: plo, hi_open: pho },
+                Expr::Interval {
+                    lo: gl,
+                    hi: gh,
+                    lo_open: glo,
+                    hi_open: gho,
+                },
+                Expr::Interval {
+                    lo: pl,
+                    hi: ph,
+                    lo_open: plo,
+                    hi_open: pho,
+                },
             ) => {
                 self.how = How::Structural;
                 Ok(glo == plo && gho == pho && self.equiv(gl, pl)? && self.equiv(gh, ph)?)
@@ -340,7 +421,11 @@ impl Cx<'_> {
                 if s.chars().any(|c| c.is_ascii_digit()) && s.len() < 64 {
                     if let Ok(e) = crate::parse::parse_answer(&s, self.b) {
                         if !matches!(e, Expr::Text(_)) {
-                            return if matches!(g, Expr::Text(_)) { self.equiv(&e, other) } else { self.equiv(other, &e) };
+                            return if matches!(g, Expr::Text(_)) {
+                                self.equiv(&e, other)
+                            } else {
+                                self.equiv(other, &e)
+                            };
                         }
                     }
                 }
@@ -386,7 +471,15 @@ impl Cx<'_> {
         Ok(true)
     }
 
-    fn relations(&mut self, ge: &[Expr], gops: &[RelOp], pe: &[Expr], pops: &[RelOp], g: &Expr, p: &Expr) -> R {
+    fn relations(
+        &mut self,
+        ge: &[Expr],
+        gops: &[RelOp],
+        pe: &[Expr],
+        pops: &[RelOp],
+        g: &Expr,
+        p: &Expr,
+    ) -> R {
         let all_eq = |ops: &[RelOp]| ops.iter().all(|o| *o == RelOp::Eq);
         if all_eq(gops) && all_eq(pops) {
             if let (Some(gv), Some(pv)) = (assigned_value(g), assigned_value(p)) {
@@ -437,8 +530,13 @@ impl Cx<'_> {
         let mut ratio: Option<C> = None;
         let mut good = 0;
         for pt in 0..POINTS.len() {
-            let env: Vec<(&str, C)> = syms.iter().map(|s| (*s, C::real(sym_value(s, pt)))).collect();
-            let (Some(x), Some(y)) = (numeric(a, &env, self.b)?, numeric(b, &env, self.b)?) else { continue };
+            let env: Vec<(&str, C)> = syms
+                .iter()
+                .map(|s| (*s, C::real(sym_value(s, pt))))
+                .collect();
+            let (Some(x), Some(y)) = (numeric(a, &env, self.b)?, numeric(b, &env, self.b)?) else {
+                continue;
+            };
             if !x.is_finite() || !y.is_finite() || y.abs() < 1e-9 {
                 continue;
             }
@@ -483,7 +581,11 @@ impl Cx<'_> {
         }
         // Numeric comparison, at several points if there are free symbols.
         let nonzero_exact = |v: &Option<Q>| v.as_ref().is_some_and(|v| !v.is_zero());
-        let floor = if nonzero_exact(&ge) || nonzero_exact(&pe) { 0.0 } else { 1e-12 };
+        let floor = if nonzero_exact(&ge) || nonzero_exact(&pe) {
+            0.0
+        } else {
+            1e-12
+        };
         let mut syms = Vec::new();
         free_symbols(g, &mut syms);
         free_symbols(p, &mut syms);
@@ -500,7 +602,10 @@ impl Cx<'_> {
             }
             // A decimal prediction for an irrational gold, rounded to its own precision.
             if let Some(lit) = p.as_decimal() {
-                if lit.sig_digits() >= MIN_ROUNDED_DIGITS && gv.im.abs() < 1e-12 && pv.im.abs() < 1e-12 {
+                if lit.sig_digits() >= MIN_ROUNDED_DIGITS
+                    && gv.im.abs() < 1e-12
+                    && pv.im.abs() < 1e-12
+                {
                     let half = 0.5 * 10f64.powi(lit.ulp_exp().clamp(-300, 300) as i32);
                     if (gv.re - pv.re).abs() <= half * (1.0 + 1e-9) {
                         self.how = How::Rounded;
@@ -512,7 +617,10 @@ impl Cx<'_> {
         }
         let mut good = 0;
         for pt in 0..POINTS.len() {
-            let env: Vec<(&str, C)> = syms.iter().map(|s| (*s, C::real(sym_value(s, pt)))).collect();
+            let env: Vec<(&str, C)> = syms
+                .iter()
+                .map(|s| (*s, C::real(sym_value(s, pt))))
+                .collect();
             match (numeric(g, &env, self.b)?, numeric(p, &env, self.b)?) {
                 (Some(a), Some(b)) if a.is_finite() && b.is_finite() => {
                     if !close_with(a, b, self.rel_tol, floor) {
@@ -531,7 +639,9 @@ impl Cx<'_> {
 
     /// Exact gold, decimal prediction: equal to the gold rounded to the prediction's precision.
     fn rounded_exact(&mut self, gv: &Q, p: &Expr) -> R {
-        let Some(lit) = p.as_decimal() else { return Ok(false) };
+        let Some(lit) = p.as_decimal() else {
+            return Ok(false);
+        };
         if lit.sig_digits() < MIN_ROUNDED_DIGITS {
             return Ok(false);
         }
@@ -543,7 +653,8 @@ impl Cx<'_> {
         ulp.digits = "5".into();
         ulp.exp10 -= 1;
         let half = lit_value(&ulp, self.b)?;
-        let ok = (gv - &pv).abs() <= half && !(gv.is_zero() && !pv.is_zero());
+        // A zero gold is never "rounded to" from a non-zero prediction.
+        let ok = (gv - &pv).abs() <= half && (pv.is_zero() || !gv.is_zero());
         if ok {
             self.how = How::Rounded;
         }
@@ -553,7 +664,10 @@ impl Cx<'_> {
 
 fn complex_div(a: C, b: C) -> C {
     let d = b.re * b.re + b.im * b.im;
-    C { re: (a.re * b.re + a.im * b.im) / d, im: (a.im * b.re - a.re * b.im) / d }
+    C {
+        re: (a.re * b.re + a.im * b.im) / d,
+        im: (a.im * b.re - a.re * b.im) / d,
+    }
 }
 
 fn flip(o: RelOp) -> RelOp {
@@ -567,7 +681,12 @@ fn flip(o: RelOp) -> RelOp {
 }
 
 fn open_interval(v: &[Expr]) -> Expr {
-    Expr::Interval { lo: Box::new(v[0].clone()), hi: Box::new(v[1].clone()), lo_open: true, hi_open: true }
+    Expr::Interval {
+        lo: Box::new(v[0].clone()),
+        hi: Box::new(v[1].clone()),
+        lo_open: true,
+        hi_open: true,
+    }
 }
 
 fn vector_of(rows: &[Vec<Expr>]) -> Option<Vec<Expr>> {
@@ -639,8 +758,9 @@ fn rels_to_union(items: &[Expr]) -> Option<Expr> {
     }
     let parts: Option<Vec<Expr>> = items.iter().map(rel_to_interval).collect();
     let parts = parts?;
-    Some(if parts.len() == 1 { parts.into_iter().next()? } else { Expr::Union(parts) })
+    Some(if parts.len() == 1 {
+        parts.into_iter().next()?
+    } else {
+        Expr::Union(parts)
+    })
 }
-
-#[allow(dead_code)]
-fn _uses(_: Fun) {}

@@ -5,7 +5,7 @@
 use crate::expr::{Const, Expr, Fun, NumLit};
 use crate::limits::{Budget, Limit};
 use num_bigint::{BigInt, BigUint, Sign};
-use num_integer::{Integer, Roots};
+use num_integer::Integer;
 use num_rational::BigRational;
 use num_traits::{One, Signed, ToPrimitive, Zero};
 
@@ -18,7 +18,9 @@ fn pow10(k: u64) -> BigInt {
 pub(crate) fn lit_value(n: &NumLit, b: &mut Budget) -> Result<Q, Limit> {
     let e = n.ulp_exp();
     // 10^k has about 3.33 k bits.
-    if e.unsigned_abs() * 10 / 3 > b.limits.max_bits || n.digits.len() as u64 * 4 > b.limits.max_bits {
+    if e.unsigned_abs() * 10 / 3 > b.limits.max_bits
+        || n.digits.len() as u64 * 4 > b.limits.max_bits
+    {
         return Err(Limit::Size);
     }
     b.tick(n.digits.len() as u64 / 8 + e.unsigned_abs() / 16 + 1)?;
@@ -76,11 +78,25 @@ fn q_root(q: &Q, n: u32) -> Option<Q> {
 
 fn q_pow(base: &Q, e: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
     if base.is_zero() {
-        return Ok(if e.is_negative() { None } else if e.is_zero() { Some(Q::one()) } else { Some(Q::zero()) });
+        return Ok(if e.is_negative() {
+            None
+        } else if e.is_zero() {
+            Some(Q::one())
+        } else {
+            Some(Q::zero())
+        });
     }
     let base_bits = bits(base).max(1);
     let Some(k) = e.abs().to_u64() else {
-        return if base.abs().is_one() { Ok(Some(if e.is_even() { base.abs() } else { base.clone() })) } else { Err(Limit::Size) };
+        return if base.abs().is_one() {
+            Ok(Some(if e.is_even() {
+                base.abs()
+            } else {
+                base.clone()
+            }))
+        } else {
+            Err(Limit::Size)
+        };
     };
     if base.abs().is_one() {
         return Ok(Some(if k % 2 == 0 { base.abs() } else { base.clone() }));
@@ -95,7 +111,11 @@ fn q_pow(base: &Q, e: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
 
 fn factorial(n: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
     let Some(n) = n.to_u64() else {
-        return if n.is_negative() { Ok(None) } else { Err(Limit::Size) };
+        return if n.is_negative() {
+            Ok(None)
+        } else {
+            Err(Limit::Size)
+        };
     };
     if n > b.limits.max_factorial {
         return Err(Limit::Size);
@@ -134,12 +154,16 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
     b.tick(1)?;
     Ok(match e {
         Expr::Num(n) => Some(lit_value(n, b)?),
-        Expr::Base(d, base) => BigInt::parse_bytes(d.as_bytes(), *base).map(Q::from_integer).or(Some(Q::zero())),
+        Expr::Base(d, base) => BigInt::parse_bytes(d.as_bytes(), *base)
+            .map(Q::from_integer)
+            .or(Some(Q::zero())),
         Expr::Neg(x) => exact(x, b)?.map(|v| -v),
         Expr::Sum(ts) => {
             let mut acc = Q::zero();
             for (neg, t) in ts {
-                let Some(v) = exact(t, b)? else { return Ok(None) };
+                let Some(v) = exact(t, b)? else {
+                    return Ok(None);
+                };
                 acc = check(if *neg { acc - v } else { acc + v }, b)?;
             }
             Some(acc)
@@ -147,7 +171,9 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
         Expr::Prod(fs) => {
             let mut acc = Q::one();
             for (div, f) in fs {
-                let Some(v) = exact(f, b)? else { return Ok(None) };
+                let Some(v) = exact(f, b)? else {
+                    return Ok(None);
+                };
                 if *div {
                     if v.is_zero() {
                         return Ok(None);
@@ -160,8 +186,12 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
             Some(acc)
         }
         Expr::Pow(base, ex) => {
-            let Some(x) = exact(ex, b)? else { return Ok(None) };
-            let Some(bv) = exact(base, b)? else { return Ok(None) };
+            let Some(x) = exact(ex, b)? else {
+                return Ok(None);
+            };
+            let Some(bv) = exact(base, b)? else {
+                return Ok(None);
+            };
             if let Some(k) = as_int(&x) {
                 q_pow(&bv, k, b)?
             } else {
@@ -177,11 +207,18 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
             }
         }
         Expr::Root(x, n) => {
-            let Some(nv) = exact(n, b)? else { return Ok(None) };
-            let Some(n) = as_int(&nv).and_then(|n| n.to_u32()).filter(|&n| (1..=64).contains(&n)) else {
+            let Some(nv) = exact(n, b)? else {
                 return Ok(None);
             };
-            let Some(xv) = exact(x, b)? else { return Ok(None) };
+            let Some(n) = as_int(&nv)
+                .and_then(|n| n.to_u32())
+                .filter(|&n| (1..=64).contains(&n))
+            else {
+                return Ok(None);
+            };
+            let Some(xv) = exact(x, b)? else {
+                return Ok(None);
+            };
             b.tick(cost(&xv) * 4)?;
             q_root(&xv, n)
         }
@@ -228,33 +265,57 @@ impl C {
         self.im.abs() <= 1e-12 * self.re.abs().max(1.0)
     }
     fn add(self, o: C) -> C {
-        C { re: self.re + o.re, im: self.im + o.im }
+        C {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
     }
     fn sub(self, o: C) -> C {
-        C { re: self.re - o.re, im: self.im - o.im }
+        C {
+            re: self.re - o.re,
+            im: self.im - o.im,
+        }
     }
     fn mul(self, o: C) -> C {
-        C { re: self.re * o.re - self.im * o.im, im: self.re * o.im + self.im * o.re }
+        C {
+            re: self.re * o.re - self.im * o.im,
+            im: self.re * o.im + self.im * o.re,
+        }
     }
     fn div(self, o: C) -> C {
         if o.im == 0.0 {
-            return C { re: self.re / o.re, im: self.im / o.re };
+            return C {
+                re: self.re / o.re,
+                im: self.im / o.re,
+            };
         }
         let d = o.re * o.re + o.im * o.im;
-        C { re: (self.re * o.re + self.im * o.im) / d, im: (self.im * o.re - self.re * o.im) / d }
+        C {
+            re: (self.re * o.re + self.im * o.im) / d,
+            im: (self.im * o.re - self.re * o.im) / d,
+        }
     }
     fn neg(self) -> C {
-        C { re: -self.re, im: -self.im }
+        C {
+            re: -self.re,
+            im: -self.im,
+        }
     }
     fn ln(self) -> C {
-        C { re: self.abs().ln(), im: self.im.atan2(self.re) }
+        C {
+            re: self.abs().ln(),
+            im: self.im.atan2(self.re),
+        }
     }
     fn exp(self) -> C {
         let m = self.re.exp();
         if self.im == 0.0 {
             return C::real(m);
         }
-        C { re: m * self.im.cos(), im: m * self.im.sin() }
+        C {
+            re: m * self.im.cos(),
+            im: m * self.im.sin(),
+        }
     }
     fn pow(self, e: C) -> C {
         if self.is_real() && e.is_real() {
@@ -275,15 +336,28 @@ impl C {
     }
     fn sqrt(self) -> C {
         if self.im == 0.0 {
-            return if self.re >= 0.0 { C::real(self.re.sqrt()) } else { C { re: 0.0, im: (-self.re).sqrt() } };
+            return if self.re >= 0.0 {
+                C::real(self.re.sqrt())
+            } else {
+                C {
+                    re: 0.0,
+                    im: (-self.re).sqrt(),
+                }
+            };
         }
         self.pow(C::real(0.5))
     }
     fn sin(self) -> C {
-        C { re: self.re.sin() * self.im.cosh(), im: self.re.cos() * self.im.sinh() }
+        C {
+            re: self.re.sin() * self.im.cosh(),
+            im: self.re.cos() * self.im.sinh(),
+        }
     }
     fn cos(self) -> C {
-        C { re: self.re.cos() * self.im.cosh(), im: -self.re.sin() * self.im.sinh() }
+        C {
+            re: self.re.cos() * self.im.cosh(),
+            im: -self.re.sin() * self.im.sinh(),
+        }
     }
 }
 
@@ -320,7 +394,11 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
             let v: f64 = n.digits.parse().unwrap_or(0.0);
             C::real(v * 10f64.powi(n.ulp_exp().clamp(-400, 400) as i32))
         }
-        Expr::Base(d, base) => C::real(u128::from_str_radix(d, *base).map(|v| v as f64).unwrap_or(f64::INFINITY)),
+        Expr::Base(d, base) => C::real(
+            u128::from_str_radix(d, *base)
+                .map(|v| v as f64)
+                .unwrap_or(f64::INFINITY),
+        ),
         Expr::Const(c) => match c {
             Const::Pi => C::real(std::f64::consts::PI),
             Const::E => C::real(std::f64::consts::E),
@@ -338,7 +416,9 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
         Expr::Sum(ts) => {
             let mut acc = C::real(0.0);
             for (neg, t) in ts {
-                let Some(v) = numeric(t, env, b)? else { return Ok(None) };
+                let Some(v) = numeric(t, env, b)? else {
+                    return Ok(None);
+                };
                 acc = if *neg { acc.sub(v) } else { acc.add(v) };
             }
             acc
@@ -346,7 +426,9 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
         Expr::Prod(fs) => {
             let mut acc = C::real(1.0);
             for (div, f) in fs {
-                let Some(v) = numeric(f, env, b)? else { return Ok(None) };
+                let Some(v) = numeric(f, env, b)? else {
+                    return Ok(None);
+                };
                 acc = if *div { acc.div(v) } else { acc.mul(v) };
             }
             acc
@@ -365,7 +447,9 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
             _ => return Ok(None),
         },
         Expr::Func(f, x) => {
-            let Some(x) = numeric(x, env, b)? else { return Ok(None) };
+            let Some(x) = numeric(x, env, b)? else {
+                return Ok(None);
+            };
             match f {
                 Fun::Sin => x.sin(),
                 Fun::Cos => x.cos(),
@@ -389,7 +473,9 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
             }
         }
         Expr::Fact(x) => match numeric(x, env, b)? {
-            Some(x) if x.is_real() && !(x.re < 0.0 && x.re.fract() == 0.0) => C::real(gamma(x.re + 1.0)),
+            Some(x) if x.is_real() && !(x.re < 0.0 && x.re.fract() == 0.0) => {
+                C::real(gamma(x.re + 1.0))
+            }
             _ => return Ok(None),
         },
         Expr::Binom(n, k) => match (numeric(n, env, b)?, numeric(k, env, b)?) {
@@ -401,10 +487,14 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
         Expr::Apply(name, args) => {
             // An unknown function: a fixed smooth function of its arguments, seeded by the
             // name, so `f(2)` equals `f(2)` but neither `f(3)` nor `g(2)` nor `0`.
-            let h = name.bytes().fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32));
+            let h = name
+                .bytes()
+                .fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32));
             let mut acc = C::real(1.0 + (h % 89) as f64 / 37.0);
             for (k, a) in args.iter().enumerate() {
-                let Some(v) = numeric(a, env, b)? else { return Ok(None) };
+                let Some(v) = numeric(a, env, b)? else {
+                    return Ok(None);
+                };
                 let w = 0.37 + ((h >> (k % 16)) % 23) as f64 / 19.0;
                 acc = acc.add(v.mul(C::real(w)).sin().add(C::real(1.5 + k as f64)));
             }
@@ -416,7 +506,11 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
         },
         _ => return Ok(None),
     };
-    Ok(if r.re.is_nan() || r.im.is_nan() { None } else { Some(r) })
+    Ok(if r.re.is_nan() || r.im.is_nan() {
+        None
+    } else {
+        Some(r)
+    })
 }
 
 /// Free symbols of a tree, deduplicated, in first-seen order.

@@ -182,10 +182,6 @@ pub(crate) enum Expr {
 }
 
 impl Expr {
-    pub fn sym(s: &str) -> Expr {
-        Expr::Sym(s.into())
-    }
-
     pub fn int(n: u64) -> Expr {
         Expr::Num(Box::new(NumLit {
             digits: n.to_string(),

@@ -35,7 +35,7 @@ impl Strategy {
 
     fn find(self, text: &str) -> Option<String> {
         match self {
-            Strategy::Boxed => last_boxed(text).map(str::to_string),
+            Strategy::Boxed => final_boxes(text),
             Strategy::AnswerTag => answer_tag(text),
             Strategy::FinalAnswerIs => final_answer_is(text),
             Strategy::Hashes => hashes(text),
@@ -112,9 +112,10 @@ pub(crate) fn braced(s: &str, open: usize) -> Option<(&str, usize)> {
     None
 }
 
-/// The last `\boxed{...}` or `\fbox{...}`; also `\boxed 5` without braces.
-pub fn last_boxed(text: &str) -> Option<&str> {
-    let mut best: Option<(usize, &str)> = None;
+/// Every top-level `\boxed{...}` / `\fbox{...}` (also `\boxed 5`): `(start, end, content)`,
+/// in order. Boxes nested inside another box are part of it.
+fn boxes(text: &str) -> Vec<(usize, usize, &str)> {
+    let mut out: Vec<(usize, usize, &str)> = Vec::new();
     for marker in ["\\boxed", "\\fbox"] {
         let mut from = 0;
         while let Some(p) = text[from..].find(marker) {
@@ -122,26 +123,60 @@ pub fn last_boxed(text: &str) -> Option<&str> {
             from = start + marker.len();
             let rest = &text[from..];
             let skip = rest.len() - rest.trim_start().len();
-            let content = if rest.trim_start().starts_with('{') {
-                braced(text, from + skip).map(|(c, _)| c)
+            let found = if rest.trim_start().starts_with('{') {
+                braced(text, from + skip)
             } else if skip > 0 {
                 // `\boxed 5`: the next whitespace-delimited token.
                 let t = rest.trim_start();
-                let end = t
+                let len = t
                     .find(|c: char| c.is_whitespace() || c == '$')
                     .unwrap_or(t.len());
-                Some(&t[..end])
+                Some((&t[..len], from + skip + len))
             } else {
                 None
             };
-            if let Some(c) = content {
-                if best.is_none_or(|(s, _)| start > s) {
-                    best = Some((start, c));
-                }
+            if let Some((content, end)) = found {
+                out.push((start, end, content));
             }
         }
     }
-    best.map(|(_, c)| c)
+    out.sort_unstable_by_key(|b| b.0);
+    let mut top: Vec<(usize, usize, &str)> = Vec::with_capacity(out.len());
+    for b in out {
+        if top.last().is_none_or(|last| b.0 >= last.1) {
+            top.push(b);
+        }
+    }
+    top
+}
+
+/// The last `\boxed{...}` or `\fbox{...}`; also `\boxed 5` without braces.
+pub fn last_boxed(text: &str) -> Option<&str> {
+    boxes(text).last().map(|b| b.2)
+}
+
+/// The last box; when the same line boxes several different answers (`\boxed{3} or
+/// \boxed{4}`, `x = \boxed{1}, \boxed{2}`), all of them as a list, so that a hedge never
+/// passes for a single answer.
+fn final_boxes(text: &str) -> Option<String> {
+    let all = boxes(text);
+    let last = *all.last()?;
+    let mut same_line = vec![last.2];
+    let mut line_start = last.0;
+    for b in all.iter().rev().skip(1) {
+        if text[b.1..line_start].contains('\n') {
+            break;
+        }
+        line_start = b.0;
+        if !same_line.contains(&b.2) {
+            same_line.push(b.2);
+        }
+    }
+    if same_line.len() == 1 {
+        return Some(last.2.to_string());
+    }
+    same_line.reverse();
+    Some(same_line.join(", "))
 }
 
 fn answer_tag(text: &str) -> Option<String> {
@@ -183,7 +218,10 @@ fn final_answer_is(text: &str) -> Option<String> {
     let mut end = line.len();
     let b = line.as_bytes();
     for i in 0..b.len() {
-        if b[i] == b'.' && (i + 1 == b.len() || b[i + 1] == b' ') && !(i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit()) {
+        if b[i] == b'.'
+            && (i + 1 == b.len() || b[i + 1] == b' ')
+            && !(i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit())
+        {
             end = i;
             break;
         }
@@ -280,9 +318,9 @@ pub fn last_number(text: &str) -> Option<&str> {
             let mut s = i;
             while s > 0 {
                 let c = b[s - 1];
-                if c.is_ascii_digit() || c == b'.' || c == b'/' {
-                    s -= 1;
-                } else if c == b',' && s >= 2 && b[s - 2].is_ascii_digit() && end - s >= 3 {
+                // Digits, a point, a fraction bar, or a `,` between digit groups.
+                let group_comma = c == b',' && s >= 2 && b[s - 2].is_ascii_digit() && end - s >= 3;
+                if c.is_ascii_digit() || c == b'.' || c == b'/' || group_comma {
                     s -= 1;
                 } else {
                     break;

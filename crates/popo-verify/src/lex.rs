@@ -110,7 +110,10 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
                 i += 1;
                 let (sub, next) = raw_arg(s, i);
                 out.push(Tok::Sub(
-                    sub.chars().filter(|c| !c.is_whitespace()).collect::<String>().into(),
+                    sub.chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .into(),
                 ));
                 i = next;
             }
@@ -120,7 +123,13 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
                 if let Some(r) = rest.strip_prefix("\\circ") {
                     out.push(Tok::Degree);
                     i = b.len() - r.len();
-                } else if let Some(r) = rest.strip_prefix('{').map(str::trim_start).and_then(|r| r.strip_prefix("\\circ")).map(str::trim_start).and_then(|r| r.strip_prefix('}')) {
+                } else if let Some(r) = rest
+                    .strip_prefix('{')
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix("\\circ"))
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix('}'))
+                {
                     out.push(Tok::Degree);
                     i = b.len() - r.len();
                 } else {
@@ -210,7 +219,10 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
 
 /// Byte length of the character starting at `i` (1 if `i` is not a boundary).
 fn char_len(s: &str, i: usize) -> usize {
-    s.get(i..).and_then(|t| t.chars().next()).map(char::len_utf8).unwrap_or(1)
+    s.get(i..)
+        .and_then(|t| t.chars().next())
+        .map(char::len_utf8)
+        .unwrap_or(1)
 }
 
 fn unicode_tok(ch: char) -> Option<Tok> {
@@ -470,12 +482,38 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
             }
             return Ok(j);
         }
+        "dot" | "ddot" | "hat" | "bar" | "vec" | "tilde" | "overline" | "widehat" => {
+            // `\dot{x}` is its own variable, not x.
+            let (c, end) = raw_arg(s, j);
+            let c = c.trim().trim_start_matches('\\');
+            if !c.is_empty() && c.bytes().all(|x| x.is_ascii_alphabetic()) {
+                out.push(Tok::Ident(format!("{name}{c}").into()));
+                return Ok(end);
+            }
+            return Ok(j);
+        }
+        "mathbb" => {
+            let (c, end) = raw_arg(s, j);
+            if c.trim() == "R" {
+                // The real line.
+                out.extend([
+                    Tok::LParen,
+                    Tok::Minus,
+                    Tok::Infty,
+                    Tok::Comma,
+                    Tok::Infty,
+                    Tok::RParen,
+                ]);
+            } else {
+                lex(c, out)?;
+            }
+            return Ok(end);
+        }
         "displaystyle" | "textstyle" | "scriptstyle" | "limits" | "nolimits" | "mathbf"
-        | "boldsymbol" | "bm" | "mathit" | "mathcal" | "mathbb" | "mathscr" | "mathfrak"
-        | "quad" | "qquad" | "hline" | "not" | "dots" | "ldots" | "cdots" | "vdots"
-        | "ddots" | "dotsc" | "dotsb" | "enspace" | "thinspace" | "negthinspace" | "hspace"
-        | "vec" | "overline" | "underline" | "widehat" | "hat" | "bar" | "tilde" | "overrightarrow"
-        | "therefore" | "boxed" | "fbox" | "color" | "textcolor" | "phantom" => {
+        | "boldsymbol" | "bm" | "mathit" | "mathcal" | "mathscr" | "mathfrak" | "quad"
+        | "qquad" | "hline" | "not" | "dots" | "ldots" | "cdots" | "vdots" | "ddots" | "dotsc"
+        | "dotsb" | "enspace" | "thinspace" | "negthinspace" | "hspace" | "underline"
+        | "overrightarrow" | "therefore" | "boxed" | "fbox" | "color" | "textcolor" | "phantom" => {
             if matches!(name, "hspace" | "color" | "phantom") {
                 return Ok(raw_arg(s, j).1);
             }

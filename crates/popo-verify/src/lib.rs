@@ -12,8 +12,15 @@
 //! single values exactly with big rationals when rational, otherwise numerically at several
 //! points with a relative tolerance. Every pair has a deterministic step budget.
 //!
-//! The gold is trusted, the prediction is not: a prediction listing several answers does not
-//! match a single gold, and decimal rounding is accepted only for a decimal prediction.
+//! The gold is trusted, the prediction is not: a prediction listing several answers (or boxing
+//! several different ones on its last line) does not match a single gold, and rounding is
+//! forgiven only for a decimal prediction with at least 3 significant digits that equals the
+//! gold rounded to the prediction's own precision (`0.333` for 1/3, but not `4.5` for 2√5).
+//!
+//! Conventions worth knowing: units, `\$`, `^\circ` and `\%` are dropped (`50\%` also
+//! matches `0.5`); `x = 3` matches `3`; `\log` is base 10; a number with a base subscript
+//! (`1011_2`) only matches the same number in a base; `f(2)`, `I(0)` (single letters `f g h`
+//! or capitals before a parenthesis) are function values, not products.
 
 pub mod bench;
 mod equiv;
@@ -114,7 +121,10 @@ fn norm_raw(s: &str) -> String {
                     break;
                 }
             }
-            if !matches!(name.as_str(), "text" | "mathrm" | "textbf" | "mbox" | "left" | "right" | "" | "displaystyle") {
+            if !matches!(
+                name.as_str(),
+                "text" | "mathrm" | "textbf" | "mbox" | "left" | "right" | "" | "displaystyle"
+            ) {
                 out.push_str(&name);
             }
             continue;
@@ -132,15 +142,33 @@ fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Optio
     let mut b = Budget::new(cfg.limits);
     let g = match parse(gold, &mut b) {
         Ok(g) => g,
-        Err(l) => return (false, Some(gold.trim().to_string()), Some(pred.trim().to_string()), format!("gold: {l}")),
+        Err(l) => {
+            return (
+                false,
+                Some(gold.trim().to_string()),
+                Some(pred.trim().to_string()),
+                format!("gold: {l}"),
+            )
+        }
     };
     let p = match parse(pred, &mut b) {
         Ok(p) => p,
-        Err(l) => return (false, Some(g.display()), Some(pred.trim().to_string()), format!("prediction: {l}")),
+        Err(l) => {
+            return (
+                false,
+                Some(g.display()),
+                Some(pred.trim().to_string()),
+                format!("prediction: {l}"),
+            )
+        }
     };
     let (ok, reason) = match (&g, &p) {
         (Parsed::Expr(ge), Parsed::Expr(pe)) => {
-            let mut cx = Cx { b: &mut b, rel_tol: cfg.rel_tol, how: How::Structural };
+            let mut cx = Cx {
+                b: &mut b,
+                rel_tol: cfg.rel_tol,
+                how: How::Structural,
+            };
             match cx.equiv(ge, pe) {
                 Ok(true) => (true, how_name(cx.how).to_string()),
                 Ok(false) => (false, "different".to_string()),
@@ -149,7 +177,15 @@ fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Optio
         }
         _ => {
             let ok = norm_raw(gold) == norm_raw(pred) && !norm_raw(gold).is_empty();
-            (ok, if ok { "text" } else { "different (unparsed text)" }.to_string())
+            (
+                ok,
+                if ok {
+                    "text"
+                } else {
+                    "different (unparsed text)"
+                }
+                .to_string(),
+            )
         }
     };
     (ok, Some(g.display()), Some(p.display()), reason)
@@ -178,7 +214,12 @@ pub fn verify_with(cfg: &Config, gold: &str, response: &str) -> Verdict {
     };
     let p = extract::strip_math_delims(&p).to_string();
     let (correct, gold_answer, pred_answer, reason) = compare(&g, &p, cfg);
-    Verdict { correct, gold_answer, pred_answer, reason }
+    Verdict {
+        correct,
+        gold_answer,
+        pred_answer,
+        reason,
+    }
 }
 
 /// Verify many `(gold, response)` pairs on `threads` threads (0 = all cores), in input order.
@@ -191,7 +232,19 @@ pub fn verify_batch_with(cfg: &Config, pairs: &[(String, String)], threads: usiz
     if threads == 1 {
         return pairs.iter().map(|(g, r)| verify_with(cfg, g, r)).collect();
     }
-    let run = || pairs.par_iter().map(|(g, r)| verify_with(cfg, g, r)).collect::<Vec<_>>();
+    if threads == 0 {
+        // rayon's global pool: no per-call pool start-up in a training loop.
+        return pairs
+            .par_iter()
+            .map(|(g, r)| verify_with(cfg, g, r))
+            .collect();
+    }
+    let run = || {
+        pairs
+            .par_iter()
+            .map(|(g, r)| verify_with(cfg, g, r))
+            .collect::<Vec<_>>()
+    };
     match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(pool) => pool.install(run),
         Err(_) => run(),
@@ -202,5 +255,10 @@ pub fn verify_batch_with(cfg: &Config, pairs: &[(String, String)], threads: usiz
 /// samples for majority voting). `a` plays the role of the gold.
 pub fn answers_equivalent(a: &str, b: &str) -> bool {
     let cfg = Config::default();
-    compare(extract::strip_math_delims(a), extract::strip_math_delims(b), &cfg).0
+    compare(
+        extract::strip_math_delims(a),
+        extract::strip_math_delims(b),
+        &cfg,
+    )
+    .0
 }

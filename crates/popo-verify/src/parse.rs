@@ -41,6 +41,7 @@ pub(crate) fn parse_answer(s: &str, budget: &mut Budget) -> PResult<Expr> {
         pos: 0,
         depth: 0,
         abs_depth: 0,
+        func_depth: 0,
         budget,
     };
     let e = p.list(&[])?;
@@ -56,6 +57,8 @@ struct Parser<'b> {
     depth: u32,
     /// Inside `|...|`, a `|` closes rather than opens.
     abs_depth: u32,
+    /// Inside a function argument, `30^\circ` is an angle to convert (`\sin 30^\circ`).
+    func_depth: u32,
     budget: &'b mut Budget,
 }
 
@@ -389,6 +392,13 @@ impl Parser<'_> {
                 // Degrees are the answer's unit, not a conversion.
                 Some(Tok::Degree) => {
                     self.bump()?;
+                    if self.func_depth > 0 {
+                        a = Expr::Prod(vec![
+                            (false, a),
+                            (false, Expr::Const(Const::Pi)),
+                            (true, Expr::int(180)),
+                        ]);
+                    }
                 }
                 _ => return Ok(a),
             }
@@ -433,6 +443,13 @@ impl Parser<'_> {
     /// The argument of `\sin`, `\ln`...: parenthesised, braced, or a run of simple factors
     /// (`\sin 2x` is sin(2x); `\sin x \cos x` stops before `\cos`).
     fn func_arg(&mut self) -> PResult<Expr> {
+        self.func_depth += 1;
+        let r = self.func_arg_inner();
+        self.func_depth -= 1;
+        r
+    }
+
+    fn func_arg_inner(&mut self) -> PResult<Expr> {
         match self.peek() {
             Some(Tok::LParen | Tok::LBrace | Tok::LBrack) => self.power_no_sign(),
             _ => {
@@ -706,15 +723,41 @@ impl Parser<'_> {
 
 /// Words of three or more letters (and common two-letter units) are text, not products.
 fn word_is_text(w: &str) -> bool {
-    if Fun::from_name(w).is_some() || matches!(w, "pi" | "inf" | "infty" | "infinity" | "sqrt" | "oo") {
+    if Fun::from_name(w).is_some()
+        || matches!(w, "pi" | "inf" | "infty" | "infinity" | "sqrt" | "oo")
+    {
         return false;
     }
     w.len() >= 3
         || matches!(
             w,
-            "cm" | "mm" | "km" | "kg" | "mg" | "ml" | "mL" | "ft" | "yd" | "mi" | "hr" | "am" | "pm"
-                | "AM" | "PM" | "lb" | "oz" | "no" | "No" | "is" | "to" | "of" | "by" | "at" | "on"
-                | "it" | "as" | "an"
+            "cm" | "mm"
+                | "km"
+                | "kg"
+                | "mg"
+                | "ml"
+                | "mL"
+                | "ft"
+                | "yd"
+                | "mi"
+                | "hr"
+                | "am"
+                | "pm"
+                | "AM"
+                | "PM"
+                | "lb"
+                | "oz"
+                | "no"
+                | "No"
+                | "is"
+                | "to"
+                | "of"
+                | "by"
+                | "at"
+                | "on"
+                | "it"
+                | "as"
+                | "an"
         )
 }
 
@@ -836,8 +879,11 @@ fn base_number(n: NumLit, sub: &str) -> PResult<Expr> {
     match sub.parse::<u32>() {
         Ok(10) => Ok(Expr::Num(Box::new(n))),
         Ok(base) if (2..=36).contains(&base) && !n.has_point && n.exp10 == 0 => {
-            if n.digits.chars().all(|c| c.to_digit(base).is_some()) {
-                Ok(Expr::Base(n.digits.trim_start_matches('0').to_string().into(), base))
+            if n.digits.chars().all(|c| c.is_digit(base)) {
+                Ok(Expr::Base(
+                    n.digits.trim_start_matches('0').to_string().into(),
+                    base,
+                ))
             } else {
                 Err(ParseError::Syntax)
             }

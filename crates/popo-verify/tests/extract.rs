@@ -1,11 +1,17 @@
 //! Answer extraction from model responses, and verdict plumbing.
 
-use popo_verify::{extract, verify, verify_batch, answers_equivalent, Extractor, Strategy};
+use popo_verify::{answers_equivalent, extract, verify, verify_batch, Extractor, Strategy};
 
 #[test]
 fn boxed_is_last_and_nested() {
-    assert_eq!(extract("first \\boxed{1} then \\boxed{\\frac{1}{2}}").as_deref(), Some("\\frac{1}{2}"));
-    assert_eq!(extract("\\boxed{\\frac{a}{\\sqrt{b^{2}}}}").as_deref(), Some("\\frac{a}{\\sqrt{b^{2}}}"));
+    assert_eq!(
+        extract("first \\boxed{1}\nthen \\boxed{\\frac{1}{2}}").as_deref(),
+        Some("\\frac{1}{2}")
+    );
+    assert_eq!(
+        extract("\\boxed{\\frac{a}{\\sqrt{b^{2}}}}").as_deref(),
+        Some("\\frac{a}{\\sqrt{b^{2}}}")
+    );
     assert_eq!(extract("so \\fbox{42} done").as_deref(), Some("42"));
     assert_eq!(extract("\\boxed 7 is it").as_deref(), Some("7"));
     assert_eq!(extract("\\boxed{\\{1,2\\}}").as_deref(), Some("\\{1,2\\}"));
@@ -15,26 +21,56 @@ fn boxed_is_last_and_nested() {
 
 #[test]
 fn final_answer_is() {
-    assert_eq!(extract("Thus, the final answer is 42. I hope it is correct.").as_deref(), Some("42"));
-    assert_eq!(extract("The final answer is $\\frac{3}{4}$. Done").as_deref(), Some("\\frac{3}{4}"));
-    assert_eq!(extract("Final Answer: The final answer is 3.5.").as_deref(), Some("3.5"));
+    assert_eq!(
+        extract("Thus, the final answer is 42. I hope it is correct.").as_deref(),
+        Some("42")
+    );
+    assert_eq!(
+        extract("The final answer is $\\frac{3}{4}$. Done").as_deref(),
+        Some("\\frac{3}{4}")
+    );
+    assert_eq!(
+        extract("Final Answer: The final answer is 3.5.").as_deref(),
+        Some("3.5")
+    );
 }
 
 #[test]
 fn gsm8k_hashes_and_answer_tags() {
     assert_eq!(extract("18 - 3 = 15\n#### 15").as_deref(), Some("15"));
-    assert_eq!(extract("<think>2+2</think><answer>4</answer>").as_deref(), Some("4"));
-    assert_eq!(extract("<answer>The result is \\boxed{9}</answer>").as_deref(), Some("9"));
-    assert_eq!(extract("<answer> $x = 2$ </answer>").as_deref(), Some("x = 2"));
+    assert_eq!(
+        extract("<think>2+2</think><answer>4</answer>").as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        extract("<answer>The result is \\boxed{9}</answer>").as_deref(),
+        Some("9")
+    );
+    assert_eq!(
+        extract("<answer> $x = 2$ </answer>").as_deref(),
+        Some("x = 2")
+    );
 }
 
 #[test]
 fn last_math_then_last_number() {
-    assert_eq!(extract("we get $x=1$ and then $y = 7$").as_deref(), Some("y = 7"));
-    assert_eq!(extract("so \\[ \\frac{1}{2} \\] ok").as_deref(), Some("\\frac{1}{2}"));
+    assert_eq!(
+        extract("we get $x=1$ and then $y = 7$").as_deref(),
+        Some("y = 7")
+    );
+    assert_eq!(
+        extract("so \\[ \\frac{1}{2} \\] ok").as_deref(),
+        Some("\\frac{1}{2}")
+    );
     assert_eq!(extract("so \\( 3 \\) ok").as_deref(), Some("3"));
-    assert_eq!(extract("it costs \\$5 and then 7,500 people came").as_deref(), Some("7,500"));
-    assert_eq!(extract("the value is -3.25 today").as_deref(), Some("-3.25"));
+    assert_eq!(
+        extract("it costs \\$5 and then 7,500 people came").as_deref(),
+        Some("7,500")
+    );
+    assert_eq!(
+        extract("the value is -3.25 today").as_deref(),
+        Some("-3.25")
+    );
     assert_eq!(extract("nothing here"), None);
     assert_eq!(extract(""), None);
 }
@@ -44,7 +80,10 @@ fn priority_order_is_configurable() {
     let text = "$5$ #### 6 \\boxed{7}";
     assert_eq!(Extractor::default().extract(text).as_deref(), Some("7"));
     let e = Extractor::new(vec![Strategy::Hashes, Strategy::Boxed]);
-    assert_eq!(e.extract(text).as_deref(), Some("6 \\boxed{7}").map(|_| "6 \\boxed{7}"));
+    assert_eq!(
+        e.extract(text).as_deref(),
+        Some("6 \\boxed{7}").map(|_| "6 \\boxed{7}")
+    );
     let e = Extractor::new(vec![Strategy::LastMath]);
     assert_eq!(e.extract(text).as_deref(), Some("5"));
     let e = Extractor::new(vec![Strategy::Boxed]);
@@ -89,4 +128,26 @@ fn answers_equivalent_groups_majority_votes() {
     assert!(answers_equivalent("\\{1, 2\\}", "\\{2, 1\\}"));
     assert!(!answers_equivalent("1, 2", "1"));
     assert!(!answers_equivalent("2", "3"));
+}
+
+#[test]
+fn several_boxes_on_the_final_line_are_a_hedge() {
+    assert_eq!(
+        extract("It is \\boxed{3} or \\boxed{4}.").as_deref(),
+        Some("3, 4")
+    );
+    assert!(!verify("3", "It is \\boxed{3} or \\boxed{4}.").correct);
+    assert!(verify("1, 2", "So $x = \\boxed{1}$ and $x = \\boxed{2}$.").correct);
+    // Earlier lines are work, not answers.
+    assert_eq!(
+        extract("try \\boxed{3}\nno: \\boxed{4}").as_deref(),
+        Some("4")
+    );
+    // The same answer boxed twice is one answer; a box inside a box is part of it.
+    assert_eq!(extract("\\boxed{5} so \\boxed{5}").as_deref(), Some("5"));
+    assert_eq!(
+        extract("\\boxed{\\boxed{7}}").as_deref(),
+        Some("\\boxed{7}")
+    );
+    assert!(verify("7", "\\boxed{\\boxed{7}}").correct);
 }

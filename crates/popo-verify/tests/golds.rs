@@ -9,21 +9,26 @@ fn data_dir() -> Option<PathBuf> {
     if d.is_dir() {
         Some(d)
     } else {
-        println!("notice: {} is missing; skipping the shared-data gold tests", d.display());
+        println!(
+            "notice: {} is missing; skipping the shared-data gold tests",
+            d.display()
+        );
         None
     }
 }
 
 fn golds(file: &str) -> Vec<String> {
-    let Some(dir) = data_dir() else { return Vec::new() };
+    let Some(dir) = data_dir() else {
+        return Vec::new();
+    };
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let v: serde_json::Value =
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1));
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1));
             match &v["answer"] {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -50,7 +55,12 @@ fn rewrites(g: &str) -> Vec<String> {
     let mut v = vec![
         format!("The final answer is $\\boxed{{{g}}}$."),
         format!("\\boxed{{{}}}", g.replace("\\dfrac", "\\frac")),
-        format!("\\boxed{{ {} }}", g.replace('+', " + ").replace('=', " = ").replace("\\cdot", " \\cdot ")),
+        format!(
+            "\\boxed{{ {} }}",
+            g.replace('+', " + ")
+                .replace('=', " = ")
+                .replace("\\cdot", " \\cdot ")
+        ),
         format!("\\boxed{{{g}.}}"),
         format!("so $\\boxed{{${g}$}}$"),
     ];
@@ -71,7 +81,10 @@ fn every_gold_matches_itself_and_its_rewrites() {
                 n += 1;
                 let v = verify(&g, &r);
                 if !v.correct {
-                    failures.push(format!("{file}: {g:?} vs {r:?}: {} ({:?} / {:?})", v.reason, v.gold_answer, v.pred_answer));
+                    failures.push(format!(
+                        "{file}: {g:?} vs {r:?}: {} ({:?} / {:?})",
+                        v.reason, v.gold_answer, v.pred_answer
+                    ));
                 }
             }
         }
@@ -83,7 +96,12 @@ fn every_gold_matches_itself_and_its_rewrites() {
         failures.is_empty(),
         "{} of {n} gold self-checks failed:\n{}",
         failures.len(),
-        failures.iter().take(60).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(60)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -92,7 +110,14 @@ fn every_gold_matches_itself_and_its_rewrites() {
 #[test]
 fn no_gold_matches_a_different_gold() {
     let mut failures = Vec::new();
-    for file in ["math500.jsonl", "aime24.jsonl", "aime25.jsonl", "amc23.jsonl", "minerva_math.jsonl", "olympiadbench.jsonl"] {
+    for file in [
+        "math500.jsonl",
+        "aime24.jsonl",
+        "aime25.jsonl",
+        "amc23.jsonl",
+        "minerva_math.jsonl",
+        "olympiadbench.jsonl",
+    ] {
         let gs = golds(file);
         let mut distinct: Vec<&String> = Vec::new();
         for g in &gs {
@@ -137,6 +162,15 @@ fn no_gold_matches_a_different_gold() {
         ("$1/3$", "$\\frac{1}{3}$"),
         ("$44^{\\circ}$", "44"),
     ];
-    failures.retain(|f| !allowed.iter().any(|(a, b)| f.ends_with(&format!("{a:?} ~ {b:?}"))));
-    assert!(failures.is_empty(), "{} cross matches:\n{}", failures.len(), failures.join("\n"));
+    failures.retain(|f| {
+        !allowed
+            .iter()
+            .any(|(a, b)| f.ends_with(&format!("{a:?} ~ {b:?}")))
+    });
+    assert!(
+        failures.is_empty(),
+        "{} cross matches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -9,7 +9,8 @@ proptest! {
 
     #[test]
     fn random_strings_never_panic(a in ".{0,60}", b in ".{0,60}") {
-        let _ = verify(&a, &b);
+        let v = verify(&a, &b);
+        prop_assert!(!v.reason.is_empty());
         let _ = extract(&a);
         let _ = answers_equivalent(&a, &b);
     }
@@ -32,9 +33,11 @@ proptest! {
     ) {
         let a: String = a.concat();
         let b: String = b.concat();
-        let v = verify(&a, &format!("\\boxed{{{b}}}"));
-        // A gold always matches itself when it parses at all.
-        let _ = v;
+        let response = format!("\\boxed{{{b}}}");
+        let v = verify(&a, &response);
+        // Deterministic, and always with a reason.
+        prop_assert_eq!(&v, &verify(&a, &response));
+        prop_assert!(!v.reason.is_empty());
         let _ = answers_equivalent(&a, &a);
     }
 
@@ -66,14 +69,22 @@ fn huge_powers_hit_a_limit_not_a_hang() {
     assert!(!v.correct);
     let v = verify("10^{10^{10}}", "\\boxed{10^{10^{10}} + 1}");
     assert!(!v.correct);
-    assert!(v.reason.contains("too large") || v.reason.contains("budget"), "{}", v.reason);
+    assert!(
+        v.reason.contains("too large") || v.reason.contains("budget"),
+        "{}",
+        v.reason
+    );
 }
 
 #[test]
 fn huge_factorials_hit_a_limit() {
     let v = verify("99999999!", "\\boxed{99999998!}");
     assert!(!v.correct);
-    assert!(v.reason.contains("too large") || v.reason.contains("budget"), "{}", v.reason);
+    assert!(
+        v.reason.contains("too large") || v.reason.contains("budget"),
+        "{}",
+        v.reason
+    );
 }
 
 #[test]
@@ -81,7 +92,11 @@ fn deep_nesting_hits_the_depth_limit() {
     let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
     let v = verify(&deep, "\\boxed{1}");
     assert!(!v.correct);
-    assert!(v.reason.contains("nested") || v.reason.contains("long"), "{}", v.reason);
+    assert!(
+        v.reason.contains("nested") || v.reason.contains("long"),
+        "{}",
+        v.reason
+    );
     let braces = format!("{}1{}", "{".repeat(3000), "}".repeat(3000));
     assert!(!verify(&braces, "\\boxed{2}").correct);
     let minus = format!("{}1", "-".repeat(3000));
@@ -90,8 +105,15 @@ fn deep_nesting_hits_the_depth_limit() {
 
 #[test]
 fn the_step_budget_is_deterministic() {
-    let cfg = Config { limits: Limits { steps: 50, ..Limits::default() }, ..Config::default() };
-    let gold = "\\frac{1}{2} + \\frac{1}{3} + \\frac{1}{4} + \\frac{1}{5} + \\frac{1}{6} + \\frac{1}{7}";
+    let cfg = Config {
+        limits: Limits {
+            steps: 50,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let gold =
+        "\\frac{1}{2} + \\frac{1}{3} + \\frac{1}{4} + \\frac{1}{5} + \\frac{1}{6} + \\frac{1}{7}";
     let a = verify_with(&cfg, gold, "\\boxed{\\frac{223}{140}}");
     let b = verify_with(&cfg, gold, "\\boxed{\\frac{223}{140}}");
     assert_eq!(a, b);
@@ -113,7 +135,9 @@ fn long_answers_are_refused() {
 fn works_inside_worker_threads() {
     // The failure mode of signal-based timeouts: every verdict 0 off the main thread.
     let handles: Vec<_> = (0..4)
-        .map(|i| std::thread::spawn(move || verify(&format!("{i}"), &format!("\\boxed{{{i}}}")).correct))
+        .map(|i| {
+            std::thread::spawn(move || verify(&format!("{i}"), &format!("\\boxed{{{i}}}")).correct)
+        })
         .collect();
     for h in handles {
         assert!(h.join().expect("thread"));

@@ -14,7 +14,12 @@ fn equivalence_table() {
             continue;
         }
         let parts: Vec<&str> = line.split(" @@ ").collect();
-        assert_eq!(parts.len(), 3, "table.txt line {}: expected `gold @@ pred @@ Y|N`", i + 1);
+        assert_eq!(
+            parts.len(),
+            3,
+            "table.txt line {}: expected `gold @@ pred @@ Y|N`",
+            i + 1
+        );
         let (gold, pred, want) = (parts[0], parts[1], parts[2] == "Y");
         let v = verify(gold, &format!("The answer is $\\boxed{{{pred}}}$."));
         n += 1;
@@ -29,6 +34,14 @@ fn equivalence_table() {
             ));
         }
     }
-    assert!(n >= 400, "the table should have at least 400 cases, has {n}");
-    assert!(failures.is_empty(), "{} of {n} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        n >= 400,
+        "the table should have at least 400 cases, has {n}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {n} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -78,6 +78,38 @@ fn field<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Result<&'a str, Str
     Err(format!("missing field `{}`", names.join("` / `")))
 }
 
+/// A malformed input line: the message, and the input's own object when it was one.
+struct BadLine {
+    msg: String,
+    obj: Option<Map<String, Value>>,
+}
+
+type Pair = (String, String);
+
+fn read_pair(line: &str) -> Result<(Map<String, Value>, Pair), BadLine> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(obj)) => {
+            let gold = field(&obj, &["gold", "answer"]).map(str::to_string);
+            let pred = field(&obj, &["pred", "response"]).map(str::to_string);
+            match (gold, pred) {
+                (Ok(g), Ok(p)) => Ok((obj, (g, p))),
+                (Err(msg), _) | (_, Err(msg)) => Err(BadLine {
+                    msg,
+                    obj: Some(obj),
+                }),
+            }
+        }
+        Ok(_) => Err(BadLine {
+            msg: "not a JSON object".into(),
+            obj: None,
+        }),
+        Err(e) => Err(BadLine {
+            msg: format!("invalid JSON: {e}"),
+            obj: None,
+        }),
+    }
+}
+
 enum Line {
     Pair(Map<String, Value>, usize),
     Invalid(Map<String, Value>, String),
@@ -86,46 +118,59 @@ enum Line {
 fn run_file(path: &Path, threads: usize, skip_invalid: bool) -> anyhow::Result<i32> {
     let start = Instant::now();
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let (pairs, correct) = verify_jsonl(
+        std::io::BufReader::new(file),
+        &mut out,
+        threads,
+        skip_invalid,
+    )
+    .with_context(|| path.display().to_string())?;
+    out.flush()?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "pairs: {}, correct: {} ({:.1}%), {:.0} pairs/s",
+        pairs,
+        correct,
+        100.0 * correct as f64 / pairs.max(1) as f64,
+        pairs as f64 / secs.max(1e-9)
+    );
+    Ok(0)
+}
+
+/// Verify every line of a JSONL stream, writing each input object back in order with the
+/// verdict fields added. Returns (pairs verified, correct). Errors name the line number.
+fn verify_jsonl(
+    input: impl BufRead,
+    mut out: impl Write,
+    threads: usize,
+    skip_invalid: bool,
+) -> anyhow::Result<(usize, usize)> {
     let mut lines = Vec::new();
     let mut pairs = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: reading", path.display(), i + 1))?;
-        // On error: the message, and the object to report it in (the input's own object
-        // when it was one).
-        let parsed: Result<(Map<String, Value>, (String, String)), (String, Option<Map<String, Value>>)> =
-            match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(obj)) => {
-                    match (field(&obj, &["gold", "answer"]), field(&obj, &["pred", "response"])) {
-                        (Ok(g), Ok(p)) => {
-                            let pair = (g.to_string(), p.to_string());
-                            Ok((obj, pair))
-                        }
-                        (Err(e), _) | (_, Err(e)) => Err((e, Some(obj))),
-                    }
-                }
-                Ok(_) => Err(("not a JSON object".into(), None)),
-                Err(e) => Err((format!("invalid JSON: {e}"), None)),
-            };
-        match parsed {
+    for (i, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("line {}: reading", i + 1))?;
+        match read_pair(&line) {
             Ok((obj, pair)) => {
                 lines.push(Line::Pair(obj, pairs.len()));
                 pairs.push(pair);
             }
-            Err((e, obj)) if skip_invalid => {
+            Err(BadLine { msg, obj }) if skip_invalid => {
                 let obj = obj.unwrap_or_else(|| {
                     let mut obj = Map::new();
                     obj.insert("line".into(), Value::from(i + 1));
                     obj.insert("input".into(), Value::String(line));
                     obj
                 });
-                lines.push(Line::Invalid(obj, format!("line {}: {e}", i + 1)));
+                lines.push(Line::Invalid(obj, format!("line {}: {msg}", i + 1)));
             }
-            Err((e, _)) => bail!("{}:{}: {e} (use --skip-invalid to keep going)", path.display(), i + 1),
+            Err(BadLine { msg, .. }) => {
+                bail!("line {}: {msg} (use --skip-invalid to keep going)", i + 1)
+            }
         }
     }
     let verdicts: Vec<Verdict> = verify_batch(&pairs, threads);
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
     let mut correct = 0usize;
     for line in lines {
         let obj = match line {
@@ -133,8 +178,14 @@ fn run_file(path: &Path, threads: usize, skip_invalid: bool) -> anyhow::Result<i
                 let v = &verdicts[k];
                 correct += v.correct as usize;
                 obj.insert("correct".into(), Value::Bool(v.correct));
-                obj.insert("gold_answer".into(), v.gold_answer.clone().map_or(Value::Null, Value::String));
-                obj.insert("pred_answer".into(), v.pred_answer.clone().map_or(Value::Null, Value::String));
+                obj.insert(
+                    "gold_answer".into(),
+                    v.gold_answer.clone().map_or(Value::Null, Value::String),
+                );
+                obj.insert(
+                    "pred_answer".into(),
+                    v.pred_answer.clone().map_or(Value::Null, Value::String),
+                );
                 obj
             }
             Line::Invalid(mut obj, e) => {
@@ -148,16 +199,7 @@ fn run_file(path: &Path, threads: usize, skip_invalid: bool) -> anyhow::Result<i
         serde_json::to_writer(&mut out, &obj)?;
         out.write_all(b"\n")?;
     }
-    out.flush()?;
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "pairs: {}, correct: {} ({:.1}%), {:.0} pairs/s",
-        pairs.len(),
-        correct,
-        100.0 * correct as f64 / pairs.len().max(1) as f64,
-        pairs.len() as f64 / secs.max(1e-9)
-    );
-    Ok(0)
+    Ok((pairs.len(), correct))
 }
 
 fn bench(args: &Args) -> anyhow::Result<i32> {
@@ -165,8 +207,13 @@ fn bench(args: &Args) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (set --data-dir)", path.display()))?;
     let mut golds = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
         let g = v["answer"]
             .as_str()
             .with_context(|| format!("{}:{}: no string `answer`", path.display(), i + 1))?;
@@ -174,7 +221,9 @@ fn bench(args: &Args) -> anyhow::Result<i32> {
     }
     let pairs = benchmark_pairs(&golds);
     if let Some(out) = &args.write_pairs {
-        let mut w = BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?);
+        let mut w = BufWriter::new(
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        );
         for (g, p) in &pairs {
             serde_json::to_writer(&mut w, &serde_json::json!({"gold": g, "pred": p}))?;
             w.write_all(b"\n")?;
@@ -196,7 +245,81 @@ fn bench(args: &Args) -> anyhow::Result<i32> {
         args.repeat.max(1),
         best * 1e3,
         pairs.len() as f64 / best,
-        if args.threads == 0 { "all".to_string() } else { args.threads.to_string() }
+        if args.threads == 0 {
+            "all".to_string()
+        } else {
+            args.threads.to_string()
+        }
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_lines(input: &str, skip_invalid: bool) -> anyhow::Result<(Vec<Value>, usize, usize)> {
+        let mut out = Vec::new();
+        let (n, c) = verify_jsonl(input.as_bytes(), &mut out, 2, skip_invalid)?;
+        let text = String::from_utf8(out)?;
+        let vals = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<Value>, _>>()?;
+        Ok((vals, n, c))
+    }
+
+    #[test]
+    fn every_line_comes_back_in_order_with_verdicts() {
+        let input = concat!(
+            r#"{"id": 1, "gold": "\\frac12", "pred": "so \\boxed{0.5}"}"#,
+            "\n",
+            "{\"id\": 2, \"answer\": \"3\", \"response\": \"#### 4\"}",
+            "\n",
+            r#"{"id": 3, "gold": "(1,2)", "pred": "\\boxed{\\left(1, 2\\right)}"}"#,
+            "\n",
+        );
+        let (out, n, correct) = run_lines(input, false).expect("valid input");
+        assert_eq!((n, correct), (3, 2));
+        let ids: Vec<i64> = out.iter().map(|v| v["id"].as_i64().unwrap_or(-1)).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(out[0]["correct"], Value::Bool(true));
+        assert_eq!(out[0]["gold_answer"], Value::String("1/2".into()));
+        assert_eq!(out[0]["pred_answer"], Value::String("0.5".into()));
+        assert_eq!(out[1]["correct"], Value::Bool(false));
+        assert_eq!(out[1]["pred_answer"], Value::String("4".into()));
+        // Input fields are kept.
+        assert_eq!(out[1]["response"], Value::String("#### 4".into()));
+    }
+
+    #[test]
+    fn a_malformed_line_is_an_error_naming_it() {
+        let input = "{\"gold\": \"1\", \"pred\": \"1\"}\nnot json\n";
+        let err = run_lines(input, false).expect_err("malformed line");
+        assert!(format!("{err:#}").contains("line 2"), "{err:#}");
+        let input = "{\"gold\": \"1\"}\n";
+        let err = run_lines(input, false).expect_err("missing pred");
+        assert!(format!("{err:#}").contains("line 1"), "{err:#}");
+    }
+
+    #[test]
+    fn skip_invalid_keeps_every_line() {
+        let input = "{\"gold\": \"1\", \"pred\": \"\\\\boxed{1}\"}\nnot json\n{\"gold\": 5, \"pred\": \"5\"}\n\n{\"gold\": \"2\", \"pred\": \"2\"}\n";
+        let (out, n, correct) = run_lines(input, true).expect("skip-invalid never fails");
+        assert_eq!(out.len(), 5);
+        assert_eq!((n, correct), (2, 2));
+        assert_eq!(out[0]["correct"], Value::Bool(true));
+        for bad in &out[1..4] {
+            assert_eq!(bad["correct"], Value::Bool(false));
+            assert!(
+                bad["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("line ")),
+                "{bad}"
+            );
+        }
+        assert_eq!(out[1]["input"], Value::String("not json".into()));
+        assert_eq!(out[2]["gold"], Value::from(5));
+        assert_eq!(out[4]["correct"], Value::Bool(true));
+    }
 }
