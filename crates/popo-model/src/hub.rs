@@ -354,3 +354,28 @@ fn hf_cache_snapshot(repo: &str) -> Option<PathBuf> {
     let snap = repo_dir.join("snapshots").join(rev.trim());
     snap.join("config.json").exists().then_some(snap)
 }
+
+/// `cpu` or `cuda` / `cuda:N` (the latter needs the `cuda` feature).
+pub fn device_from_str(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| anyhow!("cannot open CUDA device 0: {e}")),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => {
+                Device::new_cuda(i).map_err(|e| anyhow!("cannot open CUDA device {i}: {e}"))
+            }
+            _ => bail!("unknown device {other:?} (use cpu, cuda or cuda:N)"),
+        },
+    }
+}
+
+/// `f32`, `bf16`, `f16` or `f64`.
+pub fn dtype_from_str(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        "f64" | "float64" => Ok(DType::F64),
+        other => bail!("unknown dtype {other:?} (use f32, bf16, f16 or f64)"),
+    }
+}

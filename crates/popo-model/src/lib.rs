@@ -30,6 +30,9 @@ pub use model::{KvCache, Model};
 pub use sampler::{generate, generate_with_progress, Completion, FinishReason, SamplingParams};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub mod hub;
+pub mod score;
 pub use hub::{
-    load_pretrained, resolve_model_path, save_pretrained, save_pretrained_sharded, Pretrained,
+    device_from_str, dtype_from_str, load_pretrained, resolve_model_path, save_pretrained,
+    save_pretrained_sharded, Pretrained,
 };
+pub use score::score;

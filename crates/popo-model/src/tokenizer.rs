@@ -146,6 +146,51 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// A character-level tokenizer over `alphabet` (ids 0.. in order, `<unk>` next, then the special
+    /// tokens), for tests and small built-in tasks. The first special token is EOS and pad.
+    pub fn char_level(
+        alphabet: &str,
+        special_tokens: &[&str],
+        chat_template: Option<String>,
+    ) -> Result<Self> {
+        let mut vocab = serde_json::Map::new();
+        let mut chars: Vec<char> = Vec::new();
+        for c in alphabet.chars() {
+            if !chars.contains(&c) {
+                chars.push(c);
+            }
+        }
+        for (i, c) in chars.iter().enumerate() {
+            vocab.insert(c.to_string(), i.into());
+        }
+        let unk = chars.len();
+        vocab.insert("<unk>".into(), unk.into());
+        let added: Vec<Value> = special_tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                vocab.insert(t.to_string(), (unk + 1 + i).into());
+                serde_json::json!({"id": unk + 1 + i, "content": t, "single_word": false,
+                    "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+            })
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": added, "normalizer": null,
+            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[\\s\\S]"},
+                              "behavior": "Isolated", "invert": false},
+            "post_processor": null,
+            "decoder": {"type": "Fuse"},
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+        });
+        let tok: tokenizers::Tokenizer = json
+            .to_string()
+            .parse()
+            .map_err(|e| anyhow!("cannot build char tokenizer: {e}"))?;
+        let eos = special_tokens.first().map(|s| s.to_string());
+        Self::from_parts(tok, chat_template, eos.clone(), eos)
+    }
+
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self
             .tok
@@ -397,6 +442,24 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, "a b|y|True|{\"k\": [1, \"é\"]}|3");
+    }
+
+    #[test]
+    fn char_level_round_trip_and_save() {
+        let t =
+            Tokenizer::char_level("ab c\n", &["<eos>"], Some("{{ bos_token }}x".into())).unwrap();
+        assert_eq!(t.encode("z", false).unwrap(), vec![5]);
+        let ids = t.encode("ab\nc<eos>", false).unwrap();
+        assert_eq!(ids, vec![0, 1, 4, 3, 6]);
+        assert_eq!(t.decode(&ids, true).unwrap(), "ab\nc");
+        assert_eq!(t.eos_token_id(), Some(6));
+        assert_eq!(t.vocab_size(), 7);
+        let dir = tempfile::tempdir().unwrap();
+        t.save(dir.path()).unwrap();
+        let u = Tokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(u.encode("ab\nc<eos>", false).unwrap(), ids);
+        assert_eq!(u.chat_template(), t.chat_template());
+        assert_eq!(u.pad_token_id(), Some(6));
     }
 
     #[test]
