@@ -277,3 +277,37 @@ fn f64_gradient_matches_finite_differences() {
         assert!(checked >= 5, "{name}: only {checked} parameters checked");
     }
 }
+
+#[test]
+fn bf16_compute_tracks_f32_and_returns_f32() {
+    let cfg = common::qwen3();
+    let (vm, m32) = common::build(&cfg, DType::F32, 31);
+    let dir = tempfile::tempdir().unwrap();
+    popo_model::save_pretrained(dir.path(), &cfg, &vm, DType::F32, None, None).unwrap();
+    let m16 = popo_model::load_pretrained(dir.path(), &Device::Cpu, DType::BF16)
+        .unwrap()
+        .model;
+    assert_eq!(m16.dtype(), DType::BF16);
+    let (p, c) = batch(cfg.vocab_size);
+    let b = make_batch(&p, &c);
+    let a = m32.forward_train(&b, 1.0).unwrap();
+    let o = m16.forward_train(&b, 1.0).unwrap();
+    assert_eq!(o.logprobs.dtype(), DType::F32);
+    assert_eq!(o.entropy.dtype(), DType::F32);
+    let diff = (a.logprobs - o.logprobs).unwrap().abs().unwrap();
+    let mean = diff.mean_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(mean < 0.1, "mean |logprob diff| bf16 vs f32: {mean}");
+    let out = popo_model::generate(
+        &m16,
+        &p,
+        &popo_model::SamplingParams {
+            max_new_tokens: 4,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert!(out
+        .iter()
+        .all(|c| c.tokens.len() == 4 && c.logprobs.iter().all(|l| l.is_finite() && *l <= 0.0)));
+}

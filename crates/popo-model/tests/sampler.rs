@@ -262,3 +262,50 @@ fn bad_inputs_are_errors() {
     };
     assert!(generate(&model, &[vec![1]], &s, None).is_err());
 }
+
+#[test]
+fn stop_strings_end_a_sequence_at_their_first_occurrence() {
+    let tok = popo_model::Tokenizer::char_level("abcdefgh", &["<eos>"], None).unwrap();
+    let mut cfg = common::qwen2();
+    cfg.vocab_size = tok.vocab_size();
+    let (_vm, model) = common::build(&cfg, DType::F32, 29);
+    let prompts = vec![vec![0u32, 1, 2]];
+    let free = SamplingParams {
+        greedy: true,
+        max_new_tokens: 16,
+        ..Default::default()
+    };
+    let base = generate(&model, &prompts, &free, Some(&tok)).unwrap()[0].clone();
+    let text = tok.decode(&base.tokens, false).unwrap();
+    // Stop at the two characters produced by tokens 3 and 4 (greedy output is the same prefix).
+    let stop: String = tok.decode(&base.tokens[3..5], false).unwrap();
+    let first = text.find(&stop).unwrap();
+    let want_len = text[..first + stop.len()].chars().count();
+    let params = SamplingParams {
+        stop_strings: vec!["never".into(), stop.clone()],
+        ..free
+    };
+    let got = generate(&model, &prompts, &params, Some(&tok)).unwrap()[0].clone();
+    assert_eq!(
+        got.finish_reason,
+        FinishReason::Stop,
+        "stop {stop:?} in {text:?}"
+    );
+    assert_eq!(got.tokens, base.tokens[..want_len].to_vec());
+    // max_new_tokens = 0 gives empty completions.
+    let none = generate(
+        &model,
+        &prompts,
+        &SamplingParams {
+            max_new_tokens: 0,
+            n: 2,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(none.len(), 2);
+    assert!(none
+        .iter()
+        .all(|c| c.tokens.is_empty() && c.finish_reason == FinishReason::Length));
+}
