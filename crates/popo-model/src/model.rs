@@ -614,8 +614,12 @@ impl Model {
             .iter()
             .flat_map(|row| row.iter().map(|&m| if m > 0 { 0.0 } else { MASKED as f32 }))
             .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, t, s), &self.device)?;
         let keys = Tensor::from_vec(keys, (b, 1, 1, s), &self.device)?;
+        if t == 1 {
+            // a single new query sees every cached slot: only padding is masked
+            return Ok(keys.to_dtype(self.float_dtype())?);
+        }
+        let causal = Tensor::from_vec(causal, (1, 1, t, s), &self.device)?;
         Ok(causal.broadcast_add(&keys)?.to_dtype(self.float_dtype())?)
     }
 
