@@ -316,8 +316,8 @@ pub fn save_pretrained_sharded(
     Ok(())
 }
 
-/// A local directory, or a hub id. Downloads are not built in (no network client without
-/// OpenSSL was available); a hub id must be downloaded first, e.g. with `huggingface-cli download`.
+/// A local directory, or a hub id (`org/name`): found in the local Hugging Face cache, or, in a
+/// build with the `hub` feature, downloaded through hf-hub (into that same cache).
 pub fn resolve_model_path(name_or_dir: &str) -> Result<PathBuf> {
     let p = PathBuf::from(name_or_dir);
     if p.is_dir() {
@@ -331,13 +331,64 @@ pub fn resolve_model_path(name_or_dir: &str) -> Result<PathBuf> {
         if let Some(cached) = hf_cache_snapshot(name_or_dir) {
             return Ok(cached);
         }
+        #[cfg(feature = "hub")]
+        return download(name_or_dir);
+        #[cfg(not(feature = "hub"))]
         bail!(
             "{name_or_dir:?} is not a local directory and is not in the Hugging Face cache; \
-             this build cannot download models: run `huggingface-cli download {name_or_dir}` \
-             (or pass a local directory)"
+             this build cannot download models (build with `--features hub`, or run \
+             `huggingface-cli download {name_or_dir}`, or pass a local directory)"
         );
     }
     bail!("model directory {name_or_dir} does not exist")
+}
+
+/// Downloads config, weights (single or sharded), tokenizer and generation config of a hub repo.
+#[cfg(feature = "hub")]
+fn download(repo: &str) -> Result<PathBuf> {
+    let api = hf_hub::api::sync::Api::new()
+        .map_err(|e| anyhow!("cannot start the Hugging Face hub client: {e}"))?;
+    let r = api.model(repo.to_string());
+    let get = |f: &str| {
+        r.get(f).map_err(|e| {
+            anyhow!("cannot download {f} of {repo} (no network, or no such repo/file?): {e}")
+        })
+    };
+    let config = get("config.json")?;
+    let dir = config
+        .parent()
+        .context("downloaded file has no parent directory")?
+        .to_path_buf();
+    if get("model.safetensors").is_err() {
+        let index = get("model.safetensors.index.json")?;
+        for shard in weight_files_from_index(&index)? {
+            get(&shard)?;
+        }
+    }
+    for optional in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        let _ = r.get(optional);
+    }
+    Ok(dir)
+}
+
+#[cfg(feature = "hub")]
+fn weight_files_from_index(index: &Path) -> Result<Vec<String>> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(index)?)
+        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+    let mut files: Vec<String> = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .context("index has no weight_map")?
+        .values()
+        .filter_map(|f| f.as_str().map(String::from))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
 
 /// The newest snapshot of `repo` in the standard Hugging Face cache (`$HF_HOME/hub` or

@@ -15,8 +15,9 @@
 //! `Model::forward_logits`, `Model::lm_head`, `save_pretrained_sharded`, `sampler::sample_token`,
 //! `ChatMessage::new`. One precision detail: `TrainOutput` log-probs/entropy are f32 for f32/bf16/f16
 //! models and f64 for an f64 model (used by the finite-difference gradient test).
-//! `resolve_model_path` resolves local directories and the local Hugging Face cache only: there
-//! is no download client (hf-hub needs a TLS stack), and the error says so.
+//! `resolve_model_path` resolves local directories and the local Hugging Face cache; downloads go
+//! through hf-hub (ureq + rustls, no OpenSSL) only with the optional `hub` feature, and the error
+//! says so otherwise.
 
 pub mod batch;
 pub mod config;

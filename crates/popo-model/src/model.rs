@@ -614,8 +614,12 @@ impl Model {
             .iter()
             .flat_map(|row| row.iter().map(|&m| if m > 0 { 0.0 } else { MASKED as f32 }))
             .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, t, s), &self.device)?;
         let keys = Tensor::from_vec(keys, (b, 1, 1, s), &self.device)?;
+        if t == 1 {
+            // a single new query sees every cached slot: only padding is masked
+            return Ok(keys.to_dtype(self.float_dtype())?);
+        }
+        let causal = Tensor::from_vec(causal, (1, 1, t, s), &self.device)?;
         Ok(causal.broadcast_add(&keys)?.to_dtype(self.float_dtype())?)
     }
 
@@ -755,6 +759,52 @@ impl Model {
         }
     }
 
+    /// Log-probs of `targets` and entropies, each [n, 1] in f32 (f64 for f64 models), for hidden
+    /// rows `h` [n, d] at `temperature`.
+    ///
+    /// Values come from a detached f32 log-softmax over the logits. Gradients flow through
+    /// surrogates that need no [n, vocab] tensor in the graph except the detached probabilities:
+    /// with z = h W^T / T, d logsumexp(z) / dz = p and dH / dz = -p (z - E_p[z]) =: -r, so
+    /// `h/T . (p W)` and `h/T . (r W)` have exactly those gradients with respect to h and W.
+    /// Autograd therefore keeps two [n, vocab] tensors per chunk instead of the half-dozen a
+    /// plain log-softmax leaves behind, and no elementwise [n, vocab] op is differentiated.
+    fn chunk_logprob_entropy(
+        &self,
+        h: &Tensor,
+        targets: &Tensor,
+        temperature: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        let fdt = self.float_dtype();
+        let w = &self.lm_head; // [vocab, d]
+        let h_t = (h / temperature)?; // [n, d]
+                                      // Detached statistics.
+        let z = h_t.detach().matmul(&w.detach().t()?)?.to_dtype(fdt)?; // [n, vocab]
+        let max = z.max_keepdim(1)?; // [n, 1]
+        let e = z.broadcast_sub(&max)?.exp()?; // [n, vocab]
+        let sum_e = e.sum_keepdim(1)?; // [n, 1]
+        let p = e.broadcast_div(&sum_e)?; // [n, vocab]
+        let lse = (sum_e.log()? + max)?; // [n, 1]
+        let mean_z = (&p * &z)?.sum_keepdim(1)?; // [n, 1]
+        let entropy = (&lse - &mean_z)?; // [n, 1]
+        let r = p.mul(&z.broadcast_sub(&mean_z)?)?; // [n, vocab]
+        let tgt = targets.unsqueeze(1)?; // [n, 1]
+        let z_tgt = z.gather(&tgt, 1)?; // [n, 1]
+        drop((z, e));
+        // Gradient carriers: value zero, gradient as described above.
+        let zero_value = |x: Tensor| -> Result<Tensor> {
+            let x = x.to_dtype(fdt)?;
+            Ok((&x - x.detach())?)
+        };
+        let dot = |a: &Tensor, b: &Tensor| -> Result<Tensor> { Ok((a * b)?.sum_keepdim(1)?) };
+        let w_tgt = w.index_select(targets, 0)?; // [n, d]
+        let g_tgt = zero_value(dot(&h_t, &w_tgt)?)?; // d z_tgt
+        let g_lse = zero_value(dot(&h_t, &p.to_dtype(self.dtype)?.matmul(w)?)?)?; // d lse
+        let g_ent = zero_value(dot(&h_t, &r.to_dtype(self.dtype)?.matmul(w)?)?)?; // -dH
+        let logprob = ((z_tgt - lse)? + (g_tgt - g_lse)?)?;
+        let entropy = (entropy - g_ent)?;
+        Ok((logprob, entropy))
+    }
+
     /// Differentiable training forward over a padded batch (see `TrainOutput`). The log-softmax is
     /// computed in row chunks of at most `LOGIT_CHUNK_ELEMS` logits, never as one [b, t, vocab].
     pub fn forward_train(&self, batch: &TokenBatch, temperature: f64) -> Result<TrainOutput> {
@@ -785,17 +835,13 @@ impl Model {
         let mut start = 0;
         while start < rows {
             let n = chunk.min(rows - start);
-            let logits = self.lm_head(&prev.narrow(0, start, n)?)?.to_dtype(fdt)?; // [n, vocab]
-            let logits = (logits / temperature)?;
-            let max = logits.max_keepdim(1)?.detach(); // [n, 1]
-            let z = logits.broadcast_sub(&max)?; // [n, vocab]
-            let e = z.exp()?;
-            let sum_e = e.sum_keepdim(1)?; // [n, 1]
-            let log_z = sum_e.log()?;
-            let z_tgt = z.gather(&targets.narrow(0, start, n)?.contiguous()?, 1)?; // [n, 1]
-            lps.push((z_tgt - &log_z)?);
-            // H = logsumexp(z) - sum_v p_v z_v
-            ents.push((log_z - (e * &z)?.sum_keepdim(1)?.div(&sum_e)?)?);
+            let (lp, ent) = self.chunk_logprob_entropy(
+                &prev.narrow(0, start, n)?,
+                &targets.narrow(0, start, n)?.squeeze(1)?,
+                temperature,
+            )?;
+            lps.push(lp);
+            ents.push(ent);
             start += n;
         }
         let shift = |parts: Vec<Tensor>| -> Result<Tensor> {

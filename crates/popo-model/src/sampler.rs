@@ -315,20 +315,23 @@ fn hits_stop_string(
 /// Draws one token from `logits` [vocab]; returns it with its log-prob (see `Completion::logprobs`).
 pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng) -> (u32, f32) {
     let greedy = params.greedy || params.temperature == 0.0;
-    let temp = if greedy { 1.0 } else { params.temperature };
+    if greedy {
+        // One pass for the argmax, one for logsumexp; no per-row allocation.
+        let mut best = 0;
+        for (i, &x) in logits.iter().enumerate() {
+            if x > logits[best] {
+                best = i;
+            }
+        }
+        let max = logits[best];
+        let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+        return (best as u32, -(sum.ln()) as f32);
+    }
+    let temp = params.temperature;
     let z: Vec<f64> = logits.iter().map(|&x| x as f64 / temp).collect();
     let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let sum: f64 = z.iter().map(|&x| (x - max).exp()).sum();
     let lse = max + sum.ln();
-    if greedy {
-        let mut best = 0;
-        for (i, &x) in z.iter().enumerate() {
-            if x > z[best] {
-                best = i;
-            }
-        }
-        return (best as u32, (z[best] - lse) as f32);
-    }
     let probs: Vec<f64> = z.iter().map(|&x| (x - lse).exp()).collect();
     let filtered = params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0;
     let tok = if !filtered {

@@ -171,3 +171,33 @@ fn sequences_longer_than_max_positions_are_errors() {
     let e = model.forward_logits(&x, &m).unwrap_err().to_string();
     assert!(e.contains("max_position_embeddings"), "{e}");
 }
+
+#[test]
+fn resolve_model_path_local_dir_and_hf_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_str().unwrap();
+    assert_eq!(popo_model::resolve_model_path(p).unwrap(), dir.path());
+    // A hub id found in the standard cache layout resolves to its snapshot.
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--org--tiny");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+    std::fs::write(repo.join("snapshots/abc123/config.json"), "{}").unwrap();
+    // Only this test touches HF_HUB_CACHE.
+    std::env::set_var("HF_HUB_CACHE", cache.path());
+    assert_eq!(
+        popo_model::resolve_model_path("org/tiny").unwrap(),
+        repo.join("snapshots/abc123")
+    );
+    if !cfg!(feature = "hub") {
+        let e = popo_model::resolve_model_path("org/missing")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot download") && e.contains("--features hub"),
+            "{e}"
+        );
+    }
+    assert!(popo_model::resolve_model_path("./no/such/dir").is_err());
+}

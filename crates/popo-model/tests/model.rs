@@ -311,3 +311,52 @@ fn bf16_compute_tracks_f32_and_returns_f32() {
         .iter()
         .all(|c| c.tokens.len() == 4 && c.logprobs.iter().all(|l| l.is_finite() && *l <= 0.0)));
 }
+
+#[test]
+fn stacked_and_reselected_caches_decode_like_one_cache() {
+    use popo_model::KvCache;
+    let cfg = common::llama();
+    let (_vm, model) = common::build(&cfg, DType::F32, 37);
+    let model = model.detached();
+    let rows = [
+        common::tokens(41, 6, cfg.vocab_size),
+        common::tokens(42, 6, cfg.vocab_size),
+        common::tokens(43, 6, cfg.vocab_size),
+    ];
+    let masks = [vec![1u8; 6], vec![0, 0, 1, 1, 1, 1], vec![0, 1, 1, 1, 1, 1]];
+    let prefill = |idx: &[usize]| -> (KvCache, Tensor) {
+        let ids: Vec<u32> = idx.iter().flat_map(|&i| rows[i].clone()).collect();
+        let ids = Tensor::from_vec(ids, (idx.len(), 6), &Device::Cpu).unwrap();
+        let m: Vec<Vec<u8>> = idx.iter().map(|&i| masks[i].clone()).collect();
+        let mut c = model.new_cache(idx.len(), 6).unwrap();
+        let h = model.forward_cached(&ids, &m, &mut c).unwrap();
+        (c, h)
+    };
+    let (whole, _) = prefill(&[0, 1, 2]);
+    let (a, _) = prefill(&[0]);
+    let (b, _) = prefill(&[1, 2]);
+    // Stack, then keep rows 2 and 0 (twice), as the sampler does for n samples / finished rows.
+    let mut stacked = KvCache::cat(&[a, b])
+        .unwrap()
+        .select_rows(&[2, 0, 0])
+        .unwrap();
+    let mut reference = whole.select_rows(&[2, 0, 0]).unwrap();
+    assert_eq!(stacked.real_lengths(), &[5, 6, 6]);
+    for step in 0..3u32 {
+        let x = Tensor::new(&[[step + 1], [step + 2], [step + 2]], &Device::Cpu).unwrap();
+        let m = vec![vec![1u8]; 3];
+        let h1 = model.forward_cached(&x, &m, &mut stacked).unwrap();
+        let h2 = model.forward_cached(&x, &m, &mut reference).unwrap();
+        let d = (h1 - h2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "step {step}: {d}");
+    }
+}
