@@ -126,8 +126,8 @@ impl std::str::FromStr for PromptTemplate {
             "qwen_math" | "qwen-math" | "qwen" => PromptTemplate::QwenMath,
             "r1_zero" | "r1-zero" | "r1" => PromptTemplate::R1Zero,
             "chat" | "tokenizer" => PromptTemplate::Chat,
-            "raw" | "none" => PromptTemplate::Raw,
-            _ => bail!("unknown prompt template `{s}` (expected qwen_math, r1_zero, chat or raw)"),
+            "plain" | "raw" | "none" => PromptTemplate::Raw,
+            _ => bail!("unknown prompt template `{s}` (expected qwen_math, r1_zero, chat or plain)"),
         })
     }
 }
@@ -138,7 +138,7 @@ impl std::fmt::Display for PromptTemplate {
             PromptTemplate::QwenMath => "qwen_math",
             PromptTemplate::R1Zero => "r1_zero",
             PromptTemplate::Chat => "chat",
-            PromptTemplate::Raw => "raw",
+            PromptTemplate::Raw => "plain",
         })
     }
 }
@@ -185,7 +185,7 @@ impl PromptTemplate {
                 let t = tokenizer
                     .context("the `chat` template needs a tokenizer with a chat template")?;
                 t.render_chat(&[("user", problem)])
-                    .context("the tokenizer has no chat template (tokenizer_config.json `chat_template`); use --template qwen_math or r1_zero")?
+                    .context("the tokenizer has no chat template (tokenizer_config.json `chat_template`); use the qwen_math, r1_zero or plain template")?
             }
             PromptTemplate::Raw => Ok(problem.to_string()),
         }
