@@ -11,6 +11,7 @@ pub mod data;
 pub mod ema;
 pub mod metrics;
 pub mod optim;
+pub mod policy;
 pub mod predictor;
 pub mod reward;
 pub mod task;
