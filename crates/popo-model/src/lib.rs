@@ -1,1 +1,38 @@
-//! popo-model: see ARCHITECTURE.md.
+//! popo-model: Qwen2/Qwen2.5, Qwen3 and Llama 3 in candle, written from primitive (differentiable)
+//! ops, with Hugging Face loading/saving, the tokenizer and chat templates, and a batched
+//! KV-cache sampler.
+//!
+//! - `config`: `ModelConfig`, parsed from config.json.
+//! - `model`: `Model` (training forward, cached inference forward), `KvCache`.
+//! - `batch`: `TokenBatch` / `TrainOutput`.
+//! - `sampler`: `generate` (rollouts).
+//! - `tokenizer`: `Tokenizer`, chat templates.
+//! - `hub`: `load_pretrained` / `save_pretrained` / `resolve_model_path`.
+//!
+//! API notes relative to the agreed contract (notes/model-api.md): all names and semantics are as
+//! agreed. Additions: `Model::new_seeded` (reproducible init, returns the VarMap),
+//! `Model::forward_cached` + `KvCache` (incremental inference), `Model::forward_hidden`,
+//! `Model::forward_logits`, `Model::lm_head`, `save_pretrained_sharded`, `sampler::sample_token`,
+//! `ChatMessage::new`. One precision detail: `TrainOutput` log-probs/entropy are f32 for f32/bf16/f16
+//! models and f64 for an f64 model (used by the finite-difference gradient test).
+//! `resolve_model_path` resolves local directories and the local Hugging Face cache only: there
+//! is no download client (hf-hub needs a TLS stack), and the error says so.
+
+pub mod batch;
+pub mod config;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use batch::{TokenBatch, TrainOutput};
+pub use config::{Arch, ModelConfig, RopeScaling};
+pub use model::{KvCache, Model};
+pub use sampler::{generate, generate_with_progress, Completion, FinishReason, SamplingParams};
+pub use tokenizer::{ChatMessage, Tokenizer};
+pub mod hub;
+pub mod score;
+pub use hub::{
+    device_from_str, dtype_from_str, load_pretrained, resolve_model_path, save_pretrained,
+    save_pretrained_sharded, Pretrained,
+};
+pub use score::score;

@@ -1,8 +1,138 @@
-//! `popo score`.
+//! `popo score`: per-token log-probs of given completions under a model.
+//!
+//! Input lines (JSONL) carry `prompt_ids` + `completion_ids`, or `prompt` + `completion` as text
+//! (the prompt is encoded with special tokens, the completion without). Output lines are the input
+//! objects plus `logprobs`, one float per completion token.
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Model directory in Hugging Face layout (or a hub id already in the local HF cache).
+    #[arg(long)]
+    pub model: String,
+    /// JSONL input: `prompt_ids` + `completion_ids`, or `prompt` + `completion` text.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output JSONL (default: stdout).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Temperature the log-probs are computed at.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`popo score` is not built yet")
+pub fn run(args: Args) -> Result<i32> {
+    let device = popo_model::device_from_str(&args.device)?;
+    let dtype = popo_model::dtype_from_str(&args.dtype)?;
+    let lines = read_jsonl(&args.input)?;
+    let dir = popo_model::resolve_model_path(&args.model)?;
+    let pre = popo_model::load_pretrained(&dir, &device, dtype)?;
+    let mut items = Vec::with_capacity(lines.len());
+    for (lineno, obj) in &lines {
+        let at = || format!("{}:{lineno}", args.input.display());
+        items.push(item_ids(obj, pre.tokenizer.as_ref()).with_context(at)?);
+    }
+    let pb = progress(items.len() as u64, "scoring");
+    let logprobs = popo_model::score(
+        &pre.model,
+        &items,
+        args.temperature,
+        args.batch_size,
+        &mut |k| pb.inc(k as u64),
+    )?;
+    pb.finish_and_clear();
+    let mut out = open_output(args.output.as_ref())?;
+    for ((_, mut obj), lp) in lines.into_iter().zip(logprobs) {
+        obj.insert("logprobs".into(), serde_json::to_value(lp)?);
+        writeln!(out, "{}", Value::Object(obj))?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn ids_field(obj: &Map<String, Value>, key: &str) -> Result<Option<Vec<u32>>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| anyhow!("field {key:?} must hold token ids, got {x}"))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        Some(other) => bail!("field {key:?} must be an array of token ids, got {other}"),
+    }
+}
+
+fn item_ids(
+    obj: &Map<String, Value>,
+    tok: Option<&popo_model::Tokenizer>,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    if let (Some(p), Some(c)) = (
+        ids_field(obj, "prompt_ids")?,
+        ids_field(obj, "completion_ids")?,
+    ) {
+        return Ok((p, c));
+    }
+    let text = |k: &str| -> Result<&str> {
+        obj.get(k)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow!("needs `prompt_ids` + `completion_ids`, or `prompt` + `completion` strings (missing {k:?})"))
+    };
+    let (p, c) = (text("prompt")?, text("completion")?);
+    let tok = tok.context("text input needs a tokenizer.json in the model directory")?;
+    Ok((tok.encode(p, true)?, tok.encode(c, false)?))
+}
+
+/// Parses a JSONL file into (line number, object) pairs; blank lines are skipped.
+pub(crate) fn read_jsonl(path: &PathBuf) -> Result<Vec<(usize, Map<String, Value>)>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(m)) => out.push((i + 1, m)),
+            Ok(_) => bail!("{}:{}: expected a JSON object", path.display(), i + 1),
+            Err(e) => bail!("{}:{}: invalid JSON: {e}", path.display(), i + 1),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn open_output(path: Option<&PathBuf>) -> Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    })
+}
+
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb
 }

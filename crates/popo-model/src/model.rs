@@ -1,0 +1,854 @@
+//! One decoder-only transformer covering Qwen2/Qwen2.5, Qwen3 and Llama 3, written from primitive
+//! candle ops so that autograd reaches every weight (candle-nn's fused softmax/rms_norm/rope detach
+//! their outputs, see STACK.md).
+//!
+//! Positions come from the attention mask (`cumsum - 1`), and attention adds a causal plus
+//! key-padding bias, so left-padded prompts (sampling) and right-padded sequences (training) both
+//! give each row exactly what it would get alone.
+
+use crate::batch::{TokenBatch, TrainOutput};
+use crate::config::{Arch, ModelConfig, RopeScaling};
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{Init, VarBuilder, VarMap};
+
+/// Additive attention bias for disallowed (future or padding) keys. Finite so that a row with
+/// every key masked (a left-padding query) yields a uniform softmax instead of NaN.
+const MASKED: f64 = -1e30;
+
+/// Upper bound on the elements of one logits chunk in `forward_train` (rows x vocab).
+pub const LOGIT_CHUNK_ELEMS: usize = 1 << 24;
+
+const INIT_STD: f64 = 0.02;
+
+#[derive(Clone)]
+struct Linear {
+    weight: Tensor, // [out, in]
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (d_out, d_in),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: INIT_STD,
+            },
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d_in) = x.dims3()?;
+        let d_out = self.weight.dim(0)?;
+        let y = x.reshape((b * t, d_in))?.matmul(&self.weight.t()?)?; // [b*t, out]
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        Ok(y.reshape((b, t, d_out))?)
+    }
+
+    fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.as_ref().map(|b| b.detach()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RmsNorm {
+    weight: Tensor, // [d]
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(vb: VarBuilder, d: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get_with_hints(d, "weight", Init::Const(1.0))?;
+        Ok(Self { weight, eps })
+    }
+
+    /// Normalises over the last dim in f32 (f64 stays f64), like transformers' RMSNorm.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        let xf = match dt {
+            DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
+            _ => x.clone(),
+        };
+        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(y.to_dtype(dt)?.broadcast_mul(&self.weight)?)
+    }
+
+    fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            eps: self.eps,
+        }
+    }
+}
+
+/// rotate_half convention (first half / second half), as in transformers.
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    // x: [b, h, t, hd]; cos/sin: [b, 1, t, hd]
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+/// Softmax over the last dim; the max shift is detached because softmax is invariant to it.
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+#[derive(Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    n_heads: usize,
+    n_kv: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (h, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let qk_norm = cfg.arch == Arch::Qwen3;
+        Ok(Self {
+            q_proj: Linear::new(vb.pp("q_proj"), d, h * hd, cfg.attention_bias)?,
+            k_proj: Linear::new(vb.pp("k_proj"), d, kv * hd, cfg.attention_bias)?,
+            v_proj: Linear::new(vb.pp("v_proj"), d, kv * hd, cfg.attention_bias)?,
+            o_proj: Linear::new(vb.pp("o_proj"), h * hd, d, cfg.o_proj_bias)?,
+            q_norm: if qk_norm {
+                Some(RmsNorm::new(vb.pp("q_norm"), hd, cfg.rms_norm_eps)?)
+            } else {
+                None
+            },
+            k_norm: if qk_norm {
+                Some(RmsNorm::new(vb.pp("k_norm"), hd, cfg.rms_norm_eps)?)
+            } else {
+                None
+            },
+            n_heads: h,
+            n_kv: kv,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        bias: &Tensor,
+        cache: Option<(&mut LayerCache, usize)>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kv, hd) = (self.n_heads, self.n_kv, self.head_dim);
+        let mut q = self.q_proj.forward(x)?.reshape((b, t, h, hd))?;
+        let mut k = self.k_proj.forward(x)?.reshape((b, t, kv, hd))?;
+        let v = self.v_proj.forward(x)?.reshape((b, t, kv, hd))?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = apply_rope(&q.transpose(1, 2)?.contiguous()?, &rope.0, &rope.1)?; // [b, h, t, hd]
+        let k = apply_rope(&k.transpose(1, 2)?.contiguous()?, &rope.0, &rope.1)?; // [b, kv, t, hd]
+        let v = v.transpose(1, 2)?.contiguous()?; // [b, kv, t, hd]
+        let (k, v) = match cache {
+            Some((c, past)) => {
+                c.k.slice_set(&k, 2, past)?;
+                c.v.slice_set(&v, 2, past)?;
+                (c.k.narrow(2, 0, past + t)?, c.v.narrow(2, 0, past + t)?) // [b, kv, s, hd]
+            }
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+        // GQA without copying k/v: query head g*rep + r reads kv head g, so fold the `rep`
+        // query heads of a group into the row dimension of one matmul per kv head.
+        let rep = h / kv;
+        let q = q.reshape((b, kv, rep * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, kv, rep*t, s]
+        let scores = scores.reshape((b, h, t, s))?;
+        let dt = scores.dtype();
+        let scores = match dt {
+            DType::F16 | DType::BF16 => scores.to_dtype(DType::F32)?,
+            _ => scores,
+        };
+        let probs = softmax_last(&scores.broadcast_add(bias)?)?.to_dtype(dt)?; // [b, h, t, s]
+        let y = probs.reshape((b, kv, rep * t, s))?.matmul(&v)?; // [b, kv, rep*t, hd]
+        let y = y
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * hd))?;
+        self.o_proj.forward(&y)
+    }
+
+    fn detached(&self) -> Self {
+        Self {
+            q_proj: self.q_proj.detached(),
+            k_proj: self.k_proj.detached(),
+            v_proj: self.v_proj.detached(),
+            o_proj: self.o_proj.detached(),
+            q_norm: self.q_norm.as_ref().map(|n| n.detached()),
+            k_norm: self.k_norm.as_ref().map(|n| n.detached()),
+            ..*self
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::new(vb.pp("gate_proj"), d, i, false)?,
+            up_proj: Linear::new(vb.pp("up_proj"), d, i, false)?,
+            down_proj: Linear::new(vb.pp("down_proj"), i, d, false)?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate_proj.forward(x)?.silu()?;
+        self.down_proj.forward(&(g * self.up_proj.forward(x)?)?)
+    }
+    fn detached(&self) -> Self {
+        Self {
+            gate_proj: self.gate_proj.detached(),
+            up_proj: self.up_proj.detached(),
+            down_proj: self.down_proj.detached(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Layer {
+    attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl Layer {
+    fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(Self {
+            attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            input_layernorm: RmsNorm::new(vb.pp("input_layernorm"), d, cfg.rms_norm_eps)?,
+            post_attention_layernorm: RmsNorm::new(
+                vb.pp("post_attention_layernorm"),
+                d,
+                cfg.rms_norm_eps,
+            )?,
+        })
+    }
+    fn detached(&self) -> Self {
+        Self {
+            attn: self.attn.detached(),
+            mlp: self.mlp.detached(),
+            input_layernorm: self.input_layernorm.detached(),
+            post_attention_layernorm: self.post_attention_layernorm.detached(),
+        }
+    }
+}
+
+struct LayerCache {
+    k: Tensor, // [b, kv, cap, hd]
+    v: Tensor, // [b, kv, cap, hd]
+}
+
+/// Key/value cache for incremental decoding. It also tracks, per row, which cached slots are real
+/// tokens and how many real tokens precede the next one (its rotary position).
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    /// [batch][len]: 1 where the cached slot is a real token.
+    key_mask: Vec<Vec<u8>>,
+    /// Per row: number of real tokens cached so far (= position of the next real token).
+    n_real: Vec<u32>,
+    len: usize,
+    cap: usize,
+}
+
+impl KvCache {
+    pub fn batch_size(&self) -> usize {
+        self.key_mask.len()
+    }
+    /// Number of cached slots (including padding).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Per row: number of real tokens cached.
+    pub fn real_lengths(&self) -> &[u32] {
+        &self.n_real
+    }
+
+    /// A cache holding rows `rows` of this one, in that order (repeats allowed: this is how `n`
+    /// samples share one prompt prefill, and how finished rows leave the batch).
+    pub fn select_rows(&self, rows: &[u32]) -> Result<KvCache> {
+        let n = self.batch_size() as u32;
+        ensure!(rows.iter().all(|&r| r < n), "row index out of range");
+        let dev = self.layers.first().map(|l| l.k.device().clone());
+        let layers = match dev {
+            None => vec![],
+            Some(dev) => {
+                let idx = Tensor::new(rows, &dev)?;
+                self.layers
+                    .iter()
+                    .map(|l| {
+                        Ok(LayerCache {
+                            k: l.k.index_select(&idx, 0)?,
+                            v: l.v.index_select(&idx, 0)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        Ok(KvCache {
+            layers,
+            key_mask: rows
+                .iter()
+                .map(|&r| self.key_mask[r as usize].clone())
+                .collect(),
+            n_real: rows.iter().map(|&r| self.n_real[r as usize]).collect(),
+            len: self.len,
+            cap: self.cap,
+        })
+    }
+
+    /// Stacks caches of equal length along the batch dimension.
+    pub fn cat(parts: &[KvCache]) -> Result<KvCache> {
+        let first = parts.first().context("no caches to concatenate")?;
+        ensure!(
+            parts.iter().all(|p| p.len == first.len),
+            "caches of different lengths cannot be stacked"
+        );
+        let len = first.len;
+        let layers = (0..first.layers.len())
+            .map(|i| {
+                let ks: Vec<Tensor> = parts
+                    .iter()
+                    .map(|p| p.layers[i].k.narrow(2, 0, len.max(1)))
+                    .collect::<candle_core::Result<_>>()?;
+                let vs: Vec<Tensor> = parts
+                    .iter()
+                    .map(|p| p.layers[i].v.narrow(2, 0, len.max(1)))
+                    .collect::<candle_core::Result<_>>()?;
+                Ok(LayerCache {
+                    k: Tensor::cat(&ks, 0)?,
+                    v: Tensor::cat(&vs, 0)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            layers,
+            key_mask: parts.iter().flat_map(|p| p.key_mask.clone()).collect(),
+            n_real: parts.iter().flat_map(|p| p.n_real.clone()).collect(),
+            len,
+            cap: len.max(1),
+        })
+    }
+
+    /// Makes room for `capacity` slots without reallocating later.
+    pub fn reserve(&mut self, capacity: usize) -> Result<()> {
+        self.grow(capacity)
+    }
+
+    fn grow(&mut self, need: usize) -> Result<()> {
+        if need <= self.cap {
+            return Ok(());
+        }
+        let new_cap = need.max(self.cap * 2);
+        for l in self.layers.iter_mut() {
+            let (b, kv, _, hd) = l.k.dims4()?;
+            let k = Tensor::zeros((b, kv, new_cap, hd), l.k.dtype(), l.k.device())?;
+            let v = Tensor::zeros((b, kv, new_cap, hd), l.v.dtype(), l.v.device())?;
+            if self.len > 0 {
+                k.slice_set(&l.k.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                v.slice_set(&l.v.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            }
+            *l = LayerCache { k, v };
+        }
+        self.cap = new_cap;
+        Ok(())
+    }
+}
+
+/// Qwen2 / Qwen3 / Llama decoder with HF tensor names.
+#[derive(Clone)]
+pub struct Model {
+    cfg: ModelConfig,
+    embed_tokens: Tensor, // [vocab, d]
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Tensor, // [vocab, d]; the embedding itself when tied
+    inv_freq: Vec<f64>,
+    device: Device,
+    dtype: DType,
+}
+
+fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f64> {
+    let hd = cfg.head_dim();
+    let base: Vec<f64> = (0..hd / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / hd as f64))
+        .collect();
+    match &cfg.rope_scaling {
+        None => base,
+        Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / factor).collect(),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            let old = *original_max_position_embeddings as f64;
+            let low_wavelen = old / low_freq_factor;
+            let high_wavelen = old / high_freq_factor;
+            base.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// Rotary positions from a 0/1 mask: each real token's index among the real tokens of its row.
+fn positions_from_mask(mask: &[Vec<u8>], start: &[u32]) -> Vec<Vec<u32>> {
+    mask.iter()
+        .zip(start)
+        .map(|(row, &s)| {
+            let mut n = s;
+            row.iter()
+                .map(|&m| {
+                    let p = n;
+                    n += m as u32;
+                    // padding gets the next real position; it is never attended to
+                    p
+                })
+                .collect()
+        })
+        .collect()
+}
+
+impl Model {
+    /// Builds the model from a VarBuilder using HF tensor names. Over an empty VarMap this creates
+    /// freshly initialised trainable Vars (normal(0, 0.02) weights, zero biases, unit norms).
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Model> {
+        let d = cfg.hidden_size;
+        let vbm = vb.pp("model");
+        let embed_tokens = vbm
+            .get_with_hints(
+                (cfg.vocab_size, d),
+                "embed_tokens.weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: INIT_STD,
+                },
+            )
+            .context("model.embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            layers.push(
+                Layer::new(cfg, vbm.pp(format!("layers.{i}")))
+                    .with_context(|| format!("in model.layers.{i}"))?,
+            );
+        }
+        let norm = RmsNorm::new(vbm.pp("norm"), d, cfg.rms_norm_eps).context("model.norm")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            vb.get_with_hints(
+                (cfg.vocab_size, d),
+                "lm_head.weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: INIT_STD,
+                },
+            )
+            .context("lm_head.weight")?
+        };
+        Ok(Model {
+            cfg: cfg.clone(),
+            device: embed_tokens.device().clone(),
+            dtype: embed_tokens.dtype(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq: rope_inv_freq(cfg),
+        })
+    }
+
+    /// A freshly initialised trainable model with reproducible weights: normal(0, `std`) matrices
+    /// and embeddings, zero biases, unit norm weights, drawn in sorted-name order from `seed`.
+    pub fn new_seeded(
+        cfg: &ModelConfig,
+        device: &Device,
+        dtype: DType,
+        seed: u64,
+        std: f64,
+    ) -> Result<(VarMap, Model)> {
+        use rand::{Rng, SeedableRng};
+        let varmap = VarMap::new();
+        let model = Model::new(cfg, VarBuilder::from_varmap(&varmap, dtype, device))?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let data = varmap.data().lock().unwrap();
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &data[name];
+            let shape = var.shape().clone();
+            let t = if name.ends_with("norm.weight") {
+                Tensor::ones(&shape, DType::F64, device)?
+            } else if name.ends_with(".bias") {
+                Tensor::zeros(&shape, DType::F64, device)?
+            } else {
+                let vals: Vec<f64> = (0..shape.elem_count())
+                    .map(|_| {
+                        // Box-Muller
+                        let u1: f64 = rng.random::<f64>().max(1e-300);
+                        let u2: f64 = rng.random();
+                        std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+                    })
+                    .collect();
+                Tensor::from_vec(vals, &shape, device)?
+            };
+            var.set(&t.to_dtype(dtype)?)?;
+        }
+        drop(data);
+        Ok((varmap, model))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Same storage (sees in-place Var updates made by the optimizer), records no autograd graph.
+    pub fn detached(&self) -> Model {
+        Model {
+            cfg: self.cfg.clone(),
+            embed_tokens: self.embed_tokens.detach(),
+            layers: self.layers.iter().map(|l| l.detached()).collect(),
+            norm: self.norm.detached(),
+            lm_head: self.lm_head.detach(),
+            inv_freq: self.inv_freq.clone(),
+            device: self.device.clone(),
+            dtype: self.dtype,
+        }
+    }
+
+    /// dtype of masks, rotary tables and log-prob outputs: f64 for an f64 model, else f32.
+    fn float_dtype(&self) -> DType {
+        if self.dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        }
+    }
+
+    /// cos/sin tables, each [b, 1, t, hd] in the compute dtype.
+    fn rope_tables(&self, positions: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
+        let b = positions.len();
+        let t = positions.first().map_or(0, |r| r.len());
+        let fdt = self.float_dtype();
+        let pos: Vec<f64> = positions.iter().flatten().map(|&p| p as f64).collect();
+        let pos = Tensor::from_vec(pos, (b, t, 1), &self.device)?.to_dtype(fdt)?;
+        let half = self.inv_freq.len();
+        let inv =
+            Tensor::from_vec(self.inv_freq.clone(), (1, 1, half), &self.device)?.to_dtype(fdt)?;
+        let freqs = pos.broadcast_mul(&inv)?; // [b, t, hd/2]
+        let emb = Tensor::cat(&[&freqs, &freqs], D::Minus1)?; // [b, t, hd]
+        let cos = emb.cos()?.unsqueeze(1)?.to_dtype(self.dtype)?;
+        let sin = emb.sin()?.unsqueeze(1)?.to_dtype(self.dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// Additive bias [b, 1, t, s] for `t` new queries after `past` cached slots.
+    fn attention_bias(&self, key_mask: &[Vec<u8>], past: usize, t: usize) -> Result<Tensor> {
+        let b = key_mask.len();
+        let s = past + t;
+        let causal: Vec<f32> = (0..t)
+            .flat_map(|i| (0..s).map(move |j| if j <= past + i { 0.0 } else { MASKED as f32 }))
+            .collect();
+        let keys: Vec<f32> = key_mask
+            .iter()
+            .flat_map(|row| row.iter().map(|&m| if m > 0 { 0.0 } else { MASKED as f32 }))
+            .collect();
+        let causal = Tensor::from_vec(causal, (1, 1, t, s), &self.device)?;
+        let keys = Tensor::from_vec(keys, (b, 1, 1, s), &self.device)?;
+        Ok(causal.broadcast_add(&keys)?.to_dtype(self.float_dtype())?)
+    }
+
+    fn check_ids(&self, ids: &Tensor, positions: &[Vec<u32>]) -> Result<()> {
+        let max_pos = positions.iter().flatten().copied().max().unwrap_or(0) as usize;
+        if max_pos >= self.cfg.max_position_embeddings {
+            bail!(
+                "sequence of {} tokens is longer than max_position_embeddings ({})",
+                max_pos + 1,
+                self.cfg.max_position_embeddings
+            );
+        }
+        let max_id = ids.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize;
+        if max_id >= self.cfg.vocab_size {
+            bail!(
+                "token id {max_id} is out of range for vocab_size {}",
+                self.cfg.vocab_size
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the decoder; returns the final (post-norm) hidden states [b, t, d].
+    fn hidden_states(
+        &self,
+        ids: &Tensor,
+        positions: &[Vec<u32>],
+        bias: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        self.check_ids(ids, positions)?;
+        let rope = self.rope_tables(positions)?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?; // [b, t, d]
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let lc = cache.as_deref_mut().map(|c| (&mut c.layers[i], past));
+            let h = layer.input_layernorm.forward(&x)?;
+            x = (x + layer.attn.forward(&h, &rope, bias, lc)?)?;
+            let h = layer.post_attention_layernorm.forward(&x)?;
+            x = (x + layer.mlp.forward(&h)?)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits [.., vocab] in the compute dtype for hidden states [.., d].
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        let dims = hidden.dims().to_vec();
+        let d = *dims.last().context("hidden must have a last dim")?;
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let logits = hidden.reshape((rows, d))?.matmul(&self.lm_head.t()?)?; // [rows, vocab]
+        let mut out = dims;
+        *out.last_mut().unwrap() = self.cfg.vocab_size;
+        Ok(logits.reshape(out)?)
+    }
+
+    /// Full forward without a cache: final hidden states [b, t, d] for `input_ids` [b, t] u32
+    /// and `attention_mask` [b, t] (1 = real token; any padding side).
+    pub fn forward_hidden(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let mask = mask_to_host(attention_mask)?;
+        let zeros = vec![0u32; mask.len()];
+        let pos = positions_from_mask(&mask, &zeros);
+        let bias = self.attention_bias(&mask, 0, input_ids.dim(1)?)?;
+        self.hidden_states(input_ids, &pos, &bias, None)
+    }
+
+    /// Full-sequence logits [b, t, vocab] (materialises all of them: for tests and small vocabularies).
+    pub fn forward_logits(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        self.lm_head(&self.forward_hidden(input_ids, attention_mask)?)
+    }
+
+    /// An empty cache for `batch` rows with room for `capacity` slots (it grows if needed).
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
+        let cap = capacity.max(1);
+        let (kv, hd) = (self.cfg.num_key_value_heads, self.cfg.head_dim());
+        let layers = (0..self.layers.len())
+            .map(|_| {
+                Ok(LayerCache {
+                    k: Tensor::zeros((batch, kv, cap, hd), self.dtype, &self.device)?,
+                    v: Tensor::zeros((batch, kv, cap, hd), self.dtype, &self.device)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            layers,
+            key_mask: vec![Vec::new(); batch],
+            n_real: vec![0; batch],
+            len: 0,
+            cap,
+        })
+    }
+
+    /// Appends `input_ids` [b, t] to the cache and returns their final hidden states [b, t, d].
+    /// `new_mask[b][i]` is 1 for a real token (0 = padding, e.g. the left padding of a prompt).
+    /// Use on a `detached()` model: a forward through Vars records an autograd graph.
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        new_mask: &[Vec<u8>],
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        ensure!(
+            b == cache.batch_size() && new_mask.len() == b,
+            "batch of {b} rows does not match the cache ({} rows) or mask ({} rows)",
+            cache.batch_size(),
+            new_mask.len()
+        );
+        ensure!(
+            new_mask.iter().all(|r| r.len() == t),
+            "mask rows must have {t} entries"
+        );
+        let pos = positions_from_mask(new_mask, &cache.n_real);
+        cache.grow(cache.len + t)?;
+        for (row, m) in cache.key_mask.iter_mut().zip(new_mask) {
+            row.extend_from_slice(m);
+        }
+        let bias = self.attention_bias(&cache.key_mask, cache.len, t)?;
+        let hidden = self.hidden_states(input_ids, &pos, &bias, Some(cache));
+        match hidden {
+            Ok(h) => {
+                for (n, m) in cache.n_real.iter_mut().zip(new_mask) {
+                    *n += m.iter().map(|&x| x as u32).sum::<u32>();
+                }
+                cache.len += t;
+                Ok(h)
+            }
+            Err(e) => {
+                for row in cache.key_mask.iter_mut() {
+                    row.truncate(cache.len);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Differentiable training forward over a padded batch (see `TrainOutput`). The log-softmax is
+    /// computed in row chunks of at most `LOGIT_CHUNK_ELEMS` logits, never as one [b, t, vocab].
+    pub fn forward_train(&self, batch: &TokenBatch, temperature: f64) -> Result<TrainOutput> {
+        ensure!(
+            temperature > 0.0,
+            "temperature must be positive, got {temperature}"
+        );
+        let ids = &batch.input_ids;
+        let (b, t) = ids.dims2()?;
+        let fdt = self.float_dtype();
+        let hidden = self.forward_hidden(ids, &batch.attention_mask)?; // [b, t, d]
+        let mask = batch.attention_mask.to_dtype(fdt)?; // [b, t]
+        if t < 2 {
+            let zeros = Tensor::zeros((b, t), fdt, &self.device)?;
+            return Ok(TrainOutput {
+                logprobs: zeros.clone(),
+                entropy: zeros,
+                hidden,
+            });
+        }
+        let d = self.cfg.hidden_size;
+        let rows = b * (t - 1);
+        let prev = hidden.narrow(1, 0, t - 1)?.reshape((rows, d))?; // [b*(t-1), d]
+        let targets = ids.narrow(1, 1, t - 1)?.reshape((rows, 1))?; // [b*(t-1), 1]
+        let chunk = (LOGIT_CHUNK_ELEMS / self.cfg.vocab_size).max(1);
+        let mut lps = Vec::new();
+        let mut ents = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = chunk.min(rows - start);
+            let logits = self.lm_head(&prev.narrow(0, start, n)?)?.to_dtype(fdt)?; // [n, vocab]
+            let logits = (logits / temperature)?;
+            let max = logits.max_keepdim(1)?.detach(); // [n, 1]
+            let z = logits.broadcast_sub(&max)?; // [n, vocab]
+            let e = z.exp()?;
+            let sum_e = e.sum_keepdim(1)?; // [n, 1]
+            let log_z = sum_e.log()?;
+            let z_tgt = z.gather(&targets.narrow(0, start, n)?.contiguous()?, 1)?; // [n, 1]
+            lps.push((z_tgt - &log_z)?);
+            // H = logsumexp(z) - sum_v p_v z_v
+            ents.push((log_z - (e * &z)?.sum_keepdim(1)?.div(&sum_e)?)?);
+            start += n;
+        }
+        let shift = |parts: Vec<Tensor>| -> Result<Tensor> {
+            let x = Tensor::cat(&parts, 0)?.reshape((b, t - 1))?; // [b, t-1]
+            Ok(x.pad_with_zeros(1, 1, 0)?.mul(&mask)?) // [b, t]
+        };
+        Ok(TrainOutput {
+            logprobs: shift(lps)?,
+            entropy: shift(ents)?,
+            hidden,
+        })
+    }
+}
+
+/// [b, t] mask tensor (any numeric dtype) as host 0/1 rows.
+pub(crate) fn mask_to_host(mask: &Tensor) -> Result<Vec<Vec<u8>>> {
+    let m = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(m.into_iter()
+        .map(|r| r.into_iter().map(|x| (x > 0.5) as u8).collect())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_skip_padding() {
+        let pos = positions_from_mask(&[vec![0, 0, 1, 1, 1], vec![1, 1, 1, 0, 0]], &[0, 0]);
+        assert_eq!(pos, vec![vec![0, 0, 0, 1, 2], vec![0, 1, 2, 3, 3]]);
+        let pos = positions_from_mask(&[vec![1]], &[7]);
+        assert_eq!(pos, vec![vec![7]]);
+    }
+
+    #[test]
+    fn llama3_inv_freq_matches_hand_values() {
+        let mut cfg = ModelConfig::qwen2_tiny(16, 8, 1, 1, 1, 16);
+        cfg.rope_theta = 500_000.0;
+        cfg.rope_scaling = Some(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        });
+        let inv = rope_inv_freq(&cfg);
+        // head_dim 8: base freqs 1, theta^-1/4, theta^-1/2, theta^-3/4.
+        let base: Vec<f64> = (0..4).map(|i| 500_000f64.powf(-(i as f64) / 4.0)).collect();
+        // wavelengths 2pi/f: 6.28 (< 2048, kept), 166 (kept), 4443 (ramp), 118k (> 8192, /8)
+        assert_eq!(inv[0], base[0]);
+        assert_eq!(inv[1], base[1]);
+        let wl = 2.0 * std::f64::consts::PI / base[2];
+        let s = (8192.0 / wl - 1.0) / 3.0;
+        assert!((inv[2] - ((1.0 - s) * base[2] / 8.0 + s * base[2])).abs() < 1e-15);
+        assert!((inv[3] - base[3] / 8.0).abs() < 1e-18);
+    }
+}
