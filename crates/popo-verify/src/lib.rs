@@ -1,1 +1,250 @@
-//! popo-verify: see ARCHITECTURE.md.
+//! popo-verify: math answer extraction and equivalence checking, with no ML dependency.
+//!
+//! ```
+//! let v = popo_verify::verify("\\frac{1}{2}", "so the answer is $\\boxed{0.5}$.");
+//! assert!(v.correct);
+//! assert!(!popo_verify::verify("\\frac{1}{2004!}", "\\boxed{\\frac{1}{2006!}}").correct);
+//! ```
+//!
+//! Pipeline: [`extract`] finds the prediction in the response (the gold is parsed whole, or
+//! from its box); both are lexed and parsed once into an expression tree; the trees are
+//! compared structurally (sets unordered, tuples ordered, intervals with their openness), and
+//! single values exactly with big rationals when rational, otherwise numerically at several
+//! points with a relative tolerance. Every pair has a deterministic step budget.
+//!
+//! The gold is trusted, the prediction is not: a prediction listing several answers does not
+//! match a single gold, and decimal rounding is accepted only for a decimal prediction.
+
+pub mod bench;
+mod equiv;
+mod eval;
+mod expr;
+mod extract;
+mod lex;
+mod limits;
+mod parse;
+
+pub use extract::{gold_answer, last_boxed, last_number, Extractor, Strategy};
+pub use limits::Limits;
+
+use equiv::{expand_answer, Cx, How};
+use expr::Expr;
+use limits::{Budget, Limit};
+use parse::{parse_answer, ParseError};
+use rayon::prelude::*;
+
+/// The verdict for one (gold, response) pair.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Verdict {
+    pub correct: bool,
+    /// The gold answer as compared (normalised), if it could be read.
+    pub gold_answer: Option<String>,
+    /// The extracted prediction (normalised), if one was found.
+    pub pred_answer: Option<String>,
+    /// Why: `exact`, `rounded`, `numeric`, `structural`, `text`, `different`,
+    /// `no answer found`, or the work bound that was hit.
+    pub reason: String,
+}
+
+/// Everything configurable about verification.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Config {
+    pub extractor: Extractor,
+    pub limits: Limits,
+    /// Relative tolerance for numeric comparison (1e-6: six significant digits).
+    pub rel_tol: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            extractor: Extractor::default(),
+            limits: Limits::default(),
+            rel_tol: 1e-6,
+        }
+    }
+}
+
+/// The candidate answer of a response with the default extraction order.
+pub fn extract(response: &str) -> Option<String> {
+    Extractor::default().extract(response)
+}
+
+/// Verify a response against a gold answer with the default configuration.
+pub fn verify(gold: &str, response: &str) -> Verdict {
+    verify_with(&Config::default(), gold, response)
+}
+
+/// A parsed answer, or the reason it could not be read.
+enum Parsed {
+    Expr(Expr),
+    /// Not mathematics we understand: compared as normalised text.
+    Raw(String),
+}
+
+impl Parsed {
+    fn display(&self) -> String {
+        match self {
+            Parsed::Expr(e) => e.to_string(),
+            Parsed::Raw(s) => s.clone(),
+        }
+    }
+}
+
+fn parse(s: &str, b: &mut Budget) -> Result<Parsed, Limit> {
+    match parse_answer(s, b) {
+        Ok(e) => Ok(Parsed::Expr(expand_answer(e))),
+        Err(ParseError::Syntax) => Ok(Parsed::Raw(s.trim().to_string())),
+        Err(ParseError::Limit(l)) => Err(l),
+    }
+}
+
+fn norm_raw(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            // Drop formatting commands, keep the rest.
+            let mut name = String::new();
+            while let Some(&n) = chars.peek() {
+                if n.is_ascii_alphabetic() {
+                    name.push(n);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if !matches!(
+                name.as_str(),
+                "text" | "mathrm" | "textbf" | "mbox" | "left" | "right" | "" | "displaystyle"
+            ) {
+                out.push_str(&name);
+            }
+            continue;
+        }
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        } else if !c.is_whitespace() && !matches!(c, '{' | '}' | '$' | '.' | '~') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Option<String>, String) {
+    let mut b = Budget::new(cfg.limits);
+    let g = match parse(gold, &mut b) {
+        Ok(g) => g,
+        Err(l) => {
+            return (
+                false,
+                Some(gold.trim().to_string()),
+                Some(pred.trim().to_string()),
+                format!("gold: {l}"),
+            )
+        }
+    };
+    let p = match parse(pred, &mut b) {
+        Ok(p) => p,
+        Err(l) => {
+            return (
+                false,
+                Some(g.display()),
+                Some(pred.trim().to_string()),
+                format!("prediction: {l}"),
+            )
+        }
+    };
+    let (ok, reason) = match (&g, &p) {
+        (Parsed::Expr(ge), Parsed::Expr(pe)) => {
+            let mut cx = Cx {
+                b: &mut b,
+                rel_tol: cfg.rel_tol,
+                how: How::Structural,
+            };
+            match cx.equiv(ge, pe) {
+                Ok(true) => (true, how_name(cx.how).to_string()),
+                Ok(false) => (false, "different".to_string()),
+                Err(l) => (false, l.to_string()),
+            }
+        }
+        _ => {
+            let ok = norm_raw(gold) == norm_raw(pred) && !norm_raw(gold).is_empty();
+            (
+                ok,
+                if ok {
+                    "text"
+                } else {
+                    "different (unparsed text)"
+                }
+                .to_string(),
+            )
+        }
+    };
+    (ok, Some(g.display()), Some(p.display()), reason)
+}
+
+fn how_name(h: How) -> &'static str {
+    match h {
+        How::Exact => "exact",
+        How::Rounded => "rounded",
+        How::Numeric => "numeric",
+        How::Structural => "structural",
+        How::Text => "text",
+    }
+}
+
+/// Verify with a given configuration.
+pub fn verify_with(cfg: &Config, gold: &str, response: &str) -> Verdict {
+    let g = extract::strip_math_delims(&gold_answer(gold)).to_string();
+    let Some(p) = cfg.extractor.extract(response) else {
+        return Verdict {
+            correct: false,
+            gold_answer: Some(g),
+            pred_answer: None,
+            reason: "no answer found".into(),
+        };
+    };
+    let p = extract::strip_math_delims(&p).to_string();
+    let (correct, gold_answer, pred_answer, reason) = compare(&g, &p, cfg);
+    Verdict {
+        correct,
+        gold_answer,
+        pred_answer,
+        reason,
+    }
+}
+
+/// Verify many `(gold, response)` pairs on `threads` threads (0 = all cores), in input order.
+pub fn verify_batch(pairs: &[(String, String)], threads: usize) -> Vec<Verdict> {
+    verify_batch_with(&Config::default(), pairs, threads)
+}
+
+/// [`verify_batch`] with a configuration.
+pub fn verify_batch_with(cfg: &Config, pairs: &[(String, String)], threads: usize) -> Vec<Verdict> {
+    if threads == 1 {
+        return pairs.iter().map(|(g, r)| verify_with(cfg, g, r)).collect();
+    }
+    let run = || {
+        pairs
+            .par_iter()
+            .map(|(g, r)| verify_with(cfg, g, r))
+            .collect::<Vec<_>>()
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    }
+}
+
+/// Whether two already-extracted answers are the same mathematical object (used e.g. to group
+/// samples for majority voting). `a` plays the role of the gold.
+pub fn answers_equivalent(a: &str, b: &str) -> bool {
+    let cfg = Config::default();
+    compare(
+        extract::strip_math_delims(a),
+        extract::strip_math_delims(b),
+        &cfg,
+    )
+    .0
+}

@@ -1,0 +1,726 @@
+//! Are two parsed answers the same mathematical object? The gold is trusted, the prediction
+//! is not: a list never matches a single value, and rounding is forgiven only in the
+//! prediction's favour when the prediction is itself a written decimal.
+
+use crate::eval::{exact, free_symbols, lit_value, numeric, C, Q};
+use crate::expr::{Const, Expr, RelOp};
+use crate::limits::{Budget, Limit};
+use num_bigint::BigInt;
+use num_traits::{Signed, Zero};
+
+/// How a match was decided (for `Verdict::reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum How {
+    Exact,
+    Rounded,
+    Numeric,
+    Structural,
+    Text,
+}
+
+pub(crate) struct Cx<'b> {
+    pub b: &'b mut Budget,
+    pub rel_tol: f64,
+    pub how: How,
+}
+
+type R = Result<bool, Limit>;
+
+/// A rounded decimal prediction needs this many significant digits: `4.5` is not
+/// `2\sqrt{5}` (4.47...), though it is that value rounded.
+const MIN_ROUNDED_DIGITS: usize = 3;
+
+/// Sample values for free symbols: a few fixed, irregular points, some negative.
+const POINTS: [f64; 7] = [0.7315, -1.2893, 2.1170, 0.3391, -0.5478, 3.7123, 5.2911];
+
+fn sym_value(name: &str, point: usize) -> f64 {
+    // Different symbols get different values at the same point.
+    let h = name
+        .bytes()
+        .fold(0u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32));
+    let base = POINTS[point % POINTS.len()];
+    base * (1.0 + (h % 97) as f64 / 131.0) + (h % 13) as f64 * 0.0137
+}
+
+/// Relative closeness; `floor` is an absolute slack for values that should be exactly zero
+/// (`\sin \pi` vs `0`), never used when either side is a known non-zero exact value.
+fn close_with(a: C, b: C, tol: f64, floor: f64) -> bool {
+    if !a.is_finite() || !b.is_finite() {
+        return false;
+    }
+    let d = a.sub_abs(b);
+    d <= tol * a.abs().max(b.abs()) || d <= floor
+}
+
+fn close(a: C, b: C, tol: f64) -> bool {
+    close_with(a, b, tol, 1e-12)
+}
+
+impl C {
+    fn sub_abs(self, o: C) -> f64 {
+        (self.re - o.re).hypot(self.im - o.im)
+    }
+}
+
+/// `±\infty`: Some(sign).
+fn infinity_sign(e: &Expr) -> Option<bool> {
+    match e {
+        Expr::Const(Const::Inf) => Some(true),
+        Expr::Neg(x) => infinity_sign(x).map(|s| !s),
+        Expr::Sum(ts) if ts.len() == 1 => infinity_sign(&ts[0].1).map(|s| s != ts[0].0),
+        _ => None,
+    }
+}
+
+fn contains_pm(e: &Expr) -> bool {
+    match e {
+        Expr::Pm(..) => true,
+        Expr::Num(_) | Expr::Const(_) | Expr::Sym(_) | Expr::Base(..) | Expr::Text(_) => false,
+        Expr::Neg(x) | Expr::Func(_, x) | Expr::Fact(x) | Expr::Percent(x) => contains_pm(x),
+        Expr::Pow(a, c) | Expr::Root(a, c) | Expr::LogBase(a, c) | Expr::Binom(a, c) => {
+            contains_pm(a) || contains_pm(c)
+        }
+        Expr::Sum(v) | Expr::Prod(v) => v.iter().any(|(_, x)| contains_pm(x)),
+        _ => false,
+    }
+}
+
+/// Replace the first `±` by `+` (`plus`) or `-`.
+fn choose_pm(e: &Expr, plus: bool, done: &mut bool) -> Expr {
+    if *done {
+        return e.clone();
+    }
+    let mut rec = |x: &Expr| choose_pm(x, plus, done);
+    match e {
+        Expr::Pm(a, c) => {
+            *done = true;
+            let a = a.as_ref().map(|a| (**a).clone());
+            let c = (**c).clone();
+            if matches!(&c, Expr::Num(n) if n.digits.bytes().all(|d| d == b'0')) {
+                // `\pm 0` is the single value 0.
+                return a.unwrap_or(c);
+            }
+            match a {
+                Some(a) => Expr::Sum(vec![(false, a), (!plus, c)]),
+                None if plus => c,
+                None => Expr::Neg(Box::new(c)),
+            }
+        }
+        Expr::Neg(x) => Expr::Neg(Box::new(rec(x))),
+        Expr::Func(f, x) => Expr::Func(*f, Box::new(rec(x))),
+        Expr::Fact(x) => Expr::Fact(Box::new(rec(x))),
+        Expr::Percent(x) => Expr::Percent(Box::new(rec(x))),
+        Expr::Pow(a, c) => Expr::Pow(Box::new(rec(a)), Box::new(rec(c))),
+        Expr::Root(a, c) => Expr::Root(Box::new(rec(a)), Box::new(rec(c))),
+        Expr::LogBase(a, c) => Expr::LogBase(Box::new(rec(a)), Box::new(rec(c))),
+        Expr::Binom(a, c) => Expr::Binom(Box::new(rec(a)), Box::new(rec(c))),
+        Expr::Sum(v) => Expr::Sum(v.iter().map(|(n, x)| (*n, rec(x))).collect()),
+        Expr::Prod(v) => Expr::Prod(v.iter().map(|(n, x)| (*n, rec(x))).collect()),
+        e => e.clone(),
+    }
+}
+
+/// `a ± b` -> the answers `a + b`, `a - b` (at most 3 signs expanded).
+fn expand_pm(e: &Expr, out: &mut Vec<Expr>, depth: u32) {
+    if depth > 3 || !contains_pm(e) {
+        out.push(e.clone());
+        return;
+    }
+    for plus in [true, false] {
+        let mut done = false;
+        let x = choose_pm(e, plus, &mut done);
+        let mut alts = Vec::new();
+        expand_pm(&x, &mut alts, depth + 1);
+        for a in alts {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+}
+
+/// Top-level normal form: answers with `±` become lists.
+pub(crate) fn expand_answer(e: Expr) -> Expr {
+    match e {
+        Expr::List(items) if items.iter().any(contains_pm) => {
+            let mut out = Vec::new();
+            for it in &items {
+                expand_pm(it, &mut out, 0);
+            }
+            Expr::List(out)
+        }
+        Expr::Set(items) if items.iter().any(contains_pm) => {
+            let mut out = Vec::new();
+            for it in &items {
+                expand_pm(it, &mut out, 0);
+            }
+            Expr::Set(out)
+        }
+        e if contains_pm(&e) => {
+            let mut out = Vec::new();
+            expand_pm(&e, &mut out, 0);
+            if out.len() == 1 {
+                return out.pop().unwrap_or(e);
+            }
+            Expr::List(out)
+        }
+        e => e,
+    }
+}
+
+fn is_scalar(e: &Expr) -> bool {
+    !matches!(
+        e,
+        Expr::Tuple(_)
+            | Expr::Interval { .. }
+            | Expr::Set(_)
+            | Expr::List(_)
+            | Expr::Union(_)
+            | Expr::Matrix(_)
+            | Expr::Rel(..)
+            | Expr::Text(_)
+            | Expr::Pm(..)
+            | Expr::Base(..)
+    )
+}
+
+/// `x = 3` with a lone symbol on the left: the value 3.
+fn assigned_value(e: &Expr) -> Option<&Expr> {
+    match e {
+        Expr::Rel(es, ops) if ops.iter().all(|o| *o == RelOp::Eq || *o == RelOp::In) => {
+            if es[..es.len() - 1]
+                .iter()
+                .all(|x| matches!(x, Expr::Sym(_)) || is_plain_lhs(x))
+            {
+                es.last()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Left sides that name a quantity rather than constrain one (`f(2)`, `\angle A`, `P(x)`).
+fn is_plain_lhs(e: &Expr) -> bool {
+    match e {
+        Expr::Sym(_) | Expr::Apply(..) => true,
+        Expr::Prod(fs) => {
+            fs.iter()
+                .all(|(d, f)| !d && (matches!(f, Expr::Sym(_)) || matches!(f, Expr::Num(_))))
+                && fs.iter().any(|(_, f)| matches!(f, Expr::Sym(_)))
+                && fs.len() <= 3
+                && matches!(fs[0].1, Expr::Sym(_))
+        }
+        _ => false,
+    }
+}
+
+fn norm_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
+/// A multiple-choice letter: `C`, `(C)`, `\text{(C)}`, `C)`.
+fn choice_letter(e: &Expr) -> Option<char> {
+    match e {
+        Expr::Sym(s) => one_letter(s),
+        Expr::Text(t) => {
+            let t = t
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .trim();
+            one_letter(t)
+        }
+        _ => None,
+    }
+}
+
+fn one_letter(s: &str) -> Option<char> {
+    let mut it = s.chars();
+    let c = it.next()?;
+    (it.next().is_none() && c.is_ascii_uppercase() && c <= 'J').then_some(c)
+}
+
+impl Cx<'_> {
+    pub fn equiv(&mut self, g: &Expr, p: &Expr) -> R {
+        self.b.tick(1)?;
+        if g == p {
+            self.how = How::Structural;
+            return Ok(true);
+        }
+        // Relations first: an assignment compares by its value.
+        if let (Some(gv), false) = (assigned_value(g), matches!(p, Expr::Rel(..))) {
+            return self.equiv(gv, p);
+        }
+        if let (false, Some(pv)) = (matches!(g, Expr::Rel(..)), assigned_value(p)) {
+            return self.equiv(g, pv);
+        }
+        match (g, p) {
+            (Expr::Percent(gx), _) => {
+                let p_inner = match p {
+                    Expr::Percent(px) => px.as_ref(),
+                    _ => p,
+                };
+                if self.equiv(gx, p_inner)? {
+                    return Ok(true);
+                }
+                // 50% and 0.5.
+                if !matches!(p, Expr::Percent(_)) {
+                    return self.scalar(g, p);
+                }
+                Ok(false)
+            }
+            (_, Expr::Percent(px)) => {
+                if self.equiv(g, px)? {
+                    return Ok(true);
+                }
+                self.scalar(g, p)
+            }
+            (Expr::Text(_), _) | (_, Expr::Text(_)) => self.text(g, p),
+            (Expr::Base(gd, gb), Expr::Base(pd, pb)) => {
+                self.how = How::Exact;
+                Ok(gd == pd && gb == pb
+                    || BigInt::parse_bytes(gd.as_bytes(), *gb)
+                        == BigInt::parse_bytes(pd.as_bytes(), *pb))
+            }
+            (Expr::Base(..), _) | (_, Expr::Base(..)) => Ok(false),
+            (Expr::Rel(ge, gops), Expr::Rel(pe, pops)) => self.relations(ge, gops, pe, pops, g, p),
+            (Expr::Rel(..), _) => match (rel_to_interval(g), p) {
+                (Some(gi), Expr::Interval { .. } | Expr::Union(_) | Expr::Tuple(_)) => {
+                    self.equiv(&gi, p)
+                }
+                _ => Ok(false),
+            },
+            (_, Expr::Rel(..)) => match (g, rel_to_interval(p)) {
+                (Expr::Interval { .. } | Expr::Union(_), Some(pi)) => self.equiv(g, &pi),
+                (Expr::Tuple(gi), Some(pi)) if gi.len() == 2 => self.equiv(&open_interval(gi), &pi),
+                _ => Ok(false),
+            },
+            (Expr::Union(_) | Expr::Interval { .. }, Expr::List(pi)) => match rels_to_union(pi) {
+                Some(pu) => self.equiv(g, &pu),
+                None => Ok(false),
+            },
+            (Expr::List(gi), Expr::List(pi) | Expr::Set(pi))
+            | (Expr::Set(gi), Expr::Set(pi) | Expr::List(pi)) => {
+                if let (Some(gu), Some(pu)) = (rels_to_union(gi), rels_to_union(pi)) {
+                    return self.equiv(&gu, &pu);
+                }
+                self.unordered(gi, pi)
+            }
+            (Expr::List(gi), Expr::Union(_) | Expr::Interval { .. }) => match rels_to_union(gi) {
+                Some(gu) => self.equiv(&gu, p),
+                None => Ok(false),
+            },
+            (Expr::Tuple(gi), Expr::Tuple(pi) | Expr::List(pi)) => self.ordered(gi, pi),
+            (Expr::Tuple(gi), Expr::Matrix(rows)) | (Expr::Matrix(rows), Expr::Tuple(gi)) => {
+                match vector_of(rows) {
+                    Some(v) => self.ordered(gi, &v),
+                    None => Ok(false),
+                }
+            }
+            (Expr::Tuple(gi), Expr::Interval { .. }) if gi.len() == 2 => {
+                let gi = open_interval(gi);
+                self.equiv(&gi, p)
+            }
+            (Expr::Interval { .. }, Expr::Tuple(pi)) if pi.len() == 2 => {
+                let pi = open_interval(pi);
+                self.equiv(g, &pi)
+            }
+            (
+                Expr::Interval {
+                    lo: gl,
+                    hi: gh,
+                    lo_open: glo,
+                    hi_open: gho,
+                },
+                Expr::Interval {
+                    lo: pl,
+                    hi: ph,
+                    lo_open: plo,
+                    hi_open: pho,
+                },
+            ) => {
+                self.how = How::Structural;
+                Ok(glo == plo && gho == pho && self.equiv(gl, pl)? && self.equiv(gh, ph)?)
+            }
+            (Expr::Union(gu), Expr::Union(pu)) => self.unordered(gu, pu),
+            (Expr::Matrix(gr), Expr::Matrix(pr)) => {
+                if gr.len() != pr.len() || gr.iter().zip(pr).any(|(a, b)| a.len() != b.len()) {
+                    return Ok(false);
+                }
+                for (a, b) in gr.iter().flatten().zip(pr.iter().flatten()) {
+                    if !self.equiv(a, b)? {
+                        return Ok(false);
+                    }
+                }
+                self.how = How::Structural;
+                Ok(true)
+            }
+            (Expr::Set(gi), Expr::Tuple(_)) if gi.is_empty() => Ok(false),
+            _ if is_scalar(g) && is_scalar(p) => self.scalar(g, p),
+            _ => Ok(false),
+        }
+    }
+
+    fn text(&mut self, g: &Expr, p: &Expr) -> R {
+        self.how = How::Text;
+        if let (Some(a), Some(b)) = (choice_letter(g), choice_letter(p)) {
+            return Ok(a == b);
+        }
+        match (g, p) {
+            (Expr::Text(a), Expr::Text(b)) => Ok(norm_text(a) == norm_text(b)),
+            (Expr::Text(a), other) | (other, Expr::Text(a)) => {
+                // A text gold like `\text{5 apples}` against `5`: compare the text's math.
+                let s = a.to_string();
+                if s.chars().any(|c| c.is_ascii_digit()) && s.len() < 64 {
+                    if let Ok(e) = crate::parse::parse_answer(&s, self.b) {
+                        if !matches!(e, Expr::Text(_)) {
+                            return if matches!(g, Expr::Text(_)) {
+                                self.equiv(&e, other)
+                            } else {
+                                self.equiv(other, &e)
+                            };
+                        }
+                    }
+                }
+                Ok(norm_text(a) == norm_text(&other.to_string()) && !norm_text(a).is_empty())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn ordered(&mut self, g: &[Expr], p: &[Expr]) -> R {
+        if g.len() != p.len() {
+            return Ok(false);
+        }
+        for (a, b) in g.iter().zip(p) {
+            if !self.equiv(a, b)? {
+                return Ok(false);
+            }
+        }
+        self.how = How::Structural;
+        Ok(true)
+    }
+
+    /// Multiset equality: every gold item matched by a distinct prediction item.
+    fn unordered(&mut self, g: &[Expr], p: &[Expr]) -> R {
+        if g.len() != p.len() || g.len() > 64 {
+            return Ok(false);
+        }
+        let mut used = vec![false; p.len()];
+        for a in g {
+            let mut found = false;
+            for (j, b) in p.iter().enumerate() {
+                if !used[j] && self.equiv(a, b)? {
+                    used[j] = true;
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Ok(false);
+            }
+        }
+        self.how = How::Structural;
+        Ok(true)
+    }
+
+    fn relations(
+        &mut self,
+        ge: &[Expr],
+        gops: &[RelOp],
+        pe: &[Expr],
+        pops: &[RelOp],
+        g: &Expr,
+        p: &Expr,
+    ) -> R {
+        let all_eq = |ops: &[RelOp]| ops.iter().all(|o| *o == RelOp::Eq);
+        if all_eq(gops) && all_eq(pops) {
+            if let (Some(gv), Some(pv)) = (assigned_value(g), assigned_value(p)) {
+                if ge.len() == 2 && pe.len() == 2 && self.equiv(&ge[0], &pe[0])? {
+                    return self.equiv(gv, pv);
+                }
+                if matches!(&ge[0], Expr::Sym(_)) && matches!(&pe[0], Expr::Sym(_)) {
+                    // `x = 3` vs `y = 3`: the name is not the answer.
+                    return self.equiv(gv, pv);
+                }
+            }
+            if ge.len() == 2 && pe.len() == 2 {
+                // `y = 2x + 1` vs `2x + 1 = y`: the differences agree up to a constant factor.
+                if self.equiv(&ge[0], &pe[0])? && self.equiv(&ge[1], &pe[1])? {
+                    return Ok(true);
+                }
+                if self.equiv(&ge[0], &pe[1])? && self.equiv(&ge[1], &pe[0])? {
+                    return Ok(true);
+                }
+                let dg = Expr::Sum(vec![(false, ge[0].clone()), (true, ge[1].clone())]);
+                let dp = Expr::Sum(vec![(false, pe[0].clone()), (true, pe[1].clone())]);
+                return self.proportional(&dg, &dp);
+            }
+            return Ok(false);
+        }
+        if let (Some(gi), Some(pi)) = (rel_to_interval(g), rel_to_interval(p)) {
+            return self.equiv(&gi, &pi);
+        }
+        // Same chain, side by side; or mirrored (`a < b` is `b > a`).
+        if gops.len() == pops.len() && gops == pops {
+            return self.ordered(ge, pe);
+        }
+        if gops.len() == pops.len() && gops.iter().rev().zip(pops).all(|(a, b)| flip(*a) == *b) {
+            let rev: Vec<Expr> = pe.iter().rev().cloned().collect();
+            return self.ordered(ge, &rev);
+        }
+        Ok(false)
+    }
+
+    /// `a` and `b` agree up to a non-zero constant factor at every sample point.
+    fn proportional(&mut self, a: &Expr, b: &Expr) -> R {
+        let mut syms = Vec::new();
+        free_symbols(a, &mut syms);
+        free_symbols(b, &mut syms);
+        if syms.is_empty() || syms.len() > 8 {
+            return Ok(false);
+        }
+        let mut ratio: Option<C> = None;
+        let mut good = 0;
+        for pt in 0..POINTS.len() {
+            let env: Vec<(&str, C)> = syms
+                .iter()
+                .map(|s| (*s, C::real(sym_value(s, pt))))
+                .collect();
+            let (Some(x), Some(y)) = (numeric(a, &env, self.b)?, numeric(b, &env, self.b)?) else {
+                continue;
+            };
+            if !x.is_finite() || !y.is_finite() || y.abs() < 1e-9 {
+                continue;
+            }
+            let r = C { re: x.re, im: x.im };
+            let q = complex_div(r, y);
+            match ratio {
+                None => ratio = Some(q),
+                Some(r0) => {
+                    if !close(r0, q, self.rel_tol) {
+                        return Ok(false);
+                    }
+                }
+            }
+            good += 1;
+        }
+        self.how = How::Numeric;
+        Ok(good >= 3 && ratio.is_some_and(|r| r.abs() > 1e-12))
+    }
+
+    /// Two single values.
+    fn scalar(&mut self, g: &Expr, p: &Expr) -> R {
+        if let (Some(a), Some(b)) = (infinity_sign(g), infinity_sign(p)) {
+            self.how = How::Exact;
+            return Ok(a == b);
+        }
+        if infinity_sign(g).is_some() || infinity_sign(p).is_some() {
+            return Ok(false);
+        }
+        // Multiple-choice letters.
+        if let (Some(a), Some(b)) = (choice_letter(g), choice_letter(p)) {
+            self.how = How::Text;
+            return Ok(a == b);
+        }
+        let ge = exact(g, self.b)?;
+        let pe = exact(p, self.b)?;
+        if let (Some(gv), Some(pv)) = (&ge, &pe) {
+            if gv == pv {
+                self.how = How::Exact;
+                return Ok(true);
+            }
+            return self.rounded_exact(gv, p);
+        }
+        // Numeric comparison, at several points if there are free symbols.
+        let nonzero_exact = |v: &Option<Q>| v.as_ref().is_some_and(|v| !v.is_zero());
+        let floor = if nonzero_exact(&ge) || nonzero_exact(&pe) {
+            0.0
+        } else {
+            1e-12
+        };
+        let mut syms = Vec::new();
+        free_symbols(g, &mut syms);
+        free_symbols(p, &mut syms);
+        if syms.len() > 8 {
+            return Ok(false);
+        }
+        if syms.is_empty() {
+            let (Some(gv), Some(pv)) = (numeric(g, &[], self.b)?, numeric(p, &[], self.b)?) else {
+                return Ok(false);
+            };
+            if close_with(gv, pv, self.rel_tol, floor) {
+                self.how = How::Numeric;
+                return Ok(true);
+            }
+            // A decimal prediction for an irrational gold, rounded to its own precision.
+            if let Some(lit) = p.as_decimal() {
+                if lit.sig_digits() >= MIN_ROUNDED_DIGITS
+                    && gv.im.abs() < 1e-12
+                    && pv.im.abs() < 1e-12
+                {
+                    let half = 0.5 * 10f64.powi(lit.ulp_exp().clamp(-300, 300) as i32);
+                    if (gv.re - pv.re).abs() <= half * (1.0 + 1e-9) {
+                        self.how = How::Rounded;
+                        return Ok(true);
+                    }
+                }
+            }
+            return Ok(false);
+        }
+        let mut good = 0;
+        for pt in 0..POINTS.len() {
+            let env: Vec<(&str, C)> = syms
+                .iter()
+                .map(|s| (*s, C::real(sym_value(s, pt))))
+                .collect();
+            match (numeric(g, &env, self.b)?, numeric(p, &env, self.b)?) {
+                (Some(a), Some(b)) if a.is_finite() && b.is_finite() => {
+                    if !close_with(a, b, self.rel_tol, floor) {
+                        return Ok(false);
+                    }
+                    good += 1;
+                }
+                (None, None) => {}
+                (Some(a), Some(b)) if !a.is_finite() && !b.is_finite() => {}
+                _ => return Ok(false),
+            }
+        }
+        self.how = How::Numeric;
+        Ok(good >= 3)
+    }
+
+    /// Exact gold, decimal prediction: equal to the gold rounded to the prediction's precision.
+    fn rounded_exact(&mut self, gv: &Q, p: &Expr) -> R {
+        let Some(lit) = p.as_decimal() else {
+            return Ok(false);
+        };
+        if lit.sig_digits() < MIN_ROUNDED_DIGITS {
+            return Ok(false);
+        }
+        let pv = match exact(p, self.b)? {
+            Some(v) => v,
+            None => return Ok(false),
+        };
+        let mut ulp = lit.clone();
+        ulp.digits = "5".into();
+        ulp.exp10 -= 1;
+        let half = lit_value(&ulp, self.b)?;
+        let ok = (gv - &pv).abs() <= half && !(gv.is_zero() && !pv.is_zero());
+        if ok {
+            self.how = How::Rounded;
+        }
+        Ok(ok)
+    }
+}
+
+fn complex_div(a: C, b: C) -> C {
+    let d = b.re * b.re + b.im * b.im;
+    C {
+        re: (a.re * b.re + a.im * b.im) / d,
+        im: (a.im * b.re - a.re * b.im) / d,
+    }
+}
+
+fn flip(o: RelOp) -> RelOp {
+    match o {
+        RelOp::Lt => RelOp::Gt,
+        RelOp::Gt => RelOp::Lt,
+        RelOp::Le => RelOp::Ge,
+        RelOp::Ge => RelOp::Le,
+        o => o,
+    }
+}
+
+fn open_interval(v: &[Expr]) -> Expr {
+    Expr::Interval {
+        lo: Box::new(v[0].clone()),
+        hi: Box::new(v[1].clone()),
+        lo_open: true,
+        hi_open: true,
+    }
+}
+
+fn vector_of(rows: &[Vec<Expr>]) -> Option<Vec<Expr>> {
+    if rows.len() == 1 {
+        return Some(rows[0].clone());
+    }
+    if rows.iter().all(|r| r.len() == 1) {
+        return Some(rows.iter().map(|r| r[0].clone()).collect());
+    }
+    None
+}
+
+fn is_const(e: &Expr) -> bool {
+    let mut s = Vec::new();
+    free_symbols(e, &mut s);
+    s.is_empty()
+}
+
+fn neg_inf() -> Expr {
+    Expr::Neg(Box::new(Expr::Const(Const::Inf)))
+}
+
+fn pos_inf() -> Expr {
+    Expr::Const(Const::Inf)
+}
+
+/// A one-variable inequality as an interval: `x > 3` -> (3, oo), `-2 < x <= 5` -> (-2, 5].
+pub(crate) fn rel_to_interval(e: &Expr) -> Option<Expr> {
+    let Expr::Rel(es, ops) = e else { return None };
+    let is_var = |x: &Expr| matches!(x, Expr::Sym(_));
+    let strict = |o: RelOp| matches!(o, RelOp::Lt | RelOp::Gt);
+    let mk = |lo: &Expr, hi: &Expr, lo_open: bool, hi_open: bool| Expr::Interval {
+        lo: Box::new(lo.clone()),
+        hi: Box::new(hi.clone()),
+        lo_open,
+        hi_open,
+    };
+    match (es.len(), ops.as_slice()) {
+        (2, [op]) if is_var(&es[0]) && is_const(&es[1]) => Some(match op {
+            RelOp::Lt | RelOp::Le => mk(&neg_inf(), &es[1], true, strict(*op)),
+            RelOp::Gt | RelOp::Ge => mk(&es[1], &pos_inf(), strict(*op), true),
+            RelOp::In => es[1].clone(),
+            _ => return None,
+        }),
+        (2, [op]) if is_var(&es[1]) && is_const(&es[0]) => Some(match op {
+            RelOp::Gt | RelOp::Ge => mk(&neg_inf(), &es[0], true, strict(*op)),
+            RelOp::Lt | RelOp::Le => mk(&es[0], &pos_inf(), strict(*op), true),
+            _ => return None,
+        }),
+        (3, [a, b]) if is_var(&es[1]) && is_const(&es[0]) && is_const(&es[2]) => {
+            let up = |o: &RelOp| matches!(o, RelOp::Lt | RelOp::Le);
+            let down = |o: &RelOp| matches!(o, RelOp::Gt | RelOp::Ge);
+            if up(a) && up(b) {
+                Some(mk(&es[0], &es[2], strict(*a), strict(*b)))
+            } else if down(a) && down(b) {
+                Some(mk(&es[2], &es[0], strict(*b), strict(*a)))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `x < -1 or x > 2` -> a union of intervals (all items must be one-variable inequalities).
+fn rels_to_union(items: &[Expr]) -> Option<Expr> {
+    if items.is_empty() || !items.iter().all(|i| matches!(i, Expr::Rel(_, ops) if ops.iter().all(|o| !matches!(o, RelOp::Eq | RelOp::Ne)))) {
+        return None;
+    }
+    let parts: Option<Vec<Expr>> = items.iter().map(rel_to_interval).collect();
+    let parts = parts?;
+    Some(if parts.len() == 1 {
+        parts.into_iter().next()?
+    } else {
+        Expr::Union(parts)
+    })
+}

@@ -1,0 +1,547 @@
+//! Evaluation: exact big rationals where the value is rational, complex floating point
+//! otherwise. Both spend the pair's budget; exact arithmetic refuses numbers beyond
+//! `Limits::max_bits` instead of grinding on them.
+
+use crate::expr::{Const, Expr, Fun, NumLit};
+use crate::limits::{Budget, Limit};
+use num_bigint::{BigInt, BigUint, Sign};
+use num_integer::Integer;
+use num_rational::BigRational;
+use num_traits::{One, Signed, ToPrimitive, Zero};
+
+pub(crate) type Q = BigRational;
+
+fn pow10(k: u64) -> BigInt {
+    num_traits::pow(BigInt::from(10u32), k as usize)
+}
+
+pub(crate) fn lit_value(n: &NumLit, b: &mut Budget) -> Result<Q, Limit> {
+    let e = n.ulp_exp();
+    // 10^k has about 3.33 k bits.
+    if e.unsigned_abs() * 10 / 3 > b.limits.max_bits
+        || n.digits.len() as u64 * 4 > b.limits.max_bits
+    {
+        return Err(Limit::Size);
+    }
+    b.tick(n.digits.len() as u64 / 8 + e.unsigned_abs() / 16 + 1)?;
+    let m: BigInt = n.digits.parse().unwrap_or_else(|_| BigInt::zero());
+    Ok(if e >= 0 {
+        Q::from_integer(m * pow10(e as u64))
+    } else {
+        Q::new(m, pow10(e.unsigned_abs()))
+    })
+}
+
+fn bits(q: &Q) -> u64 {
+    q.numer().bits() + q.denom().bits()
+}
+
+fn cost(q: &Q) -> u64 {
+    bits(q) / 64 + 1
+}
+
+fn check(q: Q, b: &mut Budget) -> Result<Q, Limit> {
+    if bits(&q) > b.limits.max_bits {
+        return Err(Limit::Size);
+    }
+    b.tick(cost(&q))?;
+    Ok(q)
+}
+
+fn as_int(q: &Q) -> Option<&BigInt> {
+    if q.is_integer() {
+        Some(q.numer())
+    } else {
+        None
+    }
+}
+
+/// Exact n-th root of a non-negative integer, if it is one.
+fn int_root(x: &BigInt, n: u32) -> Option<BigInt> {
+    if x.is_negative() {
+        if n % 2 == 1 {
+            return int_root(&-x, n).map(|r| -r);
+        }
+        return None;
+    }
+    let r = x.nth_root(n);
+    if num_traits::pow(r.clone(), n as usize) == *x {
+        Some(r)
+    } else {
+        None
+    }
+}
+
+fn q_root(q: &Q, n: u32) -> Option<Q> {
+    Some(Q::new(int_root(q.numer(), n)?, int_root(q.denom(), n)?))
+}
+
+fn q_pow(base: &Q, e: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
+    if base.is_zero() {
+        return Ok(if e.is_negative() {
+            None
+        } else if e.is_zero() {
+            Some(Q::one())
+        } else {
+            Some(Q::zero())
+        });
+    }
+    let base_bits = bits(base).max(1);
+    let Some(k) = e.abs().to_u64() else {
+        return if base.abs().is_one() {
+            Ok(Some(if e.is_even() {
+                base.abs()
+            } else {
+                base.clone()
+            }))
+        } else {
+            Err(Limit::Size)
+        };
+    };
+    if base.abs().is_one() {
+        return Ok(Some(if k % 2 == 0 { base.abs() } else { base.clone() }));
+    }
+    if base_bits.saturating_mul(k) > b.limits.max_bits {
+        return Err(Limit::Size);
+    }
+    b.tick(base_bits.saturating_mul(k) / 64 * 4 + 1)?;
+    let p = num_traits::pow(base.clone(), k as usize);
+    Ok(Some(if e.is_negative() { p.recip() } else { p }))
+}
+
+fn factorial(n: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
+    let Some(n) = n.to_u64() else {
+        return if n.is_negative() {
+            Ok(None)
+        } else {
+            Err(Limit::Size)
+        };
+    };
+    if n > b.limits.max_factorial {
+        return Err(Limit::Size);
+    }
+    let mut acc = BigUint::one();
+    for k in 2..=n {
+        acc *= k;
+        b.tick(acc.bits() / 64 + 1)?;
+    }
+    Ok(Some(Q::from_integer(BigInt::from_biguint(Sign::Plus, acc))))
+}
+
+fn binom(n: &BigInt, k: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
+    let (Some(k), false) = (k.to_u64(), n.is_negative()) else {
+        return Ok(None);
+    };
+    if k > b.limits.max_factorial {
+        return Err(Limit::Size);
+    }
+    if BigInt::from(k) > *n {
+        return Ok(Some(Q::zero()));
+    }
+    let mut acc = BigInt::one();
+    for j in 0..k {
+        acc = acc * (n - BigInt::from(j)) / BigInt::from(j + 1);
+        b.tick(acc.bits() / 64 + 1)?;
+        if acc.bits() > b.limits.max_bits {
+            return Err(Limit::Size);
+        }
+    }
+    Ok(Some(Q::from_integer(acc)))
+}
+
+/// The exact rational value, or `None` when it is not (known to be) rational.
+pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
+    b.tick(1)?;
+    Ok(match e {
+        Expr::Num(n) => Some(lit_value(n, b)?),
+        Expr::Base(d, base) => BigInt::parse_bytes(d.as_bytes(), *base)
+            .map(Q::from_integer)
+            .or(Some(Q::zero())),
+        Expr::Neg(x) => exact(x, b)?.map(|v| -v),
+        Expr::Sum(ts) => {
+            let mut acc = Q::zero();
+            for (neg, t) in ts {
+                let Some(v) = exact(t, b)? else {
+                    return Ok(None);
+                };
+                acc = check(if *neg { acc - v } else { acc + v }, b)?;
+            }
+            Some(acc)
+        }
+        Expr::Prod(fs) => {
+            let mut acc = Q::one();
+            for (div, f) in fs {
+                let Some(v) = exact(f, b)? else {
+                    return Ok(None);
+                };
+                if *div {
+                    if v.is_zero() {
+                        return Ok(None);
+                    }
+                    acc = check(acc / v, b)?;
+                } else {
+                    acc = check(acc * v, b)?;
+                }
+            }
+            Some(acc)
+        }
+        Expr::Pow(base, ex) => {
+            let Some(x) = exact(ex, b)? else {
+                return Ok(None);
+            };
+            let Some(bv) = exact(base, b)? else {
+                return Ok(None);
+            };
+            if let Some(k) = as_int(&x) {
+                q_pow(&bv, k, b)?
+            } else {
+                // Rational exponent p/q: exact only when the q-th root is.
+                let q = x.denom().to_u32().filter(|&q| q <= 64);
+                match q {
+                    Some(q) => match q_root(&bv, q) {
+                        Some(r) => q_pow(&r, x.numer(), b)?,
+                        None => None,
+                    },
+                    None => None,
+                }
+            }
+        }
+        Expr::Root(x, n) => {
+            let Some(nv) = exact(n, b)? else {
+                return Ok(None);
+            };
+            let Some(n) = as_int(&nv)
+                .and_then(|n| n.to_u32())
+                .filter(|&n| (1..=64).contains(&n))
+            else {
+                return Ok(None);
+            };
+            let Some(xv) = exact(x, b)? else {
+                return Ok(None);
+            };
+            b.tick(cost(&xv) * 4)?;
+            q_root(&xv, n)
+        }
+        Expr::Func(Fun::Abs, x) => exact(x, b)?.map(|v| v.abs()),
+        Expr::Func(Fun::Floor, x) => exact(x, b)?.map(|v| v.floor()),
+        Expr::Func(Fun::Ceil, x) => exact(x, b)?.map(|v| v.ceil()),
+        Expr::Fact(x) => match exact(x, b)? {
+            Some(v) => match as_int(&v) {
+                Some(n) => factorial(n, b)?,
+                None => None,
+            },
+            None => None,
+        },
+        Expr::Binom(n, k) => match (exact(n, b)?, exact(k, b)?) {
+            (Some(n), Some(k)) => match (as_int(&n), as_int(&k)) {
+                (Some(n), Some(k)) => binom(n, k, b)?,
+                _ => None,
+            },
+            _ => None,
+        },
+        Expr::Percent(x) => exact(x, b)?.map(|v| v / Q::from_integer(BigInt::from(100))),
+        _ => None,
+    })
+}
+
+/// A complex number for numeric evaluation (`i`, square roots of negatives).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct C {
+    pub re: f64,
+    pub im: f64,
+}
+
+impl C {
+    pub fn real(re: f64) -> C {
+        C { re, im: 0.0 }
+    }
+    pub fn abs(self) -> f64 {
+        self.re.hypot(self.im)
+    }
+    pub fn is_finite(self) -> bool {
+        self.re.is_finite() && self.im.is_finite()
+    }
+    fn is_real(self) -> bool {
+        self.im.abs() <= 1e-12 * self.re.abs().max(1.0)
+    }
+    fn add(self, o: C) -> C {
+        C {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
+    }
+    fn sub(self, o: C) -> C {
+        C {
+            re: self.re - o.re,
+            im: self.im - o.im,
+        }
+    }
+    fn mul(self, o: C) -> C {
+        C {
+            re: self.re * o.re - self.im * o.im,
+            im: self.re * o.im + self.im * o.re,
+        }
+    }
+    fn div(self, o: C) -> C {
+        if o.im == 0.0 {
+            return C {
+                re: self.re / o.re,
+                im: self.im / o.re,
+            };
+        }
+        let d = o.re * o.re + o.im * o.im;
+        C {
+            re: (self.re * o.re + self.im * o.im) / d,
+            im: (self.im * o.re - self.re * o.im) / d,
+        }
+    }
+    fn neg(self) -> C {
+        C {
+            re: -self.re,
+            im: -self.im,
+        }
+    }
+    fn ln(self) -> C {
+        C {
+            re: self.abs().ln(),
+            im: self.im.atan2(self.re),
+        }
+    }
+    fn exp(self) -> C {
+        let m = self.re.exp();
+        if self.im == 0.0 {
+            return C::real(m);
+        }
+        C {
+            re: m * self.im.cos(),
+            im: m * self.im.sin(),
+        }
+    }
+    fn pow(self, e: C) -> C {
+        if self.is_real() && e.is_real() {
+            let (a, x) = (self.re, e.re);
+            if a >= 0.0 || x.fract() == 0.0 {
+                return C::real(a.powf(x));
+            }
+            // Odd roots of negatives are real: (-8)^(1/3) = -2.
+            let inv = 1.0 / x;
+            if (inv.round() - inv).abs() < 1e-9 && (inv.round() as i64) % 2 != 0 {
+                return C::real(-(-a).powf(x));
+            }
+        }
+        if self.re == 0.0 && self.im == 0.0 {
+            return C::real(0.0);
+        }
+        e.mul(self.ln()).exp()
+    }
+    fn sqrt(self) -> C {
+        if self.im == 0.0 {
+            return if self.re >= 0.0 {
+                C::real(self.re.sqrt())
+            } else {
+                C {
+                    re: 0.0,
+                    im: (-self.re).sqrt(),
+                }
+            };
+        }
+        self.pow(C::real(0.5))
+    }
+    fn sin(self) -> C {
+        C {
+            re: self.re.sin() * self.im.cosh(),
+            im: self.re.cos() * self.im.sinh(),
+        }
+    }
+    fn cos(self) -> C {
+        C {
+            re: self.re.cos() * self.im.cosh(),
+            im: -self.re.sin() * self.im.sinh(),
+        }
+    }
+}
+
+fn gamma(x: f64) -> f64 {
+    // Lanczos approximation (g = 7, 9 terms); enough for factorials of non-integers.
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return std::f64::consts::PI / ((std::f64::consts::PI * x).sin() * gamma(1.0 - x));
+    }
+    let x = x - 1.0;
+    let mut a = G[0];
+    let t = x + 7.5;
+    for (i, g) in G.iter().enumerate().skip(1) {
+        a += g / (x + i as f64);
+    }
+    (2.0 * std::f64::consts::PI).sqrt() * t.powf(x + 0.5) * (-t).exp() * a
+}
+
+/// Numeric value under an assignment of the free symbols; `None` when undefined.
+pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Option<C>, Limit> {
+    b.tick(1)?;
+    let r = match e {
+        Expr::Num(n) => {
+            let v: f64 = n.digits.parse().unwrap_or(0.0);
+            C::real(v * 10f64.powi(n.ulp_exp().clamp(-400, 400) as i32))
+        }
+        Expr::Base(d, base) => C::real(
+            u128::from_str_radix(d, *base)
+                .map(|v| v as f64)
+                .unwrap_or(f64::INFINITY),
+        ),
+        Expr::Const(c) => match c {
+            Const::Pi => C::real(std::f64::consts::PI),
+            Const::E => C::real(std::f64::consts::E),
+            Const::I => C { re: 0.0, im: 1.0 },
+            Const::Inf => C::real(f64::INFINITY),
+        },
+        Expr::Sym(s) => match env.iter().find(|(n, _)| *n == &**s) {
+            Some((_, v)) => *v,
+            None => return Ok(None),
+        },
+        Expr::Neg(x) => match numeric(x, env, b)? {
+            Some(v) => v.neg(),
+            None => return Ok(None),
+        },
+        Expr::Sum(ts) => {
+            let mut acc = C::real(0.0);
+            for (neg, t) in ts {
+                let Some(v) = numeric(t, env, b)? else {
+                    return Ok(None);
+                };
+                acc = if *neg { acc.sub(v) } else { acc.add(v) };
+            }
+            acc
+        }
+        Expr::Prod(fs) => {
+            let mut acc = C::real(1.0);
+            for (div, f) in fs {
+                let Some(v) = numeric(f, env, b)? else {
+                    return Ok(None);
+                };
+                acc = if *div { acc.div(v) } else { acc.mul(v) };
+            }
+            acc
+        }
+        Expr::Pow(x, p) => match (numeric(x, env, b)?, numeric(p, env, b)?) {
+            (Some(x), Some(p)) => x.pow(p),
+            _ => return Ok(None),
+        },
+        Expr::Root(x, n) => match (numeric(x, env, b)?, numeric(n, env, b)?) {
+            (Some(x), Some(n)) if n == C::real(2.0) => x.sqrt(),
+            (Some(x), Some(n)) => x.pow(C::real(1.0).div(n)),
+            _ => return Ok(None),
+        },
+        Expr::LogBase(x, base) => match (numeric(x, env, b)?, numeric(base, env, b)?) {
+            (Some(x), Some(base)) => x.ln().div(base.ln()),
+            _ => return Ok(None),
+        },
+        Expr::Func(f, x) => {
+            let Some(x) = numeric(x, env, b)? else {
+                return Ok(None);
+            };
+            match f {
+                Fun::Sin => x.sin(),
+                Fun::Cos => x.cos(),
+                Fun::Tan => x.sin().div(x.cos()),
+                Fun::Cot => x.cos().div(x.sin()),
+                Fun::Sec => C::real(1.0).div(x.cos()),
+                Fun::Csc => C::real(1.0).div(x.sin()),
+                Fun::Exp => x.exp(),
+                Fun::Ln => x.ln(),
+                Fun::Log10 => x.ln().div(C::real(std::f64::consts::LN_10)),
+                Fun::Abs => C::real(x.abs()),
+                _ if !x.is_real() => return Ok(None),
+                Fun::Asin => C::real(x.re.asin()),
+                Fun::Acos => C::real(x.re.acos()),
+                Fun::Atan => C::real(x.re.atan()),
+                Fun::Sinh => C::real(x.re.sinh()),
+                Fun::Cosh => C::real(x.re.cosh()),
+                Fun::Tanh => C::real(x.re.tanh()),
+                Fun::Floor => C::real(x.re.floor()),
+                Fun::Ceil => C::real(x.re.ceil()),
+            }
+        }
+        Expr::Fact(x) => match numeric(x, env, b)? {
+            Some(x) if x.is_real() && !(x.re < 0.0 && x.re.fract() == 0.0) => {
+                C::real(gamma(x.re + 1.0))
+            }
+            _ => return Ok(None),
+        },
+        Expr::Binom(n, k) => match (numeric(n, env, b)?, numeric(k, env, b)?) {
+            (Some(n), Some(k)) if n.is_real() && k.is_real() => {
+                C::real(gamma(n.re + 1.0) / (gamma(k.re + 1.0) * gamma(n.re - k.re + 1.0)))
+            }
+            _ => return Ok(None),
+        },
+        Expr::Apply(name, args) => {
+            // An unknown function: a fixed smooth function of its arguments, seeded by the
+            // name, so `f(2)` equals `f(2)` but neither `f(3)` nor `g(2)` nor `0`.
+            let h = name
+                .bytes()
+                .fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32));
+            let mut acc = C::real(1.0 + (h % 89) as f64 / 37.0);
+            for (k, a) in args.iter().enumerate() {
+                let Some(v) = numeric(a, env, b)? else {
+                    return Ok(None);
+                };
+                let w = 0.37 + ((h >> (k % 16)) % 23) as f64 / 19.0;
+                acc = acc.add(v.mul(C::real(w)).sin().add(C::real(1.5 + k as f64)));
+            }
+            acc
+        }
+        Expr::Percent(x) => match numeric(x, env, b)? {
+            Some(x) => x.div(C::real(100.0)),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    Ok(if r.re.is_nan() || r.im.is_nan() {
+        None
+    } else {
+        Some(r)
+    })
+}
+
+/// Free symbols of a tree, deduplicated, in first-seen order.
+pub(crate) fn free_symbols<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
+    match e {
+        Expr::Sym(s) => {
+            if !out.contains(&&**s) {
+                out.push(s);
+            }
+        }
+        Expr::Num(_) | Expr::Const(_) | Expr::Base(..) | Expr::Text(_) => {}
+        Expr::Neg(x) | Expr::Func(_, x) | Expr::Fact(x) | Expr::Percent(x) => free_symbols(x, out),
+        Expr::Pow(a, c) | Expr::Root(a, c) | Expr::LogBase(a, c) | Expr::Binom(a, c) => {
+            free_symbols(a, out);
+            free_symbols(c, out);
+        }
+        Expr::Pm(a, c) => {
+            if let Some(a) = a {
+                free_symbols(a, out);
+            }
+            free_symbols(c, out);
+        }
+        Expr::Sum(v) | Expr::Prod(v) => v.iter().for_each(|(_, x)| free_symbols(x, out)),
+        Expr::Tuple(v) | Expr::Set(v) | Expr::List(v) | Expr::Union(v) | Expr::Rel(v, _) => {
+            v.iter().for_each(|x| free_symbols(x, out))
+        }
+        Expr::Interval { lo, hi, .. } => {
+            free_symbols(lo, out);
+            free_symbols(hi, out);
+        }
+        Expr::Matrix(rows) => rows.iter().flatten().for_each(|x| free_symbols(x, out)),
+        Expr::Apply(_, args) => args.iter().for_each(|x| free_symbols(x, out)),
+    }
+}

@@ -1,0 +1,365 @@
+//! The expression tree every answer is parsed into, and its canonical printed form.
+
+use std::fmt;
+
+/// A number as written: `digits * 10^(exp10 - frac_digits)`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NumLit {
+    /// All written digits, without separators or the decimal point (leading zeros kept).
+    pub digits: String,
+    /// Digits after the decimal point.
+    pub frac_digits: u32,
+    /// Scientific exponent (`e5`, `\times 10^{5}`).
+    pub exp10: i64,
+    /// Written with a decimal point (so a rounded value: `0.33` for `1/3`).
+    pub has_point: bool,
+}
+
+impl NumLit {
+    /// The exponent of the unit in the last written place (`27.39` -> -2).
+    pub fn ulp_exp(&self) -> i64 {
+        self.exp10 - self.frac_digits as i64
+    }
+
+    /// Significant digits written.
+    pub fn sig_digits(&self) -> usize {
+        self.digits.trim_start_matches('0').len()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Const {
+    Pi,
+    E,
+    I,
+    Inf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fun {
+    Sin,
+    Cos,
+    Tan,
+    Cot,
+    Sec,
+    Csc,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Ln,
+    Log10,
+    Exp,
+    Abs,
+    Floor,
+    Ceil,
+}
+
+impl Fun {
+    pub fn from_name(name: &str) -> Option<Fun> {
+        Some(match name {
+            "sin" => Fun::Sin,
+            "cos" => Fun::Cos,
+            "tan" | "tg" => Fun::Tan,
+            "cot" | "ctg" => Fun::Cot,
+            "sec" => Fun::Sec,
+            "csc" | "cosec" => Fun::Csc,
+            "arcsin" | "asin" => Fun::Asin,
+            "arccos" | "acos" => Fun::Acos,
+            "arctan" | "atan" => Fun::Atan,
+            "sinh" => Fun::Sinh,
+            "cosh" => Fun::Cosh,
+            "tanh" => Fun::Tanh,
+            "ln" => Fun::Ln,
+            "log" | "lg" => Fun::Log10,
+            "exp" => Fun::Exp,
+            "abs" => Fun::Abs,
+            _ => return None,
+        })
+    }
+
+    pub fn inverse(self) -> Option<Fun> {
+        Some(match self {
+            Fun::Sin => Fun::Asin,
+            Fun::Cos => Fun::Acos,
+            Fun::Tan => Fun::Atan,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fun::Sin => "sin",
+            Fun::Cos => "cos",
+            Fun::Tan => "tan",
+            Fun::Cot => "cot",
+            Fun::Sec => "sec",
+            Fun::Csc => "csc",
+            Fun::Asin => "arcsin",
+            Fun::Acos => "arccos",
+            Fun::Atan => "arctan",
+            Fun::Sinh => "sinh",
+            Fun::Cosh => "cosh",
+            Fun::Tanh => "tanh",
+            Fun::Ln => "ln",
+            Fun::Log10 => "log",
+            Fun::Exp => "exp",
+            Fun::Abs => "abs",
+            Fun::Floor => "floor",
+            Fun::Ceil => "ceil",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RelOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+}
+
+impl RelOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            RelOp::Eq => "=",
+            RelOp::Ne => "!=",
+            RelOp::Lt => "<",
+            RelOp::Le => "<=",
+            RelOp::Gt => ">",
+            RelOp::Ge => ">=",
+            RelOp::In => " in ",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Expr {
+    Num(Box<NumLit>),
+    Const(Const),
+    Sym(Box<str>),
+    /// Terms with their sign: `(negated, term)`; kept flat so long chains do not nest.
+    Sum(Vec<(bool, Expr)>),
+    /// Factors with `(divide, factor)`.
+    Prod(Vec<(bool, Expr)>),
+    Neg(Box<Expr>),
+    Pow(Box<Expr>, Box<Expr>),
+    Func(Fun, Box<Expr>),
+    /// `Root(x, n)`: the n-th root of x.
+    Root(Box<Expr>, Box<Expr>),
+    /// `LogBase(x, b)`.
+    LogBase(Box<Expr>, Box<Expr>),
+    Fact(Box<Expr>),
+    Binom(Box<Expr>, Box<Expr>),
+    /// `a \pm b` (a absent for a leading `\pm`): two answers at once.
+    Pm(Option<Box<Expr>>, Box<Expr>),
+    Percent(Box<Expr>),
+    /// A number written in another base: digits and the base (`1011_2`).
+    Base(Box<str>, u32),
+    /// Parenthesised, ordered: `(1, 2)`, also an open interval.
+    Tuple(Vec<Expr>),
+    Interval {
+        lo: Box<Expr>,
+        hi: Box<Expr>,
+        lo_open: bool,
+        hi_open: bool,
+    },
+    Set(Vec<Expr>),
+    /// A bare comma-separated answer list (unordered).
+    List(Vec<Expr>),
+    Union(Vec<Expr>),
+    Matrix(Vec<Vec<Expr>>),
+    /// A chain `e0 op0 e1 op1 e2 ...`.
+    Rel(Vec<Expr>, Vec<RelOp>),
+    Text(Box<str>),
+    /// A named function applied to arguments: `f(2)`, `I(0)`. Opaque, but deterministic.
+    Apply(Box<str>, Vec<Expr>),
+}
+
+impl Expr {
+    pub fn int(n: u64) -> Expr {
+        Expr::Num(Box::new(NumLit {
+            digits: n.to_string(),
+            frac_digits: 0,
+            exp10: 0,
+            has_point: false,
+        }))
+    }
+
+    /// Binding strength for printing: higher binds tighter.
+    fn prec(&self) -> u8 {
+        match self {
+            Expr::Rel(..) => 0,
+            Expr::List(_) => 0,
+            Expr::Union(_) => 1,
+            Expr::Sum(_) | Expr::Pm(..) => 2,
+            Expr::Prod(_) | Expr::Neg(_) => 3,
+            Expr::Pow(..) => 4,
+            Expr::Num(n) if n.digits.is_empty() => 9,
+            _ => 9,
+        }
+    }
+
+    /// Whether this is a plain decimal literal (possibly negated), returning it.
+    pub fn as_decimal(&self) -> Option<&NumLit> {
+        match self {
+            Expr::Num(n) if n.has_point => Some(n),
+            Expr::Neg(e) => e.as_decimal(),
+            _ => None,
+        }
+    }
+}
+
+fn paren(f: &mut fmt::Formatter<'_>, e: &Expr, min: u8) -> fmt::Result {
+    if e.prec() < min {
+        write!(f, "({e})")
+    } else {
+        write!(f, "{e}")
+    }
+}
+
+fn join(f: &mut fmt::Formatter<'_>, items: &[Expr], sep: &str) -> fmt::Result {
+    for (i, e) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(sep)?;
+        }
+        write!(f, "{e}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for NumLit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.digits;
+        let fd = self.frac_digits as usize;
+        if fd > 0 && fd <= d.len() {
+            let (a, b) = d.split_at(d.len() - fd);
+            write!(f, "{}.{}", if a.is_empty() { "0" } else { a }, b)?;
+        } else {
+            f.write_str(d)?;
+        }
+        if self.exp10 != 0 {
+            write!(f, "e{}", self.exp10)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Num(n) => write!(f, "{n}"),
+            Expr::Const(c) => f.write_str(match c {
+                Const::Pi => "pi",
+                Const::E => "e",
+                Const::I => "i",
+                Const::Inf => "oo",
+            }),
+            Expr::Sym(s) => f.write_str(s),
+            Expr::Sum(ts) => {
+                for (i, (neg, t)) in ts.iter().enumerate() {
+                    if *neg {
+                        f.write_str("-")?;
+                    } else if i > 0 {
+                        f.write_str("+")?;
+                    }
+                    paren(f, t, 3)?;
+                }
+                Ok(())
+            }
+            Expr::Prod(fs) => {
+                for (i, (div, t)) in fs.iter().enumerate() {
+                    if *div {
+                        f.write_str("/")?;
+                    } else if i > 0 {
+                        f.write_str("*")?;
+                    }
+                    paren(f, t, 4)?;
+                }
+                Ok(())
+            }
+            Expr::Neg(e) => {
+                f.write_str("-")?;
+                paren(f, e, 4)
+            }
+            Expr::Pow(b, e) => {
+                paren(f, b, 5)?;
+                f.write_str("^")?;
+                paren(f, e, 5)
+            }
+            Expr::Func(fun, a) => write!(f, "{}({a})", fun.name()),
+            Expr::Root(x, n) => write!(f, "root({x}, {n})"),
+            Expr::LogBase(x, b) => write!(f, "log({x}, {b})"),
+            Expr::Fact(e) => {
+                paren(f, e, 5)?;
+                f.write_str("!")
+            }
+            Expr::Binom(n, k) => write!(f, "binom({n}, {k})"),
+            Expr::Pm(a, b) => {
+                if let Some(a) = a {
+                    paren(f, a, 2)?;
+                }
+                f.write_str("±")?;
+                paren(f, b, 3)
+            }
+            Expr::Percent(e) => {
+                paren(f, e, 5)?;
+                f.write_str("%")
+            }
+            Expr::Base(d, b) => write!(f, "{d}_{b}"),
+            Expr::Tuple(v) => {
+                f.write_str("(")?;
+                join(f, v, ", ")?;
+                f.write_str(")")
+            }
+            Expr::Interval {
+                lo,
+                hi,
+                lo_open,
+                hi_open,
+            } => write!(
+                f,
+                "{}{lo}, {hi}{}",
+                if *lo_open { "(" } else { "[" },
+                if *hi_open { ")" } else { "]" }
+            ),
+            Expr::Set(v) => {
+                f.write_str("{")?;
+                join(f, v, ", ")?;
+                f.write_str("}")
+            }
+            Expr::List(v) => join(f, v, ", "),
+            Expr::Union(v) => join(f, v, " U "),
+            Expr::Matrix(rows) => {
+                f.write_str("[")?;
+                for (i, r) in rows.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    join(f, r, ", ")?;
+                }
+                f.write_str("]")
+            }
+            Expr::Rel(es, ops) => {
+                for (i, e) in es.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(ops[i - 1].as_str())?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
+            Expr::Text(t) => f.write_str(t),
+            Expr::Apply(name, args) => {
+                write!(f, "{name}(")?;
+                join(f, args, ", ")?;
+                f.write_str(")")
+            }
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! LaTeX / plain-math answer string -> tokens. One pass over the bytes; formatting commands
+//! (`\left`, `\,`, `\displaystyle`, ...) vanish here so the parser only sees mathematics.
+
+use crate::expr::{Fun, NumLit};
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Tok {
+    Num(NumLit),
+    /// A single-letter or named (Greek) variable.
+    Ident(Box<str>),
+    /// A run of two or more plain letters (`cm`, `xy`, `sin`, `Monday`).
+    Word(Box<str>),
+    /// `\text{...}` content.
+    Text(Box<str>),
+    /// Raw subscript content (`_2`, `_{10}`), spaces removed.
+    Sub(Box<str>),
+    Func(Fun),
+    Log,
+    Frac,
+    Sqrt,
+    Binom,
+    Pi,
+    Infty,
+    Plus,
+    Minus,
+    Pm,
+    Mp,
+    Star,
+    Slash,
+    Caret,
+    Bang,
+    Percent,
+    Degree,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    Cup,
+    LParen,
+    RParen,
+    LBrack,
+    RBrack,
+    LBrace,
+    RBrace,
+    LSet,
+    RSet,
+    Bar,
+    LFloor,
+    RFloor,
+    LCeil,
+    RCeil,
+    Comma,
+    /// A list separator written as a word: `or`, `and`, `;`.
+    Or,
+    Amp,
+    RowSep,
+    Begin(Box<str>),
+    End,
+    Emptyset,
+    Colon,
+}
+
+pub(crate) struct LexError;
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphabetic()
+}
+
+/// Tokenize. `depth0_separators`: digit groups like `2,125` are read as one number only at
+/// bracket depth 0 (inside `(1,000)` a comma separates coordinates).
+pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut depth: i32 = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b'~' | b'$' => i += 1,
+            b'0'..=b'9' | b'.' => {
+                if c == b'.' && !(i + 1 < b.len() && b[i + 1].is_ascii_digit()) {
+                    // A stray period (sentence end, `\cdots` leftovers): ignore.
+                    i += 1;
+                    continue;
+                }
+                let after_comma = matches!(out.last(), Some(Tok::Comma));
+                let (lit, next) = lex_number(s, i, depth == 0 && !after_comma);
+                out.push(Tok::Num(lit));
+                i = next;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' => {
+                let st = i;
+                while i < b.len() && is_word_byte(b[i]) {
+                    i += 1;
+                }
+                let w = &s[st..i];
+                if w.len() == 1 {
+                    out.push(Tok::Ident(w.into()));
+                } else {
+                    match w {
+                        "or" | "and" | "OR" | "AND" => out.push(Tok::Or),
+                        _ => out.push(Tok::Word(w.into())),
+                    }
+                }
+            }
+            b'\\' => i = lex_command(s, i, out, &mut depth)?,
+            b'_' => {
+                i += 1;
+                let (sub, next) = raw_arg(s, i);
+                out.push(Tok::Sub(
+                    sub.chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .into(),
+                ));
+                i = next;
+            }
+            b'^' => {
+                // `^\circ`, `^{\circ}`: degrees.
+                let rest = s[i + 1..].trim_start();
+                if let Some(r) = rest.strip_prefix("\\circ") {
+                    out.push(Tok::Degree);
+                    i = b.len() - r.len();
+                } else if let Some(r) = rest
+                    .strip_prefix('{')
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix("\\circ"))
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix('}'))
+                {
+                    out.push(Tok::Degree);
+                    i = b.len() - r.len();
+                } else {
+                    out.push(Tok::Caret);
+                    i += 1;
+                }
+            }
+            _ => {
+                let t = match c {
+                    b'+' => Tok::Plus,
+                    b'-' => Tok::Minus,
+                    b'*' => {
+                        if b.get(i + 1) == Some(&b'*') {
+                            i += 1;
+                            Tok::Caret
+                        } else {
+                            Tok::Star
+                        }
+                    }
+                    b'/' => Tok::Slash,
+                    b'!' => Tok::Bang,
+                    b'%' => Tok::Percent,
+                    b'=' => Tok::Eq,
+                    b'<' => {
+                        if b.get(i + 1) == Some(&b'=') {
+                            i += 1;
+                            Tok::Le
+                        } else {
+                            Tok::Lt
+                        }
+                    }
+                    b'>' => {
+                        if b.get(i + 1) == Some(&b'=') {
+                            i += 1;
+                            Tok::Ge
+                        } else {
+                            Tok::Gt
+                        }
+                    }
+                    b'(' => {
+                        depth += 1;
+                        Tok::LParen
+                    }
+                    b')' => {
+                        depth -= 1;
+                        Tok::RParen
+                    }
+                    b'[' => {
+                        depth += 1;
+                        Tok::LBrack
+                    }
+                    b']' => {
+                        depth -= 1;
+                        Tok::RBrack
+                    }
+                    b'{' => {
+                        // `{,}` is a thousands separator in TeX; handled in lex_number.
+                        Tok::LBrace
+                    }
+                    b'}' => Tok::RBrace,
+                    b'|' => Tok::Bar,
+                    b',' => Tok::Comma,
+                    b';' => Tok::Or,
+                    b'&' => Tok::Amp,
+                    b':' => Tok::Colon,
+                    b'\'' | b'"' | b'?' | b'`' => {
+                        i += 1;
+                        continue;
+                    }
+                    _ if c >= 0x80 => {
+                        let ch = s[i..].chars().next().unwrap_or(' ');
+                        i += ch.len_utf8();
+                        if let Some(t) = unicode_tok(ch) {
+                            out.push(t);
+                        }
+                        continue;
+                    }
+                    _ => return Err(LexError),
+                };
+                out.push(t);
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Byte length of the character starting at `i` (1 if `i` is not a boundary).
+fn char_len(s: &str, i: usize) -> usize {
+    s.get(i..)
+        .and_then(|t| t.chars().next())
+        .map(char::len_utf8)
+        .unwrap_or(1)
+}
+
+fn unicode_tok(ch: char) -> Option<Tok> {
+    Some(match ch {
+        '−' | '–' => Tok::Minus,
+        '×' | '·' | '⋅' => Tok::Star,
+        '÷' => Tok::Slash,
+        '±' => Tok::Pm,
+        '∓' => Tok::Mp,
+        '≤' | '⩽' => Tok::Le,
+        '≥' | '⩾' => Tok::Ge,
+        '≠' => Tok::Ne,
+        '∞' => Tok::Infty,
+        'π' => Tok::Pi,
+        '°' => Tok::Degree,
+        '√' => Tok::Sqrt,
+        '∪' => Tok::Cup,
+        '∈' => Tok::In,
+        '∅' => Tok::Emptyset,
+        c if c.is_alphabetic() => Tok::Ident(c.to_string().into()),
+        c if c.is_whitespace() => return None,
+        // Other symbols (quotes, ellipses, dashes) carry no mathematics.
+        _ => return None,
+    })
+}
+
+/// Number starting at `i`. Returns the literal and the index after it.
+fn lex_number(s: &str, start: usize, allow_groups: bool) -> (NumLit, usize) {
+    let b = s.as_bytes();
+    let mut digits = String::new();
+    let mut i = start;
+    let mut int_len = 0usize;
+    while i < b.len() && b[i].is_ascii_digit() {
+        digits.push(b[i] as char);
+        i += 1;
+        int_len += 1;
+    }
+    // Thousands groups: `7,425,000`, `1{,}000`, `32,\!000`, `1 000` (first group 1-3 digits,
+    // not starting with 0, every later group exactly three digits).
+    if allow_groups && (1..=3).contains(&int_len) && b[start] != b'0' {
+        loop {
+            let sep_len = group_sep(&b[i..]);
+            if sep_len == 0 {
+                break;
+            }
+            let g = i + sep_len;
+            let three = g + 3 <= b.len() && b[g..g + 3].iter().all(u8::is_ascii_digit);
+            let ends = three && (g + 3 == b.len() || !b[g + 3].is_ascii_digit());
+            if !(three && ends) {
+                break;
+            }
+            // A bare space only groups when another group or the end follows (`1 000`), not
+            // in `2 345` inside longer text... which we cannot tell apart; accept it.
+            digits.push_str(&s[g..g + 3]);
+            i = g + 3;
+        }
+    }
+    let mut frac_digits = 0u32;
+    let mut has_point = false;
+    if i < b.len() && b[i] == b'.' && i + 1 < b.len() && b[i + 1].is_ascii_digit() {
+        has_point = true;
+        i += 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            digits.push(b[i] as char);
+            frac_digits += 1;
+            i += 1;
+        }
+    } else if i < b.len() && b[i] == b'.' && start < i && (i + 1 == b.len() || b[i + 1] != b'.') {
+        // `27.` : a trailing point; treat as the integer (sentence end or `27.` style).
+        i += 1;
+    }
+    let mut exp10 = 0i64;
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        let mut j = i + 1;
+        let neg = j < b.len() && b[j] == b'-';
+        if j < b.len() && (b[j] == b'-' || b[j] == b'+') {
+            j += 1;
+        }
+        let ds = j;
+        while j < b.len() && b[j].is_ascii_digit() && j - ds < 7 {
+            j += 1;
+        }
+        if j > ds && (j == b.len() || !b[j].is_ascii_alphanumeric()) {
+            let v: i64 = s[ds..j].parse().unwrap_or(0);
+            exp10 = if neg { -v } else { v };
+            i = j;
+        }
+    }
+    if digits.is_empty() {
+        digits.push('0');
+    }
+    (
+        NumLit {
+            digits,
+            frac_digits,
+            exp10,
+            has_point,
+        },
+        i,
+    )
+}
+
+/// Length of a thousands separator at the start of `b`, or 0.
+fn group_sep(b: &[u8]) -> usize {
+    for sep in [&b",\\!"[..], b"{,}", b",", b"\\,", b"\\ ", b" "] {
+        if b.starts_with(sep) {
+            return sep.len();
+        }
+    }
+    0
+}
+
+/// A TeX argument: `{...}` (balanced) or a single character / command. Returns content and end.
+pub(crate) fn raw_arg(s: &str, mut i: usize) -> (&str, usize) {
+    let b = s.as_bytes();
+    while i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    if i >= b.len() {
+        return ("", i);
+    }
+    if b[i] == b'{' {
+        if let Some((c, end)) = crate::extract::braced(s, i) {
+            return (c, end);
+        }
+        return (&s[i + 1..], b.len());
+    }
+    if b[i] == b'\\' {
+        let mut j = i + 1;
+        while j < b.len() && b[j].is_ascii_alphabetic() {
+            j += 1;
+        }
+        if j == i + 1 && j < b.len() {
+            j += char_len(s, j);
+        }
+        return (&s[i..j], j);
+    }
+    let ch = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+    (&s[i..i + ch], i + ch)
+}
+
+fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result<usize, LexError> {
+    let b = s.as_bytes();
+    let mut j = i + 1;
+    if j >= b.len() {
+        return Ok(j);
+    }
+    if !b[j].is_ascii_alphabetic() {
+        // One-character commands.
+        let t = match b[j] {
+            b'\\' => Some(Tok::RowSep),
+            b'{' => {
+                *depth += 1;
+                Some(Tok::LSet)
+            }
+            b'}' => {
+                *depth -= 1;
+                Some(Tok::RSet)
+            }
+            b'%' => Some(Tok::Percent),
+            b'|' => Some(Tok::Bar),
+            b'(' => Some(Tok::LParen),
+            b')' => Some(Tok::RParen),
+            b'[' => Some(Tok::LBrack),
+            b']' => Some(Tok::RBrack),
+            // `\,` `\;` `\:` `\!` `\ ` `\$` `\#` and the like: spacing or decoration.
+            _ => None,
+        };
+        if let Some(t) = t {
+            out.push(t);
+        }
+        return Ok(j + char_len(s, j));
+    }
+    while j < b.len() && b[j].is_ascii_alphabetic() {
+        j += 1;
+    }
+    let name = &s[i + 1..j];
+    let t = match name {
+        "frac" | "dfrac" | "tfrac" | "cfrac" => Tok::Frac,
+        "sqrt" => Tok::Sqrt,
+        "binom" | "dbinom" | "tbinom" => Tok::Binom,
+        "pi" | "uppi" => Tok::Pi,
+        "infty" | "infin" | "infinity" => Tok::Infty,
+        "cdot" | "times" | "ast" | "cdotp" => Tok::Star,
+        "div" => Tok::Slash,
+        "pm" => Tok::Pm,
+        "mp" => Tok::Mp,
+        "le" | "leq" | "leqslant" | "leqq" => Tok::Le,
+        "ge" | "geq" | "geqslant" | "geqq" => Tok::Ge,
+        "lt" => Tok::Lt,
+        "gt" => Tok::Gt,
+        "ne" | "neq" => Tok::Ne,
+        "approx" | "simeq" | "equiv" | "doteq" => Tok::Eq,
+        "cup" => Tok::Cup,
+        "in" => Tok::In,
+        "circ" | "degree" => Tok::Degree,
+        "log" => Tok::Log,
+        "emptyset" | "varnothing" => Tok::Emptyset,
+        "lfloor" => Tok::LFloor,
+        "rfloor" => Tok::RFloor,
+        "lceil" => Tok::LCeil,
+        "rceil" => Tok::RCeil,
+        "lvert" | "rvert" | "vert" | "mid" => Tok::Bar,
+        "lbrace" => Tok::LSet,
+        "rbrace" => Tok::RSet,
+        "langle" => Tok::LParen,
+        "rangle" => Tok::RParen,
+        "colon" => Tok::Colon,
+        "lor" | "vee" => Tok::Or,
+        "text" | "textbf" | "textit" | "textrm" | "mbox" | "textnormal" | "texttt" => {
+            let (c, end) = raw_arg(s, j);
+            push_text(c, out);
+            return Ok(end);
+        }
+        "mathrm" | "operatorname" | "rm" | "mathsf" | "mathtt" => {
+            let (c, end) = raw_arg(s, j);
+            // `\mathrm{~m}`, `\mathrm{ kg}`: a unit, spaced away from its number.
+            if c.starts_with(['~', ' ']) || c.starts_with("\\,") || c.contains('/') {
+                push_text(c.trim_start_matches(['~', ' ', '\\', ',']), out);
+                return Ok(end);
+            }
+            let c = c.trim();
+            if c.len() > 1 && c.bytes().all(|x| x.is_ascii_alphabetic()) {
+                match Fun::from_name(c) {
+                    Some(f) => out.push(Tok::Func(f)),
+                    None if c == "log" => out.push(Tok::Log),
+                    None => push_text(c, out),
+                }
+            } else {
+                lex(c, out)?;
+            }
+            return Ok(end);
+        }
+        "begin" => {
+            let (env, mut end) = raw_arg(s, j);
+            if env == "array" || env == "tabular" {
+                // Column spec `{cc}`.
+                end = raw_arg(s, end).1;
+            }
+            out.push(Tok::Begin(env.trim().into()));
+            return Ok(end);
+        }
+        "end" => {
+            let (_, end) = raw_arg(s, j);
+            out.push(Tok::End);
+            return Ok(end);
+        }
+        "left" | "right" | "bigl" | "bigr" | "Bigl" | "Bigr" | "biggl" | "biggr" | "Biggl"
+        | "Biggr" | "big" | "Big" | "bigg" | "Bigg" | "middle" => {
+            // Sizing: the delimiter that follows is what counts; `\left.` is no delimiter.
+            let mut k = j;
+            while k < b.len() && b[k] == b' ' {
+                k += 1;
+            }
+            if k < b.len() && b[k] == b'.' {
+                return Ok(k + 1);
+            }
+            return Ok(j);
+        }
+        "displaystyle" | "textstyle" | "scriptstyle" | "limits" | "nolimits" | "mathbf"
+        | "boldsymbol" | "bm" | "mathit" | "mathcal" | "mathbb" | "mathscr" | "mathfrak"
+        | "quad" | "qquad" | "hline" | "not" | "dots" | "ldots" | "cdots" | "vdots" | "ddots"
+        | "dotsc" | "dotsb" | "enspace" | "thinspace" | "negthinspace" | "hspace" | "vec"
+        | "overline" | "underline" | "widehat" | "hat" | "bar" | "tilde" | "overrightarrow"
+        | "therefore" | "boxed" | "fbox" | "color" | "textcolor" | "phantom" => {
+            if matches!(name, "hspace" | "color" | "phantom") {
+                return Ok(raw_arg(s, j).1);
+            }
+            if name == "textcolor" {
+                return Ok(raw_arg(s, j).1);
+            }
+            return Ok(j);
+        }
+        "prime" => return Ok(j),
+        "%" => Tok::Percent,
+        _ => match Fun::from_name(name) {
+            Some(f) => Tok::Func(f),
+            None => Tok::Ident(name.into()),
+        },
+    };
+    out.push(t);
+    Ok(j)
+}
+
+fn push_text(c: &str, out: &mut Vec<Tok>) {
+    let t = c.trim();
+    match t {
+        "" | "," => {
+            if t == "," {
+                out.push(Tok::Comma);
+            }
+        }
+        "or" | "and" | "OR" | "and/or" => out.push(Tok::Or),
+        _ => out.push(Tok::Text(t.into())),
+    }
+}
