@@ -1,1 +1,5 @@
-//! popo-eval: see ARCHITECTURE.md.
+//! popo-eval: benchmark metrics (avg@n, pass@k, maj@n, greedy), `popo eval`, experiment grids,
+//! reports and plots.
+
+pub mod metrics;
+pub mod plot;

@@ -127,7 +127,9 @@ impl std::str::FromStr for PromptTemplate {
             "r1_zero" | "r1-zero" | "r1" => PromptTemplate::R1Zero,
             "chat" | "tokenizer" => PromptTemplate::Chat,
             "plain" | "raw" | "none" => PromptTemplate::Raw,
-            _ => bail!("unknown prompt template `{s}` (expected qwen_math, r1_zero, chat or plain)"),
+            _ => {
+                bail!("unknown prompt template `{s}` (expected qwen_math, r1_zero, chat or plain)")
+            }
         })
     }
 }
@@ -154,6 +156,24 @@ pub trait ChatTemplater {
 /// A tokenizer that can also encode prompts.
 pub trait PromptTokenizer: ChatTemplater {
     fn encode_prompt(&self, text: &str) -> Result<Vec<u32>>;
+}
+
+impl ChatTemplater for popo_model::Tokenizer {
+    fn render_chat(&self, messages: &[(&str, &str)]) -> Option<Result<String>> {
+        self.chat_template()?;
+        let msgs: Vec<popo_model::ChatMessage> = messages
+            .iter()
+            .map(|(role, content)| popo_model::ChatMessage::new(role, content))
+            .collect();
+        Some(self.apply_chat_template(&msgs, true))
+    }
+}
+
+impl PromptTokenizer for popo_model::Tokenizer {
+    fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        // Templates already spell out any special tokens they need.
+        self.encode(text, false)
+    }
 }
 
 /// ChatML as Qwen models use it, with the generation prompt.
@@ -395,10 +415,7 @@ mod tests {
             "bad.jsonl",
             "{\"problem\":\"a\",\"answer\":\"1\"}\n{\"problem\":\"b\"}\n{oops\n[1]\n{\"problem\":\"c\",\"answer\":\"3\"}\n",
         );
-        let err = format!(
-            "{:#}",
-            load_jsonl(&p, &JsonlFormat::default()).unwrap_err()
-        );
+        let err = format!("{:#}", load_jsonl(&p, &JsonlFormat::default()).unwrap_err());
         assert!(
             err.contains("bad.jsonl:2") && err.contains("missing field `answer`"),
             "{err}"
@@ -420,7 +437,9 @@ mod tests {
 
     #[test]
     fn templates_render() {
-        let q = PromptTemplate::QwenMath.render("What is 2+2?", None).unwrap();
+        let q = PromptTemplate::QwenMath
+            .render("What is 2+2?", None)
+            .unwrap();
         assert_eq!(
             q,
             "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n\
@@ -441,6 +460,35 @@ mod tests {
             assert_eq!(t.to_string().parse::<PromptTemplate>().unwrap(), t);
         }
         assert!("qwen3".parse::<PromptTemplate>().is_err());
+    }
+
+    #[test]
+    fn prompts_render_with_the_tokenizers_template_and_long_ones_are_counted() {
+        let tok = crate::task::tokenizer().unwrap();
+        let examples = vec![
+            Example {
+                problem: "1+1?".into(),
+                answer: "2".into(),
+            },
+            Example {
+                problem: "x".repeat(200),
+                answer: "0".into(),
+            },
+        ];
+        let mut stats = LoadStats::default();
+        let prompts =
+            prepare_prompts(&examples, PromptTemplate::Chat, &tok, 64, &mut stats).unwrap();
+        assert_eq!(stats.skipped_too_long, 1);
+        assert_eq!(prompts.len(), 1);
+        assert_eq!(
+            prompts[0].text,
+            "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(prompts[0].ids, tok.encode(&prompts[0].text, false).unwrap());
+        assert_eq!(prompts[0].ids.len(), 1 + 4 + 1 + 4 + 1 + 1 + 1 + 9 + 1);
+        // qwen_math goes through the tokenizer's template too: same markup as built-in ChatML.
+        let q = PromptTemplate::QwenMath.render("1+1?", Some(&tok)).unwrap();
+        assert_eq!(q, PromptTemplate::QwenMath.render("1+1?", None).unwrap());
     }
 
     #[test]
