@@ -365,10 +365,7 @@ mod tests {
         let recs = read_metrics(dir.path()).unwrap();
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[1].values["probe/delta_neg"], None);
-        assert_eq!(
-            series(&recs, names::DELTA_NEG),
-            vec![(1, -0.1), (3, -0.1)]
-        );
+        assert_eq!(series(&recs, names::DELTA_NEG), vec![(1, -0.1), (3, -0.1)]);
         assert_eq!(
             series(&recs, names::REWARD_MEAN),
             vec![(1, 0.25), (2, 0.5), (3, 0.75)]
