@@ -26,6 +26,10 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
     pub algo: AlgoConfig,
     pub sft: SftConfig,
+    /// The built-in arithmetic task (used when `data.path` is empty).
+    pub task: crate::task::TaskConfig,
+    /// The built-in tiny model's shape (used when `model.path` is empty).
+    pub tiny_model: crate::task::TinyModel,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -233,6 +237,8 @@ impl Default for TrainConfig {
             optim: OptimConfig::default(),
             algo: AlgoConfig::default(),
             sft: SftConfig::default(),
+            task: Default::default(),
+            tiny_model: Default::default(),
         }
     }
 }
@@ -433,6 +439,7 @@ pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
         ("sft.lr", Value::Float(3e-3)),
         ("sft.batch_size", Value::Integer(32)),
         ("data.max_prompt_len", Value::Integer(64)),
+        ("data.template", Value::String("plain".into())),
     ]
 }
 
@@ -527,6 +534,7 @@ impl ConfigBuilder {
         let cfg: TrainConfig = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("invalid config: {}", e.message()))?;
         cfg.validate()?;
+        cfg.task.validate()?;
         Ok(cfg)
     }
 }

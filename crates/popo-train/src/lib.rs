@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
+pub mod lm;
 pub mod metrics;
 pub mod optim;
 pub mod policy;
