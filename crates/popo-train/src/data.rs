@@ -116,7 +116,7 @@ pub enum PromptTemplate {
     /// The tokenizer's chat template with a single user message (an error if it has none).
     Chat,
     /// The problem text as it is (the built-in task's format).
-    Raw,
+    Plain,
 }
 
 impl std::str::FromStr for PromptTemplate {
@@ -126,7 +126,7 @@ impl std::str::FromStr for PromptTemplate {
             "qwen_math" | "qwen-math" | "qwen" => PromptTemplate::QwenMath,
             "r1_zero" | "r1-zero" | "r1" => PromptTemplate::R1Zero,
             "chat" | "tokenizer" => PromptTemplate::Chat,
-            "plain" | "raw" | "none" => PromptTemplate::Raw,
+            "plain" | "raw" | "none" => PromptTemplate::Plain,
             _ => {
                 bail!("unknown prompt template `{s}` (expected qwen_math, r1_zero, chat or plain)")
             }
@@ -140,7 +140,7 @@ impl std::fmt::Display for PromptTemplate {
             PromptTemplate::QwenMath => "qwen_math",
             PromptTemplate::R1Zero => "r1_zero",
             PromptTemplate::Chat => "chat",
-            PromptTemplate::Raw => "plain",
+            PromptTemplate::Plain => "plain",
         })
     }
 }
@@ -207,7 +207,7 @@ impl PromptTemplate {
                 t.render_chat(&[("user", problem)])
                     .context("the tokenizer has no chat template (tokenizer_config.json `chat_template`); use the qwen_math, r1_zero or plain template")?
             }
-            PromptTemplate::Raw => Ok(problem.to_string()),
+            PromptTemplate::Plain => Ok(problem.to_string()),
         }
     }
 }
@@ -448,14 +448,14 @@ mod tests {
         let r = PromptTemplate::R1Zero.render("What is 2+2?", None).unwrap();
         assert!(r.starts_with("A conversation between User and Assistant."));
         assert!(r.ends_with("User: What is 2+2?. Assistant:"));
-        assert_eq!(PromptTemplate::Raw.render("x", None).unwrap(), "x");
+        assert_eq!(PromptTemplate::Plain.render("x", None).unwrap(), "x");
         let err = format!("{:#}", PromptTemplate::Chat.render("x", None).unwrap_err());
         assert!(err.contains("chat template"), "{err}");
         for t in [
             PromptTemplate::QwenMath,
             PromptTemplate::R1Zero,
             PromptTemplate::Chat,
-            PromptTemplate::Raw,
+            PromptTemplate::Plain,
         ] {
             assert_eq!(t.to_string().parse::<PromptTemplate>().unwrap(), t);
         }
