@@ -636,6 +636,7 @@ impl Trainer {
         let t2 = Instant::now();
         let rows = prep.included();
         let mut train_tokens = 0usize;
+        let mut fatal = false;
         let total_updates = self.cfg.run.steps * self.cfg.algo.num_iterations;
         for _ in 0..self.cfg.algo.num_iterations {
             if rows.is_empty() {
@@ -677,15 +678,7 @@ impl Trainer {
                     "step {step}: non-finite loss or gradient; update skipped ({} in a row)",
                     self.state.nonfinite_in_row
                 );
-                if self.state.nonfinite_in_row >= self.cfg.run.max_nonfinite_in_row as u64 {
-                    self.state.step = step;
-                    self.save_checkpoint()?;
-                    bail!(
-                        "stopping: {} consecutive steps with NaN/Inf loss or gradients (run.max_nonfinite_in_row); checkpoint written to {}",
-                        self.state.nonfinite_in_row,
-                        self.run_dir.display()
-                    );
-                }
+                fatal = self.state.nonfinite_in_row >= self.cfg.run.max_nonfinite_in_row as u64;
                 break;
             }
             self.state.nonfinite_in_row = 0;
@@ -732,6 +725,15 @@ impl Trainer {
         self.logger.log(&m)?;
         let n = self.cfg.run.samples_per_step.min(records.len());
         self.logger.log_samples(&records[..n])?;
+        if fatal {
+            let ck = self.save_checkpoint()?;
+            bail!(
+                "stopping at step {step}: {} consecutive steps with NaN/Inf loss or gradients \
+                 (run.max_nonfinite_in_row); checkpoint written to {}",
+                self.state.nonfinite_in_row,
+                ck.display()
+            );
+        }
         Ok(m)
     }
 
