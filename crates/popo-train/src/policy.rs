@@ -155,6 +155,7 @@ pub trait Policy {
 
 /// Runs `forward_detached` over `rows` in chunks of `chunk`, returning per-row completion log-probs
 /// and pooled final hidden states (f32).
+#[allow(clippy::too_many_arguments)]
 pub fn score_rows(
     policy: &dyn Policy,
     prompts: &[&[u32]],

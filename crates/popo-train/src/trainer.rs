@@ -581,7 +581,8 @@ impl Trainer {
         m.set(names::TRUNCATED_RATIO, trunc);
 
         // Implicit-negative probe: hold out some negatives (and positives), never trained on.
-        let probe_on = self.cfg.run.probe_every > 0 && step % self.cfg.run.probe_every as u64 == 0;
+        let probe_on =
+            self.cfg.run.probe_every > 0 && step.is_multiple_of(self.cfg.run.probe_every as u64);
         let (probe_neg, probe_pos) = if probe_on {
             select_probe(
                 &mut rollouts,
@@ -816,11 +817,14 @@ impl Trainer {
                 None => {}
             }
             let every = self.cfg.run.save_every as u64;
-            if every > 0 && self.state.step % every == 0 && self.state.step < total {
+            if every > 0 && self.state.step.is_multiple_of(every) && self.state.step < total {
                 self.save_checkpoint()?;
             }
             if self.cfg.run.eval_every > 0
-                && self.state.step % self.cfg.run.eval_every as u64 == 0
+                && self
+                    .state
+                    .step
+                    .is_multiple_of(self.cfg.run.eval_every as u64)
                 && self.state.step < total
                 && !self.eval.is_empty()
             {

@@ -325,7 +325,6 @@ fn popo_loss_matches_f64_reference() {
                         (s / t_w).exp()
                     }
                 })
-                .map(|x| x)
                 .collect();
             let mut raw: Vec<f64> = raw
                 .iter()

@@ -49,7 +49,10 @@ fn flag() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
 }
 
-fn comparable(records: &[MetricRecord]) -> Vec<(u64, Vec<(String, Option<f64>)>)> {
+/// (step, non-perf values) of each record.
+type Comparable = Vec<(u64, Vec<(String, Option<f64>)>)>;
+
+fn comparable(records: &[MetricRecord]) -> Comparable {
     records
         .iter()
         .map(|r| {
