@@ -2,5 +2,6 @@
 //! reports and plots.
 
 pub mod bench;
+pub mod experiment;
 pub mod metrics;
 pub mod plot;
