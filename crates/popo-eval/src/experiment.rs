@@ -419,7 +419,12 @@ fn render_markdown(
              | run | preset | overrides | seeds | accuracy before | accuracy after | delta_neg | delta_pos | tokens backprop / step | wall s / run |\n\
              |---|---|---|---|---|---|---|---|---|---|\n"
         ));
-        for v in summary.variants.iter().filter(|v| v.group == g) {
+        // The ablations table starts with the full method, for reference.
+        let reference = summary
+            .variants
+            .iter()
+            .filter(|v| g == "ablations" && v.name == "popo" && v.group != g);
+        for v in reference.chain(summary.variants.iter().filter(|v| v.group == g)) {
             let overrides = spec
                 .runs
                 .iter()
@@ -564,6 +569,8 @@ set = ["algo.alpha=0.0"]
             "{md}"
         );
         assert!(md.contains("## ablations") && md.contains("`algo.alpha=0.0`"));
+        let ablations = md.split("## ablations").nth(1).unwrap();
+        assert!(ablations.contains("| popo | popo | - |"), "{ablations}");
         assert!(md.contains("popo experiment x.toml"));
         let back: Summary = serde_json::from_str(
             &std::fs::read_to_string(tmp.path().join("summary.json")).unwrap(),
