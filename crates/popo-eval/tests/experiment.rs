@@ -68,4 +68,44 @@ set = ["algo.tau=1.0"]
     );
     assert!(out.join("summary.json").is_file());
     assert!(out.join("plots/algorithms_train_reward_mean.png").is_file());
+
+    // `popo eval` reads what `popo train` wrote: a run directory means its latest checkpoint.
+    let run_dir = spec.run_dir(&spec.runs[0], 1);
+    let (ckpt, step) = popo_eval::bench::resolve_model_dir(&run_dir).unwrap();
+    assert_eq!(step, Some(2));
+    assert!(ckpt.starts_with(&run_dir));
+    let pre =
+        popo_model::load_pretrained(&ckpt, &candle_core::Device::Cpu, candle_core::DType::F32)
+            .unwrap();
+    let tok = pre
+        .tokenizer
+        .as_ref()
+        .expect("checkpoints carry their tokenizer");
+    let stops = popo_eval::bench::stop_ids(
+        tok,
+        &pre.config.eos_token_id,
+        pre.generation_config.as_ref(),
+    );
+    let cfg = popo_eval::bench::EvalConfig {
+        n: 2,
+        max_new_tokens: 8,
+        template: popo_train::data::PromptTemplate::Plain,
+        ..Default::default()
+    };
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arith_bench.jsonl");
+    let mut samples = Vec::new();
+    let r = popo_eval::bench::evaluate_bench(
+        &pre.model,
+        tok,
+        &stops,
+        "arith",
+        &fixture,
+        &cfg,
+        &mut samples,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.metrics.num_problems, 5);
+    assert_eq!(String::from_utf8(samples).unwrap().lines().count(), 10);
 }
