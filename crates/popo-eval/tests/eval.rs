@@ -156,3 +156,65 @@ fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
     assert!(json["benchmarks"][0]["pass@k"].is_null());
     assert!(json["benchmarks"][0]["pass_at_k"]["pass@4"].is_number());
 }
+
+/// An HF directory made by transformers (the model crate's parity fixtures): the default
+/// `qwen_math` template goes through its own chat template, and generation_config's EOS ids stop.
+#[test]
+fn eval_runs_on_hf_fixture_directories_with_their_chat_templates() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../popo-model/tests/fixtures");
+    for name in ["qwen2", "llama3"] {
+        let dir = fixtures.join(name);
+        let pre = popo_model::load_pretrained(&dir, &Device::Cpu, DType::F32).unwrap();
+        let tok = pre.tokenizer.as_ref().unwrap();
+        assert!(tok.chat_template().is_some(), "{name}");
+        let prompt = PromptTemplate::QwenMath
+            .render("Compute 2+3.", Some(tok))
+            .unwrap();
+        assert!(
+            prompt.contains(popo_train::data::QWEN_MATH_SYSTEM) && prompt.contains("Compute 2+3."),
+            "{name}: {prompt}"
+        );
+        if name == "qwen2" {
+            assert_eq!(
+                prompt,
+                popo_train::data::chatml(&[
+                    ("system", popo_train::data::QWEN_MATH_SYSTEM),
+                    ("user", "Compute 2+3."),
+                ])
+            );
+        }
+        let stops = stop_ids(
+            tok,
+            &pre.config.eos_token_id,
+            pre.generation_config.as_ref(),
+        );
+        assert!(!stops.is_empty(), "{name}");
+        let cfg = EvalConfig {
+            n: 2,
+            max_new_tokens: 4,
+            limit: Some(2),
+            greedy: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let r = evaluate_bench(
+            &pre.model,
+            tok,
+            &stops,
+            "arith",
+            &fixture(),
+            &cfg,
+            &mut out,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(r.metrics.num_problems, 2);
+        let lines: Vec<EvalSample> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2 * 3);
+        assert!(lines.iter().all(|s| s.num_tokens <= 4));
+    }
+}
