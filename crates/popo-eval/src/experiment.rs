@@ -44,6 +44,11 @@ pub struct ExperimentSpec {
     pub base: Option<PathBuf>,
     #[serde(default)]
     pub set: Vec<String>,
+    /// Built-in task only: do the SFT warm-up once per seed and start every variant of that seed
+    /// from its checkpoint, instead of repeating the same warm-up in each run. The variants see
+    /// the same warmed-up weights either way; this only saves time.
+    #[serde(default)]
+    pub shared_warmup: bool,
     pub runs: Vec<RunSpec>,
 }
 
@@ -90,6 +95,20 @@ impl ExperimentSpec {
             if r.name.is_empty() || r.name.contains(['/', '\\']) {
                 bail!("run name `{}` must be a non-empty file name", r.name);
             }
+            if self.shared_warmup {
+                let warmup_keys = ["sft.", "tiny_model.", "task.", "model.", "data."];
+                if let Some(kv) = r
+                    .set
+                    .iter()
+                    .find(|kv| warmup_keys.iter().any(|p| kv.trim_start().starts_with(p)))
+                {
+                    bail!(
+                        "run `{}` sets `{kv}`, but with shared_warmup every variant starts from the \
+                         same warm-up: move it to the shared `set`",
+                        r.name
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -106,21 +125,109 @@ impl ExperimentSpec {
         run: &RunSpec,
         seed: u64,
     ) -> Result<popo_train::config::TrainConfig> {
-        let mut b = popo_train::config::ConfigBuilder::new().preset(Some(&run.preset));
+        self.build_config(&run.preset, &run.set, seed, &self.run_dir(run, seed), None)
+    }
+
+    fn warmup_dir(&self, seed: u64) -> PathBuf {
+        self.out_dir.join("warmup").join(format!("s{seed}"))
+    }
+
+    /// `warm_start`: start from this checkpoint with no warm-up of its own. Naming a model turns
+    /// off the built-in demo defaults, so they are restated here, below the file and `set` layers.
+    fn build_config(
+        &self,
+        preset: &str,
+        run_set: &[String],
+        seed: u64,
+        out_dir: &Path,
+        warm_start: Option<&Path>,
+    ) -> Result<popo_train::config::TrainConfig> {
+        let mut b = popo_train::config::ConfigBuilder::new().preset(Some(preset));
+        if let Some(ckpt) = warm_start {
+            let mut user_keys: Vec<String> = self
+                .set
+                .iter()
+                .chain(run_set)
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim().to_string()))
+                .collect();
+            if let Some(base) = &self.base {
+                let text = std::fs::read_to_string(base)
+                    .with_context(|| format!("reading {}", base.display()))?;
+                let v: toml::Value =
+                    toml::from_str(&text).with_context(|| format!("parsing {}", base.display()))?;
+                flatten_keys(&v, "", &mut user_keys);
+            }
+            for (k, v) in popo_train::config::builtin_demo_overrides() {
+                if !user_keys.iter().any(|u| u == k) {
+                    b = b.set_value(k, v);
+                }
+            }
+            b = b
+                .set_value(
+                    "model.path",
+                    toml::Value::String(ckpt.display().to_string()),
+                )
+                .set_value("sft.steps", toml::Value::Integer(0));
+        }
         if let Some(base) = &self.base {
             b = b.file(base)?;
         }
-        for kv in self.set.iter().chain(&run.set) {
-            b = b.set(kv).with_context(|| format!("run `{}`", run.name))?;
+        for kv in self.set.iter().chain(run_set) {
+            b = b
+                .set(kv)
+                .with_context(|| format!("preset `{preset}`, `{kv}`"))?;
+        }
+        if warm_start.is_some() {
+            // The warm-up already happened; a `set` must not repeat it.
+            b = b.set_value("sft.steps", toml::Value::Integer(0));
         }
         b = b
             .set_value("run.seed", toml::Value::Integer(seed as i64))
             .set_value(
                 "run.out_dir",
-                toml::Value::String(self.run_dir(run, seed).display().to_string()),
+                toml::Value::String(out_dir.display().to_string()),
             );
         b.build()
-            .with_context(|| format!("run `{}` seed {seed}", run.name))
+            .with_context(|| format!("preset `{preset}` seed {seed}"))
+    }
+
+    /// Runs (or reuses) the shared warm-up of one seed; returns its checkpoint.
+    fn warmup(&self, seed: u64, stop: Arc<AtomicBool>) -> Result<PathBuf> {
+        let dir = self.warmup_dir(seed);
+        if let Some(ck) = popo_train::checkpoint::list(&dir)?.pop() {
+            return Ok(ck);
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        eprintln!("warm-up for seed {seed} -> {}", dir.display());
+        let mut cfg = self.build_config(&self.runs[0].preset, &[], seed, &dir, None)?;
+        if !cfg.model.path.is_empty() || !cfg.data.path.is_empty() {
+            bail!(
+                "shared_warmup needs the built-in task and model (model.path and data.path empty)"
+            );
+        }
+        cfg.run.steps = 0;
+        cfg.run.eval_size = 0;
+        let mut t = popo_train::trainer::Trainer::new(cfg, stop)?;
+        t.save_checkpoint()
+    }
+}
+
+fn flatten_keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    if let toml::Value::Table(t) = v {
+        for (k, child) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if child.is_table() {
+                flatten_keys(child, &key, out);
+            } else {
+                out.push(key);
+            }
+        }
     }
 }
 
@@ -156,7 +263,12 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
                 run.name,
                 dir.display()
             );
-            let cfg = spec.train_config(run, seed)?;
+            let cfg = if spec.shared_warmup {
+                let ck = spec.warmup(seed, stop.clone())?;
+                spec.build_config(&run.preset, &run.set, seed, &dir, Some(&ck))?
+            } else {
+                spec.train_config(run, seed)?
+            };
             let started = std::time::Instant::now();
             let mut trainer = popo_train::trainer::Trainer::new(cfg, stop.clone())?;
             let s = trainer.run()?;

@@ -109,3 +109,91 @@ set = ["algo.tau=1.0"]
     assert_eq!(r.metrics.num_problems, 5);
     assert_eq!(String::from_utf8(samples).unwrap().lines().count(), 10);
 }
+
+/// Sharing the warm-up only saves time: a run started from the shared warm-up checkpoint logs the
+/// same training metrics as one that does its own warm-up.
+#[test]
+fn shared_warmup_gives_the_same_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, shared: bool| {
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+out_dir = "{}"
+seeds = [3]
+shared_warmup = {shared}
+set = ["run.steps=2", "sft.steps=3", "run.eval_size=6", "rollout.batch_prompts=2",
+       "rollout.group_size=2", "rollout.max_completion_len=8", "tiny_model.hidden_size=32",
+       "tiny_model.num_layers=1", "tiny_model.num_heads=2", "tiny_model.num_kv_heads=1",
+       "tiny_model.intermediate_size=64", "task.n_sft=40", "task.n_rl=40", "task.n_eval=20",
+       "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16"]
+[[runs]]
+name = "popo"
+preset = "popo"
+[[runs]]
+name = "raft"
+preset = "raft"
+"#,
+                tmp.path().join(name).display()
+            ),
+        )
+        .unwrap();
+        ExperimentSpec::from_file(&file).unwrap()
+    };
+    let own = write("own", false);
+    let shared = write("shared", true);
+    let stop = Arc::new(AtomicBool::new(false));
+    run_grid(&own, false, stop.clone()).unwrap();
+    run_grid(&shared, false, stop).unwrap();
+    assert_eq!(
+        popo_train::checkpoint::list(&tmp.path().join("shared/warmup/s3"))
+            .unwrap()
+            .len(),
+        1
+    );
+    for (a, b) in own.runs.iter().zip(&shared.runs) {
+        let strip = |spec: &ExperimentSpec, r| -> Vec<Vec<(String, Option<f64>)>> {
+            popo_train::metrics::read_metrics(&spec.run_dir(r, 3))
+                .unwrap()
+                .into_iter()
+                .map(|rec| {
+                    rec.values
+                        .into_iter()
+                        .filter(|(k, _)| !k.starts_with("perf/"))
+                        .collect()
+                })
+                .collect()
+        };
+        let (x, y) = (strip(&own, a), strip(&shared, b));
+        assert!(x.len() >= 3, "{x:?}");
+        assert_eq!(x, y, "{}", a.name);
+        // The sampled completions and the final weights agree too.
+        let samples = |spec: &ExperimentSpec, r| {
+            popo_train::metrics::read_samples(&spec.run_dir(r, 3).join("samples.jsonl"))
+                .unwrap()
+                .into_iter()
+                .map(|s| s.completion)
+                .collect::<Vec<_>>()
+        };
+        let sa = samples(&own, a);
+        assert!(!sa.is_empty());
+        assert_eq!(sa, samples(&shared, b));
+        let weights = |spec: &ExperimentSpec, r| {
+            let ck = popo_train::checkpoint::list(&spec.run_dir(r, 3))
+                .unwrap()
+                .pop()
+                .unwrap();
+            std::fs::read(ck.join("model.safetensors")).unwrap()
+        };
+        assert!(
+            weights(&own, a) == weights(&shared, b),
+            "{}: final weights differ",
+            a.name
+        );
+    }
+    let mut bad = shared.clone();
+    bad.runs[1].set = vec!["sft.steps=5".into()];
+    assert!(bad.validate().is_err());
+}
