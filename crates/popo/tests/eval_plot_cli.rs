@@ -107,3 +107,27 @@ fn plot_draws_svg_and_png_from_metrics_jsonl() {
         );
     }
 }
+
+/// The committed experiment file stays valid: every run's config resolves (keys, presets).
+#[test]
+fn committed_experiment_file_resolves() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/experiment.toml");
+    let o = popo()
+        .args(["experiment", file, "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 11 * 3, "{stdout}");
+    for name in [
+        "popo",
+        "grpo",
+        "dr_grpo",
+        "dapo",
+        "raft",
+        "popo-tau0",
+        "popo-no-predictor",
+    ] {
+        assert!(stdout.contains(&format!("{name} seed 2:")), "{name}");
+    }
+}
