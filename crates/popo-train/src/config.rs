@@ -113,6 +113,9 @@ pub struct RolloutConfig {
 pub struct RewardConfig {
     /// `tau_r`: a completion is positive when its reward exceeds this.
     pub positive_threshold: f64,
+    /// Score only completions with a `\boxed{}` (the spec's default answer: the last one).
+    /// False lets the verifier fall back to other extractions (final-answer phrases, last number).
+    pub require_boxed: bool,
     /// Optional format reward weight (0 = off).
     pub format_weight: f64,
     /// DAPO overlong shaping: linear penalty inside the last `overlong_cache_len` tokens.
@@ -307,6 +310,7 @@ impl Default for RewardConfig {
     fn default() -> Self {
         Self {
             positive_threshold: 0.0,
+            require_boxed: true,
             format_weight: 0.0,
             overlong_shaping: false,
             overlong_cache_len: 64,
@@ -423,22 +427,27 @@ pub fn preset_overrides(name: &str) -> Result<Vec<(&'static str, Value)>> {
 /// Overrides applied to the defaults for the built-in CPU demo (no model and no dataset given):
 /// a tiny model learns fast, so it needs a far larger learning rate and short completions.
 pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
+    let int = |v: i64| Value::Integer(v);
     vec![
-        ("run.steps", Value::Integer(60)),
-        ("run.save_every", Value::Integer(0)),
-        ("run.eval_size", Value::Integer(200)),
-        ("run.probe_every", Value::Integer(5)),
-        ("rollout.batch_prompts", Value::Integer(16)),
-        ("rollout.group_size", Value::Integer(8)),
-        ("rollout.max_completion_len", Value::Integer(32)),
-        ("optim.lr", Value::Float(1e-3)),
-        ("optim.micro_batch_size", Value::Integer(64)),
+        ("run.steps", int(60)),
+        ("run.save_every", int(0)),
+        ("run.eval_size", int(200)),
+        ("run.probe_every", int(5)),
+        ("rollout.batch_prompts", int(16)),
+        ("rollout.group_size", int(8)),
+        ("rollout.max_completion_len", int(32)),
+        ("optim.lr", Value::Float(3e-4)),
+        ("optim.micro_batch_size", int(64)),
         ("optim.warmup_ratio", Value::Float(0.05)),
-        ("algo.predictor_hidden", Value::Integer(128)),
-        ("sft.steps", Value::Integer(300)),
-        ("sft.lr", Value::Float(3e-3)),
-        ("sft.batch_size", Value::Integer(32)),
-        ("data.max_prompt_len", Value::Integer(64)),
+        ("algo.predictor_hidden", int(128)),
+        // One-digit operands, 2-3 of them: learnable by a 0.8M-parameter char model in minutes.
+        ("task.sft.max_digits", int(1)),
+        ("task.sft.max_operands", int(3)),
+        ("task.rl.max_digits", int(1)),
+        ("sft.steps", int(400)),
+        ("sft.lr", Value::Float(4e-3)),
+        ("sft.batch_size", int(32)),
+        ("data.max_prompt_len", int(64)),
         ("data.template", Value::String("plain".into())),
     ]
 }
@@ -860,7 +869,7 @@ mod tests {
     #[test]
     fn builtin_demo_defaults_apply_without_model_and_data() {
         let c = ConfigBuilder::new().build().unwrap();
-        assert_eq!(c.optim.lr, 1e-3);
+        assert_eq!(c.optim.lr, 3e-4);
         assert!(c.sft.steps > 0);
         let c = ConfigBuilder::new()
             .set("optim.lr=5e-4")

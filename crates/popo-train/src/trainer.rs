@@ -235,6 +235,10 @@ impl Trainer {
             t.state.eval_before = Some(acc);
             t.log_eval(acc)?;
         }
+        if t.cfg.sft.steps > 0 {
+            // step-000000: the warmed-up policy, reusable as `--model` and resumable.
+            t.save_checkpoint()?;
+        }
         Ok(t)
     }
 
@@ -279,13 +283,15 @@ impl Trainer {
         let mut params = s.policy.named_vars();
         params.extend(algo.extra_vars());
         let opt = AdamW::new(&params, &cfg.optim)?;
-        let reward: Box<dyn Reward> = if cfg.reward.format_weight > 0.0 {
-            Box::new(MathReward::with_format(
-                reward::FormatRule::Boxed,
-                cfg.reward.format_weight as f32,
-            ))
+        let math = if cfg.reward.format_weight > 0.0 {
+            MathReward::with_format(reward::FormatRule::Boxed, cfg.reward.format_weight as f32)
         } else {
-            Box::new(MathReward::new())
+            MathReward::new()
+        };
+        let reward: Box<dyn Reward> = if cfg.reward.require_boxed {
+            Box::new(BoxedAnswer(math))
+        } else {
+            Box::new(math)
         };
         let shuffler = if cfg.data.shuffle {
             Shuffler::new(s.train.len(), cfg.run.seed)?
@@ -874,6 +880,28 @@ fn sft_pairs(cfg: &TrainConfig, tokenizer: &Tokenizer) -> Result<Vec<(Vec<u32>, 
     Ok(out)
 }
 
+/// The spec's answer reward reads the last `\boxed{}`: a completion without one scores 0. (The
+/// verifier's fallbacks, such as "the last number", would reward unformatted text, which RL then
+/// reinforces.)
+struct BoxedAnswer(MathReward);
+
+impl Reward for BoxedAnswer {
+    fn score(&self, completion_text: &str, gold: &str) -> reward::RewardOut {
+        if popo_verify::last_boxed(completion_text).is_none() {
+            return reward::RewardOut {
+                reward: 0.0,
+                correct: false,
+                extracted: None,
+            };
+        }
+        self.0.score(completion_text, gold)
+    }
+
+    fn name(&self) -> &str {
+        "math_boxed"
+    }
+}
+
 /// DAPO's soft overlong punishment: 0 up to `max_len - cache`, then linear down to `-penalty` at
 /// `max_len`.
 pub fn overlong_penalty(len: usize, max_len: usize, cache: usize, penalty: f64) -> f64 {
@@ -961,6 +989,18 @@ fn select_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_must_be_boxed() {
+        let r = BoxedAnswer(MathReward::new());
+        assert!(r.score(" 3+4=7. \\boxed{7}", "7").correct);
+        assert!(!r.score(" 3+4=7. the answer is 7", "7").correct);
+        assert_eq!(r.score("garbage 7", "7").reward, 0.0);
+        assert!(
+            MathReward::new().score("garbage 7", "7").correct,
+            "the fallback this guards against"
+        );
+    }
 
     #[test]
     fn overlong_penalty_is_linear_in_the_cache() {

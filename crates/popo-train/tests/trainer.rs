@@ -426,3 +426,81 @@ fn popo_loss_reaches_every_real_model_parameter() {
         assert!(n > 0.0 && n.is_finite(), "{name}: |grad| = {n}");
     }
 }
+
+/// Rewards a well-formed final answer (`\boxed{}` holding an integer) whatever its value: a
+/// plug-in reward that a short run can climb, unlike correctness on this tiny budget.
+struct BoxedInteger;
+impl Reward for BoxedInteger {
+    fn score(&self, c: &str, _g: &str) -> RewardOut {
+        let b = popo_verify::last_boxed(c);
+        let ok = b
+            .as_deref()
+            .is_some_and(|s| s.trim().parse::<i64>().is_ok());
+        RewardOut {
+            reward: if ok { 1.0 } else { 0.0 },
+            correct: ok,
+            extracted: b.map(|s| s.to_string()),
+        }
+    }
+}
+
+/// The built-in task at CI scale: a short SFT warm-up, then POPO with a plug-in format reward;
+/// the training reward rises. (The full default run is `popo train`; see BENCHMARKS.md.)
+#[test]
+fn short_builtin_popo_run_raises_the_reward() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let mut b = ConfigBuilder::new();
+    for s in [
+        "tiny_model.hidden_size=64",
+        "tiny_model.num_layers=2",
+        "tiny_model.num_heads=4",
+        "tiny_model.num_kv_heads=2",
+        "tiny_model.intermediate_size=128",
+        "task.sft.max_digits=1",
+        "task.rl.max_digits=1",
+        "task.n_sft=500",
+        "task.n_rl=500",
+        "task.n_eval=10",
+        "run.eval_size=0",
+        "run.steps=16",
+        "run.save_every=0",
+        "rollout.batch_prompts=8",
+        "rollout.group_size=8",
+        "rollout.max_completion_len=32",
+        "optim.lr=1e-3",
+        "algo.predictor_hidden=32",
+        "sft.steps=60",
+    ] {
+        b = b.set(s).unwrap();
+    }
+    if let Ok(extra) = std::env::var("POPO_TEST_SETS") {
+        for s in extra.split_whitespace() {
+            b = b.set(s).unwrap();
+        }
+    }
+    let cfg = b
+        .set_value(
+            "run.out_dir",
+            toml::Value::String(dir.display().to_string()),
+        )
+        .build()
+        .unwrap();
+    let mut t = Trainer::new(cfg, flag()).unwrap();
+    t.set_quiet(true);
+    t.set_reward(Box::new(BoxedInteger));
+    t.run().unwrap();
+    let r: Vec<f64> = read_metrics(&dir)
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.values.get(names::REWARD_MEAN).copied().flatten())
+        .collect();
+    assert_eq!(r.len(), 16);
+    let first = r[..4].iter().sum::<f64>() / 4.0;
+    let last = r[12..].iter().sum::<f64>() / 4.0;
+    eprintln!("reward: first 4 steps {first:.3}, last 4 steps {last:.3}: {r:?}");
+    assert!(
+        last > first + 0.1,
+        "reward did not rise: {first:.3} -> {last:.3} ({r:?})"
+    );
+}
