@@ -433,9 +433,7 @@ struct BoxedInteger;
 impl Reward for BoxedInteger {
     fn score(&self, c: &str, _g: &str) -> RewardOut {
         let b = popo_verify::last_boxed(c);
-        let ok = b
-            .as_deref()
-            .is_some_and(|s| s.trim().parse::<i64>().is_ok());
+        let ok = b.is_some_and(|s| s.trim().parse::<i64>().is_ok());
         RewardOut {
             reward: if ok { 1.0 } else { 0.0 },
             correct: ok,
