@@ -502,3 +502,30 @@ fn short_builtin_popo_run_raises_the_reward() {
         "reward did not rise: {first:.3} -> {last:.3} ({r:?})"
     );
 }
+
+/// The stop flag (set by SIGINT / SIGTERM in the CLI) ends the run between steps with a
+/// checkpoint, and `resume` finishes it.
+#[test]
+fn stop_flag_checkpoints_and_resume_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut t = Trainer::new(
+        tiny(&dir, "popo", &["run.save_every=0", "run.eval_size=0"]),
+        stop.clone(),
+    )
+    .unwrap();
+    t.set_quiet(true);
+    t.step().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let s = t.run().unwrap();
+    assert!(s.interrupted);
+    assert_eq!(s.steps_done, 1);
+    let cks = popo_train::checkpoint::list(&dir).unwrap();
+    assert!(cks.last().unwrap().ends_with("step-000001"));
+    let mut t = Trainer::resume(&dir, flag()).unwrap();
+    t.set_quiet(true);
+    let s = t.run().unwrap();
+    assert!(!s.interrupted);
+    assert_eq!(s.steps_done, 4);
+}

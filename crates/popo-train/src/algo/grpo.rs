@@ -176,7 +176,7 @@ impl Algorithm for Grpo {
             ("loss/pg", scalar(&agg(&pg)?)?),
             ("loss/total", scalar(&total)?),
             (
-                "grpo/clip_ratio",
+                crate::metrics::names::CLIP_RATIO,
                 scalar(&(was_clipped * &lm)?.sum_all()?)? / nz(prep.norm.loss_tokens),
             ),
             ("train/entropy", scalar(&ent)? / nz(prep.norm.all_tokens)),
