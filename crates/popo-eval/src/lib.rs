@@ -1,1 +1,7 @@
-//! popo-eval: see ARCHITECTURE.md.
+//! popo-eval: benchmark metrics (avg@n, pass@k, maj@n, greedy), `popo eval`, experiment grids,
+//! reports and plots.
+
+pub mod bench;
+pub mod experiment;
+pub mod metrics;
+pub mod plot;

@@ -1,1 +1,20 @@
-//! popo-train: see ARCHITECTURE.md.
+//! popo-train: losses (one module per algorithm), the trainer loop, config, checkpoints, metrics and the built-in task.
+//!
+//! A step is one straight pass:
+//! prompts -> rollouts (popo_model::generate) -> rewards (reward::Reward) -> algorithm.prepare (no graph)
+//! -> per micro-batch: policy forward -> algorithm.loss -> backward -> optimizer step -> algorithm.after_step (EMA) -> metrics.
+
+pub mod algo;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod ema;
+pub mod lm;
+pub mod metrics;
+pub mod optim;
+pub mod policy;
+pub mod predictor;
+pub mod reward;
+pub mod task;
+pub mod tensorboard;
+pub mod trainer;

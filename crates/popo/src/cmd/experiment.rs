@@ -1,8 +1,71 @@
-//! `popo experiment`.
+//! `popo experiment FILE.toml`: a grid of `popo train` runs (variants x seeds), then report.md,
+//! summary.json and plots with a band over seeds.
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use popo_eval::experiment::{run_grid, write_report, ExperimentSpec};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Experiment file (see popo_eval::experiment for the format).
+    pub file: PathBuf,
+    /// Output directory (overrides `out_dir` in the file).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Rerun finished runs too.
+    #[arg(long)]
+    pub force: bool,
+    /// Only rebuild report.md, summary.json and the plots from finished runs.
+    #[arg(long)]
+    pub report_only: bool,
+    /// Print the grid (run directories and configs) and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`popo experiment` is not built yet")
+pub fn run(args: Args) -> Result<i32> {
+    let mut spec = ExperimentSpec::from_file(&args.file)?;
+    if let Some(o) = &args.out {
+        spec.out_dir = o.clone();
+    }
+    if args.dry_run {
+        for r in &spec.runs {
+            for &seed in &spec.seeds {
+                spec.train_config(r, seed)?;
+                println!(
+                    "{} seed {seed}: {}",
+                    r.name,
+                    spec.run_dir(r, seed).display()
+                );
+            }
+        }
+        return Ok(0);
+    }
+    let command = {
+        let mut c = format!("popo experiment {}", args.file.display());
+        if let Some(o) = &args.out {
+            c.push_str(&format!(" --out {}", o.display()));
+        }
+        c
+    };
+    if !args.report_only {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if s.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: stopping after this step (again to abort)");
+        });
+        run_grid(&spec, args.force, stop)?;
+    }
+    let summary = write_report(&spec, &command)?;
+    for v in &summary.verdicts {
+        println!("{v}");
+    }
+    println!("report: {}", spec.out_dir.join("report.md").display());
+    Ok(0)
 }

@@ -1,0 +1,433 @@
+//! `popo eval`: sample a model on math benchmarks and score it (avg@n, pass@k, maj@n, greedy).
+//!
+//! Sampling is reproducible: the samples of problem `i` come from one `generate` call seeded by
+//! `(seed, i)`, so they do not depend on which other problems are evaluated or in what order.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use popo_model::{generate, Model, SamplingParams, Tokenizer};
+use popo_train::data::{load_jsonl, JsonlFormat, PromptTemplate, SplitMix64};
+
+use crate::metrics::{aggregate, majority_vote, Aggregate, ProblemScore, Vote};
+
+/// Benchmark names that resolve to `<data dir>/<name>.jsonl`.
+pub const KNOWN_BENCHMARKS: &[&str] = &[
+    "math500",
+    "aime24",
+    "aime25",
+    "amc23",
+    "minerva_math",
+    "olympiadbench",
+    "gsm8k_test",
+];
+
+/// A benchmark name (looked up in the data directory) or a path to a JSONL file.
+/// Returns the benchmark's display name and file.
+pub fn resolve_bench(name_or_path: &str, data_dir: Option<&Path>) -> Result<(String, PathBuf)> {
+    let as_path = Path::new(name_or_path);
+    if as_path.is_file() {
+        let name = as_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name_or_path.to_string());
+        return Ok((name, as_path.to_path_buf()));
+    }
+    let Some(dir) = data_dir else {
+        bail!(
+            "benchmark `{name_or_path}` is not a file, and no data directory is set \
+             (pass --data-dir or set POPO_DATA; known names: {})",
+            KNOWN_BENCHMARKS.join(", ")
+        );
+    };
+    let file = dir.join(format!("{name_or_path}.jsonl"));
+    if file.is_file() {
+        return Ok((name_or_path.to_string(), file));
+    }
+    bail!(
+        "benchmark `{name_or_path}`: neither a file nor {} exists (known names: {})",
+        file.display(),
+        KNOWN_BENCHMARKS.join(", ")
+    )
+}
+
+/// Everything that determines an evaluation's samples (recorded in results.json).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// Samples per problem (0 with `greedy`: greedy only).
+    pub n: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: usize,
+    pub template: PromptTemplate,
+    pub seed: u64,
+    /// Also decode greedily once per problem and report greedy accuracy.
+    pub greedy: bool,
+    /// Evaluate only the first `limit` problems of each benchmark.
+    pub limit: Option<usize>,
+    pub problem_field: String,
+    pub answer_field: String,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            n: 16,
+            temperature: 0.6,
+            top_p: 0.95,
+            max_new_tokens: 4096,
+            template: PromptTemplate::QwenMath,
+            seed: 0,
+            greedy: false,
+            limit: None,
+            problem_field: "problem".into(),
+            answer_field: "answer".into(),
+        }
+    }
+}
+
+/// One sample, as written to samples.jsonl.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSample {
+    pub bench: String,
+    pub problem_index: usize,
+    /// `None` for the greedy sample.
+    pub sample_index: Option<usize>,
+    pub problem: String,
+    pub gold: String,
+    pub completion: String,
+    pub extracted: Option<String>,
+    pub correct: bool,
+    /// The verifier's reason (`exact`, `numeric`, `different`, `no answer found`, ...).
+    pub reason: String,
+    pub num_tokens: usize,
+    pub finish_reason: popo_model::FinishReason,
+}
+
+/// One benchmark's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub metrics: Aggregate,
+    pub wall_time_s: f64,
+}
+
+/// What a model directory is: recorded with the results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The directory given.
+    pub model: String,
+    /// The HF directory actually loaded (a run directory resolves to its latest checkpoint).
+    pub checkpoint: String,
+    /// The training step, when the checkpoint was written by `popo train`.
+    pub step: Option<u64>,
+}
+
+/// A run directory of `popo train` means its latest checkpoint; anything else is an HF directory.
+pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<u64>)> {
+    let step_of =
+        |d: &Path| -> Option<u64> { popo_train::checkpoint::load_state(d).ok().map(|s| s.step) };
+    if dir.join("config.json").is_file() {
+        return Ok((dir.to_path_buf(), step_of(dir)));
+    }
+    if let Some(last) = popo_train::checkpoint::list(dir)?.pop() {
+        let step = step_of(&last);
+        return Ok((last, step));
+    }
+    bail!(
+        "{}: no config.json (not an HF model directory) and no checkpoints/step-* (not a popo run directory)",
+        dir.display()
+    )
+}
+
+/// Stop ids: the tokenizer's EOS and every EOS id of config.json / generation_config.json.
+pub fn stop_ids(
+    tokenizer: &Tokenizer,
+    config_eos: &[u32],
+    generation_config: Option<&serde_json::Value>,
+) -> Vec<u32> {
+    let mut ids: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
+    ids.extend_from_slice(config_eos);
+    if let Some(v) = generation_config.and_then(|g| g.get("eos_token_id")) {
+        match v {
+            serde_json::Value::Number(n) => ids.extend(n.as_u64().map(|x| x as u32)),
+            serde_json::Value::Array(a) => {
+                ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
+            }
+            _ => {}
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Scores one problem's completions with the verifier; returns the per-sample verdicts (in
+/// order) and the problem's scores. `greedy` is the greedy completion, if any.
+pub fn score_problem(
+    gold: &str,
+    completions: &[String],
+    greedy: Option<&str>,
+) -> (
+    Vec<popo_verify::Verdict>,
+    Option<popo_verify::Verdict>,
+    ProblemScore,
+) {
+    let verdicts: Vec<popo_verify::Verdict> = completions
+        .iter()
+        .map(|c| popo_verify::verify(gold, c))
+        .collect();
+    let votes: Vec<Vote> = verdicts
+        .iter()
+        .map(|v| Vote {
+            answer: v.pred_answer.as_deref(),
+            correct: v.correct,
+        })
+        .collect();
+    let (maj_correct, maj_answer, _) = majority_vote(&votes, popo_verify::answers_equivalent);
+    let greedy_verdict = greedy.map(|g| popo_verify::verify(gold, g));
+    let score = ProblemScore {
+        n: completions.len(),
+        correct: verdicts.iter().filter(|v| v.correct).count(),
+        maj_correct,
+        maj_answer: maj_answer.map(String::from),
+        greedy_correct: greedy_verdict.as_ref().map(|v| v.correct),
+    };
+    (verdicts, greedy_verdict, score)
+}
+
+fn problem_seed(seed: u64, index: usize) -> u64 {
+    SplitMix64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_u64()
+}
+
+/// Evaluates one benchmark file. Samples are appended to `samples_out` as JSON lines;
+/// `progress(done, total)` is called after every problem.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_bench(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    stop_token_ids: &[u32],
+    name: &str,
+    path: &Path,
+    cfg: &EvalConfig,
+    samples_out: &mut dyn Write,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BenchResult> {
+    if cfg.n == 0 && !cfg.greedy {
+        bail!("nothing to do: --n 0 without --greedy");
+    }
+    let start = Instant::now();
+    let fmt = JsonlFormat {
+        problem_field: cfg.problem_field.clone(),
+        answer_field: cfg.answer_field.clone(),
+        skip_invalid: false,
+    };
+    let (mut examples, _) = load_jsonl(path, &fmt)?;
+    if let Some(l) = cfg.limit {
+        examples.truncate(l);
+    }
+    if examples.is_empty() {
+        bail!("{}: no problems", path.display());
+    }
+    let total = examples.len();
+    let mut scores = Vec::with_capacity(total);
+    for (i, ex) in examples.iter().enumerate() {
+        let text = cfg
+            .template
+            .render(&ex.problem, Some(tokenizer))
+            .with_context(|| format!("{}: problem {i}", path.display()))?;
+        let ids = tokenizer.encode(&text, false)?;
+        let decode = |toks: &[u32]| tokenizer.decode(toks, true);
+
+        let mut sampled = Vec::new();
+        if cfg.n > 0 {
+            let params = SamplingParams {
+                n: cfg.n,
+                temperature: cfg.temperature,
+                top_p: cfg.top_p,
+                max_new_tokens: cfg.max_new_tokens,
+                stop_token_ids: stop_token_ids.to_vec(),
+                seed: problem_seed(cfg.seed, i),
+                ..Default::default()
+            };
+            sampled = generate(model, std::slice::from_ref(&ids), &params, Some(tokenizer))
+                .with_context(|| format!("sampling {name} problem {i}"))?;
+        }
+        let greedy = if cfg.greedy {
+            let params = SamplingParams {
+                n: 1,
+                greedy: true,
+                temperature: 1.0,
+                max_new_tokens: cfg.max_new_tokens,
+                stop_token_ids: stop_token_ids.to_vec(),
+                seed: 0,
+                ..Default::default()
+            };
+            generate(model, std::slice::from_ref(&ids), &params, Some(tokenizer))?.pop()
+        } else {
+            None
+        };
+
+        let texts = sampled
+            .iter()
+            .map(|c| decode(&c.tokens))
+            .collect::<Result<Vec<_>>>()?;
+        let greedy_text = greedy.as_ref().map(|c| decode(&c.tokens)).transpose()?;
+        let (verdicts, greedy_verdict, score) =
+            score_problem(&ex.answer, &texts, greedy_text.as_deref());
+
+        let mut write = |sample_index: Option<usize>,
+                         c: &popo_model::Completion,
+                         completion: &str,
+                         v: &popo_verify::Verdict|
+         -> Result<()> {
+            let rec = EvalSample {
+                bench: name.to_string(),
+                problem_index: i,
+                sample_index,
+                problem: ex.problem.clone(),
+                gold: ex.answer.clone(),
+                completion: completion.to_string(),
+                extracted: v.pred_answer.clone(),
+                correct: v.correct,
+                reason: v.reason.clone(),
+                num_tokens: c.tokens.len(),
+                finish_reason: c.finish_reason,
+            };
+            writeln!(samples_out, "{}", serde_json::to_string(&rec)?)?;
+            Ok(())
+        };
+        for (j, ((c, t), v)) in sampled.iter().zip(&texts).zip(&verdicts).enumerate() {
+            write(Some(j), c, t, v)?;
+        }
+        if let (Some(c), Some(t), Some(v)) = (&greedy, &greedy_text, &greedy_verdict) {
+            write(None, c, t, v)?;
+        }
+        scores.push(score);
+        progress(i + 1, total);
+    }
+    samples_out.flush()?;
+    Ok(BenchResult {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        metrics: aggregate(&scores),
+        wall_time_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// results.json.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalResults {
+    #[serde(flatten)]
+    pub model: ModelInfo,
+    #[serde(flatten)]
+    pub config: EvalConfig,
+    pub benchmarks: Vec<BenchResult>,
+}
+
+/// The results as a markdown table (one row per benchmark, values in percent).
+pub fn markdown_table(results: &EvalResults) -> String {
+    let n = results.config.n;
+    let ks = crate::metrics::pass_ks(n);
+    let mut head = vec!["benchmark".to_string(), "problems".to_string()];
+    if n > 0 {
+        head.push(format!("avg@{n}"));
+        head.extend(ks.iter().map(|k| format!("pass@{k}")));
+        head.push(format!("maj@{n}"));
+    }
+    if results.config.greedy {
+        head.push("greedy".into());
+    }
+    let mut s = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+    let pct = |v: f64| format!("{:.1}", 100.0 * v);
+    for b in &results.benchmarks {
+        let m = &b.metrics;
+        let mut row = vec![b.name.clone(), m.num_problems.to_string()];
+        if n > 0 {
+            row.push(pct(m.avg_at_n));
+            row.extend(ks.iter().map(|k| {
+                m.pass_at_k
+                    .get(&format!("pass@{k}"))
+                    .map_or("-".into(), |v| pct(*v))
+            }));
+            row.push(pct(m.maj_at_n));
+        }
+        if results.config.greedy {
+            row.push(m.greedy_accuracy.map_or("-".into(), pct));
+        }
+        s.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoring_uses_the_verifier_and_groups_equivalent_answers() {
+        let completions: Vec<String> = [
+            "so \\boxed{1/2}",
+            "\\boxed{0.5}",
+            "\\boxed{3}",
+            "no idea",
+            "\\boxed{3}",
+            "\\boxed{\\frac{1}{2}}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (verdicts, greedy, score) = score_problem("\\frac12", &completions, Some("\\boxed{3}"));
+        assert_eq!(
+            verdicts.iter().map(|v| v.correct).collect::<Vec<_>>(),
+            [true, true, false, false, false, true]
+        );
+        // 1/2, 0.5 and \frac{1}{2} are one group of 3 against "3" with 2.
+        assert_eq!(score.n, 6);
+        assert_eq!(score.correct, 3);
+        assert!(score.maj_correct);
+        assert_eq!(score.greedy_correct, Some(false));
+        assert!(!greedy.unwrap().correct);
+    }
+
+    #[test]
+    fn benchmarks_resolve_by_name_or_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("amc23.jsonl");
+        std::fs::write(&f, "{\"problem\":\"1+1\",\"answer\":\"2\"}\n").unwrap();
+        assert_eq!(
+            resolve_bench("amc23", Some(dir.path())).unwrap(),
+            ("amc23".to_string(), f.clone())
+        );
+        assert_eq!(
+            resolve_bench(f.to_str().unwrap(), None).unwrap(),
+            ("amc23".to_string(), f.clone())
+        );
+        let err = format!(
+            "{:#}",
+            resolve_bench("aime24", Some(dir.path())).unwrap_err()
+        );
+        assert!(err.contains("aime24.jsonl"), "{err}");
+        let err = format!("{:#}", resolve_bench("aime24", None).unwrap_err());
+        assert!(err.contains("POPO_DATA"), "{err}");
+    }
+
+    #[test]
+    fn shared_benchmarks_resolve_when_the_data_dir_exists() {
+        let data = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
+        if !data.is_dir() {
+            eprintln!("skipping: {} is missing", data.display());
+            return;
+        }
+        for name in KNOWN_BENCHMARKS {
+            let (_, path) = resolve_bench(name, Some(data)).unwrap();
+            let (ex, _) = load_jsonl(&path, &JsonlFormat::default()).unwrap();
+            assert!(!ex.is_empty(), "{name}");
+        }
+    }
+}

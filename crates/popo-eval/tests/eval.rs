@@ -1,0 +1,220 @@
+//! `popo eval` on a tiny checkpoint built here and a fixture benchmark.
+
+use candle_core::{DType, Device};
+use popo_eval::bench::{
+    evaluate_bench, markdown_table, resolve_model_dir, stop_ids, EvalConfig, EvalResults,
+    EvalSample, ModelInfo,
+};
+use popo_train::data::PromptTemplate;
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arith_bench.jsonl")
+}
+
+/// A randomly initialised built-in tiny model, saved in HF layout.
+fn tiny_checkpoint(dir: &Path) {
+    let tok = popo_train::task::tokenizer().unwrap();
+    let shape = popo_train::task::TinyModel {
+        hidden_size: 32,
+        num_layers: 1,
+        num_heads: 2,
+        num_kv_heads: 1,
+        intermediate_size: 64,
+    };
+    let cfg = shape.config(&tok).unwrap();
+    let (varmap, _model) =
+        popo_model::Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 7, 0.5).unwrap();
+    popo_model::save_pretrained(dir, &cfg, &varmap, DType::F32, Some(&tok), None).unwrap();
+}
+
+fn run(dir: &Path, cfg: &EvalConfig) -> (popo_eval::bench::BenchResult, Vec<EvalSample>) {
+    let pre = popo_model::load_pretrained(dir, &Device::Cpu, DType::F32).unwrap();
+    let tok = pre.tokenizer.as_ref().unwrap();
+    let stops = stop_ids(tok, &pre.config.eos_token_id, None);
+    assert_eq!(stops, vec![tok.eos_token_id().unwrap()]);
+    let mut out = Vec::new();
+    let mut calls = Vec::new();
+    let r = evaluate_bench(
+        &pre.model,
+        tok,
+        &stops,
+        "arith",
+        &fixture(),
+        cfg,
+        &mut out,
+        &mut |d, t| calls.push((d, t)),
+    )
+    .unwrap();
+    assert_eq!(calls, (1..=5).map(|d| (d, 5)).collect::<Vec<_>>());
+    let samples = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (r, samples)
+}
+
+#[test]
+fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("tiny");
+    tiny_checkpoint(&model_dir);
+    assert_eq!(
+        resolve_model_dir(&model_dir).unwrap(),
+        (model_dir.clone(), None)
+    );
+
+    let cfg = EvalConfig {
+        n: 4,
+        temperature: 1.0,
+        top_p: 0.95,
+        max_new_tokens: 12,
+        template: PromptTemplate::Plain,
+        seed: 3,
+        greedy: true,
+        ..Default::default()
+    };
+    let (r, samples) = run(&model_dir, &cfg);
+    assert_eq!(samples.len(), 5 * (4 + 1));
+    let m = &r.metrics;
+    assert_eq!((m.num_problems, m.n), (5, 4));
+    assert_eq!(
+        m.pass_at_k.keys().cloned().collect::<Vec<_>>(),
+        ["pass@1", "pass@2", "pass@4"]
+    );
+    // The aggregate is what the written samples say.
+    let sampled: Vec<&EvalSample> = samples
+        .iter()
+        .filter(|s| s.sample_index.is_some())
+        .collect();
+    let acc = sampled.iter().filter(|s| s.correct).count() as f64 / 20.0;
+    assert!((m.avg_at_n - acc).abs() < 1e-12);
+    let greedy: Vec<&EvalSample> = samples
+        .iter()
+        .filter(|s| s.sample_index.is_none())
+        .collect();
+    assert_eq!(greedy.len(), 5);
+    let gacc = greedy.iter().filter(|s| s.correct).count() as f64 / 5.0;
+    assert_eq!(m.greedy_accuracy, Some(gacc));
+    for s in &samples {
+        assert!(s.num_tokens >= 1 && s.num_tokens <= 12, "{s:?}");
+        assert_eq!(
+            s.correct,
+            popo_verify::verify(&s.gold, &s.completion).correct
+        );
+    }
+    assert_eq!(samples[0].gold, "5");
+    assert_eq!(samples[5].problem, "Compute 7*8.");
+
+    // Same seed: identical samples. Another seed: different samples, same greedy ones.
+    let (_, again) = run(&model_dir, &cfg);
+    assert_eq!(again, samples);
+    let (_, other) = run(
+        &model_dir,
+        &EvalConfig {
+            seed: 4,
+            ..cfg.clone()
+        },
+    );
+    let texts = |v: &[EvalSample], greedy: bool| -> Vec<String> {
+        v.iter()
+            .filter(|s| s.sample_index.is_none() == greedy)
+            .map(|s| s.completion.clone())
+            .collect()
+    };
+    assert_ne!(texts(&other, false), texts(&samples, false));
+    assert_eq!(texts(&other, true), texts(&samples, true));
+
+    let results = EvalResults {
+        model: ModelInfo {
+            model: "tiny".into(),
+            checkpoint: model_dir.display().to_string(),
+            step: None,
+        },
+        config: cfg,
+        benchmarks: vec![r],
+    };
+    let table = markdown_table(&results);
+    assert!(table.starts_with(
+        "| benchmark | problems | avg@4 | pass@1 | pass@2 | pass@4 | maj@4 | greedy |"
+    ));
+    assert!(table.contains("| arith | 5 |"), "{table}");
+    let json = serde_json::to_value(&results).unwrap();
+    for key in [
+        "model",
+        "checkpoint",
+        "template",
+        "temperature",
+        "top_p",
+        "n",
+        "max_new_tokens",
+        "seed",
+    ] {
+        assert!(json.get(key).is_some(), "results.json lacks {key}");
+    }
+    assert!(json["benchmarks"][0]["pass@k"].is_null());
+    assert!(json["benchmarks"][0]["pass_at_k"]["pass@4"].is_number());
+}
+
+/// An HF directory made by transformers (the model crate's parity fixtures): the default
+/// `qwen_math` template goes through its own chat template, and generation_config's EOS ids stop.
+#[test]
+fn eval_runs_on_hf_fixture_directories_with_their_chat_templates() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../popo-model/tests/fixtures");
+    for name in ["qwen2", "llama3"] {
+        let dir = fixtures.join(name);
+        let pre = popo_model::load_pretrained(&dir, &Device::Cpu, DType::F32).unwrap();
+        let tok = pre.tokenizer.as_ref().unwrap();
+        assert!(tok.chat_template().is_some(), "{name}");
+        let prompt = PromptTemplate::QwenMath
+            .render("Compute 2+3.", Some(tok))
+            .unwrap();
+        assert!(
+            prompt.contains(popo_train::data::QWEN_MATH_SYSTEM) && prompt.contains("Compute 2+3."),
+            "{name}: {prompt}"
+        );
+        if name == "qwen2" {
+            assert_eq!(
+                prompt,
+                popo_train::data::chatml(&[
+                    ("system", popo_train::data::QWEN_MATH_SYSTEM),
+                    ("user", "Compute 2+3."),
+                ])
+            );
+        }
+        let stops = stop_ids(
+            tok,
+            &pre.config.eos_token_id,
+            pre.generation_config.as_ref(),
+        );
+        assert!(!stops.is_empty(), "{name}");
+        let cfg = EvalConfig {
+            n: 2,
+            max_new_tokens: 4,
+            limit: Some(2),
+            greedy: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let r = evaluate_bench(
+            &pre.model,
+            tok,
+            &stops,
+            "arith",
+            &fixture(),
+            &cfg,
+            &mut out,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(r.metrics.num_problems, 2);
+        let lines: Vec<EvalSample> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2 * 3);
+        assert!(lines.iter().all(|s| s.num_tokens <= 4));
+    }
+}

@@ -1,0 +1,199 @@
+//! A real (tiny) experiment grid through the trainer: runs, skip-on-rerun, report, summary, plots.
+
+use popo_eval::experiment::{run_grid, write_report, ExperimentSpec, RUN_DONE_FILE};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[test]
+fn tiny_grid_runs_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("exp.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+out_dir = "{}"
+seeds = [0, 1]
+set = ["run.steps=2", "sft.steps=2", "run.eval_size=8", "rollout.batch_prompts=2",
+       "rollout.group_size=2", "rollout.max_completion_len=8", "tiny_model.hidden_size=32",
+       "tiny_model.num_layers=1", "tiny_model.num_heads=2", "tiny_model.num_kv_heads=1",
+       "tiny_model.intermediate_size=64", "task.n_sft=50", "task.n_rl=50", "task.n_eval=20",
+       "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16"]
+[[runs]]
+name = "popo"
+preset = "popo"
+[[runs]]
+name = "grpo"
+preset = "grpo"
+[[runs]]
+name = "popo-tau1"
+preset = "popo"
+group = "ablations"
+set = ["algo.tau=1.0"]
+"#,
+            tmp.path().join("out").display()
+        ),
+    )
+    .unwrap();
+    let spec = ExperimentSpec::from_file(&file).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    run_grid(&spec, false, stop.clone()).unwrap();
+    for r in &spec.runs {
+        for &s in &spec.seeds {
+            let d = spec.run_dir(r, s);
+            assert!(d.join(RUN_DONE_FILE).is_file(), "{}", d.display());
+            assert!(d.join("metrics.jsonl").is_file());
+        }
+    }
+    // A rerun skips finished runs: their files stay untouched.
+    let marker = spec.run_dir(&spec.runs[0], 0).join(RUN_DONE_FILE);
+    let before = std::fs::read_to_string(&marker).unwrap();
+    run_grid(&spec, false, stop).unwrap();
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), before);
+
+    let summary = write_report(&spec, "popo experiment exp.toml").unwrap();
+    assert_eq!(summary.variants.len(), 3);
+    for v in &summary.variants {
+        assert_eq!(v.seeds, vec![0, 1]);
+        assert!(v.accuracy_after.is_some(), "{v:?}");
+        assert!(v.wall_s.unwrap().mean > 0.0);
+    }
+    assert_eq!(summary.verdicts.len(), 1, "{:?}", summary.verdicts);
+    let out = tmp.path().join("out");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## algorithms") && md.contains("## ablations"));
+    assert!(
+        md.contains("| popo-tau1 | popo | `algo.tau=1.0` | 2 |"),
+        "{md}"
+    );
+    assert!(out.join("summary.json").is_file());
+    assert!(out.join("plots/algorithms_train_reward_mean.png").is_file());
+
+    // `popo eval` reads what `popo train` wrote: a run directory means its latest checkpoint.
+    let run_dir = spec.run_dir(&spec.runs[0], 1);
+    let (ckpt, step) = popo_eval::bench::resolve_model_dir(&run_dir).unwrap();
+    assert_eq!(step, Some(2));
+    assert!(ckpt.starts_with(&run_dir));
+    let pre =
+        popo_model::load_pretrained(&ckpt, &candle_core::Device::Cpu, candle_core::DType::F32)
+            .unwrap();
+    let tok = pre
+        .tokenizer
+        .as_ref()
+        .expect("checkpoints carry their tokenizer");
+    let stops = popo_eval::bench::stop_ids(
+        tok,
+        &pre.config.eos_token_id,
+        pre.generation_config.as_ref(),
+    );
+    let cfg = popo_eval::bench::EvalConfig {
+        n: 2,
+        max_new_tokens: 8,
+        template: popo_train::data::PromptTemplate::Plain,
+        ..Default::default()
+    };
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arith_bench.jsonl");
+    let mut samples = Vec::new();
+    let r = popo_eval::bench::evaluate_bench(
+        &pre.model,
+        tok,
+        &stops,
+        "arith",
+        &fixture,
+        &cfg,
+        &mut samples,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.metrics.num_problems, 5);
+    assert_eq!(String::from_utf8(samples).unwrap().lines().count(), 10);
+}
+
+/// Sharing the warm-up only saves time: a run started from the shared warm-up checkpoint logs the
+/// same training metrics as one that does its own warm-up.
+#[test]
+fn shared_warmup_gives_the_same_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, shared: bool| {
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+out_dir = "{}"
+seeds = [3]
+shared_warmup = {shared}
+set = ["run.steps=2", "sft.steps=3", "run.eval_size=6", "rollout.batch_prompts=2",
+       "rollout.group_size=2", "rollout.max_completion_len=8", "tiny_model.hidden_size=32",
+       "tiny_model.num_layers=1", "tiny_model.num_heads=2", "tiny_model.num_kv_heads=1",
+       "tiny_model.intermediate_size=64", "task.n_sft=40", "task.n_rl=40", "task.n_eval=20",
+       "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16"]
+[[runs]]
+name = "popo"
+preset = "popo"
+[[runs]]
+name = "raft"
+preset = "raft"
+"#,
+                tmp.path().join(name).display()
+            ),
+        )
+        .unwrap();
+        ExperimentSpec::from_file(&file).unwrap()
+    };
+    let own = write("own", false);
+    let shared = write("shared", true);
+    let stop = Arc::new(AtomicBool::new(false));
+    run_grid(&own, false, stop.clone()).unwrap();
+    run_grid(&shared, false, stop).unwrap();
+    assert_eq!(
+        popo_train::checkpoint::list(&tmp.path().join("shared/warmup/s3"))
+            .unwrap()
+            .len(),
+        1
+    );
+    for (a, b) in own.runs.iter().zip(&shared.runs) {
+        let strip = |spec: &ExperimentSpec, r| -> Vec<Vec<(String, Option<f64>)>> {
+            popo_train::metrics::read_metrics(&spec.run_dir(r, 3))
+                .unwrap()
+                .into_iter()
+                .map(|rec| {
+                    rec.values
+                        .into_iter()
+                        .filter(|(k, _)| !k.starts_with("perf/"))
+                        .collect()
+                })
+                .collect()
+        };
+        let (x, y) = (strip(&own, a), strip(&shared, b));
+        assert!(x.len() >= 3, "{x:?}");
+        assert_eq!(x, y, "{}", a.name);
+        // The sampled completions and the final weights agree too.
+        let samples = |spec: &ExperimentSpec, r| {
+            popo_train::metrics::read_samples(&spec.run_dir(r, 3).join("samples.jsonl"))
+                .unwrap()
+                .into_iter()
+                .map(|s| s.completion)
+                .collect::<Vec<_>>()
+        };
+        let sa = samples(&own, a);
+        assert!(!sa.is_empty());
+        assert_eq!(sa, samples(&shared, b));
+        let weights = |spec: &ExperimentSpec, r| {
+            let ck = popo_train::checkpoint::list(&spec.run_dir(r, 3))
+                .unwrap()
+                .pop()
+                .unwrap();
+            std::fs::read(ck.join("model.safetensors")).unwrap()
+        };
+        assert!(
+            weights(&own, a) == weights(&shared, b),
+            "{}: final weights differ",
+            a.name
+        );
+    }
+    let mut bad = shared.clone();
+    bad.runs[1].set = vec!["sft.steps=5".into()];
+    assert!(bad.validate().is_err());
+}

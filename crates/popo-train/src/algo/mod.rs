@@ -1,0 +1,283 @@
+//! Algorithms: one module per loss family behind one small trait.
+//!
+//! `prepare` turns a scored rollout batch into per-sequence data (weights or advantages, old /
+//! reference / target log-probs, target features) using no-graph forwards. `loss` maps one
+//! micro-batch's policy outputs to a scalar whose sum over micro-batches is the full-batch loss:
+//! every normaliser is global and lives in `Prepared::norm`. `after_step` runs after each optimizer
+//! update (POPO's EMA target). Losses do no I/O.
+
+pub mod grpo;
+pub mod popo;
+pub mod raft;
+
+use crate::config::{AlgoName, TrainConfig};
+use crate::policy::{Policy, PolicyOutput, SeqBatch};
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor, Var, D};
+use std::collections::HashMap;
+
+/// One completion with its reward.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    /// Index of the prompt group within the step.
+    pub group: usize,
+    pub prompt: Vec<u32>,
+    pub completion: Vec<u32>,
+    /// Sampler log-probs at temperature, one per completion token.
+    pub sampler_logprobs: Vec<f32>,
+    pub reward: f64,
+    /// Hit `max_completion_len` without a stop token.
+    pub truncated: bool,
+}
+
+/// The step's rollouts, ordered by group.
+#[derive(Clone, Debug, Default)]
+pub struct RolloutBatch {
+    pub rollouts: Vec<Rollout>,
+}
+
+impl RolloutBatch {
+    /// Row indices of each group, in group order.
+    pub fn groups(&self) -> Vec<Vec<usize>> {
+        let mut map: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, r) in self.rollouts.iter().enumerate() {
+            match map.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, v)) => v.push(i),
+                None => map.push((r.group, vec![i])),
+            }
+        }
+        map.into_iter().map(|(_, v)| v).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rollouts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rollouts.is_empty()
+    }
+}
+
+/// Per-sequence training data produced by `prepare`.
+#[derive(Clone, Debug, Default)]
+pub struct SeqPrep {
+    /// POPO / RAFT: the weight w_i (0 for negatives). GRPO: the advantage A_i.
+    pub coef: f64,
+    /// Whether the sequence enters the training forward at all.
+    pub include: bool,
+    /// False masks the whole sequence out of the policy loss (DAPO overlong filtering).
+    pub loss_mask: bool,
+    /// No-graph log-probs under the rollout-time weights (only when `num_iterations > 1`).
+    pub old_logprobs: Option<Vec<f32>>,
+    /// GRPO: reference log-probs (beta_kl > 0). POPO: target log-probs (for the logged KL).
+    pub aux_logprobs: Option<Vec<f32>>,
+    /// POPO: target features plus noise, sg(f_xi + eps).
+    pub target_feature: Option<Vec<f32>>,
+}
+
+/// Global normalisers, so micro-batch losses add up to the full-batch loss.
+#[derive(Clone, Debug, Default)]
+pub struct Norms {
+    /// Completion tokens of positives (POPO / RAFT NLL denominator).
+    pub pos_tokens: f64,
+    /// Completion tokens of all included sequences (entropy / KL means).
+    pub all_tokens: f64,
+    /// Completion tokens of loss-masked-in sequences (GRPO token-mean).
+    pub loss_tokens: f64,
+    /// Sum of POPO weights (the L_sim denominator).
+    pub weight_sum: f64,
+    /// Loss-masked-in sequences (GRPO seq-mean).
+    pub loss_seqs: f64,
+    /// All sequences times max_completion_len (Dr. GRPO's constant normaliser).
+    pub sum_norm: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Prepared {
+    pub seqs: Vec<SeqPrep>,
+    pub norm: Norms,
+    /// Step-level diagnostics (e.g. popo/weight_max, popo/ess).
+    pub stats: Vec<(&'static str, f64)>,
+}
+
+impl Prepared {
+    /// Rows that enter the training forward.
+    pub fn included(&self) -> Vec<usize> {
+        (0..self.seqs.len())
+            .filter(|&i| self.seqs[i].include)
+            .collect()
+    }
+}
+
+/// A micro-batch's loss. `stats` are additive over micro-batches (each is already divided by its
+/// global normaliser).
+pub struct LossOutput {
+    pub loss: Tensor,
+    pub stats: Vec<(&'static str, f64)>,
+}
+
+/// What `prepare` may use besides the batch.
+pub struct PrepareCtx<'a> {
+    pub policy: &'a dyn Policy,
+    pub temperature: f64,
+    pub chunk: usize,
+    pub pad_id: u32,
+    pub device: &'a Device,
+    /// Per-step seed for any randomness (POPO's feature noise), so a resumed run is identical.
+    pub seed: u64,
+    pub max_completion_len: usize,
+}
+
+pub trait Algorithm {
+    fn name(&self) -> &'static str;
+    /// Parameters trained with the policy by the same optimizer (POPO's predictor).
+    fn extra_vars(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+    fn prepare(&mut self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared>;
+    /// `rows[k]` is the `Prepared::seqs` index of row k of `mb`.
+    fn loss(
+        &self,
+        out: &PolicyOutput,
+        mb: &SeqBatch,
+        prep: &Prepared,
+        rows: &[usize],
+    ) -> Result<LossOutput>;
+    /// Called after every optimizer update; returns diagnostics.
+    fn after_step(&mut self, _policy: &dyn Policy) -> Result<Vec<(&'static str, f64)>> {
+        Ok(Vec::new())
+    }
+    /// Tensors to checkpoint (target weights, predictor), by name.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    fn load_state(&mut self, _tensors: &HashMap<String, Tensor>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds the configured algorithm. The policy is needed to fork a target / reference copy.
+pub fn build(
+    cfg: &TrainConfig,
+    policy: &dyn Policy,
+    device: &Device,
+) -> Result<Box<dyn Algorithm>> {
+    Ok(match cfg.algo.name {
+        AlgoName::Popo => Box::new(popo::Popo::new(cfg, policy, device)?),
+        AlgoName::Grpo => Box::new(grpo::Grpo::new(cfg, policy)?),
+        AlgoName::Raft => Box::new(raft::Raft::new(cfg)),
+    })
+}
+
+/// Mean (or masked selection) of hidden states over the mask: `[B, T, D] x [B, T] -> [B, D]`.
+pub fn pool_features(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let mask = mask.to_dtype(hidden.dtype())?;
+    let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?; // [B, D]
+    let count = mask.sum_keepdim(1)?.clamp(1.0, f64::INFINITY)?; // [B, 1]
+    Ok(summed.broadcast_div(&count)?)
+}
+
+/// Row-wise cosine similarity: `[N, D] x [N, D] -> [N]`.
+pub fn cosine_rows(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dot = (a * b)?.sum(D::Minus1)?;
+    let na = (a.sqr()?.sum(D::Minus1)? + 1e-12)?.sqrt()?;
+    let nb = (b.sqr()?.sum(D::Minus1)? + 1e-12)?.sqrt()?;
+    Ok(dot.div(&(na * nb)?)?)
+}
+
+/// Per-token k3 estimator of KL(p || q) from log-probs: exp(q - p) - (q - p) - 1.
+pub fn k3(logp: &Tensor, logq: &Tensor) -> Result<Tensor> {
+    let d = (logq - logp)?;
+    Ok(((d.exp()? - &d)? - 1.0)?)
+}
+
+/// `[B]` tensor from per-row values.
+pub(crate) fn row_tensor(values: &[f64], dtype: DType, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec(values.to_vec(), values.len(), device)?.to_dtype(dtype)?)
+}
+
+/// `[B, T]` tensor placing each row's optional per-token values (zeros when absent).
+pub(crate) fn token_tensor(
+    mb: &SeqBatch,
+    prep: &Prepared,
+    rows: &[usize],
+    pick: impl Fn(&SeqPrep) -> Option<&Vec<f32>>,
+    dtype: DType,
+) -> Result<Tensor> {
+    let zeros: Vec<Vec<f32>> = mb.completions.iter().map(|c| vec![0f32; c.len()]).collect();
+    let vals: Vec<&[f32]> = rows
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            pick(&prep.seqs[i])
+                .map(|v| v.as_slice())
+                .unwrap_or(&zeros[k])
+        })
+        .collect();
+    mb.completion_values(&vals, dtype)
+}
+
+/// Scalar value of a 0-d tensor as f64.
+pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// The weighted NLL numerator shared by POPO and RAFT: `sum_b w_b sum_t coef_bt (-logp_bt) m_bt`,
+/// with `coef = sg(min(exp(logp - logp_old), c))` when old log-probs exist, else 1.
+pub(crate) fn weighted_nll_sum(
+    logprobs: &Tensor,
+    mb: &SeqBatch,
+    prep: &Prepared,
+    rows: &[usize],
+    ratio_clip: f64,
+) -> Result<Tensor> {
+    let dtype = logprobs.dtype();
+    let m = mb.completion_mask.to_dtype(dtype)?; // [b, T]
+    let w: Vec<f64> = rows.iter().map(|&i| prep.seqs[i].coef).collect();
+    let w = row_tensor(&w, dtype, mb.device())?.unsqueeze(1)?; // [b, 1]
+    let mut tok = (logprobs.neg()? * &m)?; // [b, T]
+    if rows.iter().any(|&i| prep.seqs[i].old_logprobs.is_some()) {
+        let old = token_tensor(mb, prep, rows, |s| s.old_logprobs.as_ref(), dtype)?;
+        let rho = (logprobs.detach() - old)?.exp()?.clamp(0.0, ratio_clip)?; // sg(min(rho, c))
+        tok = (tok * rho)?;
+    }
+    Ok(tok.broadcast_mul(&w)?.sum_all()?)
+}
+
+/// Positive set of each group and stats every algorithm logs about it.
+pub(crate) fn positives(batch: &RolloutBatch, threshold: f64) -> Vec<bool> {
+    batch
+        .rollouts
+        .iter()
+        .map(|r| r.reward > threshold)
+        .collect()
+}
+
+/// Old log-probs from a no-graph forward with the rollout-time weights.
+pub(crate) fn old_logprobs(batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Vec<Vec<f32>>> {
+    let (p, c) = rows_of(batch);
+    Ok(crate::policy::score_rows(
+        ctx.policy,
+        &p,
+        &c,
+        ctx.pad_id,
+        ctx.temperature,
+        ctx.chunk,
+        false,
+        ctx.device,
+    )?
+    .into_iter()
+    .map(|(lp, _)| lp)
+    .collect())
+}
+
+pub(crate) fn rows_of(batch: &RolloutBatch) -> (Vec<&[u32]>, Vec<&[u32]>) {
+    (
+        batch.rollouts.iter().map(|r| r.prompt.as_slice()).collect(),
+        batch
+            .rollouts
+            .iter()
+            .map(|r| r.completion.as_slice())
+            .collect(),
+    )
+}

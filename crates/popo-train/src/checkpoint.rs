@@ -1,0 +1,193 @@
+//! Checkpoints: the policy in HF layout (config.json, model.safetensors, tokenizer) plus the trainer
+//! state (step, data cursor, RNG seed, optimizer moments, algorithm state such as the EMA target and
+//! the predictor). Written to a temporary directory and renamed into place, so a crash never
+//! leaves a half-written checkpoint; only the last N are kept.
+
+use crate::data::DataCursor;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const ALGO_FILE: &str = "algo_state.safetensors";
+
+/// Everything besides tensors needed to continue a run exactly.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Rollout steps completed.
+    pub step: u64,
+    /// Optimizer updates taken (AdamW bias correction).
+    pub optimizer_updates: u64,
+    pub data_cursor: DataCursor,
+    /// The run's base seed. Every random stream (sampling, noise, probe selection) is derived from
+    /// (seed, step, stream), so the step number is the whole RNG state.
+    pub rng_seed: u64,
+    pub nonfinite_in_row: u64,
+    pub skipped_steps: u64,
+    /// Held-out accuracy before RL (after any warm-up), if measured.
+    pub eval_before: Option<f64>,
+}
+
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:06}")
+}
+
+/// Writes `<run_dir>/checkpoints/step-NNNNNN` atomically. `write_model` writes the HF files into
+/// the directory it is given.
+pub fn save(
+    run_dir: &Path,
+    state: &TrainerState,
+    optimizer: &[(String, Tensor)],
+    algo: &[(String, Tensor)],
+    keep_last: usize,
+    write_model: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let root = run_dir.join(CHECKPOINTS_DIR);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let name = step_dir_name(state.step);
+    let tmp = root.join(format!(".tmp-{name}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    write_model(&tmp)?;
+    std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
+    save_tensors(&tmp.join(OPTIMIZER_FILE), optimizer)?;
+    save_tensors(&tmp.join(ALGO_FILE), algo)?;
+    let dest = root.join(&name);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)?;
+    }
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("renaming {} -> {}", tmp.display(), dest.display()))?;
+    let mut all = list(run_dir)?;
+    while all.len() > keep_last.max(1) {
+        let old = all.remove(0);
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("removing old checkpoint {}", old.display()))?;
+    }
+    Ok(dest)
+}
+
+fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
+    candle_core::safetensors::save(&map, path)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        bail!("checkpoint file {} is missing", path.display());
+    }
+    candle_core::safetensors::load(path, device)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn load_state(dir: &Path) -> Result<TrainerState> {
+    let p = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+/// Completed checkpoints of a run, oldest first.
+pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let root = run_dir.join(CHECKPOINTS_DIR);
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `dir` is a checkpoint (has trainer_state.json) or a run directory (its latest checkpoint).
+/// Returns (run dir, checkpoint dir).
+pub fn resolve_resume(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    if dir.join(STATE_FILE).exists() {
+        let run = dir.parent().and_then(Path::parent).with_context(|| {
+            format!(
+                "checkpoint {} is not inside <run>/checkpoints/",
+                dir.display()
+            )
+        })?;
+        return Ok((run.to_path_buf(), dir.to_path_buf()));
+    }
+    let last = list(dir)?.pop().with_context(|| {
+        format!(
+            "--resume {}: no checkpoint found (expected {}/step-*)",
+            dir.display(),
+            CHECKPOINTS_DIR
+        )
+    })?;
+    Ok((dir.to_path_buf(), last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_save_keeps_last_n_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let t = Tensor::new(&[1.0f32, 2.0], &dev).unwrap();
+        let mut state = TrainerState {
+            step: 0,
+            optimizer_updates: 0,
+            data_cursor: DataCursor {
+                seed: 1,
+                epoch: 0,
+                index: 3,
+            },
+            rng_seed: 1,
+            nonfinite_in_row: 0,
+            skipped_steps: 0,
+            eval_before: Some(0.25),
+        };
+        for step in 1..=3 {
+            state.step = step;
+            save(
+                dir.path(),
+                &state,
+                &[("m.a".into(), t.clone())],
+                &[],
+                2,
+                |d| {
+                    std::fs::write(d.join("config.json"), "{}")?;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        }
+        let all = list(dir.path()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all[1].ends_with("step-000003"));
+        let (run, ck) = resolve_resume(dir.path()).unwrap();
+        assert_eq!(
+            (run.as_path(), ck.as_path()),
+            (dir.path(), all[1].as_path())
+        );
+        assert_eq!(load_state(&ck).unwrap(), state);
+        let opt = load_tensors(&ck.join(OPTIMIZER_FILE), &dev).unwrap();
+        assert_eq!(opt["m.a"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
+        assert!(ck.join("config.json").exists());
+        assert!(std::fs::read_dir(dir.path().join(CHECKPOINTS_DIR))
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp")));
+        let e = resolve_resume(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no checkpoint"), "{e}");
+    }
+}

@@ -1,0 +1,881 @@
+//! One TOML-serde config holding every training setting.
+//!
+//! Resolution order (later wins): built-in defaults (from ALGORITHMS.md; the CPU demo defaults when
+//! neither a model nor a dataset is given) -> preset -> config file -> `--set key=value` overrides.
+//! Every key of a user layer is checked against the defaults, so a typo is an error naming the key.
+//! The resolved config is written to `config.toml` in the run directory.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use toml::Value;
+
+/// The presets of ALGORITHMS.md ("Presets").
+pub const PRESETS: &[&str] = &["popo", "grpo", "dr_grpo", "dapo", "raft"];
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Name of the preset the config was built from (informational; `--preset` selects it).
+    pub preset: String,
+    pub run: RunConfig,
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub rollout: RolloutConfig,
+    pub reward: RewardConfig,
+    pub optim: OptimConfig,
+    pub algo: AlgoConfig,
+    pub sft: SftConfig,
+    /// The built-in arithmetic task (used when `data.path` is empty).
+    pub task: crate::task::TaskConfig,
+    /// The built-in tiny model's shape (used when `model.path` is empty).
+    pub tiny_model: crate::task::TinyModel,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Run directory. Empty: `runs/<preset>-<unix time>`.
+    pub out_dir: String,
+    pub seed: u64,
+    /// Number of rollout steps (each does `algo.num_iterations` optimizer updates).
+    pub steps: usize,
+    /// Checkpoint every N steps (0: only at the end and on interrupt).
+    pub save_every: usize,
+    /// Keep the last N checkpoints.
+    pub keep_last: usize,
+    /// Completions written to samples.jsonl per step.
+    pub samples_per_step: usize,
+    /// Implicit-negative probe every K steps (0: off).
+    pub probe_every: usize,
+    /// Held-out negatives (and positives) per probe.
+    pub probe_size: usize,
+    /// Stop after this many consecutive steps with a NaN/Inf loss or gradient.
+    pub max_nonfinite_in_row: usize,
+    /// Held-out evaluation every N steps (0: only before and after training).
+    pub eval_every: usize,
+    /// Held-out problems evaluated (greedy); 0 disables evaluation.
+    pub eval_size: usize,
+    /// `cpu` or `cuda` (`cuda:N`).
+    pub device: String,
+    /// Compute dtype of the policy: `auto` (bf16 on CUDA, f32 on CPU), `f32`, `bf16`, `f16`.
+    pub dtype: String,
+    /// Write TensorBoard event files next to metrics.jsonl.
+    pub tensorboard: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// HF model directory (or hub id). Empty: the built-in tiny model.
+    pub path: String,
+    /// dtype of saved checkpoints: `same` (the compute dtype), `f32`, `bf16`.
+    pub save_dtype: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// JSONL training set. Empty: the built-in synthetic arithmetic task.
+    pub path: String,
+    /// JSONL held-out set for evaluation. Empty: a held-out slice of `path` (or the built-in eval split).
+    pub eval_path: String,
+    pub problem_field: String,
+    pub answer_field: String,
+    /// `qwen_math` | `r1_zero` | `chat` (the tokenizer's template) | `plain`.
+    pub template: String,
+    /// Prompts longer than this (in tokens) are counted and skipped.
+    pub max_prompt_len: usize,
+    pub shuffle: bool,
+    /// Count and skip lines that do not parse instead of failing.
+    pub skip_invalid: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// B: prompts per step.
+    pub batch_prompts: usize,
+    /// G: completions per prompt.
+    pub group_size: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: usize,
+    pub max_completion_len: usize,
+    /// DAPO: drop groups whose rewards are all equal and draw more prompts.
+    pub dynamic_sampling: bool,
+    /// DAPO: bound on extra rollout rounds per step.
+    pub max_sampling_tries: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardConfig {
+    /// `tau_r`: a completion is positive when its reward exceeds this.
+    pub positive_threshold: f64,
+    /// Score only completions with a `\boxed{}` (the spec's default answer: the last one).
+    /// False lets the verifier fall back to other extractions (final-answer phrases, last number).
+    pub require_boxed: bool,
+    /// Optional format reward weight (0 = off).
+    pub format_weight: f64,
+    /// DAPO overlong shaping: linear penalty inside the last `overlong_cache_len` tokens.
+    pub overlong_shaping: bool,
+    pub overlong_cache_len: usize,
+    pub overlong_penalty: f64,
+    /// DAPO overlong filtering: truncated completions are masked out of the loss.
+    pub overlong_filter: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Share of total updates spent in linear warmup, then cosine decay.
+    pub warmup_ratio: f64,
+    /// Final learning rate as a share of `lr`.
+    pub min_lr_ratio: f64,
+    /// Global-norm gradient clip (0: off).
+    pub grad_clip: f64,
+    /// Sequences per forward/backward; gradients are accumulated over micro-batches.
+    pub micro_batch_size: usize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgoName {
+    Popo,
+    Grpo,
+    Raft,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightMode {
+    Softmax,
+    Uniform,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FeaturePool {
+    Mean,
+    Last,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvantageMode {
+    Grpo,
+    DrGrpo,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum LossAgg {
+    #[serde(rename = "token-mean")]
+    TokenMean,
+    #[serde(rename = "seq-mean-token-mean")]
+    SeqMeanTokenMean,
+    #[serde(rename = "seq-mean-token-sum-norm")]
+    SeqMeanTokenSumNorm,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlgoConfig {
+    /// Loss family: `popo`, `grpo` (also dr_grpo / dapo through options) or `raft`.
+    pub name: AlgoName,
+    /// Optimizer updates per rollout batch.
+    pub num_iterations: usize,
+    // --- POPO ---
+    pub weight_mode: WeightMode,
+    /// T_w of the softmax weights.
+    pub weight_temperature: f64,
+    pub length_normalize_weights: bool,
+    pub alpha: f64,
+    pub beta_ent: f64,
+    /// EMA momentum of the target: xi <- tau xi + (1 - tau) theta.
+    pub tau: f64,
+    /// BYOL predictor on the online branch (false: identity).
+    pub predictor: bool,
+    /// L: number of Linear layers of the predictor.
+    pub predictor_layers: usize,
+    pub predictor_hidden: usize,
+    /// sigma of the N(0, sigma^2) noise added to target features.
+    pub sim_noise_std: f64,
+    pub feature_pool: FeaturePool,
+    /// c of the truncated ratio sg(min(rho, c)) used when num_iterations > 1.
+    pub ratio_clip: f64,
+    // --- GRPO family ---
+    pub advantage: AdvantageMode,
+    pub loss_agg: LossAgg,
+    pub eps_low: f64,
+    pub eps_high: f64,
+    /// k3 KL to a frozen reference; 0 means no reference model at all.
+    pub beta_kl: f64,
+}
+
+/// Supervised warm-up before RL (used by the built-in demo to start RL at 10-40% accuracy).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    /// Optimizer steps of SFT before RL (0: none).
+    pub steps: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            preset: "popo".into(),
+            run: RunConfig::default(),
+            model: ModelSection::default(),
+            data: DataSection::default(),
+            rollout: RolloutConfig::default(),
+            reward: RewardConfig::default(),
+            optim: OptimConfig::default(),
+            algo: AlgoConfig::default(),
+            sft: SftConfig::default(),
+            task: Default::default(),
+            tiny_model: Default::default(),
+        }
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            out_dir: String::new(),
+            seed: 0,
+            steps: 200,
+            save_every: 50,
+            keep_last: 2,
+            samples_per_step: 4,
+            probe_every: 10,
+            probe_size: 4,
+            max_nonfinite_in_row: 5,
+            eval_every: 0,
+            eval_size: 200,
+            device: "cpu".into(),
+            dtype: "auto".into(),
+            tensorboard: true,
+        }
+    }
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            save_dtype: "same".into(),
+        }
+    }
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            eval_path: String::new(),
+            problem_field: "problem".into(),
+            answer_field: "answer".into(),
+            template: "qwen_math".into(),
+            max_prompt_len: 512,
+            shuffle: true,
+            skip_invalid: false,
+        }
+    }
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            batch_prompts: 8,
+            group_size: 8,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_completion_len: 512,
+            dynamic_sampling: false,
+            max_sampling_tries: 4,
+        }
+    }
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self {
+            positive_threshold: 0.0,
+            require_boxed: true,
+            format_weight: 0.0,
+            overlong_shaping: false,
+            overlong_cache_len: 64,
+            overlong_penalty: 1.0,
+            overlong_filter: false,
+        }
+    }
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-6,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            warmup_ratio: 0.1,
+            min_lr_ratio: 0.0,
+            grad_clip: 1.0,
+            micro_batch_size: 8,
+        }
+    }
+}
+
+impl Default for AlgoConfig {
+    fn default() -> Self {
+        Self {
+            name: AlgoName::Popo,
+            num_iterations: 1,
+            weight_mode: WeightMode::Softmax,
+            weight_temperature: 1.0,
+            length_normalize_weights: false,
+            alpha: 0.1,
+            beta_ent: 0.01,
+            tau: 0.995,
+            predictor: true,
+            predictor_layers: 2,
+            predictor_hidden: 1024,
+            sim_noise_std: 0.02,
+            feature_pool: FeaturePool::Mean,
+            ratio_clip: 1.28,
+            advantage: AdvantageMode::Grpo,
+            loss_agg: LossAgg::SeqMeanTokenMean,
+            eps_low: 0.2,
+            eps_high: 0.2,
+            beta_kl: 0.0,
+        }
+    }
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        Self {
+            steps: 0,
+            lr: 1e-4,
+            batch_size: 16,
+        }
+    }
+}
+
+/// The (key, value) overrides a preset applies over the defaults.
+pub fn preset_overrides(name: &str) -> Result<Vec<(&'static str, Value)>> {
+    let s = |v: &str| Value::String(v.to_string());
+    Ok(match name {
+        "popo" => vec![
+            ("algo.name", s("popo")),
+            ("algo.weight_mode", s("softmax")),
+            ("algo.alpha", Value::Float(0.1)),
+            ("algo.beta_ent", Value::Float(0.01)),
+            ("algo.tau", Value::Float(0.995)),
+            ("algo.predictor", Value::Boolean(true)),
+        ],
+        "grpo" => vec![
+            ("algo.name", s("grpo")),
+            ("algo.advantage", s("grpo")),
+            ("algo.loss_agg", s("seq-mean-token-mean")),
+            ("algo.eps_low", Value::Float(0.2)),
+            ("algo.eps_high", Value::Float(0.2)),
+            ("algo.beta_kl", Value::Float(0.0)),
+        ],
+        "dr_grpo" => vec![
+            ("algo.name", s("grpo")),
+            ("algo.advantage", s("dr_grpo")),
+            ("algo.loss_agg", s("seq-mean-token-sum-norm")),
+            ("algo.eps_low", Value::Float(0.2)),
+            ("algo.eps_high", Value::Float(0.2)),
+            ("algo.beta_kl", Value::Float(0.0)),
+        ],
+        "dapo" => vec![
+            ("algo.name", s("grpo")),
+            ("algo.advantage", s("grpo")),
+            ("algo.loss_agg", s("token-mean")),
+            ("algo.eps_low", Value::Float(0.2)),
+            ("algo.eps_high", Value::Float(0.28)),
+            ("algo.beta_kl", Value::Float(0.0)),
+            ("rollout.dynamic_sampling", Value::Boolean(true)),
+            ("reward.overlong_shaping", Value::Boolean(true)),
+        ],
+        "raft" => vec![
+            ("algo.name", s("raft")),
+            ("algo.weight_mode", s("uniform")),
+            ("algo.alpha", Value::Float(0.0)),
+            ("algo.beta_ent", Value::Float(0.0)),
+            ("algo.predictor", Value::Boolean(false)),
+        ],
+        other => bail!(
+            "unknown preset `{other}` (expected one of: {})",
+            PRESETS.join(", ")
+        ),
+    })
+}
+
+/// Overrides applied to the defaults for the built-in CPU demo (no model and no dataset given):
+/// a tiny model learns fast, so it needs a far larger learning rate and short completions.
+pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
+    let int = |v: i64| Value::Integer(v);
+    vec![
+        ("run.steps", int(60)),
+        ("run.save_every", int(0)),
+        ("run.eval_size", int(200)),
+        ("run.probe_every", int(5)),
+        ("rollout.batch_prompts", int(16)),
+        ("rollout.group_size", int(8)),
+        ("rollout.max_completion_len", int(32)),
+        ("optim.lr", Value::Float(3e-4)),
+        ("optim.micro_batch_size", int(64)),
+        ("optim.warmup_ratio", Value::Float(0.05)),
+        ("algo.predictor_hidden", int(128)),
+        // One-digit operands, 2-3 of them: learnable by a 0.8M-parameter char model in minutes.
+        ("task.sft.max_digits", int(1)),
+        ("task.sft.max_operands", int(3)),
+        ("task.rl.max_digits", int(1)),
+        ("sft.steps", int(400)),
+        ("sft.lr", Value::Float(4e-3)),
+        ("sft.batch_size", int(32)),
+        ("data.max_prompt_len", int(64)),
+        ("data.template", Value::String("plain".into())),
+    ]
+}
+
+/// Builds a config from layers. Used by `popo train` and tests.
+#[derive(Default)]
+pub struct ConfigBuilder {
+    preset: Option<String>,
+    file: Option<(String, Value)>,
+    sets: Vec<(String, Value)>,
+}
+
+impl ConfigBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn preset(mut self, name: Option<&str>) -> Self {
+        self.preset = name.map(str::to_string);
+        self
+    }
+
+    /// A TOML config file (any subset of the keys).
+    pub fn file(mut self, path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let value: Value = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        self.file = Some((path.display().to_string(), value));
+        Ok(self)
+    }
+
+    /// A `key=value` override; the value is parsed as TOML (bare words are strings).
+    pub fn set(mut self, assignment: &str) -> Result<Self> {
+        let (key, raw) = assignment
+            .split_once('=')
+            .with_context(|| format!("--set `{assignment}`: expected key=value"))?;
+        let key = key.trim();
+        if key.is_empty() {
+            bail!("--set `{assignment}`: empty key");
+        }
+        self.sets.push((key.to_string(), parse_value(raw.trim())));
+        Ok(self)
+    }
+
+    /// Sets a key directly (CLI flags such as `--model` go through here).
+    pub fn set_value(mut self, key: &str, value: Value) -> Self {
+        self.sets.push((key.to_string(), value));
+        self
+    }
+
+    pub fn build(self) -> Result<TrainConfig> {
+        let defaults = Value::try_from(TrainConfig::default()).context("serializing defaults")?;
+        // The user layer: file, then --set.
+        let mut user = Value::Table(Default::default());
+        if let Some((name, v)) = &self.file {
+            check_keys(&defaults, v, "", &format!("config file {name}"))?;
+            merge(&mut user, v.clone());
+        }
+        for (key, v) in &self.sets {
+            let v = coerce_to_default(&defaults, key, v.clone());
+            let layer = dotted(key, v);
+            check_keys(&defaults, &layer, "", "--set")?;
+            merge(&mut user, layer);
+        }
+        let preset = self
+            .preset
+            .clone()
+            .or_else(|| {
+                user.get("preset")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "popo".into());
+        let builtin = |section: &str| {
+            user.get(section)
+                .and_then(|s| s.get("path"))
+                .and_then(|p| p.as_str())
+                .is_none_or(str::is_empty)
+        };
+        let mut merged = defaults;
+        if builtin("model") && builtin("data") {
+            for (k, v) in builtin_demo_overrides() {
+                merge(&mut merged, dotted(k, v));
+            }
+        }
+        for (k, v) in preset_overrides(&preset)? {
+            merge(&mut merged, dotted(k, v));
+        }
+        merge(&mut merged, user);
+        merge(&mut merged, dotted("preset", Value::String(preset)));
+        let text = toml::to_string(&merged).context("serializing merged config")?;
+        let cfg: TrainConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config: {}", e.message()))?;
+        cfg.validate()?;
+        cfg.task.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl TrainConfig {
+    /// Reads a resolved config (e.g. a run directory's config.toml).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        ConfigBuilder::new().file(path)?.build()
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_toml()?).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Range checks with messages naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let a = &self.algo;
+        let checks: &[(bool, &str)] = &[
+            (
+                self.rollout.group_size >= 1,
+                "rollout.group_size must be >= 1",
+            ),
+            (
+                self.rollout.batch_prompts >= 1,
+                "rollout.batch_prompts must be >= 1",
+            ),
+            (
+                self.rollout.temperature > 0.0,
+                "rollout.temperature must be > 0",
+            ),
+            (
+                self.rollout.top_p > 0.0 && self.rollout.top_p <= 1.0,
+                "rollout.top_p must be in (0, 1]",
+            ),
+            (
+                self.rollout.max_completion_len >= 1,
+                "rollout.max_completion_len must be >= 1",
+            ),
+            (
+                self.optim.micro_batch_size >= 1,
+                "optim.micro_batch_size must be >= 1",
+            ),
+            (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
+            (
+                (0.0..=1.0).contains(&self.optim.warmup_ratio),
+                "optim.warmup_ratio must be in [0, 1]",
+            ),
+            ((0.0..=1.0).contains(&a.tau), "algo.tau must be in [0, 1]"),
+            (
+                a.weight_temperature > 0.0,
+                "algo.weight_temperature must be > 0",
+            ),
+            (a.num_iterations >= 1, "algo.num_iterations must be >= 1"),
+            (
+                a.predictor_layers >= 1,
+                "algo.predictor_layers must be >= 1",
+            ),
+            (a.sim_noise_std >= 0.0, "algo.sim_noise_std must be >= 0"),
+            (
+                a.eps_low >= 0.0 && a.eps_low < 1.0,
+                "algo.eps_low must be in [0, 1)",
+            ),
+            (a.eps_high >= 0.0, "algo.eps_high must be >= 0"),
+            (a.beta_kl >= 0.0, "algo.beta_kl must be >= 0"),
+            (a.ratio_clip > 0.0, "algo.ratio_clip must be > 0"),
+            (self.run.keep_last >= 1, "run.keep_last must be >= 1"),
+            (
+                matches!(self.run.dtype.as_str(), "auto" | "f32" | "bf16" | "f16"),
+                "run.dtype must be auto, f32, bf16 or f16",
+            ),
+            (
+                matches!(
+                    self.model.save_dtype.as_str(),
+                    "same" | "f32" | "bf16" | "f16"
+                ),
+                "model.save_dtype must be same, f32, bf16 or f16",
+            ),
+            (
+                matches!(
+                    self.data.template.as_str(),
+                    "qwen_math" | "r1_zero" | "chat" | "plain"
+                ),
+                "data.template must be qwen_math, r1_zero, chat or plain",
+            ),
+        ];
+        for (ok, msg) in checks {
+            if !ok {
+                bail!("invalid config: {msg}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `1e-5` -> float, `true` -> bool, `[1, 2]` -> array, `foo.jsonl` -> string.
+fn parse_value(raw: &str) -> Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(Value::String(raw.into())),
+        Err(_) => Value::String(raw.trim_matches('"').to_string()),
+    }
+}
+
+/// `--set model.path=123` means the string "123"; `--set optim.lr=1` means the float 1.0.
+fn coerce_to_default(defaults: &Value, key: &str, v: Value) -> Value {
+    let mut cur = defaults;
+    for part in key.split('.') {
+        match cur.get(part) {
+            Some(next) => cur = next,
+            None => return v,
+        }
+    }
+    match (cur, v) {
+        (Value::String(_), Value::Integer(i)) => Value::String(i.to_string()),
+        (Value::String(_), Value::Float(f)) => Value::String(f.to_string()),
+        (Value::String(_), Value::Boolean(b)) => Value::String(b.to_string()),
+        (Value::Float(_), Value::Integer(i)) => Value::Float(i as f64),
+        (_, v) => v,
+    }
+}
+
+fn dotted(key: &str, v: Value) -> Value {
+    key.rsplit('.').fold(v, |acc, part| {
+        let mut t = toml::Table::new();
+        t.insert(part.to_string(), acc);
+        Value::Table(t)
+    })
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Table(b), Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn check_keys(defaults: &Value, layer: &Value, prefix: &str, origin: &str) -> Result<()> {
+    let (Value::Table(d), Value::Table(l)) = (defaults, layer) else {
+        return Ok(());
+    };
+    for (k, v) in l {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match d.get(k) {
+            None => {
+                let known: Vec<&str> = d.keys().map(String::as_str).collect();
+                bail!(
+                    "{origin}: unknown config key `{path}` (known keys here: {})",
+                    known.join(", ")
+                )
+            }
+            Some(dv @ Value::Table(_)) => {
+                if !v.is_table() {
+                    bail!("{origin}: `{path}` is a section, not a value");
+                }
+                check_keys(dv, v, &path, origin)?;
+            }
+            Some(_) => {
+                if v.is_table() {
+                    bail!("{origin}: `{path}` is a value, not a section");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = TrainConfig::default();
+        assert_eq!(c.rollout.group_size, 8);
+        assert_eq!(c.rollout.temperature, 1.0);
+        assert_eq!(c.rollout.max_completion_len, 512);
+        assert_eq!(c.optim.lr, 1e-6);
+        assert_eq!(c.optim.weight_decay, 0.01);
+        assert_eq!(c.optim.warmup_ratio, 0.1);
+        assert_eq!(c.optim.grad_clip, 1.0);
+        assert_eq!(c.algo.num_iterations, 1);
+        assert_eq!(c.algo.alpha, 0.1);
+        assert_eq!(c.algo.beta_ent, 0.01);
+        assert_eq!(c.algo.tau, 0.995);
+        assert_eq!(c.algo.predictor_layers, 2);
+        assert_eq!(c.algo.predictor_hidden, 1024);
+        assert_eq!(c.algo.sim_noise_std, 0.02);
+        assert_eq!(c.algo.weight_temperature, 1.0);
+        assert_eq!(c.algo.ratio_clip, 1.28);
+        assert_eq!(c.algo.beta_kl, 0.0);
+    }
+
+    fn real() -> ConfigBuilder {
+        ConfigBuilder::new()
+            .set("model.path=m")
+            .unwrap()
+            .set("data.path=d.jsonl")
+            .unwrap()
+    }
+
+    #[test]
+    fn presets_resolve() {
+        let c = real().preset(Some("dapo")).build().unwrap();
+        assert_eq!(c.algo.name, AlgoName::Grpo);
+        assert_eq!(c.algo.loss_agg, LossAgg::TokenMean);
+        assert_eq!(c.algo.eps_high, 0.28);
+        assert!(c.rollout.dynamic_sampling && c.reward.overlong_shaping);
+        let c = real().preset(Some("dr_grpo")).build().unwrap();
+        assert_eq!(c.algo.advantage, AdvantageMode::DrGrpo);
+        assert_eq!(c.algo.loss_agg, LossAgg::SeqMeanTokenSumNorm);
+        let c = real().preset(Some("raft")).build().unwrap();
+        assert_eq!(
+            (c.algo.name, c.algo.weight_mode),
+            (AlgoName::Raft, WeightMode::Uniform)
+        );
+        assert_eq!(
+            (c.algo.alpha, c.algo.beta_ent, c.algo.predictor),
+            (0.0, 0.0, false)
+        );
+        let c = real().preset(Some("grpo")).build().unwrap();
+        assert_eq!(c.algo.loss_agg, LossAgg::SeqMeanTokenMean);
+        assert_eq!(c.preset, "grpo");
+        // Shared settings are identical across presets.
+        assert_eq!(c.optim, real().preset(Some("popo")).build().unwrap().optim);
+        assert!(real()
+            .preset(Some("ppo"))
+            .build()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown preset"));
+    }
+
+    #[test]
+    fn set_overrides_are_typed_and_checked() {
+        let c = real()
+            .set("optim.lr=3e-5")
+            .unwrap()
+            .set("algo.weight_mode=uniform")
+            .unwrap()
+            .set("algo.alpha=0")
+            .unwrap()
+            .set("algo.predictor=false")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.optim.lr, 3e-5);
+        assert_eq!(c.algo.weight_mode, WeightMode::Uniform);
+        assert_eq!(c.algo.alpha, 0.0);
+        assert!(!c.algo.predictor);
+        let e = real()
+            .set("algo.alhpa=1")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("algo.alhpa"), "{e}");
+        let e = real()
+            .set("algo.weight_mode=argmax")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("argmax"), "{e}");
+        let e = real()
+            .set("algo.tau=2")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("algo.tau"), "{e}");
+    }
+
+    #[test]
+    fn file_layer_and_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "preset = \"grpo\"\n[model]\npath = \"m\"\n[algo]\nbeta_kl = 0.01\n",
+        )
+        .unwrap();
+        let c = ConfigBuilder::new()
+            .file(&p)
+            .unwrap()
+            .set("algo.eps_high=0.3")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.algo.name, AlgoName::Grpo);
+        assert_eq!(c.algo.beta_kl, 0.01);
+        assert_eq!(c.algo.eps_high, 0.3);
+        // Not the built-in demo: the spec's lr.
+        assert_eq!(c.optim.lr, 1e-6);
+        let out = dir.path().join("resolved.toml");
+        c.save(&out).unwrap();
+        assert_eq!(TrainConfig::from_file(&out).unwrap(), c);
+        std::fs::write(&p, "[algo]\nfoo = 1\n").unwrap();
+        let e = ConfigBuilder::new()
+            .file(&p)
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("algo.foo") && e.contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn builtin_demo_defaults_apply_without_model_and_data() {
+        let c = ConfigBuilder::new().build().unwrap();
+        assert_eq!(c.optim.lr, 3e-4);
+        assert!(c.sft.steps > 0);
+        let c = ConfigBuilder::new()
+            .set("optim.lr=5e-4")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.optim.lr, 5e-4);
+    }
+}

@@ -1,0 +1,190 @@
+//! What the losses need from a language model, as plain data: a padded batch layout in, per-token
+//! log-probs / entropies / final hidden states out. The trainer and the losses see only this trait,
+//! so they stay free of model internals (`crate::lm` adapts `popo_model::Model`; tests use tiny models).
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var};
+
+/// Rows are `prompt ++ completion`, right-padded. Token `t` of row `b` is scored from positions `< t`,
+/// so per-token outputs align with `input_ids` and `completion_mask`.
+#[derive(Clone, Debug)]
+pub struct SeqBatch {
+    pub prompts: Vec<Vec<u32>>,
+    pub completions: Vec<Vec<u32>>,
+    pub pad_id: u32,
+    pub input_ids: Tensor,       // [B, T] u32
+    pub attention_mask: Tensor,  // [B, T] f32, 1 = real token
+    pub completion_mask: Tensor, // [B, T] f32, 1 = completion token (EOS included)
+    pub seq_len: usize,
+}
+
+impl SeqBatch {
+    pub fn new(
+        prompts: &[&[u32]],
+        completions: &[&[u32]],
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<Self> {
+        if prompts.len() != completions.len() || prompts.is_empty() {
+            bail!(
+                "SeqBatch: {} prompts vs {} completions (need the same non-zero count)",
+                prompts.len(),
+                completions.len()
+            );
+        }
+        let b = prompts.len();
+        let t = prompts
+            .iter()
+            .zip(completions)
+            .map(|(p, c)| p.len() + c.len())
+            .max()
+            .unwrap_or(0);
+        if t == 0 {
+            bail!("SeqBatch: every row is empty");
+        }
+        let mut ids = vec![pad_id; b * t];
+        let mut att = vec![0f32; b * t];
+        let mut comp = vec![0f32; b * t];
+        for (r, (p, c)) in prompts.iter().zip(completions).enumerate() {
+            for (j, &tok) in p.iter().chain(c.iter()).enumerate() {
+                ids[r * t + j] = tok;
+                att[r * t + j] = 1.0;
+                if j >= p.len() {
+                    comp[r * t + j] = 1.0;
+                }
+            }
+        }
+        Ok(Self {
+            prompts: prompts.iter().map(|p| p.to_vec()).collect(),
+            completions: completions.iter().map(|c| c.to_vec()).collect(),
+            pad_id,
+            input_ids: Tensor::from_vec(ids, (b, t), device)?,
+            attention_mask: Tensor::from_vec(att, (b, t), device)?,
+            completion_mask: Tensor::from_vec(comp, (b, t), device)?,
+            seq_len: t,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.prompts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.input_ids.device()
+    }
+
+    /// Per-completion-token values placed at their positions: `[B, T]` in `dtype`, 0 elsewhere.
+    /// `values[r]` must have one entry per completion token of row r.
+    pub fn completion_values(&self, values: &[&[f32]], dtype: DType) -> Result<Tensor> {
+        let (b, t) = (self.len(), self.seq_len);
+        if values.len() != b {
+            bail!(
+                "completion_values: {} rows for a batch of {b}",
+                values.len()
+            );
+        }
+        let mut out = vec![0f32; b * t];
+        for (r, v) in values.iter().enumerate() {
+            let (p, c) = (self.prompts[r].len(), self.completions[r].len());
+            if v.len() != c {
+                bail!(
+                    "completion_values: row {r} has {} values for {c} completion tokens",
+                    v.len()
+                );
+            }
+            out[r * t + p..r * t + p + c].copy_from_slice(v);
+        }
+        Ok(Tensor::from_vec(out, (b, t), self.device())?.to_dtype(dtype)?)
+    }
+
+    /// 1 at the last completion token of each row: `[B, T]` f32.
+    pub fn last_token_mask(&self) -> Result<Tensor> {
+        let (b, t) = (self.len(), self.seq_len);
+        let mut out = vec![0f32; b * t];
+        for r in 0..b {
+            let end = self.prompts[r].len() + self.completions[r].len();
+            if end > self.prompts[r].len() {
+                out[r * t + end - 1] = 1.0;
+            }
+        }
+        Ok(Tensor::from_vec(out, (b, t), self.device())?)
+    }
+
+    /// Reads a `[B, T]` per-token tensor back into one vector per completion.
+    pub fn gather_completion(&self, per_token: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let rows = per_token.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let p = self.prompts[r].len();
+                row[p..p + self.completions[r].len()].to_vec()
+            })
+            .collect())
+    }
+
+    /// Number of completion tokens per row.
+    pub fn completion_lens(&self) -> Vec<usize> {
+        self.completions.iter().map(Vec::len).collect()
+    }
+}
+
+/// Per-token outputs of a forward pass, aligned with the batch (0 at t = 0 and on padding).
+pub struct PolicyOutput {
+    pub logprobs: Tensor, // [B, T] float: log pi(x_t | x_<t) with logits / temperature
+    pub entropy: Tensor,  // [B, T] float: entropy of that predictive distribution
+    pub hidden: Tensor,   // [B, T, D]: final hidden state (after the final norm) at t
+}
+
+/// A trainable language model as the losses see it.
+pub trait Policy {
+    /// Differentiable forward (records the autograd graph through the Vars).
+    fn forward(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput>;
+    /// Forward that records no graph (rollout-time / target / reference passes).
+    fn forward_detached(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput>;
+    /// Trainable parameters by name, in a stable order.
+    fn named_vars(&self) -> Vec<(String, Var)>;
+    /// An independent copy (its own Vars) holding the current values: the EMA target or the reference.
+    fn fork(&self) -> Result<Box<dyn Policy>>;
+    fn hidden_size(&self) -> usize;
+}
+
+/// Runs `forward_detached` over `rows` in chunks of `chunk`, returning per-row completion log-probs
+/// and pooled final hidden states (f32).
+#[allow(clippy::too_many_arguments)]
+pub fn score_rows(
+    policy: &dyn Policy,
+    prompts: &[&[u32]],
+    completions: &[&[u32]],
+    pad_id: u32,
+    temperature: f64,
+    chunk: usize,
+    pool_last: bool,
+    device: &Device,
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    for start in (0..prompts.len()).step_by(chunk.max(1)) {
+        let end = (start + chunk.max(1)).min(prompts.len());
+        let batch = SeqBatch::new(
+            &prompts[start..end],
+            &completions[start..end],
+            pad_id,
+            device,
+        )?;
+        let o = policy.forward_detached(&batch, temperature)?;
+        let lps = batch.gather_completion(&o.logprobs)?;
+        let mask = if pool_last {
+            batch.last_token_mask()?
+        } else {
+            batch.completion_mask.clone()
+        };
+        let feats =
+            crate::algo::pool_features(&o.hidden.to_dtype(DType::F32)?, &mask)?.to_vec2::<f32>()?;
+        out.extend(lps.into_iter().zip(feats));
+    }
+    Ok(out)
+}

@@ -1,0 +1,531 @@
+//! The trainer end to end on the built-in task with a very small real model (popo_model):
+//! exact resume, every diagnostic logged, HF checkpoints + JSONL data, NaN handling.
+
+use popo_train::config::{ConfigBuilder, TrainConfig};
+use popo_train::metrics::{names, read_metrics, MetricRecord};
+use popo_train::reward::{Reward, RewardOut};
+use popo_train::trainer::Trainer;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn tiny(dir: &Path, preset: &str, sets: &[&str]) -> TrainConfig {
+    let mut b = ConfigBuilder::new().preset(Some(preset));
+    for s in [
+        "tiny_model.hidden_size=32",
+        "tiny_model.num_layers=1",
+        "tiny_model.num_heads=2",
+        "tiny_model.num_kv_heads=1",
+        "tiny_model.intermediate_size=64",
+        "task.n_sft=64",
+        "task.n_rl=64",
+        "task.n_eval=16",
+        "run.eval_size=8",
+        "run.steps=4",
+        "run.probe_every=2",
+        "run.probe_size=2",
+        "run.save_every=2",
+        "rollout.batch_prompts=3",
+        "rollout.group_size=4",
+        "rollout.max_completion_len=12",
+        "optim.micro_batch_size=5",
+        "algo.predictor_hidden=16",
+        "sft.steps=0",
+    ] {
+        b = b.set(s).unwrap();
+    }
+    for s in sets {
+        b = b.set(s).unwrap();
+    }
+    b.set_value(
+        "run.out_dir",
+        toml::Value::String(dir.display().to_string()),
+    )
+    .build()
+    .unwrap()
+}
+
+fn flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+/// (step, non-perf values) of each record.
+type Comparable = Vec<(u64, Vec<(String, Option<f64>)>)>;
+
+fn comparable(records: &[MetricRecord]) -> Comparable {
+    records
+        .iter()
+        .map(|r| {
+            let v = r
+                .values
+                .iter()
+                .filter(|(k, _)| !k.starts_with("perf/"))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            (r.step, v)
+        })
+        .collect()
+}
+
+/// 4 steps straight vs 2 steps + checkpoint + resume for 2: identical metrics (perf/* aside).
+#[test]
+fn resume_reproduces_an_uninterrupted_run() {
+    let root = tempfile::tempdir().unwrap();
+    for preset in ["popo", "dapo"] {
+        let a = root.path().join(format!("{preset}-a"));
+        let b = root.path().join(format!("{preset}-b"));
+        let sets = ["algo.num_iterations=2", "run.save_every=0"];
+        let mut t = Trainer::new(tiny(&a, preset, &sets), flag()).unwrap();
+        t.set_quiet(true);
+        t.run().unwrap();
+
+        let mut t = Trainer::new(tiny(&b, preset, &sets), flag()).unwrap();
+        t.set_quiet(true);
+        t.step().unwrap();
+        t.step().unwrap();
+        t.save_checkpoint().unwrap();
+        // A step that is logged but not checkpointed: resume must drop it.
+        t.step().unwrap();
+        drop(t);
+        let mut t = Trainer::resume(&b, flag()).unwrap();
+        t.set_quiet(true);
+        let s = t.run().unwrap();
+        assert_eq!(s.steps_done, 4);
+
+        let ra = read_metrics(&a).unwrap();
+        let rb = read_metrics(&b).unwrap();
+        assert_eq!(ra.len(), 4 + 2, "{preset}: 4 steps + eval before/after");
+        assert_eq!(
+            comparable(&ra),
+            comparable(&rb),
+            "{preset}: resumed run diverged"
+        );
+        // The run trained: weights moved, so losses are not all equal.
+        let losses: Vec<f64> = ra
+            .iter()
+            .filter_map(|r| r.values.get(names::LOSS).copied().flatten())
+            .collect();
+        assert_eq!(losses.len(), 4);
+    }
+}
+
+/// Every diagnostic of ALGORITHMS.md is logged under its stable name; run dir layout.
+#[test]
+fn popo_run_logs_every_diagnostic_and_writes_its_run_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let cfg = tiny(
+        &dir,
+        "popo",
+        &["run.steps=2", "run.keep_last=1", "run.save_every=1"],
+    );
+    let mut t = Trainer::new(cfg.clone(), flag()).unwrap();
+    t.set_quiet(true);
+    let s = t.run().unwrap();
+    assert!(s.eval_before.is_some() && s.eval_after.is_some());
+    let recs = read_metrics(&dir).unwrap();
+    let step2 = recs
+        .iter()
+        .find(|r| r.step == 2 && r.values.contains_key(names::REWARD_MEAN))
+        .unwrap();
+    for k in [
+        names::REWARD_MEAN,
+        names::POSITIVE_RATIO,
+        names::GROUPS_NO_POSITIVE,
+        names::GROUPS_ALL_POSITIVE,
+        names::RESPONSE_LEN_MEAN,
+        names::RESPONSE_LEN_MAX,
+        names::TRUNCATED_RATIO,
+        names::ROLLOUT_TOKENS_PER_S,
+        names::TIME_ROLLOUT,
+        "perf/time_prepare_s",
+        names::TIME_TRAIN,
+        names::WEIGHT_MAX,
+        names::ESS,
+        names::TAU,
+    ] {
+        assert!(
+            step2.values.get(k).is_some_and(|v| v.is_some()),
+            "missing {k}"
+        );
+    }
+    // Terms that need a positive / a probe may be absent on a random model; when logged, finite.
+    for r in &recs {
+        for (k, v) in &r.values {
+            if let Some(v) = v {
+                assert!(v.is_finite(), "{k} = {v}");
+            }
+        }
+    }
+    assert!(recs
+        .iter()
+        .any(|r| r.values.contains_key(names::EVAL_ACCURACY)));
+    assert!(dir.join("config.toml").exists() && dir.join("samples.jsonl").exists());
+    assert_eq!(
+        TrainConfig::from_file(&dir.join("config.toml")).unwrap(),
+        cfg
+    );
+    assert!(std::fs::read_dir(dir.join("tensorboard")).unwrap().count() > 0);
+    let cks = popo_train::checkpoint::list(&dir).unwrap();
+    assert_eq!(cks.len(), 1, "keep_last = 1");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "trainer_state.json",
+        "optimizer.safetensors",
+        "algo_state.safetensors",
+    ] {
+        assert!(cks[0].join(f).exists(), "{f}");
+    }
+}
+
+/// The losses terms that need positives are logged when the batch has positives; a reward that
+/// accepts everything makes every completion positive.
+struct AlwaysRight;
+impl Reward for AlwaysRight {
+    fn score(&self, _c: &str, _g: &str) -> RewardOut {
+        RewardOut {
+            reward: 1.0,
+            correct: true,
+            extracted: None,
+        }
+    }
+}
+
+#[test]
+fn popo_terms_and_probe_are_logged_with_positives() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let mut t = Trainer::new(
+        tiny(&dir, "popo", &["run.steps=2", "run.eval_size=0"]),
+        flag(),
+    )
+    .unwrap();
+    t.set_quiet(true);
+    t.set_reward(Box::new(AlwaysRight));
+    t.run().unwrap();
+    let recs = read_metrics(&dir).unwrap();
+    let r = recs.iter().find(|r| r.step == 2).unwrap();
+    for k in [
+        names::LOSS_NLL,
+        names::LOSS_SIM,
+        names::LOSS_ENT,
+        names::LOSS,
+        names::SIM_COS,
+        names::KL_TARGET,
+        names::ENTROPY,
+        names::GRAD_NORM,
+        names::LR,
+        names::DELTA_POS,
+    ] {
+        assert!(
+            r.values
+                .get(k)
+                .is_some_and(|v| v.is_some_and(f64::is_finite)),
+            "missing {k}"
+        );
+    }
+    assert_eq!(r.values[names::POSITIVE_RATIO], Some(1.0));
+    assert_eq!(r.values[names::GROUPS_ALL_POSITIVE], Some(1.0));
+}
+
+struct NanReward;
+impl Reward for NanReward {
+    fn score(&self, _c: &str, _g: &str) -> RewardOut {
+        RewardOut {
+            reward: f32::NAN,
+            correct: false,
+            extracted: None,
+        }
+    }
+}
+
+/// NaN losses: steps are skipped and counted, and after N in a row the run stops with a message
+/// and a checkpoint.
+#[test]
+fn nonfinite_steps_are_skipped_then_stop_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let mut t = Trainer::new(
+        tiny(
+            &dir,
+            "grpo",
+            &[
+                "run.max_nonfinite_in_row=2",
+                "run.eval_size=0",
+                "run.save_every=0",
+            ],
+        ),
+        flag(),
+    )
+    .unwrap();
+    t.set_quiet(true);
+    t.set_reward(Box::new(NanReward));
+    let before: Vec<f32> = {
+        let p = popo_train::policy::Policy::named_vars(t.policy());
+        p[0].1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let e = t.run().unwrap_err().to_string();
+    assert!(e.contains("consecutive") && e.contains("checkpoint"), "{e}");
+    let after: Vec<f32> = {
+        let p = popo_train::policy::Policy::named_vars(t.policy());
+        p[0].1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(before, after, "skipped steps must not touch the weights");
+    let recs = read_metrics(&dir).unwrap();
+    assert_eq!(recs.last().unwrap().values[names::SKIPPED_STEPS], Some(2.0));
+    assert_eq!(popo_train::checkpoint::list(&dir).unwrap().len(), 1);
+}
+
+/// `--model DIR --data FILE.jsonl`: a saved HF checkpoint and a JSONL file, for every preset.
+#[test]
+fn trains_an_hf_checkpoint_on_jsonl_data() {
+    let root = tempfile::tempdir().unwrap();
+    // Make an HF checkpoint: the first run's checkpoint is one.
+    let first = root.path().join("first");
+    let mut t = Trainer::new(
+        tiny(&first, "popo", &["run.steps=1", "run.eval_size=0"]),
+        flag(),
+    )
+    .unwrap();
+    t.set_quiet(true);
+    t.run().unwrap();
+    let ck = popo_train::checkpoint::list(&first).unwrap().pop().unwrap();
+    let data = root.path().join("d.jsonl");
+    std::fs::write(&data, "{\"q\": \"Compute 2+3.\", \"a\": \"5\"}\n{\"q\": \"Compute 4*2.\", \"a\": 8}\n\n{\"q\": \"Compute 9-1.\", \"a\": \"8\"}\n").unwrap();
+    for preset in ["popo", "grpo", "dr_grpo", "dapo", "raft"] {
+        let dir = root.path().join(preset);
+        let cfg = tiny(
+            &dir,
+            preset,
+            &[
+                &format!("model.path={}", ck.display()),
+                &format!("data.path={}", data.display()),
+                "data.problem_field=q",
+                "data.answer_field=a",
+                "data.template=qwen_math",
+                "data.max_prompt_len=256",
+                "run.steps=1",
+                "algo.beta_kl=0.01",
+            ],
+        );
+        assert_eq!(cfg.optim.lr, 1e-6, "the spec's lr, not the demo's");
+        let mut t = Trainer::new(cfg, flag()).unwrap();
+        t.set_quiet(true);
+        let s = t.run().unwrap();
+        assert_eq!(s.steps_done, 1, "{preset}");
+        assert!(popo_model::hub::load_pretrained(
+            &popo_train::checkpoint::list(&dir).unwrap()[0],
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32
+        )
+        .is_ok());
+    }
+    // A bad line names file:line.
+    std::fs::write(&data, "{\"q\": \"Compute 2+3.\", \"a\": \"5\"}\nnot json\n").unwrap();
+    let dir = root.path().join("bad");
+    let cfg = tiny(
+        &dir,
+        "popo",
+        &[
+            &format!("model.path={}", ck.display()),
+            &format!("data.path={}", data.display()),
+            "data.problem_field=q",
+            "data.answer_field=a",
+        ],
+    );
+    let e = format!("{:#}", Trainer::new(cfg, flag()).err().unwrap());
+    assert!(e.contains("d.jsonl") && e.contains(":2"), "{e}");
+}
+
+/// Every parameter of a real Qwen2-shaped popo_model::Model, and of the predictor, gets a
+/// non-zero gradient from POPO's loss (fused candle ops would silently cut some of them off).
+#[test]
+fn popo_loss_reaches_every_real_model_parameter() {
+    use popo_train::algo::{PrepareCtx, Rollout, RolloutBatch};
+    use popo_train::policy::{Policy, SeqBatch};
+    let dev = candle_core::Device::Cpu;
+    let mcfg = popo_model::ModelConfig::qwen2_tiny(40, 16, 2, 2, 1, 32);
+    let (varmap, model) =
+        popo_model::Model::new_seeded(&mcfg, &dev, candle_core::DType::F32, 3, 0.1).unwrap();
+    let policy = popo_train::lm::LmPolicy::new(model, varmap);
+    let cfg = ConfigBuilder::new()
+        .set("algo.predictor_hidden=8")
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut algo = popo_train::algo::build(&cfg, &policy, &dev).unwrap();
+    let mk = |group, completion: Vec<u32>, reward| Rollout {
+        group,
+        prompt: vec![1, 2, 3],
+        sampler_logprobs: vec![-1.0; completion.len()],
+        completion,
+        reward,
+        truncated: false,
+    };
+    let batch = RolloutBatch {
+        rollouts: vec![
+            mk(0, vec![4, 5, 6], 1.0),
+            mk(0, vec![7], 0.0),
+            mk(1, vec![8, 9], 1.0),
+            mk(1, vec![10, 11, 12, 13], 1.0),
+        ],
+    };
+    let ctx = PrepareCtx {
+        policy: &policy,
+        temperature: 1.0,
+        chunk: 2,
+        pad_id: 0,
+        device: &dev,
+        seed: 1,
+        max_completion_len: 8,
+    };
+    let prep = algo.prepare(&batch, &ctx).unwrap();
+    let rows = prep.included();
+    let p: Vec<&[u32]> = rows
+        .iter()
+        .map(|&i| batch.rollouts[i].prompt.as_slice())
+        .collect();
+    let c: Vec<&[u32]> = rows
+        .iter()
+        .map(|&i| batch.rollouts[i].completion.as_slice())
+        .collect();
+    let mb = SeqBatch::new(&p, &c, 0, &dev).unwrap();
+    let out = policy.forward(&mb, 1.0).unwrap();
+    let grads = algo
+        .loss(&out, &mb, &prep, &rows)
+        .unwrap()
+        .loss
+        .backward()
+        .unwrap();
+    let mut vars = policy.named_vars();
+    vars.extend(algo.extra_vars());
+    assert!(vars.len() > 20);
+    for (name, v) in vars {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let n = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(n > 0.0 && n.is_finite(), "{name}: |grad| = {n}");
+    }
+}
+
+/// Rewards a well-formed final answer (`\boxed{}` holding an integer) whatever its value: a
+/// plug-in reward that a short run can climb, unlike correctness on this tiny budget.
+struct BoxedInteger;
+impl Reward for BoxedInteger {
+    fn score(&self, c: &str, _g: &str) -> RewardOut {
+        let b = popo_verify::last_boxed(c);
+        let ok = b.is_some_and(|s| s.trim().parse::<i64>().is_ok());
+        RewardOut {
+            reward: if ok { 1.0 } else { 0.0 },
+            correct: ok,
+            extracted: b.map(|s| s.to_string()),
+        }
+    }
+}
+
+/// The built-in task at CI scale: a short SFT warm-up, then POPO with a plug-in format reward;
+/// the training reward rises. (The full default run is `popo train`; see BENCHMARKS.md.)
+#[test]
+fn short_builtin_popo_run_raises_the_reward() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let mut b = ConfigBuilder::new();
+    for s in [
+        "tiny_model.hidden_size=64",
+        "tiny_model.num_layers=2",
+        "tiny_model.num_heads=4",
+        "tiny_model.num_kv_heads=2",
+        "tiny_model.intermediate_size=128",
+        "task.sft.max_digits=1",
+        "task.rl.max_digits=1",
+        "task.n_sft=500",
+        "task.n_rl=500",
+        "task.n_eval=10",
+        "run.eval_size=0",
+        "run.steps=16",
+        "run.save_every=0",
+        "rollout.batch_prompts=8",
+        "rollout.group_size=8",
+        "rollout.max_completion_len=32",
+        "optim.lr=1e-3",
+        "algo.predictor_hidden=32",
+        "sft.steps=60",
+    ] {
+        b = b.set(s).unwrap();
+    }
+    if let Ok(extra) = std::env::var("POPO_TEST_SETS") {
+        for s in extra.split_whitespace() {
+            b = b.set(s).unwrap();
+        }
+    }
+    let cfg = b
+        .set_value(
+            "run.out_dir",
+            toml::Value::String(dir.display().to_string()),
+        )
+        .build()
+        .unwrap();
+    let mut t = Trainer::new(cfg, flag()).unwrap();
+    t.set_quiet(true);
+    t.set_reward(Box::new(BoxedInteger));
+    t.run().unwrap();
+    let r: Vec<f64> = read_metrics(&dir)
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.values.get(names::REWARD_MEAN).copied().flatten())
+        .collect();
+    assert_eq!(r.len(), 16);
+    let first = r[..4].iter().sum::<f64>() / 4.0;
+    let last = r[12..].iter().sum::<f64>() / 4.0;
+    eprintln!("reward: first 4 steps {first:.3}, last 4 steps {last:.3}: {r:?}");
+    assert!(
+        last > first + 0.1,
+        "reward did not rise: {first:.3} -> {last:.3} ({r:?})"
+    );
+}
+
+/// The stop flag (set by SIGINT / SIGTERM in the CLI) ends the run between steps with a
+/// checkpoint, and `resume` finishes it.
+#[test]
+fn stop_flag_checkpoints_and_resume_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut t = Trainer::new(
+        tiny(&dir, "popo", &["run.save_every=0", "run.eval_size=0"]),
+        stop.clone(),
+    )
+    .unwrap();
+    t.set_quiet(true);
+    t.step().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let s = t.run().unwrap();
+    assert!(s.interrupted);
+    assert_eq!(s.steps_done, 1);
+    let cks = popo_train::checkpoint::list(&dir).unwrap();
+    assert!(cks.last().unwrap().ends_with("step-000001"));
+    let mut t = Trainer::resume(&dir, flag()).unwrap();
+    t.set_quiet(true);
+    let s = t.run().unwrap();
+    assert!(!s.interrupted);
+    assert_eq!(s.steps_done, 4);
+}

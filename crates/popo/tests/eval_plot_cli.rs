@@ -1,0 +1,133 @@
+//! `popo eval` and `popo plot` end to end through the binary, on a tiny checkpoint built here.
+
+use candle_core::{DType, Device};
+use std::path::Path;
+use std::process::Command;
+
+fn popo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_popo"))
+}
+
+fn tiny_checkpoint(dir: &Path) {
+    let tok = popo_train::task::tokenizer().unwrap();
+    let shape = popo_train::task::TinyModel {
+        hidden_size: 32,
+        num_layers: 1,
+        num_heads: 2,
+        num_kv_heads: 1,
+        intermediate_size: 64,
+    };
+    let cfg = shape.config(&tok).unwrap();
+    let (varmap, _) =
+        popo_model::Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 1, 0.5).unwrap();
+    popo_model::save_pretrained(dir, &cfg, &varmap, DType::F32, Some(&tok), None).unwrap();
+}
+
+#[test]
+fn eval_writes_results_samples_and_a_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    tiny_checkpoint(&model);
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("mini.jsonl"),
+        "{\"problem\":\"Compute 1+1.\",\"answer\":\"2\"}\n{\"problem\":\"Compute 2*3.\",\"answer\":\"6\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("eval");
+    let o = popo()
+        .args(["eval", "--model"])
+        .arg(&model)
+        .args([
+            "--bench",
+            "mini",
+            "--n",
+            "2",
+            "--greedy",
+            "--template",
+            "plain",
+        ])
+        .args(["--max-new-tokens", "6", "--seed", "5", "--out"])
+        .arg(&out)
+        .env("POPO_DATA", &data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("| benchmark | problems | avg@2 | pass@1 | pass@2 | maj@2 | greedy |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| mini | 2 |"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["n"], 2);
+    assert_eq!(r["seed"], 5);
+    assert_eq!(r["template"], "plain");
+    assert_eq!(r["max_new_tokens"], 6);
+    assert_eq!(r["benchmarks"][0]["name"], "mini");
+    let samples = std::fs::read_to_string(out.join("samples.jsonl")).unwrap();
+    assert_eq!(samples.lines().count(), 2 * 3);
+
+    // An unknown benchmark fails before loading anything, naming where it looked.
+    let o = popo()
+        .args(["eval", "--model"])
+        .arg(&model)
+        .args(["--bench", "aime24"])
+        .env("POPO_DATA", &data)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("aime24.jsonl"));
+}
+
+#[test]
+fn plot_draws_svg_and_png_from_metrics_jsonl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let lines: String = (1..=10)
+        .map(|s| {
+            format!(
+                "{{\"step\":{s},\"train/reward_mean\":{}}}\n",
+                s as f64 / 10.0
+            )
+        })
+        .collect();
+    std::fs::write(run.join("metrics.jsonl"), lines).unwrap();
+    let o = popo().arg("plot").arg(&run).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for ext in ["svg", "png"] {
+        let f = run.join("plots").join(format!("train_reward_mean.{ext}"));
+        assert!(
+            std::fs::metadata(&f).unwrap().len() > 1000,
+            "{}",
+            f.display()
+        );
+    }
+}
+
+/// The committed experiment file stays valid: every run's config resolves (keys, presets).
+#[test]
+fn committed_experiment_file_resolves() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/experiment.toml");
+    let o = popo()
+        .args(["experiment", file, "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 11 * 3, "{stdout}");
+    for name in [
+        "popo",
+        "grpo",
+        "dr_grpo",
+        "dapo",
+        "raft",
+        "popo-tau0",
+        "popo-no-predictor",
+    ] {
+        assert!(stdout.contains(&format!("{name} seed 2:")), "{name}");
+    }
+}
