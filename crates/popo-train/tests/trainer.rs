@@ -467,6 +467,7 @@ fn short_builtin_popo_run_raises_the_reward() {
         "rollout.group_size=8",
         "rollout.max_completion_len=32",
         "optim.lr=1e-3",
+        "rollout.temperature=1.0",
         "algo.predictor_hidden=32",
         "sft.steps=60",
     ] {
