@@ -42,9 +42,12 @@ impl LmPolicy {
     }
 
     fn run(&self, model: &Model, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput> {
-        let p: Vec<&[u32]> = batch.prompts.iter().map(Vec::as_slice).collect();
-        let c: Vec<&[u32]> = batch.completions.iter().map(Vec::as_slice).collect();
-        let tb = TokenBatch::new(&p, &c, batch.pad_id, batch.device())?;
+        // SeqBatch already holds the same padded layout; share its tensors instead of re-padding.
+        let tb = TokenBatch {
+            input_ids: batch.input_ids.clone(),
+            attention_mask: batch.attention_mask.clone(),
+            completion_mask: batch.completion_mask.clone(),
+        };
         let out = model.forward_train(&tb, temperature)?;
         Ok(PolicyOutput {
             logprobs: out.logprobs,
