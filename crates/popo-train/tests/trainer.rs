@@ -470,6 +470,8 @@ fn short_builtin_popo_run_raises_the_reward() {
         "rollout.temperature=1.0",
         "algo.predictor_hidden=32",
         "sft.steps=60",
+        "sft.lr=4e-3",
+        "optim.warmup_ratio=0.05",
     ] {
         b = b.set(s).unwrap();
     }
