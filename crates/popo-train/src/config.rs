@@ -1,7 +1,9 @@
 //! One TOML-serde config holding every training setting.
 //!
 //! Resolution order (later wins): built-in defaults (from ALGORITHMS.md; the CPU demo defaults when
-//! neither a model nor a dataset is given) -> preset -> config file -> `--set key=value` overrides.
+//! neither a model nor a dataset is given) -> preset named in the file -> config file -> preset
+//! given as `--preset` -> `--set key=value` overrides. An explicit `--preset` beats the file, so
+//! `--config <run>/config.toml --preset raft` runs RAFT even though a resolved config pins every key.
 //! Every key of a user layer is checked against the defaults, so a typo is an error naming the key.
 //! The resolved config is written to `config.toml` in the run directory.
 
@@ -512,18 +514,21 @@ impl ConfigBuilder {
 
     pub fn build(self) -> Result<TrainConfig> {
         let defaults = Value::try_from(TrainConfig::default()).context("serializing defaults")?;
-        // The user layer: file, then --set.
-        let mut user = Value::Table(Default::default());
+        // The user layers: the file, and the --set overrides (which see an explicit preset).
+        let mut file = Value::Table(Default::default());
         if let Some((name, v)) = &self.file {
             check_keys(&defaults, v, "", &format!("config file {name}"))?;
-            merge(&mut user, v.clone());
+            merge(&mut file, v.clone());
         }
+        let mut sets = Value::Table(Default::default());
         for (key, v) in &self.sets {
             let v = coerce_to_default(&defaults, key, v.clone());
             let layer = dotted(key, v);
             check_keys(&defaults, &layer, "", "--set")?;
-            merge(&mut user, layer);
+            merge(&mut sets, layer);
         }
+        let mut user = file.clone();
+        merge(&mut user, sets.clone());
         let preset = self
             .preset
             .clone()
@@ -545,10 +550,19 @@ impl ConfigBuilder {
                 merge(&mut merged, dotted(k, v));
             }
         }
-        for (k, v) in preset_overrides(&preset)? {
-            merge(&mut merged, dotted(k, v));
+        let preset_layer = preset_overrides(&preset)?;
+        if self.preset.is_some() {
+            merge(&mut merged, file);
+            for (k, v) in preset_layer {
+                merge(&mut merged, dotted(k, v));
+            }
+            merge(&mut merged, sets);
+        } else {
+            for (k, v) in preset_layer {
+                merge(&mut merged, dotted(k, v));
+            }
+            merge(&mut merged, user);
         }
-        merge(&mut merged, user);
         merge(&mut merged, dotted("preset", Value::String(preset)));
         let text = toml::to_string(&merged).context("serializing merged config")?;
         let cfg: TrainConfig = toml::from_str(&text)
@@ -875,6 +889,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("algo.foo") && e.contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_preset_beats_a_resolved_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        let popo = ConfigBuilder::new().build().unwrap();
+        std::fs::write(&p, toml::to_string(&popo).unwrap()).unwrap();
+        let c = ConfigBuilder::new()
+            .preset(Some("raft"))
+            .file(&p)
+            .unwrap()
+            .set("algo.weight_mode=softmax")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.preset, "raft");
+        assert_eq!(c.algo.name, AlgoName::Raft);
+        assert_eq!(
+            (c.algo.alpha, c.algo.beta_ent, c.algo.predictor),
+            (0.0, 0.0, false)
+        );
+        // --set still wins over the preset; other file keys still win over the defaults.
+        assert_eq!(c.algo.weight_mode, WeightMode::Softmax);
+        assert_eq!(c.optim.lr, popo.optim.lr);
+        // Without --preset the file's values stand.
+        let c = ConfigBuilder::new().file(&p).unwrap().build().unwrap();
+        assert_eq!((c.preset.as_str(), c.algo.alpha), ("popo", 0.1));
     }
 
     #[test]
