@@ -13,7 +13,8 @@ pub struct Args {
     /// TOML config file (any subset of the keys; see config.toml in a run directory).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// popo | grpo | dr_grpo | dapo | raft.
+    /// popo | grpo | dr_grpo | dapo | raft. Applied over --config (so it wins over a run's resolved
+    /// config.toml) and under --set.
     #[arg(long)]
     pub preset: Option<String>,
     /// HF model directory (default: the built-in tiny model).
