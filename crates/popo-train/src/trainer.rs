@@ -216,6 +216,13 @@ impl Trainer {
                 run_dir.display()
             );
         }
+        // A run that died before its first checkpoint still has logs worth keeping.
+        if run_dir.join("metrics.jsonl").exists() {
+            bail!(
+                "{} already holds a run (metrics.jsonl): choose another run.out_dir",
+                run_dir.display()
+            );
+        }
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
         cfg.save(&run_dir.join("config.toml"))?;
