@@ -502,6 +502,11 @@ impl ConfigBuilder {
         if key.is_empty() {
             bail!("--set `{assignment}`: empty key");
         }
+        let word =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !key.split('.').all(word) {
+            bail!("--set `{assignment}`: `{key}` is not a config key (expected e.g. optim.lr)");
+        }
         self.sets.push((key.to_string(), parse_value(raw.trim())));
         Ok(self)
     }
@@ -524,7 +529,7 @@ impl ConfigBuilder {
         for (key, v) in &self.sets {
             let v = coerce_to_default(&defaults, key, v.clone());
             let layer = dotted(key, v);
-            check_keys(&defaults, &layer, "", "--set")?;
+            check_keys(&defaults, &layer, "", &format!("--set `{key}`"))?;
             merge(&mut sets, layer);
         }
         let mut user = file.clone();
