@@ -445,6 +445,8 @@ pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
         ("rollout.batch_prompts", int(32)),
         ("rollout.group_size", int(8)),
         ("rollout.max_completion_len", int(32)),
+        // DAPO's overlong window, scaled with the short completions (4096 of 20480 in DAPO).
+        ("reward.overlong_cache_len", int(8)),
         // With lucky answers no longer rewarded (`reward.check_work`), the spec's T = 1 explores
         // without reinforcing wrong work; lr above ~3e-4 still knocks the small model off its
         // warm-up (BENCHMARKS.md, Trainer), and a 20% warmup eases the fresh optimizer in.
@@ -619,6 +621,12 @@ impl TrainConfig {
             (
                 self.optim.micro_batch_size >= 1,
                 "optim.micro_batch_size must be >= 1",
+            ),
+            (
+                !self.reward.overlong_shaping
+                    || self.reward.overlong_cache_len < self.rollout.max_completion_len,
+                "reward.overlong_cache_len must be below rollout.max_completion_len when \
+                 reward.overlong_shaping is on (else DAPO's length penalty hits every completion)",
             ),
             (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
             (
@@ -922,6 +930,21 @@ mod tests {
         // Without --preset the file's values stand.
         let c = ConfigBuilder::new().file(&p).unwrap().build().unwrap();
         assert_eq!((c.preset.as_str(), c.algo.alpha), ("popo", 0.1));
+    }
+
+    #[test]
+    fn an_overlong_window_as_long_as_the_completion_is_refused() {
+        let c = ConfigBuilder::new().preset(Some("dapo")).build().unwrap();
+        assert!(c.reward.overlong_shaping);
+        assert!(c.reward.overlong_cache_len < c.rollout.max_completion_len);
+        let e = ConfigBuilder::new()
+            .preset(Some("dapo"))
+            .set("reward.overlong_cache_len=32")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reward.overlong_cache_len"), "{e}");
     }
 
     #[test]
