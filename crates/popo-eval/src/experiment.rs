@@ -325,6 +325,8 @@ pub struct VariantSummary {
     pub seeds: Vec<u64>,
     pub accuracy_before: Option<Stat>,
     pub accuracy_after: Option<Stat>,
+    /// After minus before, per seed (each seed's variants share one warm-up, so this pairs them).
+    pub accuracy_change: Option<Stat>,
     /// Mean over the run's probe steps, then over seeds.
     pub delta_neg: Option<Stat>,
     pub delta_pos: Option<Stat>,
@@ -345,6 +347,29 @@ fn mean_of(records: &[MetricRecord], name: &str) -> f64 {
         f64::NAN
     } else {
         s.iter().map(|p| p.1).sum::<f64>() / s.len() as f64
+    }
+}
+
+/// Mean completion tokens through the backward pass per step. Runs logged before the trainer
+/// wrote `perf/tokens_backprop` carry the same count as train tokens/s x train time.
+fn tokens_backprop(records: &[MetricRecord]) -> f64 {
+    let direct = mean_of(records, names::TOKENS_BACKPROP);
+    if !direct.is_nan() {
+        return direct;
+    }
+    let rate = series(records, names::TRAIN_TOKENS_PER_S);
+    let time = series(records, names::TIME_TRAIN);
+    let per_step: Vec<f64> = rate
+        .iter()
+        .filter_map(|(step, r)| {
+            let t = time.iter().find(|(s, _)| s == step)?.1;
+            Some((r * t).round())
+        })
+        .collect();
+    if per_step.is_empty() {
+        f64::NAN
+    } else {
+        per_step.iter().sum::<f64>() / per_step.len() as f64
     }
 }
 
@@ -375,7 +400,7 @@ pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
             wall.push(rec.wall_s);
             neg.push(mean_of(&m, names::DELTA_NEG));
             pos.push(mean_of(&m, names::DELTA_POS));
-            tok.push(mean_of(&m, names::TOKENS_BACKPROP));
+            tok.push(tokens_backprop(&m));
             let c = curves.entry(run.name.clone()).or_default();
             for metric in [names::EVAL_ACCURACY, names::REWARD_MEAN] {
                 c.entry(metric).or_default().push(series(&m, metric));
@@ -388,6 +413,13 @@ pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
             seeds,
             accuracy_before: Stat::of(&before),
             accuracy_after: Stat::of(&after),
+            accuracy_change: Stat::of(
+                &after
+                    .iter()
+                    .zip(&before)
+                    .map(|(a, b)| a - b)
+                    .collect::<Vec<_>>(),
+            ),
             delta_neg: Stat::of(&neg),
             delta_pos: Stat::of(&pos),
             tokens_backprop_per_step: Stat::of(&tok),
@@ -493,6 +525,12 @@ fn fmt_pct(s: &Option<Stat>) -> String {
     })
 }
 
+fn fmt_signed_pct(s: &Option<Stat>) -> String {
+    s.map_or("-".into(), |s| {
+        format!("{:+.1} +- {:.1}", 100.0 * s.mean, 100.0 * s.std)
+    })
+}
+
 fn fmt_num(s: &Option<Stat>, digits: usize) -> String {
     s.map_or("-".into(), |s| {
         format!("{:.d$} +- {:.d$}", s.mean, s.std, d = digits)
@@ -528,8 +566,8 @@ fn render_markdown(
         md.push_str(&format!(
             "## {g}\n\nAccuracy in percent (mean +- std over seeds); the probe columns are mean per-token \
              log-prob changes of held-out negatives / positives across an optimizer step.\n\n\
-             | run | preset | overrides | seeds | accuracy before | accuracy after | delta_neg | delta_pos | tokens backprop / step | wall s / run |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n"
+             | run | preset | overrides | seeds | accuracy before | accuracy after | change (points) | delta_neg | delta_pos | tokens backprop / step | wall s / run |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n"
         ));
         // The ablations table starts with the full method, for reference.
         let reference = summary
@@ -544,7 +582,7 @@ fn render_markdown(
                 .map(|r| r.set.join(", "))
                 .unwrap_or_default();
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v.name,
                 v.preset,
                 if overrides.is_empty() {
@@ -555,6 +593,7 @@ fn render_markdown(
                 v.seeds.len(),
                 fmt_pct(&v.accuracy_before),
                 fmt_pct(&v.accuracy_after),
+                fmt_signed_pct(&v.accuracy_change),
                 fmt_num(&v.delta_neg, 4),
                 fmt_num(&v.delta_pos, 4),
                 fmt_num(&v.tokens_backprop_per_step, 0),
@@ -637,6 +676,37 @@ set = ["algo.alpha=0.0"]
     }
 
     #[test]
+    fn tokens_backprop_falls_back_to_rate_times_time() {
+        let rec = |step: u64, kv: &[(&str, f64)]| MetricRecord {
+            step,
+            values: kv.iter().map(|(k, v)| (k.to_string(), Some(*v))).collect(),
+        };
+        let old = [
+            rec(
+                1,
+                &[
+                    (names::TRAIN_TOKENS_PER_S, 1000.0),
+                    (names::TIME_TRAIN, 0.5),
+                ],
+            ),
+            rec(
+                2,
+                &[(names::TRAIN_TOKENS_PER_S, 400.0), (names::TIME_TRAIN, 1.5)],
+            ),
+        ];
+        assert_eq!(tokens_backprop(&old), 550.0);
+        let new = [rec(
+            1,
+            &[
+                (names::TOKENS_BACKPROP, 7.0),
+                (names::TRAIN_TOKENS_PER_S, 1.0),
+            ],
+        )];
+        assert_eq!(tokens_backprop(&new), 7.0);
+        assert!(tokens_backprop(&[]).is_nan());
+    }
+
+    #[test]
     fn report_aggregates_seeds_and_states_the_comparison() {
         let tmp = tempfile::tempdir().unwrap();
         let s = spec(tmp.path());
@@ -659,6 +729,8 @@ set = ["algo.alpha=0.0"]
         let neg = popo.delta_neg.unwrap();
         assert!((neg.mean + 0.02).abs() < 1e-12 && neg.std < 1e-12);
         assert!((popo.tokens_backprop_per_step.unwrap().mean - 200.0).abs() < 1e-9);
+        let change = popo.accuracy_change.unwrap(); // after .6 and .7, before .2 both
+        assert!((change.mean - 0.45).abs() < 1e-12 && change.n == 2);
         assert!((popo.wall_s.unwrap().mean - 10.5).abs() < 1e-12);
 
         assert_eq!(sum.verdicts.len(), 2);

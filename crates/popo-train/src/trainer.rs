@@ -731,6 +731,7 @@ impl Trainer {
             names::TRAIN_TOKENS_PER_S,
             train_tokens as f64 / time_train.max(1e-9),
         );
+        m.set(names::TOKENS_BACKPROP, train_tokens as f64);
         m.set(names::TIME_ROLLOUT, time_rollout);
         m.set("perf/time_prepare_s", time_prepare);
         m.set(names::TIME_REF, time_prepare);

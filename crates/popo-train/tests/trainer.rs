@@ -149,6 +149,15 @@ fn popo_run_logs_every_diagnostic_and_writes_its_run_dir() {
             "missing {k}"
         );
     }
+    // POPO trains every rollout (the entropy term covers negatives) except held-out probe rows.
+    let get = |k: &str| step2.values.get(k).copied().flatten().unwrap();
+    let all_tokens =
+        get(names::RESPONSE_LEN_MEAN) * (cfg.rollout.batch_prompts * cfg.rollout.group_size) as f64;
+    let backprop = get(names::TOKENS_BACKPROP);
+    assert!(
+        backprop > 0.0 && backprop <= all_tokens + 1e-6,
+        "{backprop} vs {all_tokens}"
+    );
     // Terms that need a positive / a probe may be absent on a random model; when logged, finite.
     for r in &recs {
         for (k, v) in &r.values {
