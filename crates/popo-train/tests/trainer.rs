@@ -28,6 +28,8 @@ fn tiny(dir: &Path, preset: &str, sets: &[&str]) -> TrainConfig {
         "rollout.batch_prompts=3",
         "rollout.group_size=4",
         "rollout.max_completion_len=12",
+        // DAPO's overlong window must fit inside the completion limit (with or without the demo).
+        "reward.overlong_cache_len=4",
         "optim.micro_batch_size=5",
         "algo.predictor_hidden=16",
         "sft.steps=0",
