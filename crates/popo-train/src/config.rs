@@ -437,9 +437,9 @@ pub fn preset_overrides(name: &str) -> Result<Vec<(&'static str, Value)>> {
 pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
     let int = |v: i64| Value::Integer(v);
     vec![
-        // 150 steps: accuracy dips for the first ~20-50 steps and climbs after (40.0% -> 40.5%
-        // at step 50 -> 53.5% at 150); about 6.5 of the 10 minutes on 2 cores.
-        ("run.steps", int(150)),
+        // 200 steps: accuracy dips for the first ~20-50 steps and climbs after (40.0% -> 37.0%
+        // at step 50 -> 56.0% at 200); about 8 of the 10 minutes on 2 cores.
+        ("run.steps", int(200)),
         ("run.save_every", int(0)),
         ("run.eval_size", int(200)),
         ("run.probe_every", int(5)),
