@@ -560,19 +560,15 @@ impl ConfigBuilder {
                 merge(&mut merged, dotted(k, v));
             }
         }
-        let preset_layer = preset_overrides(&preset)?;
-        if self.preset.is_some() {
+        // An explicit --preset sits between the file and --set; otherwise under both.
+        let explicit = self.preset.is_some();
+        if explicit {
             merge(&mut merged, file);
-            for (k, v) in preset_layer {
-                merge(&mut merged, dotted(k, v));
-            }
-            merge(&mut merged, sets);
-        } else {
-            for (k, v) in preset_layer {
-                merge(&mut merged, dotted(k, v));
-            }
-            merge(&mut merged, user);
         }
+        for (k, v) in preset_overrides(&preset)? {
+            merge(&mut merged, dotted(k, v));
+        }
+        merge(&mut merged, if explicit { sets } else { user });
         merge(&mut merged, dotted("preset", Value::String(preset)));
         let text = toml::to_string(&merged).context("serializing merged config")?;
         let cfg: TrainConfig = toml::from_str(&text)

@@ -342,9 +342,9 @@ fn check_step(lhs: &str, rhs: &str) -> Option<i64> {
 
 /// The built-in task's reward (`reward.check_work`): the inner reward, counted only when the
 /// worked steps are valid. `correct` (what accuracy counts) is the inner answer check alone.
-pub struct CheckedWork<R>(pub R);
+pub struct CheckedWork(pub Box<dyn crate::reward::Reward>);
 
-impl<R: crate::reward::Reward> crate::reward::Reward for CheckedWork<R> {
+impl crate::reward::Reward for CheckedWork {
     fn score(&self, completion_text: &str, gold: &str) -> crate::reward::RewardOut {
         let mut out = self.0.score(completion_text, gold);
         if !work_is_valid(completion_text) {
@@ -504,7 +504,7 @@ mod tests {
         ] {
             assert!(!work_is_valid(bad), "{bad:?}");
         }
-        let r = CheckedWork(crate::reward::MathReward::new());
+        let r = CheckedWork(Box::new(crate::reward::MathReward::new()));
         use crate::reward::Reward;
         let lucky = r.score(" 1+1=3. \\boxed{1}", "1");
         assert_eq!((lucky.reward, lucky.correct), (0.0, true));

@@ -298,12 +298,14 @@ impl Trainer {
         if cfg.reward.check_work && !cfg.data.path.is_empty() {
             bail!("reward.check_work checks the built-in task's worked steps; it needs no --data");
         }
-        let reward: Box<dyn Reward> = match (cfg.reward.require_boxed, cfg.reward.check_work) {
-            (true, false) => Box::new(BoxedAnswer(math)),
-            (false, false) => Box::new(math),
-            (true, true) => Box::new(task::CheckedWork(BoxedAnswer(math))),
-            (false, true) => Box::new(task::CheckedWork(math)),
+        let mut reward: Box<dyn Reward> = if cfg.reward.require_boxed {
+            Box::new(BoxedAnswer(math))
+        } else {
+            Box::new(math)
         };
+        if cfg.reward.check_work {
+            reward = Box::new(task::CheckedWork(reward));
+        }
         let shuffler = if cfg.data.shuffle {
             Shuffler::new(s.train.len(), cfg.run.seed)?
         } else {
