@@ -64,6 +64,10 @@ pub struct RunConfig {
     pub dtype: String,
     /// Write TensorBoard event files next to metrics.jsonl.
     pub tensorboard: bool,
+    /// How CPU cores are used: `ops` (candle splits every op across them), `micro_batches` (one
+    /// core per micro-batch, several side by side; for small models), or `auto` (micro-batches for
+    /// the built-in tiny model, ops otherwise). The update is the same either way.
+    pub cpu_parallel: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -270,6 +274,7 @@ impl Default for RunConfig {
             device: "cpu".into(),
             dtype: "auto".into(),
             tensorboard: true,
+            cpu_parallel: "auto".into(),
         }
     }
 }
@@ -654,6 +659,13 @@ impl TrainConfig {
             (
                 matches!(self.run.dtype.as_str(), "auto" | "f32" | "bf16" | "f16"),
                 "run.dtype must be auto, f32, bf16 or f16",
+            ),
+            (
+                matches!(
+                    self.run.cpu_parallel.as_str(),
+                    "auto" | "ops" | "micro_batches"
+                ),
+                "run.cpu_parallel must be auto, ops or micro_batches",
             ),
             (
                 matches!(

@@ -12,6 +12,7 @@ pub mod ema;
 pub mod lm;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod policy;
 pub mod predictor;
 pub mod reward;

@@ -32,7 +32,6 @@ impl SeqBatch {
                 completions.len()
             );
         }
-        let b = prompts.len();
         let t = prompts
             .iter()
             .zip(completions)
@@ -42,25 +41,15 @@ impl SeqBatch {
         if t == 0 {
             bail!("SeqBatch: every row is empty");
         }
-        let mut ids = vec![pad_id; b * t];
-        let mut att = vec![0f32; b * t];
-        let mut comp = vec![0f32; b * t];
-        for (r, (p, c)) in prompts.iter().zip(completions).enumerate() {
-            for (j, &tok) in p.iter().chain(c.iter()).enumerate() {
-                ids[r * t + j] = tok;
-                att[r * t + j] = 1.0;
-                if j >= p.len() {
-                    comp[r * t + j] = 1.0;
-                }
-            }
-        }
+        // The padding layout is the model crate's; this type adds the rows the losses index.
+        let tb = popo_model::TokenBatch::new(prompts, completions, pad_id, device)?;
         Ok(Self {
             prompts: prompts.iter().map(|p| p.to_vec()).collect(),
             completions: completions.iter().map(|c| c.to_vec()).collect(),
             pad_id,
-            input_ids: Tensor::from_vec(ids, (b, t), device)?,
-            attention_mask: Tensor::from_vec(att, (b, t), device)?,
-            completion_mask: Tensor::from_vec(comp, (b, t), device)?,
+            input_ids: tb.input_ids,
+            attention_mask: tb.attention_mask,
+            completion_mask: tb.completion_mask,
             seq_len: t,
         })
     }
@@ -141,7 +130,7 @@ pub struct PolicyOutput {
 }
 
 /// A trainable language model as the losses see it.
-pub trait Policy {
+pub trait Policy: Send + Sync {
     /// Differentiable forward (records the autograd graph through the Vars).
     fn forward(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput>;
     /// Forward that records no graph (rollout-time / target / reference passes).
@@ -151,40 +140,4 @@ pub trait Policy {
     /// An independent copy (its own Vars) holding the current values: the EMA target or the reference.
     fn fork(&self) -> Result<Box<dyn Policy>>;
     fn hidden_size(&self) -> usize;
-}
-
-/// Runs `forward_detached` over `rows` in chunks of `chunk`, returning per-row completion log-probs
-/// and pooled final hidden states (f32).
-#[allow(clippy::too_many_arguments)]
-pub fn score_rows(
-    policy: &dyn Policy,
-    prompts: &[&[u32]],
-    completions: &[&[u32]],
-    pad_id: u32,
-    temperature: f64,
-    chunk: usize,
-    pool_last: bool,
-    device: &Device,
-) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-    let mut out = Vec::with_capacity(prompts.len());
-    for start in (0..prompts.len()).step_by(chunk.max(1)) {
-        let end = (start + chunk.max(1)).min(prompts.len());
-        let batch = SeqBatch::new(
-            &prompts[start..end],
-            &completions[start..end],
-            pad_id,
-            device,
-        )?;
-        let o = policy.forward_detached(&batch, temperature)?;
-        let lps = batch.gather_completion(&o.logprobs)?;
-        let mask = if pool_last {
-            batch.last_token_mask()?
-        } else {
-            batch.completion_mask.clone()
-        };
-        let feats =
-            crate::algo::pool_features(&o.hidden.to_dtype(DType::F32)?, &mask)?.to_vec2::<f32>()?;
-        out.extend(lps.into_iter().zip(feats));
-    }
-    Ok(out)
 }

@@ -13,6 +13,7 @@ use crate::data::{
 use crate::lm::{mean_token_logprob, LmPolicy};
 use crate::metrics::{names, RunLogger, SampleRecord, StepMetrics};
 use crate::optim::{lr_at, AdamW, GradAccum};
+use crate::parallel::{in_waves, micro_batch_width, CpuParallel};
 use crate::policy::{Policy, SeqBatch};
 use crate::reward::{self, MathReward, Reward};
 use crate::task;
@@ -249,6 +250,12 @@ impl Trainer {
         Ok(t)
     }
 
+    /// The config of the run that `resume(dir)` would continue.
+    pub fn resumed_config(dir: &Path) -> Result<TrainConfig> {
+        let (run_dir, _) = checkpoint::resolve_resume(dir)?;
+        TrainConfig::from_file(&run_dir.join("config.toml"))
+    }
+
     /// Continues a run from `dir` (a run directory or one of its checkpoints).
     pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<Self> {
         let (run_dir, ck) = checkpoint::resolve_resume(dir)?;
@@ -386,27 +393,46 @@ impl Trainer {
         let steps = self.cfg.sft.steps;
         for step in 0..steps {
             let idx = order.next_batch(self.cfg.sft.batch_size.min(pairs.len()));
-            let p: Vec<&[u32]> = idx.iter().map(|&i| pairs[i].0.as_slice()).collect();
-            let c: Vec<&[u32]> = idx.iter().map(|&i| pairs[i].1.as_slice()).collect();
-            let mb = SeqBatch::new(&p, &c, self.pad_id, &self.device)?;
-            let out = self.policy.forward(&mb, 1.0)?;
-            let m = mb.completion_mask.to_dtype(out.logprobs.dtype())?;
-            let loss = ((out.logprobs * &m)?.sum_all()?.neg()?
-                / m.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)?;
+            // Token-mean NLL over the whole batch, computed in micro-batches (run side by side on
+            // CPU) whose sums share the batch's token count as denominator.
+            let n_tokens: usize = idx.iter().map(|&i| pairs[i].1.len()).sum();
+            let chunks: Vec<&[usize]> = idx.chunks(self.cfg.optim.micro_batch_size).collect();
+            let policy = &self.policy;
+            let micro_step = |k: usize| -> Result<_> {
+                let p: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].0.as_slice()).collect();
+                let c: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].1.as_slice()).collect();
+                let mb = SeqBatch::new(&p, &c, self.pad_id, &self.device)?;
+                let out = policy.forward(&mb, 1.0)?;
+                let m = mb.completion_mask.to_dtype(out.logprobs.dtype())?;
+                let loss = ((out.logprobs * &m)?.sum_all()?.neg()? / n_tokens.max(1) as f64)?;
+                let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                Ok((loss.backward()?, l))
+            };
             let mut acc = GradAccum::new(&params);
-            acc.add(&loss.backward()?)?;
+            let mut loss = 0.0;
+            in_waves(chunks.len(), self.width()?, micro_step, |(grads, l)| {
+                loss += l;
+                acc.add(&grads)
+            })?;
             acc.clip(self.cfg.optim.grad_clip)?;
             opt.step(&acc, lr_at(&ocfg, step, steps))?;
             if !self.quiet && (step + 1) % 50 == 0 {
-                let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 eprintln!(
-                    "sft {:>4}/{steps}  loss {l:.4}  ({:.0}s)",
+                    "sft {:>4}/{steps}  loss {loss:.4}  ({:.0}s)",
                     step + 1,
                     start.elapsed().as_secs_f64()
                 );
             }
         }
         Ok(())
+    }
+
+    /// Micro-batches run at once (`run.cpu_parallel`).
+    fn width(&self) -> Result<usize> {
+        Ok(micro_batch_width(
+            CpuParallel::parse(&self.cfg.run.cpu_parallel)?,
+            &self.device,
+        ))
     }
 
     /// Greedy accuracy on the held-out prompts.
@@ -640,6 +666,7 @@ impl Trainer {
                 policy: &self.policy,
                 temperature: temp,
                 chunk: self.cfg.optim.micro_batch_size,
+                width: self.width()?,
                 pad_id: self.pad_id,
                 device: &self.device,
                 seed: stream_seed(seed, step, Stream::Noise, 0),
@@ -664,7 +691,12 @@ impl Trainer {
             }
             let mut acc = GradAccum::new(&self.params);
             let mut stats: Vec<(&'static str, f64)> = Vec::new();
-            for chunk in rows.chunks(self.cfg.optim.micro_batch_size) {
+            let chunks: Vec<&[usize]> = rows.chunks(self.cfg.optim.micro_batch_size).collect();
+            let (policy, algo, prep) = (&self.policy, &*self.algo, &prep);
+            // Micro-batches run side by side on CPU; their gradients are summed in order, so the
+            // update is the one a sequential loop would make.
+            let micro_step = |k: usize| -> Result<_> {
+                let chunk = chunks[k];
                 let p: Vec<&[u32]> = chunk
                     .iter()
                     .map(|&i| batch.rollouts[i].prompt.as_slice())
@@ -673,18 +705,27 @@ impl Trainer {
                     .iter()
                     .map(|&i| batch.rollouts[i].completion.as_slice())
                     .collect();
-                train_tokens += c.iter().map(|c| c.len()).sum::<usize>();
+                let tokens = c.iter().map(|c| c.len()).sum::<usize>();
                 let mb = SeqBatch::new(&p, &c, self.pad_id, &self.device)?;
-                let out = self.policy.forward(&mb, temp)?;
-                let l = self.algo.loss(&out, &mb, &prep, chunk)?;
-                for (k, v) in l.stats {
-                    match stats.iter_mut().find(|(n, _)| *n == k) {
-                        Some(s) => s.1 += v,
-                        None => stats.push((k, v)),
+                let out = policy.forward(&mb, temp)?;
+                let l = algo.loss(&out, &mb, prep, chunk)?;
+                Ok((l.loss.backward()?, l.stats, tokens))
+            };
+            in_waves(
+                chunks.len(),
+                self.width()?,
+                micro_step,
+                |(grads, l_stats, tokens)| {
+                    train_tokens += tokens;
+                    for (k, v) in l_stats {
+                        match stats.iter_mut().find(|(n, _)| *n == k) {
+                            Some(s) => s.1 += v,
+                            None => stats.push((k, v)),
+                        }
                     }
-                }
-                acc.add(&l.loss.backward()?)?;
-            }
+                    acc.add(&grads)
+                },
+            )?;
             let loss_ok = stats.iter().all(|(_, v)| v.is_finite());
             let norm = acc.global_norm()?;
             for (k, v) in &stats {

@@ -72,6 +72,7 @@ fn ctx<'a>(policy: &'a dyn Policy, dev: &'a Device, chunk: usize) -> PrepareCtx<
         policy,
         temperature: 1.0,
         chunk,
+        width: 1,
         pad_id: PAD,
         device: dev,
         seed: 11,

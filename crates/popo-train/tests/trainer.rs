@@ -111,6 +111,40 @@ fn resume_reproduces_an_uninterrupted_run() {
     }
 }
 
+/// Micro-batches (RL and SFT warm-up) run side by side on CPU; their gradients are summed in
+/// order, so a run on one thread and on three gives the same metrics (perf/* aside).
+#[test]
+fn thread_count_does_not_change_a_run() {
+    let root = tempfile::tempdir().unwrap();
+    let run_with = |threads: usize| {
+        let dir = root.path().join(format!("t{threads}"));
+        let cfg = tiny(
+            &dir,
+            "popo",
+            &[
+                "run.steps=3",
+                "sft.steps=3",
+                "sft.batch_size=12",
+                "run.cpu_parallel=micro_batches",
+            ],
+        );
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut t = Trainer::new(cfg, flag()).unwrap();
+            t.set_quiet(true);
+            t.run().unwrap();
+        });
+        read_metrics(&dir).unwrap()
+    };
+    let one = run_with(1);
+    let three = run_with(3);
+    assert_eq!(one.len(), 3 + 2);
+    assert_eq!(comparable(&one), comparable(&three));
+}
+
 /// Every diagnostic of ALGORITHMS.md is logged under its stable name; run dir layout.
 #[test]
 fn popo_run_logs_every_diagnostic_and_writes_its_run_dir() {
@@ -397,6 +431,7 @@ fn popo_loss_reaches_every_real_model_parameter() {
         policy: &policy,
         temperature: 1.0,
         chunk: 2,
+        width: 2,
         pad_id: 0,
         device: &dev,
         seed: 1,

@@ -70,17 +70,7 @@ impl Algorithm for Grpo {
         };
         let mut refs = match &self.reference {
             Some(r) => {
-                let (p, c) = rows_of(batch);
-                let s = crate::policy::score_rows(
-                    r.as_ref(),
-                    &p,
-                    &c,
-                    ctx.pad_id,
-                    ctx.temperature,
-                    ctx.chunk,
-                    false,
-                    ctx.device,
-                )?;
+                let s = score_rows(r.as_ref(), batch, ctx, false)?;
                 Some(s.into_iter().map(|(lp, _)| lp).collect::<Vec<_>>())
             }
             None => None,
@@ -158,7 +148,6 @@ impl Algorithm for Grpo {
             Some(k) => (&pg + (k * c.beta_kl)?)?,
             None => pg.clone(),
         };
-        let nz = |v: f64| if v > 0.0 { v } else { 1.0 };
         let agg = |x: &Tensor| -> Result<Tensor> {
             let xm = (x * &lm)?;
             Ok(match c.loss_agg {

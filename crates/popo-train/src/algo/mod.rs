@@ -121,6 +121,8 @@ pub struct PrepareCtx<'a> {
     pub policy: &'a dyn Policy,
     pub temperature: f64,
     pub chunk: usize,
+    /// Chunks scored at once (`parallel::micro_batch_width`).
+    pub width: usize,
     pub pad_id: u32,
     pub device: &'a Device,
     /// Per-step seed for any randomness (POPO's feature noise), so a resumed run is identical.
@@ -128,7 +130,7 @@ pub struct PrepareCtx<'a> {
     pub max_completion_len: usize,
 }
 
-pub trait Algorithm {
+pub trait Algorithm: Send + Sync {
     fn name(&self) -> &'static str;
     /// Parameters trained with the policy by the same optimizer (POPO's predictor).
     fn extra_vars(&self) -> Vec<(String, Var)> {
@@ -244,6 +246,15 @@ pub(crate) fn weighted_nll_sum(
     Ok(tok.broadcast_mul(&w)?.sum_all()?)
 }
 
+/// A normaliser that leaves a zero sum at zero when the batch holds none of what it counts.
+pub(crate) fn nz(v: f64) -> f64 {
+    if v > 0.0 {
+        v
+    } else {
+        1.0
+    }
+}
+
 /// Positive set of each group and stats every algorithm logs about it.
 pub(crate) fn positives(batch: &RolloutBatch, threshold: f64) -> Vec<bool> {
     batch
@@ -255,20 +266,46 @@ pub(crate) fn positives(batch: &RolloutBatch, threshold: f64) -> Vec<bool> {
 
 /// Old log-probs from a no-graph forward with the rollout-time weights.
 pub(crate) fn old_logprobs(batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Vec<Vec<f32>>> {
-    let (p, c) = rows_of(batch);
-    Ok(crate::policy::score_rows(
-        ctx.policy,
-        &p,
-        &c,
-        ctx.pad_id,
-        ctx.temperature,
-        ctx.chunk,
-        false,
-        ctx.device,
-    )?
-    .into_iter()
-    .map(|(lp, _)| lp)
-    .collect())
+    Ok(score_rows(ctx.policy, batch, ctx, false)?
+        .into_iter()
+        .map(|(lp, _)| lp)
+        .collect())
+}
+
+/// Runs `policy.forward_detached` over the batch in chunks of `ctx.chunk` (`ctx.width` at a time),
+/// returning per-row completion log-probs and pooled final hidden states (f32).
+pub(crate) fn score_rows(
+    policy: &dyn Policy,
+    batch: &RolloutBatch,
+    ctx: &PrepareCtx,
+    pool_last: bool,
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    let (prompts, completions) = rows_of(batch);
+    let chunk = ctx.chunk.max(1);
+    let score = |k: usize| -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        let rows = k * chunk..((k + 1) * chunk).min(prompts.len());
+        let mb = SeqBatch::new(
+            &prompts[rows.clone()],
+            &completions[rows],
+            ctx.pad_id,
+            ctx.device,
+        )?;
+        let o = policy.forward_detached(&mb, ctx.temperature)?;
+        let lps = mb.gather_completion(&o.logprobs)?;
+        let mask = if pool_last {
+            mb.last_token_mask()?
+        } else {
+            mb.completion_mask.clone()
+        };
+        let feats = pool_features(&o.hidden.to_dtype(DType::F32)?, &mask)?.to_vec2::<f32>()?;
+        Ok(lps.into_iter().zip(feats).collect())
+    };
+    let mut out = Vec::with_capacity(prompts.len());
+    crate::parallel::in_waves(prompts.len().div_ceil(chunk), ctx.width, score, |rows| {
+        out.extend(rows);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 pub(crate) fn rows_of(batch: &RolloutBatch) -> (Vec<&[u32]>, Vec<&[u32]>) {

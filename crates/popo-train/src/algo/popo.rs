@@ -144,18 +144,8 @@ impl Algorithm for Popo {
             self.cfg.length_normalize_weights,
         );
 
-        let (p, c) = rows_of(batch);
         let pool_last = self.cfg.feature_pool == FeaturePool::Last;
-        let target = crate::policy::score_rows(
-            self.target.as_ref(),
-            &p,
-            &c,
-            ctx.pad_id,
-            ctx.temperature,
-            ctx.chunk,
-            pool_last,
-            ctx.device,
-        )?;
+        let target = score_rows(self.target.as_ref(), batch, ctx, pool_last)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.seed);
         let noise = Normal::new(0.0f32, self.cfg.sim_noise_std as f32)?;
         let mut old = old.map(|o| o.into_iter().map(Some).collect::<Vec<_>>());
@@ -206,7 +196,6 @@ impl Algorithm for Popo {
         let dtype = lp.dtype();
         let dev = mb.device();
         let m = mb.completion_mask.to_dtype(dtype)?; // [b, T]
-        let nz = |v: f64| if v > 0.0 { v } else { 1.0 };
 
         // L_nll: weighted NLL over positives / positive-token count.
         let nll = (weighted_nll_sum(lp, mb, prep, rows, self.cfg.ratio_clip)?

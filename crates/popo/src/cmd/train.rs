@@ -60,7 +60,10 @@ pub fn run(args: Args) -> Result<i32> {
         });
     }
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(dir, stop)?,
+        Some(dir) => {
+            popo_train::parallel::configure_process(&Trainer::resumed_config(dir)?)?;
+            Trainer::resume(dir, stop)?
+        }
         None => {
             let mut b = ConfigBuilder::new().preset(args.preset.as_deref());
             if let Some(p) = &args.config {
@@ -93,6 +96,7 @@ pub fn run(args: Args) -> Result<i32> {
                 print!("{}", cfg.to_toml()?);
                 return Ok(0);
             }
+            popo_train::parallel::configure_process(&cfg)?;
             Trainer::new(cfg, stop)?
         }
     };

@@ -1,0 +1,164 @@
+//! How a CPU's cores are shared out. candle can split each op across the cores, or ops can run on
+//! one core each while micro-batches run side by side. The first suits large models, whose ops are
+//! long; the second suits small ones, whose ops are too short to split (the built-in demo model:
+//! two cores splitting ops ran a step no faster than one, BENCHMARKS.md). Either way the update is
+//! the same: micro-batch results are folded in order.
+
+use crate::config::TrainConfig;
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+/// `run.cpu_parallel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuParallel {
+    /// Micro-batches side by side when candle runs ops on one core, ops split otherwise.
+    Auto,
+    /// candle splits each op across the cores; micro-batches run one after another.
+    Ops,
+    /// One core per micro-batch, several at a time.
+    MicroBatches,
+}
+
+impl CpuParallel {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "ops" => Self::Ops,
+            "micro_batches" => Self::MicroBatches,
+            other => bail!("run.cpu_parallel must be auto, ops or micro_batches (got `{other}`)"),
+        })
+    }
+}
+
+/// Sets up the process for a training config. Call it before the first candle op (candle sizes its
+/// op thread pool once, from `CANDLE_NUM_THREADS`) and before other threads read the environment. With
+/// `auto`, the built-in tiny model on CPU runs its ops on one core each; a `CANDLE_NUM_THREADS`
+/// set by the user always wins.
+pub fn configure_process(cfg: &TrainConfig) -> Result<()> {
+    let mode = CpuParallel::parse(&cfg.run.cpu_parallel)?;
+    let small_on_cpu = cfg.model.path.is_empty() && cfg.run.device == "cpu";
+    let one_core_ops =
+        mode == CpuParallel::MicroBatches || (mode == CpuParallel::Auto && small_on_cpu);
+    if one_core_ops && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    Ok(())
+}
+
+/// How many micro-batches run at once on `device`.
+pub fn micro_batch_width(mode: CpuParallel, device: &Device) -> usize {
+    if !device.is_cpu() {
+        return 1;
+    }
+    let cores = rayon::current_num_threads().max(1);
+    match mode {
+        CpuParallel::Ops => 1,
+        CpuParallel::MicroBatches => cores,
+        CpuParallel::Auto => {
+            // Side by side only when candle will not split the ops too: both at once contend
+            // for candle's op pool, which takes one caller at a time.
+            if candle_core::utils::barrier_pool().n_workers() == 0 {
+                cores
+            } else {
+                1
+            }
+        }
+    }
+}
+
+/// Runs `work(k)` for `k in 0..n`, `width` at a time on their own threads, and hands the results
+/// to `fold` in index order. Each `work` call is independent and `fold` sees the same sequence
+/// whatever `width` is, so results do not depend on the thread count; memory is bounded by `width`
+/// results (a micro-batch's gradients, say) at a time.
+pub fn in_waves<T: Send>(
+    n: usize,
+    width: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+    mut fold: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    let width = width.clamp(1, n.max(1));
+    for start in (0..n).step_by(width) {
+        let end = (start + width).min(n);
+        let results: Vec<Result<T>> = if end - start == 1 {
+            vec![work(start)]
+        } else {
+            std::thread::scope(|s| {
+                let work = &work;
+                let handles: Vec<_> = (start..end).map(|k| s.spawn(move || work(k))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| bail!("a micro-batch worker thread panicked"))
+                    })
+                    .collect()
+            })
+        };
+        for r in results {
+            fold(r?)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waves_fold_in_index_order_at_any_width() {
+        for width in [1, 2, 3, 7, 20] {
+            let mut seen = Vec::new();
+            in_waves(
+                7,
+                width,
+                |k| Ok(k * 10),
+                |v| {
+                    seen.push(v);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(seen, vec![0, 10, 20, 30, 40, 50, 60], "width {width}");
+        }
+    }
+
+    #[test]
+    fn a_failing_call_is_an_error_and_later_waves_do_not_run() {
+        let mut folded = Vec::new();
+        let err = in_waves(
+            6,
+            2,
+            |k| {
+                if k == 3 {
+                    bail!("row {k} failed")
+                } else {
+                    Ok(k)
+                }
+            },
+            |v| {
+                folded.push(v);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "row 3 failed");
+        assert_eq!(folded, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn modes_parse_and_unknown_ones_are_named() {
+        assert_eq!(CpuParallel::parse("auto").unwrap(), CpuParallel::Auto);
+        assert_eq!(CpuParallel::parse("ops").unwrap(), CpuParallel::Ops);
+        assert_eq!(
+            CpuParallel::parse("micro_batches").unwrap(),
+            CpuParallel::MicroBatches
+        );
+        let e = CpuParallel::parse("threads").unwrap_err().to_string();
+        assert!(
+            e.contains("run.cpu_parallel") && e.contains("threads"),
+            "{e}"
+        );
+        assert_eq!(micro_batch_width(CpuParallel::Ops, &Device::Cpu), 1);
+    }
+}
