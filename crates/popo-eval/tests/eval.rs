@@ -14,18 +14,9 @@ fn fixture() -> PathBuf {
 
 /// A randomly initialised built-in tiny model, saved in HF layout.
 fn tiny_checkpoint(dir: &Path) {
-    let tok = popo_train::task::tokenizer().unwrap();
-    let shape = popo_train::task::TinyModel {
-        hidden_size: 32,
-        num_layers: 1,
-        num_heads: 2,
-        num_kv_heads: 1,
-        intermediate_size: 64,
-    };
-    let cfg = shape.config(&tok).unwrap();
-    let (varmap, _model) =
-        popo_model::Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 7, 0.5).unwrap();
-    popo_model::save_pretrained(dir, &cfg, &varmap, DType::F32, Some(&tok), None).unwrap();
+    popo_train::task::TinyModel::micro()
+        .save_random(dir, 7, 0.5)
+        .unwrap();
 }
 
 fn run(dir: &Path, cfg: &EvalConfig) -> (popo_eval::bench::BenchResult, Vec<EvalSample>) {

@@ -432,6 +432,40 @@ impl TinyModel {
         cfg.max_position_embeddings = 1024;
         Ok(cfg)
     }
+
+    /// The smallest useful shape (hidden 32, one layer): smoke runs and tests in seconds.
+    pub fn micro() -> Self {
+        TinyModel {
+            hidden_size: 32,
+            num_layers: 1,
+            num_heads: 2,
+            num_kv_heads: 1,
+            intermediate_size: 64,
+        }
+    }
+
+    /// Writes a randomly initialised model of this shape, with the built-in tokenizer, as an HF
+    /// checkpoint (config.json, model.safetensors, tokenizer.json) that `--model` accepts.
+    /// `init_std` is the weights' standard deviation.
+    pub fn save_random(&self, dir: &std::path::Path, seed: u64, init_std: f64) -> Result<()> {
+        let tok = tokenizer()?;
+        let cfg = self.config(&tok)?;
+        let (varmap, _) = popo_model::Model::new_seeded(
+            &cfg,
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32,
+            seed,
+            init_std,
+        )?;
+        popo_model::save_pretrained(
+            dir,
+            &cfg,
+            &varmap,
+            candle_core::DType::F32,
+            Some(&tok),
+            None,
+        )
+    }
 }
 
 #[cfg(test)]

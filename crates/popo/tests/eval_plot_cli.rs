@@ -1,6 +1,5 @@
 //! `popo eval` and `popo plot` end to end through the binary, on a tiny checkpoint built here.
 
-use candle_core::{DType, Device};
 use std::path::Path;
 use std::process::Command;
 
@@ -9,18 +8,9 @@ fn popo() -> Command {
 }
 
 fn tiny_checkpoint(dir: &Path) {
-    let tok = popo_train::task::tokenizer().unwrap();
-    let shape = popo_train::task::TinyModel {
-        hidden_size: 32,
-        num_layers: 1,
-        num_heads: 2,
-        num_kv_heads: 1,
-        intermediate_size: 64,
-    };
-    let cfg = shape.config(&tok).unwrap();
-    let (varmap, _) =
-        popo_model::Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 1, 0.5).unwrap();
-    popo_model::save_pretrained(dir, &cfg, &varmap, DType::F32, Some(&tok), None).unwrap();
+    popo_train::task::TinyModel::micro()
+        .save_random(dir, 1, 0.5)
+        .unwrap();
 }
 
 #[test]
