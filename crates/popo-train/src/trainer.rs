@@ -325,6 +325,10 @@ impl Trainer {
                 },
             )?
         };
+        let width = micro_batch_width(CpuParallel::parse(&cfg.run.cpu_parallel)?, &device);
+        if width > 1 {
+            tracing::info!("{width} micro-batches at a time, one core each (run.cpu_parallel)");
+        }
         let state = TrainerState {
             step: 0,
             optimizer_updates: 0,
