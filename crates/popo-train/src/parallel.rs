@@ -66,6 +66,8 @@ pub fn micro_batch_width(mode: CpuParallel, device: &Device) -> usize {
     }
 }
 
+const WORKER_STACK: usize = 8 << 20;
+
 /// Runs `work(k)` for `k in 0..n`, `width` at a time on their own threads, and hands the results
 /// to `fold` in index order. Each `work` call is independent and `fold` sees the same sequence
 /// whatever `width` is, so results do not depend on the thread count; memory is bounded by `width`
@@ -84,12 +86,21 @@ pub fn in_waves<T: Send>(
         } else {
             std::thread::scope(|s| {
                 let work = &work;
-                let handles: Vec<_> = (start..end).map(|k| s.spawn(move || work(k))).collect();
+                // candle's backward walks the graph recursively: give deep models the main
+                // thread's stack size rather than a spawned thread's 2 MiB.
+                let spawn = |k: usize| {
+                    std::thread::Builder::new()
+                        .stack_size(WORKER_STACK)
+                        .spawn_scoped(s, move || work(k))
+                };
+                let handles: Vec<_> = (start..end).map(spawn).collect();
                 handles
                     .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| bail!("a micro-batch worker thread panicked"))
+                    .map(|h| match h {
+                        Ok(h) => h
+                            .join()
+                            .unwrap_or_else(|_| bail!("a micro-batch worker thread panicked")),
+                        Err(e) => bail!("starting a micro-batch worker thread: {e}"),
                     })
                     .collect()
             })
