@@ -225,19 +225,20 @@ fn popo_run_logs_every_diagnostic_and_writes_its_run_dir() {
     }
 }
 
-/// The losses terms that need positives are logged when the batch has positives; a reward that
-/// accepts everything makes every completion positive.
-struct AlwaysRight;
-impl Reward for AlwaysRight {
+/// The same reward for every completion (correct when it is 1).
+struct Constant(f32);
+impl Reward for Constant {
     fn score(&self, _c: &str, _g: &str) -> RewardOut {
         RewardOut {
-            reward: 1.0,
-            correct: true,
+            reward: self.0,
+            correct: self.0 == 1.0,
             extracted: None,
         }
     }
 }
 
+/// The losses terms that need positives are logged when the batch has positives; a reward that
+/// accepts everything makes every completion positive.
 #[test]
 fn popo_terms_and_probe_are_logged_with_positives() {
     let root = tempfile::tempdir().unwrap();
@@ -248,7 +249,7 @@ fn popo_terms_and_probe_are_logged_with_positives() {
     )
     .unwrap();
     t.set_quiet(true);
-    t.set_reward(Box::new(AlwaysRight));
+    t.set_reward(Box::new(Constant(1.0)));
     t.run().unwrap();
     let recs = read_metrics(&dir).unwrap();
     let r = recs.iter().find(|r| r.step == 2).unwrap();
@@ -275,17 +276,6 @@ fn popo_terms_and_probe_are_logged_with_positives() {
     assert_eq!(r.values[names::GROUPS_ALL_POSITIVE], Some(1.0));
 }
 
-struct NanReward;
-impl Reward for NanReward {
-    fn score(&self, _c: &str, _g: &str) -> RewardOut {
-        RewardOut {
-            reward: f32::NAN,
-            correct: false,
-            extracted: None,
-        }
-    }
-}
-
 /// NaN losses: steps are skipped and counted, and after N in a row the run stops with a message
 /// and a checkpoint.
 #[test]
@@ -306,7 +296,7 @@ fn nonfinite_steps_are_skipped_then_stop_the_run() {
     )
     .unwrap();
     t.set_quiet(true);
-    t.set_reward(Box::new(NanReward));
+    t.set_reward(Box::new(Constant(f32::NAN)));
     let before: Vec<f32> = {
         let p = popo_train::policy::Policy::named_vars(t.policy());
         p[0].1
