@@ -67,7 +67,7 @@ pub struct RunConfig {
     /// How CPU cores are used: `ops` (candle splits every op across them), `micro_batches` (one
     /// core per micro-batch, several side by side; for small models), or `auto` (micro-batches for
     /// the built-in tiny model, ops otherwise). The update is the same either way.
-    pub cpu_parallel: String,
+    pub cpu_parallel: CpuParallel,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -161,6 +161,18 @@ pub enum AlgoName {
     Popo,
     Grpo,
     Raft,
+}
+
+/// `run.cpu_parallel` (see `crate::parallel`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuParallel {
+    /// Micro-batches side by side when candle runs ops on one core, ops split otherwise.
+    Auto,
+    /// candle splits each op across the cores; micro-batches run one after another.
+    Ops,
+    /// One core per micro-batch, several at a time.
+    MicroBatches,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -274,7 +286,7 @@ impl Default for RunConfig {
             device: "cpu".into(),
             dtype: "auto".into(),
             tensorboard: true,
-            cpu_parallel: "auto".into(),
+            cpu_parallel: CpuParallel::Auto,
         }
     }
 }
@@ -483,6 +495,21 @@ pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// The dotted key of the `key = value` line holding byte `offset` of a serialized config, so that
+/// a value serde rejects (an unknown enum variant, a wrong type) is reported with its key.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let key = text[line_start..].lines().next()?.split_once('=')?.0.trim();
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'));
+    Some(match section {
+        Some(sec) => format!("{sec}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 /// Builds a config from layers. Used by `popo train` and tests.
 #[derive(Default)]
 pub struct ConfigBuilder {
@@ -584,8 +611,12 @@ impl ConfigBuilder {
         merge(&mut merged, if explicit { sets } else { user });
         merge(&mut merged, dotted("preset", Value::String(preset)));
         let text = toml::to_string(&merged).context("serializing merged config")?;
-        let cfg: TrainConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("invalid config: {}", e.message()))?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+            match e.span().and_then(|span| key_at(&text, span.start)) {
+                Some(key) => anyhow::anyhow!("invalid config: `{key}`: {}", e.message()),
+                None => anyhow::anyhow!("invalid config: {}", e.message()),
+            }
+        })?;
         cfg.validate()?;
         cfg.task.validate()?;
         Ok(cfg)
@@ -667,13 +698,6 @@ impl TrainConfig {
             (
                 matches!(self.run.dtype.as_str(), "auto" | "f32" | "bf16" | "f16"),
                 "run.dtype must be auto, f32, bf16 or f16",
-            ),
-            (
-                matches!(
-                    self.run.cpu_parallel.as_str(),
-                    "auto" | "ops" | "micro_batches"
-                ),
-                "run.cpu_parallel must be auto, ops or micro_batches",
             ),
             (
                 matches!(
@@ -949,6 +973,43 @@ mod tests {
         // Without --preset the file's values stand.
         let c = ConfigBuilder::new().file(&p).unwrap().build().unwrap();
         assert_eq!((c.preset.as_str(), c.algo.alpha), ("popo", 0.1));
+    }
+
+    #[test]
+    fn a_value_serde_rejects_is_reported_with_its_key() {
+        let e = ConfigBuilder::new()
+            .set("algo.weight_mode=sharp")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`algo.weight_mode`") && e.contains("sharp"),
+            "{e}"
+        );
+        let e = ConfigBuilder::new()
+            .set("task.sft.max_digits=-1")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`task.sft.max_digits`"), "{e}");
+        let e = ConfigBuilder::new()
+            .set("run.cpu_parallel=threads")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("run.cpu_parallel") && e.contains("threads"),
+            "{e}"
+        );
+        let c = ConfigBuilder::new()
+            .set("run.cpu_parallel=micro_batches")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.run.cpu_parallel, CpuParallel::MicroBatches);
     }
 
     #[test]

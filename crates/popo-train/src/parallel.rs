@@ -4,45 +4,22 @@
 //! two cores splitting ops ran a step no faster than one, BENCHMARKS.md). Either way the update is
 //! the same: micro-batch results are folded in order.
 
-use crate::config::TrainConfig;
+use crate::config::{CpuParallel, TrainConfig};
 use anyhow::{bail, Result};
 use candle_core::Device;
-
-/// `run.cpu_parallel`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuParallel {
-    /// Micro-batches side by side when candle runs ops on one core, ops split otherwise.
-    Auto,
-    /// candle splits each op across the cores; micro-batches run one after another.
-    Ops,
-    /// One core per micro-batch, several at a time.
-    MicroBatches,
-}
-
-impl CpuParallel {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "auto" => Self::Auto,
-            "ops" => Self::Ops,
-            "micro_batches" => Self::MicroBatches,
-            other => bail!("run.cpu_parallel must be auto, ops or micro_batches (got `{other}`)"),
-        })
-    }
-}
 
 /// Sets up the process for a training config. Call it before the first candle op (candle sizes its
 /// op thread pool once, from `CANDLE_NUM_THREADS`) and before other threads read the environment. With
 /// `auto`, the built-in tiny model on CPU runs its ops on one core each; a `CANDLE_NUM_THREADS`
 /// set by the user always wins.
-pub fn configure_process(cfg: &TrainConfig) -> Result<()> {
-    let mode = CpuParallel::parse(&cfg.run.cpu_parallel)?;
+pub fn configure_process(cfg: &TrainConfig) {
+    let mode = cfg.run.cpu_parallel;
     let small_on_cpu = cfg.model.path.is_empty() && cfg.run.device == "cpu";
     let one_core_ops =
         mode == CpuParallel::MicroBatches || (mode == CpuParallel::Auto && small_on_cpu);
     if one_core_ops && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
-    Ok(())
 }
 
 /// How many micro-batches run at once on `device`.
@@ -158,18 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn modes_parse_and_unknown_ones_are_named() {
-        assert_eq!(CpuParallel::parse("auto").unwrap(), CpuParallel::Auto);
-        assert_eq!(CpuParallel::parse("ops").unwrap(), CpuParallel::Ops);
-        assert_eq!(
-            CpuParallel::parse("micro_batches").unwrap(),
-            CpuParallel::MicroBatches
-        );
-        let e = CpuParallel::parse("threads").unwrap_err().to_string();
-        assert!(
-            e.contains("run.cpu_parallel") && e.contains("threads"),
-            "{e}"
-        );
+    fn ops_mode_runs_one_micro_batch_at_a_time() {
         assert_eq!(micro_batch_width(CpuParallel::Ops, &Device::Cpu), 1);
     }
 }

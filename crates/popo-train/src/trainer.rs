@@ -13,7 +13,7 @@ use crate::data::{
 use crate::lm::{mean_token_logprob, LmPolicy};
 use crate::metrics::{names, RunLogger, SampleRecord, StepMetrics};
 use crate::optim::{lr_at, AdamW, GradAccum};
-use crate::parallel::{in_waves, micro_batch_width, CpuParallel};
+use crate::parallel::{in_waves, micro_batch_width};
 use crate::policy::{Policy, SeqBatch};
 use crate::reward::{self, MathReward, Reward};
 use crate::task;
@@ -82,6 +82,8 @@ pub struct Trainer {
     logger: RunLogger,
     stop: Arc<AtomicBool>,
     quiet: bool,
+    /// Micro-batches run at once (`run.cpu_parallel`), fixed when the trainer is built.
+    width: usize,
 }
 
 fn compute_dtype(cfg: &TrainConfig, device: &Device) -> Result<DType> {
@@ -325,7 +327,7 @@ impl Trainer {
                 },
             )?
         };
-        let width = micro_batch_width(CpuParallel::parse(&cfg.run.cpu_parallel)?, &device);
+        let width = micro_batch_width(cfg.run.cpu_parallel, &device);
         if width > 1 {
             tracing::info!("{width} micro-batches at a time, one core each (run.cpu_parallel)");
         }
@@ -340,6 +342,7 @@ impl Trainer {
         };
         Ok(Self {
             quiet: false,
+            width,
             cfg,
             run_dir,
             device,
@@ -414,7 +417,7 @@ impl Trainer {
             };
             let mut acc = GradAccum::new(&params);
             let mut loss = 0.0;
-            in_waves(chunks.len(), self.width()?, micro_step, |(grads, l)| {
+            in_waves(chunks.len(), self.width, micro_step, |(grads, l)| {
                 loss += l;
                 acc.add(&grads)
             })?;
@@ -429,14 +432,6 @@ impl Trainer {
             }
         }
         Ok(())
-    }
-
-    /// Micro-batches run at once (`run.cpu_parallel`).
-    fn width(&self) -> Result<usize> {
-        Ok(micro_batch_width(
-            CpuParallel::parse(&self.cfg.run.cpu_parallel)?,
-            &self.device,
-        ))
     }
 
     /// Greedy accuracy on the held-out prompts.
@@ -670,7 +665,7 @@ impl Trainer {
                 policy: &self.policy,
                 temperature: temp,
                 chunk: self.cfg.optim.micro_batch_size,
-                width: self.width()?,
+                width: self.width,
                 pad_id: self.pad_id,
                 device: &self.device,
                 seed: stream_seed(seed, step, Stream::Noise, 0),
@@ -717,7 +712,7 @@ impl Trainer {
             };
             in_waves(
                 chunks.len(),
-                self.width()?,
+                self.width,
                 micro_step,
                 |(grads, l_stats, tokens)| {
                     train_tokens += tokens;

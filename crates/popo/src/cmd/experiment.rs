@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<i32> {
     if !args.report_only {
         if let (Some(r), Some(&seed)) = (spec.runs.first(), spec.seeds.first()) {
             // The runs share their model and device, so the first one's settings hold for all.
-            popo_train::parallel::configure_process(&spec.train_config(r, seed)?)?;
+            popo_train::parallel::configure_process(&spec.train_config(r, seed)?);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();

@@ -61,7 +61,7 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let mut trainer = match &args.resume {
         Some(dir) => {
-            popo_train::parallel::configure_process(&Trainer::resumed_config(dir)?)?;
+            popo_train::parallel::configure_process(&Trainer::resumed_config(dir)?);
             Trainer::resume(dir, stop)?
         }
         None => {
@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<i32> {
                 print!("{}", cfg.to_toml()?);
                 return Ok(0);
             }
-            popo_train::parallel::configure_process(&cfg)?;
+            popo_train::parallel::configure_process(&cfg);
             Trainer::new(cfg, stop)?
         }
     };
