@@ -10,13 +10,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 fn tiny(dir: &Path, preset: &str, sets: &[&str]) -> TrainConfig {
-    let mut b = ConfigBuilder::new().preset(Some(preset));
+    let micro = toml::Value::try_from(popo_train::task::TinyModel::micro()).unwrap();
+    let mut b = ConfigBuilder::new()
+        .preset(Some(preset))
+        .set_value("tiny_model", micro);
     for s in [
-        "tiny_model.hidden_size=32",
-        "tiny_model.num_layers=1",
-        "tiny_model.num_heads=2",
-        "tiny_model.num_kv_heads=1",
-        "tiny_model.intermediate_size=64",
         "task.n_sft=64",
         "task.n_rl=64",
         "task.n_eval=16",
