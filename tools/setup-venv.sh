@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates tools/.venv with the Python packages that tools/make_fixtures.py needs.
+# Creates tools/.venv with the Python packages that tools/make_fixtures.py and
+# tools/get-smollm2.sh need.
 # Idempotent: re-running reuses the venv and only installs what is missing.
 # Everything comes from PyPI (the CPU build of torch is the default wheel there on
 # most platforms; on Linux x86_64 the PyPI wheel also carries CUDA libs, which is
@@ -22,6 +23,9 @@ pkgs=(
     "safetensors==0.6.2"
     "numpy==2.3.4"
     "jinja2==3.1.6"
+    # tools/get-smollm2.sh: transformers reads GGUF files through these
+    "gguf==0.17.1"
+    "accelerate==1.11.0"
 )
 
 if "$venv/bin/python" - "${pkgs[@]}" <<'PY'

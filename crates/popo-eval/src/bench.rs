@@ -145,28 +145,6 @@ pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<u64>)> {
     )
 }
 
-/// Stop ids: the tokenizer's EOS and every EOS id of config.json / generation_config.json.
-pub fn stop_ids(
-    tokenizer: &Tokenizer,
-    config_eos: &[u32],
-    generation_config: Option<&serde_json::Value>,
-) -> Vec<u32> {
-    let mut ids: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
-    ids.extend_from_slice(config_eos);
-    if let Some(v) = generation_config.and_then(|g| g.get("eos_token_id")) {
-        match v {
-            serde_json::Value::Number(n) => ids.extend(n.as_u64().map(|x| x as u32)),
-            serde_json::Value::Array(a) => {
-                ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
-            }
-            _ => {}
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 /// Scores one problem's completions with the verifier; returns the per-sample verdicts (in
 /// order) and the problem's scores. `greedy` is the greedy completion, if any.
 pub fn score_problem(

@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Device};
 use popo_eval::bench::{
-    evaluate_bench, markdown_table, resolve_model_dir, stop_ids, EvalConfig, EvalResults,
-    EvalSample, ModelInfo,
+    evaluate_bench, markdown_table, resolve_model_dir, EvalConfig, EvalResults, EvalSample,
+    ModelInfo,
 };
 use popo_train::data::PromptTemplate;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ fn tiny_checkpoint(dir: &Path) {
 fn run(dir: &Path, cfg: &EvalConfig) -> (popo_eval::bench::BenchResult, Vec<EvalSample>) {
     let pre = popo_model::load_pretrained(dir, &Device::Cpu, DType::F32).unwrap();
     let tok = pre.tokenizer.as_ref().unwrap();
-    let stops = stop_ids(tok, &pre.config.eos_token_id, None);
+    let stops = pre.stop_ids().unwrap();
     assert_eq!(stops, vec![tok.eos_token_id().unwrap()]);
     let mut out = Vec::new();
     let mut calls = Vec::new();
@@ -174,11 +174,7 @@ fn eval_runs_on_hf_fixture_directories_with_their_chat_templates() {
                 ])
             );
         }
-        let stops = stop_ids(
-            tok,
-            &pre.config.eos_token_id,
-            pre.generation_config.as_ref(),
-        );
+        let stops = pre.stop_ids().unwrap();
         assert!(!stops.is_empty(), "{name}");
         let cfg = EvalConfig {
             n: 2,

@@ -81,11 +81,7 @@ set = ["algo.tau=1.0"]
         .tokenizer
         .as_ref()
         .expect("checkpoints carry their tokenizer");
-    let stops = popo_eval::bench::stop_ids(
-        tok,
-        &pre.config.eos_token_id,
-        pre.generation_config.as_ref(),
-    );
+    let stops = pre.stop_ids().unwrap();
     let cfg = popo_eval::bench::EvalConfig {
         n: 2,
         max_new_tokens: 8,

@@ -170,6 +170,54 @@ pub fn load_pretrained(dir: &Path, device: &Device, dtype: DType) -> Result<Pret
     })
 }
 
+impl Pretrained {
+    /// The ids that end generation for this checkpoint; see [`stop_ids`].
+    pub fn stop_ids(&self) -> Result<Vec<u32>> {
+        stop_ids(
+            &self.config,
+            self.generation_config.as_ref(),
+            self.tokenizer.as_ref(),
+        )
+    }
+}
+
+/// The one rule for where generation stops, used by `generate`, `eval` and `train`: every EOS id
+/// of config.json, of generation_config.json (an int or a list: Qwen2.5-Instruct lists both
+/// `<|im_end|>` and `<|endoftext|>`) and the tokenizer's EOS token, sorted and deduplicated.
+pub fn stop_ids(
+    config: &ModelConfig,
+    generation_config: Option<&Value>,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<Vec<u32>> {
+    let mut ids = config.eos_token_id.clone();
+    if let Some(v) = generation_config.and_then(|g| g.get("eos_token_id")) {
+        let bad = || {
+            anyhow!(
+                "generation_config.json: `eos_token_id` must be a token id or a list of token \
+                 ids, got {v}"
+            )
+        };
+        let id = |x: &Value| {
+            x.as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(bad)
+        };
+        match v {
+            Value::Null => {}
+            Value::Array(a) => {
+                for x in a {
+                    ids.push(id(x)?);
+                }
+            }
+            x => ids.push(id(x)?),
+        }
+    }
+    ids.extend(tokenizer.and_then(Tokenizer::eos_token_id));
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// The HF tensor names `Model::new` reads for this config.
 pub fn used_names(cfg: &ModelConfig) -> HashSet<String> {
     let mut names = HashSet::new();
@@ -235,6 +283,34 @@ pub fn save_pretrained_sharded(
     generation_config: Option<&Value>,
     shard_bytes: usize,
 ) -> Result<()> {
+    let weights: Vec<(String, Tensor)> = {
+        let data = varmap.data().lock().unwrap();
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    };
+    save_weights(
+        dir,
+        config,
+        &weights,
+        save_dtype,
+        tokenizer,
+        generation_config,
+        shard_bytes,
+    )
+}
+
+/// Writes HF tensors given by name (for instance a trainer's f32 master weights rather than the
+/// model's compute weights), each rounded once to `save_dtype`; otherwise as `save_pretrained`.
+pub fn save_weights(
+    dir: &Path,
+    config: &ModelConfig,
+    weights: &[(String, Tensor)],
+    save_dtype: DType,
+    tokenizer: Option<&Tokenizer>,
+    generation_config: Option<&Value>,
+    shard_bytes: usize,
+) -> Result<()> {
     if !matches!(save_dtype, DType::F32 | DType::BF16 | DType::F16) {
         bail!("unsupported save dtype {save_dtype:?} (use f32, bf16 or f16)");
     }
@@ -245,19 +321,10 @@ pub fn save_pretrained_sharded(
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg.to_hf_json())?)
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
 
-    let tensors: BTreeMap<String, Tensor> = {
-        let data = varmap.data().lock().unwrap();
-        data.iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.clone(),
-                    v.as_tensor()
-                        .to_dtype(save_dtype)?
-                        .to_device(&Device::Cpu)?,
-                ))
-            })
-            .collect::<Result<_>>()?
-    };
+    let tensors: BTreeMap<String, Tensor> = weights
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_dtype(save_dtype)?.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
     // Greedy sharding in name order.
     let mut shards: Vec<Vec<(String, Tensor)>> = vec![vec![]];
     let mut size = 0;
@@ -428,5 +495,42 @@ pub fn dtype_from_str(s: &str) -> Result<DType> {
         "f16" | "float16" => Ok(DType::F16),
         "f64" | "float64" => Ok(DType::F64),
         other => bail!("unknown dtype {other:?} (use f32, bf16, f16 or f64)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_ids_join_config_generation_config_and_tokenizer() {
+        let mut cfg = ModelConfig::qwen2_tiny(64, 16, 2, 2, 1, 32);
+        cfg.eos_token_id = vec![9];
+        let tok = Tokenizer::char_level("abc", &["<eos>"], None).unwrap();
+        let eos = tok.eos_token_id().unwrap();
+        assert_eq!(stop_ids(&cfg, None, Some(&tok)).unwrap(), vec![eos, 9]);
+        // Qwen2.5-Instruct style: a list with a second EOS, in any order, with repeats.
+        let g = json!({"eos_token_id": [12, 9, 12]});
+        assert_eq!(
+            stop_ids(&cfg, Some(&g), Some(&tok)).unwrap(),
+            vec![eos, 9, 12]
+        );
+        let g = json!({"eos_token_id": 7, "do_sample": true});
+        assert_eq!(stop_ids(&cfg, Some(&g), None).unwrap(), vec![7, 9]);
+        let g = json!({"eos_token_id": null});
+        assert_eq!(stop_ids(&cfg, Some(&g), None).unwrap(), vec![9]);
+        for bad in [
+            json!("two"),
+            json!([1, -1]),
+            json!(1.5),
+            json!(5_000_000_000u64),
+        ] {
+            let g = json!({ "eos_token_id": bad });
+            let e = stop_ids(&cfg, Some(&g), None).unwrap_err().to_string();
+            assert!(
+                e.contains("generation_config.json") && e.contains("eos_token_id"),
+                "{e}"
+            );
+        }
     }
 }

@@ -34,6 +34,6 @@ pub mod hub;
 pub mod score;
 pub use hub::{
     device_from_str, dtype_from_str, load_pretrained, resolve_model_path, save_pretrained,
-    save_pretrained_sharded, Pretrained,
+    save_pretrained_sharded, save_weights, stop_ids, Pretrained,
 };
 pub use score::score;

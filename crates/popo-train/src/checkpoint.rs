@@ -30,6 +30,9 @@ pub struct TrainerState {
     pub skipped_steps: u64,
     /// Held-out accuracy before RL (after any warm-up), if measured.
     pub eval_before: Option<f64>,
+    /// f16 compute: the dynamic loss scale (absent otherwise, and in older checkpoints).
+    #[serde(default)]
+    pub loss_scale: Option<crate::optim::LossScale>,
 }
 
 pub fn step_dir_name(step: u64) -> String {
@@ -154,6 +157,7 @@ mod tests {
             nonfinite_in_row: 0,
             skipped_steps: 0,
             eval_before: Some(0.25),
+            loss_scale: None,
         };
         for step in 1..=3 {
             state.step = step;

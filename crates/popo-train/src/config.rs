@@ -7,6 +7,7 @@
 //! Every key of a user layer is checked against the defaults, so a typo is an error naming the key.
 //! The resolved config is written to `config.toml` in the run directory.
 
+pub use crate::params::MasterWeights;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -62,6 +63,10 @@ pub struct RunConfig {
     pub device: String,
     /// Compute dtype of the policy: `auto` (bf16 on CUDA, f32 on CPU), `f32`, `bf16`, `f16`.
     pub dtype: String,
+    /// Mixed precision: `auto` (an f32 master copy of the weights, updated by the optimizer,
+    /// whenever the compute dtype is bf16 or f16; the EMA target likewise), `f32` (the same),
+    /// `none` (updates are rounded into the compute weights: most are lost at small lr).
+    pub master_weights: MasterWeights,
     /// Write TensorBoard event files next to metrics.jsonl.
     pub tensorboard: bool,
     /// How CPU cores are used: `ops` (candle splits every op across them), `micro_batches` (one
@@ -153,6 +158,9 @@ pub struct OptimConfig {
     pub grad_clip: f64,
     /// Sequences per forward/backward; gradients are accumulated over micro-batches.
     pub micro_batch_size: usize,
+    /// f16 compute only: the first dynamic loss scale (halved on every overflow, doubled after
+    /// 2000 clean updates), as `torch.amp.GradScaler(init_scale=...)`.
+    pub init_loss_scale: f64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -285,6 +293,7 @@ impl Default for RunConfig {
             eval_size: 200,
             device: "cpu".into(),
             dtype: "auto".into(),
+            master_weights: MasterWeights::Auto,
             tensorboard: true,
             cpu_parallel: CpuParallel::Auto,
         }
@@ -357,6 +366,7 @@ impl Default for OptimConfig {
             min_lr_ratio: 0.0,
             grad_clip: 1.0,
             micro_batch_size: 8,
+            init_loss_scale: 65536.0,
         }
     }
 }
@@ -562,6 +572,38 @@ impl ConfigBuilder {
         self
     }
 
+    /// The built-in task at test scale, writing to `out_dir`: the micro model
+    /// (`TinyModel::micro`), 3 prompts x 4 samples of at most 12 tokens, 4 steps with no
+    /// warm-up, a probe and a checkpoint every 2 steps. Tests add their own `set`s and preset.
+    pub fn tiny_for_tests(out_dir: &Path) -> Self {
+        let micro =
+            Value::try_from(crate::task::TinyModel::micro()).expect("TinyModel serializes to TOML");
+        let mut b = Self::new()
+            .set_value("tiny_model", micro)
+            .set_value("run.out_dir", Value::String(out_dir.display().to_string()));
+        for (key, raw) in [
+            ("task.n_sft", "64"),
+            ("task.n_rl", "64"),
+            ("task.n_eval", "16"),
+            ("run.eval_size", "8"),
+            ("run.steps", "4"),
+            ("run.probe_every", "2"),
+            ("run.probe_size", "2"),
+            ("run.save_every", "2"),
+            ("rollout.batch_prompts", "3"),
+            ("rollout.group_size", "4"),
+            ("rollout.max_completion_len", "12"),
+            // DAPO's overlong window must fit inside the completion limit.
+            ("reward.overlong_cache_len", "4"),
+            ("optim.micro_batch_size", "5"),
+            ("algo.predictor_hidden", "16"),
+            ("sft.steps", "0"),
+        ] {
+            b = b.set_value(key, parse_value(raw));
+        }
+        b
+    }
+
     pub fn build(self) -> Result<TrainConfig> {
         let defaults = Value::try_from(TrainConfig::default()).context("serializing defaults")?;
         // The user layers: the file, and the --set overrides (which see an explicit preset).
@@ -695,6 +737,10 @@ impl TrainConfig {
             (a.beta_kl >= 0.0, "algo.beta_kl must be >= 0"),
             (a.ratio_clip > 0.0, "algo.ratio_clip must be > 0"),
             (self.run.keep_last >= 1, "run.keep_last must be >= 1"),
+            (
+                self.optim.init_loss_scale >= 1.0,
+                "optim.init_loss_scale must be >= 1",
+            ),
             (
                 matches!(self.run.dtype.as_str(), "auto" | "f32" | "bf16" | "f16"),
                 "run.dtype must be auto, f32, bf16 or f16",

@@ -13,6 +13,7 @@ pub mod lm;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
+pub mod params;
 pub mod policy;
 pub mod predictor;
 pub mod reward;

@@ -2,7 +2,7 @@
 
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
 use anyhow::Result;
-use candle_core::{Var, D};
+use candle_core::{DType, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use popo_model::{Model, TokenBatch};
 
@@ -39,6 +39,27 @@ impl LmPolicy {
 
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    /// Writes an HF checkpoint of this model with the given weights (by HF name), rounded to
+    /// `save_dtype`.
+    pub fn save_pretrained(
+        &self,
+        dir: &std::path::Path,
+        weights: &[(String, Tensor)],
+        save_dtype: DType,
+        tokenizer: &popo_model::Tokenizer,
+        generation_config: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        popo_model::save_weights(
+            dir,
+            self.model.config(),
+            weights,
+            save_dtype,
+            Some(tokenizer),
+            generation_config,
+            popo_model::hub::DEFAULT_SHARD_BYTES,
+        )
     }
 
     fn run(&self, model: &Model, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput> {

@@ -49,6 +49,8 @@ pub mod names {
     pub const LR: &str = "optim/lr";
     pub const TAU: &str = "popo/tau";
     pub const SKIPPED_STEPS: &str = "optim/skipped_steps";
+    /// f16 only: the dynamic loss scale after the step.
+    pub const LOSS_SCALE: &str = "optim/loss_scale";
     // throughput
     pub const ROLLOUT_TOKENS_PER_S: &str = "perf/rollout_tokens_per_s";
     pub const TRAIN_TOKENS_PER_S: &str = "perf/train_tokens_per_s";

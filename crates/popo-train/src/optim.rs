@@ -1,10 +1,12 @@
 //! AdamW (decoupled weight decay) with checkpointable moments, gradient accumulation over
 //! micro-batches, global-norm clipping, and the linear-warmup + cosine learning-rate schedule.
 //!
-//! Moments are kept in f32 whatever the parameter dtype. Weight decay applies to matrices only
-//! (rank >= 2), not to biases and norm gains, as HF's Trainer does.
+//! Gradients and moments are kept in f32 whatever the parameter dtype, and updates are applied to
+//! the f32 master weights of `crate::params` in mixed precision. Weight decay applies to matrices
+//! only (rank >= 2), not to biases and norm gains, as HF's Trainer does.
 
 use crate::config::OptimConfig;
+use crate::params::{full_dtype, Params};
 use anyhow::{bail, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
@@ -25,15 +27,6 @@ pub fn lr_at(cfg: &OptimConfig, step: usize, total: usize) -> f64 {
     min + (cfg.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Gradients and moments are kept in f32, or f64 for f64 parameters (tests).
-fn master_dtype(d: DType) -> DType {
-    if d == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    }
-}
-
 /// Gradients summed over micro-batches, one slot per parameter.
 pub struct GradAccum {
     params: Vec<Var>,
@@ -41,9 +34,9 @@ pub struct GradAccum {
 }
 
 impl GradAccum {
-    pub fn new(params: &[(String, Var)]) -> Self {
+    pub fn new(params: &[Var]) -> Self {
         Self {
-            params: params.iter().map(|(_, v)| v.clone()).collect(),
+            params: params.to_vec(),
             grads: vec![None; params.len()],
         }
     }
@@ -51,7 +44,7 @@ impl GradAccum {
     pub fn add(&mut self, store: &GradStore) -> Result<()> {
         for (slot, p) in self.grads.iter_mut().zip(&self.params) {
             if let Some(g) = store.get(p.as_tensor()) {
-                let g = g.to_dtype(master_dtype(p.dtype()))?;
+                let g = g.to_dtype(full_dtype(p.dtype()))?;
                 *slot = Some(match slot.take() {
                     Some(acc) => (acc + g)?,
                     None => g,
@@ -73,6 +66,16 @@ impl GradAccum {
         Ok(s.sqrt())
     }
 
+    /// Divides every gradient by the loss scale (f16 training); a scale of 1 leaves them as they are.
+    pub fn unscale(&mut self, scale: f64) -> Result<()> {
+        if scale != 1.0 {
+            for g in self.grads.iter_mut().flatten() {
+                *g = (&*g * (1.0 / scale))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Scales gradients so their global norm is at most `max_norm` (0: no clipping).
     /// Returns the norm before clipping.
     pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
@@ -87,9 +90,52 @@ impl GradAccum {
     }
 }
 
+/// Dynamic loss scaling for f16 compute, as `torch.amp.GradScaler` does it. f16 flushes
+/// gradients below about 6e-8 to zero, so the loss is multiplied by `scale` before backward and
+/// the accumulated f32 gradients are divided by it again. An update whose gradients overflow is
+/// skipped and halves the scale; every `GROWTH_INTERVAL` clean updates double it. (bf16 has f32's
+/// exponent range and needs none of this.)
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScale {
+    pub scale: f64,
+    /// Clean updates since the scale last changed.
+    pub clean: u64,
+}
+
+impl LossScale {
+    pub const GROWTH_INTERVAL: u64 = 2000;
+
+    /// A scaler for `dtype` compute starting at `init`: only f16 needs one.
+    pub fn for_dtype(dtype: DType, init: f64) -> Option<Self> {
+        (dtype == DType::F16).then_some(Self {
+            scale: init,
+            clean: 0,
+        })
+    }
+
+    /// Records whether this update's gradients were finite. Returns false when the scale was
+    /// already 1 (the overflow is the model's, not the scale's).
+    pub fn update(&mut self, finite: bool) -> bool {
+        if finite {
+            self.clean += 1;
+            if self.clean >= Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.clean = 0;
+            }
+            return true;
+        }
+        self.clean = 0;
+        if self.scale <= 1.0 {
+            return false;
+        }
+        self.scale = (self.scale / 2.0).max(1.0);
+        true
+    }
+}
+
+/// AdamW's moments; the weights it updates live in [`Params`].
 pub struct AdamW {
     names: Vec<String>,
-    params: Vec<Var>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     /// Updates taken so far (for bias correction).
@@ -101,18 +147,13 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(params: &[(String, Var)], cfg: &OptimConfig) -> Result<Self> {
+    pub fn new(params: &Params, cfg: &OptimConfig) -> Result<Self> {
         let mut m = Vec::with_capacity(params.len());
-        for (_, p) in params {
-            m.push(Tensor::zeros(
-                p.shape(),
-                master_dtype(p.dtype()),
-                p.device(),
-            )?);
+        for p in params.vars() {
+            m.push(Tensor::zeros(p.shape(), full_dtype(p.dtype()), p.device())?);
         }
         Ok(Self {
-            names: params.iter().map(|(n, _)| n.clone()).collect(),
-            params: params.iter().map(|(_, p)| p.clone()).collect(),
+            names: params.names().to_vec(),
             v: m.clone(),
             m,
             t: 0,
@@ -123,24 +164,30 @@ impl AdamW {
         })
     }
 
-    /// One update with learning rate `lr`. Parameters without a gradient are left untouched
-    /// (moments and decay included), as in PyTorch.
-    pub fn step(&mut self, grads: &GradAccum, lr: f64) -> Result<()> {
+    /// One update of `params` with learning rate `lr`, computed on their full-precision values.
+    /// Parameters without a gradient are left untouched (moments and decay included), as in
+    /// PyTorch.
+    pub fn step(&mut self, params: &mut Params, grads: &GradAccum, lr: f64) -> Result<()> {
+        if params.names() != self.names.as_slice() {
+            bail!(
+                "AdamW holds moments for {} parameters, but {} were given to update",
+                self.names.len(),
+                params.len()
+            );
+        }
         self.t += 1;
         let bc1 = 1.0 - self.beta1.powi(self.t as i32);
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
-        for i in 0..self.params.len() {
+        for i in 0..params.len() {
             let Some(g) = &grads.grads[i] else { continue };
-            let p = &self.params[i];
             let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
-            let mut w = p.as_tensor().detach().to_dtype(master_dtype(p.dtype()))?;
-            if self.weight_decay > 0.0 && p.rank() >= 2 {
+            let mut w = params.full(i)?;
+            if self.weight_decay > 0.0 && w.rank() >= 2 {
                 w = (w * (1.0 - lr * self.weight_decay))?;
             }
-            let w = (w - (update * lr)?)?;
-            p.set(&w.to_dtype(p.dtype())?)?;
+            params.set_full(i, (w - (update * lr)?)?)?;
             self.m[i] = m;
             self.v[i] = v;
         }
@@ -211,7 +258,11 @@ mod tests {
         let w =
             Var::from_tensor(&Tensor::new(&[[1.0f32, -2.0], [0.5, 3.0]], &dev).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::new(&[0.25f32, -0.75], &dev).unwrap()).unwrap();
-        let params = vec![("w".to_string(), w.clone()), ("b".to_string(), b.clone())];
+        let mut params = Params::new(
+            vec![("w".to_string(), w.clone()), ("b".to_string(), b.clone())],
+            true,
+        )
+        .unwrap();
         let mut opt = AdamW::new(&params, &cfg).unwrap();
         let gw = [[0.1f64, -0.2], [0.3, 0.0]];
         let gb = [1.0f64, -4.0];
@@ -220,10 +271,10 @@ mod tests {
             ([[0.0f64; 2]; 2], [[0.0f64; 2]; 2], [0.0f64; 2], [0.0f64; 2]);
         let lr = 0.01;
         for t in 1..=2 {
-            let mut acc = GradAccum::new(&params);
+            let mut acc = GradAccum::new(params.vars());
             acc.grads[0] = Some(Tensor::new(&[[0.1f32, -0.2], [0.3, 0.0]], &dev).unwrap());
             acc.grads[1] = Some(Tensor::new(&[1.0f32, -4.0], &dev).unwrap());
-            opt.step(&acc, lr).unwrap();
+            opt.step(&mut params, &acc, lr).unwrap();
             let (bc1, bc2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
             for i in 0..2 {
                 for j in 0..2 {
@@ -264,11 +315,46 @@ mod tests {
     }
 
     #[test]
+    fn loss_scale_backs_off_on_overflow_and_grows_when_clean() {
+        assert!(LossScale::for_dtype(DType::BF16, 65536.0).is_none());
+        let mut s = LossScale::for_dtype(DType::F16, 65536.0).unwrap();
+        assert_eq!(s.scale, 65536.0);
+        assert!(s.update(false));
+        assert_eq!(s.scale, 32768.0);
+        for _ in 0..LossScale::GROWTH_INTERVAL - 1 {
+            assert!(s.update(true));
+        }
+        assert_eq!(s.scale, 32768.0);
+        assert!(s.update(true));
+        assert_eq!((s.scale, s.clean), (65536.0, 0));
+        let mut low = LossScale {
+            scale: 1.0,
+            clean: 5,
+        };
+        assert!(
+            !low.update(false),
+            "an overflow at scale 1 is a real non-finite gradient"
+        );
+    }
+
+    #[test]
+    fn unscale_divides_by_the_scale() {
+        let dev = Device::Cpu;
+        let a = Var::zeros(2, DType::F32, &dev).unwrap();
+        let mut acc = GradAccum::new(&[a]);
+        acc.grads[0] = Some(Tensor::new(&[1024.0f32, -3.0], &dev).unwrap());
+        acc.unscale(1024.0).unwrap();
+        assert_eq!(
+            acc.grads[0].as_ref().unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0, -3.0 / 1024.0]
+        );
+    }
+
+    #[test]
     fn clipping_scales_to_max_norm() {
         let dev = Device::Cpu;
         let a = Var::zeros(2, DType::F32, &dev).unwrap();
-        let params = vec![("a".to_string(), a)];
-        let mut acc = GradAccum::new(&params);
+        let mut acc = GradAccum::new(&[a]);
         acc.grads[0] = Some(Tensor::new(&[3.0f32, 4.0], &dev).unwrap());
         assert!((acc.clip(1.0).unwrap() - 5.0).abs() < 1e-6);
         assert!((acc.global_norm().unwrap() - 1.0).abs() < 1e-5);

@@ -12,14 +12,16 @@ use crate::data::{
 };
 use crate::lm::{mean_token_logprob, LmPolicy};
 use crate::metrics::{names, RunLogger, SampleRecord, StepMetrics};
-use crate::optim::{lr_at, AdamW, GradAccum};
+use crate::optim::{lr_at, AdamW, GradAccum, LossScale};
 use crate::parallel::{in_waves, micro_batch_width};
+use crate::params::Params;
 use crate::policy::{Policy, SeqBatch};
 use crate::reward::{self, MathReward, Reward};
 use crate::task;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Var};
+use candle_core::{DType, Device};
 use popo_model::{FinishReason, SamplingParams, Tokenizer};
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,7 +74,8 @@ pub struct Trainer {
     stop_ids: Vec<u32>,
     generation_config: Option<serde_json::Value>,
     algo: Box<dyn Algorithm>,
-    params: Vec<(String, Var)>,
+    /// Policy and predictor weights, with their f32 masters in mixed precision.
+    params: Params,
     opt: AdamW,
     reward: Box<dyn Reward>,
     train: Vec<Prompt>,
@@ -231,15 +234,7 @@ impl Trainer {
         cfg.save(&run_dir.join("config.toml"))?;
         let s = setup(&cfg, &device, None)?;
         let logger = RunLogger::create(&run_dir, cfg.run.tensorboard)?;
-        let mut t = Self::assemble(cfg, run_dir, device, s, logger, stop)?;
-        if t.cfg.sft.steps > 0 {
-            t.sft_warmup()?;
-        }
-        // The target / reference copies are forked from the warmed-up policy.
-        t.algo = algo::build(&t.cfg, &t.policy, &t.device)?;
-        t.params = t.policy.named_vars();
-        t.params.extend(t.algo.extra_vars());
-        t.opt = AdamW::new(&t.params, &t.cfg.optim)?;
+        let mut t = Self::assemble(cfg, run_dir, device, s, logger, stop, true)?;
         if !t.eval.is_empty() {
             let acc = t.evaluate()?;
             t.state.eval_before = Some(acc);
@@ -266,21 +261,23 @@ impl Trainer {
         let s = setup(&cfg, &device, Some(&ck))?;
         let state = checkpoint::load_state(&ck)?;
         let logger = RunLogger::resume(&run_dir, state.step, cfg.run.tensorboard)?;
-        let mut t = Self::assemble(cfg, run_dir, device, s, logger, stop)?;
+        let mut t = Self::assemble(cfg, run_dir, device, s, logger, stop, false)?;
         t.algo.load_state(&checkpoint::load_tensors(
             &ck.join(checkpoint::ALGO_FILE),
             &t.device,
         )?)?;
-        t.opt.load_state(
-            &checkpoint::load_tensors(&ck.join(checkpoint::OPTIMIZER_FILE), &t.device)?,
-            state.optimizer_updates,
-        )?;
+        let opt_state = checkpoint::load_tensors(&ck.join(checkpoint::OPTIMIZER_FILE), &t.device)?;
+        t.params.load_state(&opt_state)?;
+        t.opt.load_state(&opt_state, state.optimizer_updates)?;
         t.shuffler = Shuffler::from_cursor(t.train.len(), state.data_cursor)?;
         t.state = state;
         tracing::info!("resumed {} at step {}", ck.display(), t.state.step);
         Ok(t)
     }
 
+    /// Builds everything once, in order: the policy's parameters (with f32 masters in mixed
+    /// precision), the SFT warm-up when `warm_up` (a fresh run), then the algorithm (its target /
+    /// reference forked from the warmed-up policy) and the optimizer over policy + predictor.
     fn assemble(
         cfg: TrainConfig,
         run_dir: PathBuf,
@@ -288,16 +285,41 @@ impl Trainer {
         s: Setup,
         logger: RunLogger,
         stop: Arc<AtomicBool>,
+        warm_up: bool,
     ) -> Result<Self> {
         let eos = s.tokenizer.eos_token_id();
-        let mut stop_ids: Vec<u32> = s.policy.model().config().eos_token_id.clone();
-        stop_ids.extend(eos);
-        stop_ids.sort();
-        stop_ids.dedup();
+        let stop_ids = popo_model::stop_ids(
+            s.policy.model().config(),
+            s.generation_config.as_ref(),
+            Some(&s.tokenizer),
+        )?;
         let pad_id = s.tokenizer.pad_token_id().or(eos).unwrap_or(0);
+        let width = micro_batch_width(cfg.run.cpu_parallel, &device);
+        if width > 1 {
+            tracing::info!("{width} micro-batches at a time, one core each (run.cpu_parallel)");
+        }
+        let dtype = s.policy.model().dtype();
+        let keep_master = cfg.run.master_weights.keeps_master();
+        if !keep_master && dtype != DType::F32 {
+            tracing::warn!(
+                "run.master_weights = \"none\" with {dtype:?} weights: updates below half a \
+                 {dtype:?} ULP of a weight are rounded away (at lr 1e-6, most of them)"
+            );
+        }
+        let mut params = Params::new(s.policy.named_vars(), keep_master)?;
+        if warm_up && cfg.sft.steps > 0 {
+            let sft = SftCtx {
+                cfg: &cfg,
+                policy: &s.policy,
+                tokenizer: &s.tokenizer,
+                pad_id,
+                device: &device,
+                width,
+            };
+            sft.run(&mut params)?;
+        }
         let algo = algo::build(&cfg, &s.policy, &device)?;
-        let mut params = s.policy.named_vars();
-        params.extend(algo.extra_vars());
+        params.extend(algo.extra_vars())?;
         let opt = AdamW::new(&params, &cfg.optim)?;
         let math = if cfg.reward.format_weight > 0.0 {
             MathReward::with_format(reward::FormatRule::Boxed, cfg.reward.format_weight as f32)
@@ -327,10 +349,6 @@ impl Trainer {
                 },
             )?
         };
-        let width = micro_batch_width(cfg.run.cpu_parallel, &device);
-        if width > 1 {
-            tracing::info!("{width} micro-batches at a time, one core each (run.cpu_parallel)");
-        }
         let state = TrainerState {
             step: 0,
             optimizer_updates: 0,
@@ -339,6 +357,7 @@ impl Trainer {
             nonfinite_in_row: 0,
             skipped_steps: 0,
             eval_before: None,
+            loss_scale: LossScale::for_dtype(dtype, cfg.optim.init_loss_scale),
         };
         Ok(Self {
             quiet: false,
@@ -380,58 +399,6 @@ impl Trainer {
 
     pub fn policy(&self) -> &LmPolicy {
         &self.policy
-    }
-
-    /// Supervised warm-up on (prompt, worked answer) pairs: token-mean NLL, its own AdamW.
-    fn sft_warmup(&mut self) -> Result<()> {
-        let pairs = sft_pairs(&self.cfg, &self.tokenizer)?;
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        let params = self.policy.named_vars();
-        let ocfg = crate::config::OptimConfig {
-            lr: self.cfg.sft.lr,
-            min_lr_ratio: 0.1,
-            ..self.cfg.optim.clone()
-        };
-        let mut opt = AdamW::new(&params, &ocfg)?;
-        let mut order = Shuffler::new(pairs.len(), self.cfg.run.seed ^ 0x5f7)?;
-        let start = Instant::now();
-        let steps = self.cfg.sft.steps;
-        for step in 0..steps {
-            let idx = order.next_batch(self.cfg.sft.batch_size.min(pairs.len()));
-            // Token-mean NLL over the whole batch, computed in micro-batches (run side by side on
-            // CPU) whose sums share the batch's token count as denominator.
-            let n_tokens: usize = idx.iter().map(|&i| pairs[i].1.len()).sum();
-            let chunks: Vec<&[usize]> = idx.chunks(self.cfg.optim.micro_batch_size).collect();
-            let policy = &self.policy;
-            let micro_step = |k: usize| -> Result<_> {
-                let p: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].0.as_slice()).collect();
-                let c: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].1.as_slice()).collect();
-                let mb = SeqBatch::new(&p, &c, self.pad_id, &self.device)?;
-                let out = policy.forward(&mb, 1.0)?;
-                let m = mb.completion_mask.to_dtype(out.logprobs.dtype())?;
-                let loss = ((out.logprobs * &m)?.sum_all()?.neg()? / n_tokens.max(1) as f64)?;
-                let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                Ok((loss.backward()?, l))
-            };
-            let mut acc = GradAccum::new(&params);
-            let mut loss = 0.0;
-            in_waves(chunks.len(), self.width, micro_step, |(grads, l)| {
-                loss += l;
-                acc.add(&grads)
-            })?;
-            acc.clip(self.cfg.optim.grad_clip)?;
-            opt.step(&acc, lr_at(&ocfg, step, steps))?;
-            if !self.quiet && (step + 1) % 50 == 0 {
-                eprintln!(
-                    "sft {:>4}/{steps}  loss {loss:.4}  ({:.0}s)",
-                    step + 1,
-                    start.elapsed().as_secs_f64()
-                );
-            }
-        }
-        Ok(())
     }
 
     /// Greedy accuracy on the held-out prompts.
@@ -688,8 +655,9 @@ impl Trainer {
             if rows.is_empty() {
                 break;
             }
-            let mut acc = GradAccum::new(&self.params);
+            let mut acc = GradAccum::new(self.params.vars());
             let mut stats: Vec<(&'static str, f64)> = Vec::new();
+            let factor = self.state.loss_scale.as_ref().map_or(1.0, |s| s.scale);
             let chunks: Vec<&[usize]> = rows.chunks(self.cfg.optim.micro_batch_size).collect();
             let (policy, algo, prep) = (&self.policy, &*self.algo, &prep);
             // Micro-batches run side by side on CPU; their gradients are summed in order, so the
@@ -708,7 +676,7 @@ impl Trainer {
                 let mb = SeqBatch::new(&p, &c, self.pad_id, &self.device)?;
                 let out = policy.forward(&mb, temp)?;
                 let l = algo.loss(&out, &mb, prep, chunk)?;
-                Ok((l.loss.backward()?, l.stats, tokens))
+                Ok((scaled(&l.loss, factor)?.backward()?, l.stats, tokens))
             };
             in_waves(
                 chunks.len(),
@@ -725,12 +693,27 @@ impl Trainer {
                     acc.add(&grads)
                 },
             )?;
+            acc.unscale(factor)?;
             let loss_ok = stats.iter().all(|(_, v)| v.is_finite());
             let norm = acc.global_norm()?;
             for (k, v) in &stats {
                 m.set(k, *v);
             }
             m.set(names::GRAD_NORM, norm);
+            if let Some(ls) = &mut self.state.loss_scale {
+                // f16: an overflow under a large scale only means the scale was too large.
+                let overflow = loss_ok && !norm.is_finite();
+                let scale_at_fault = ls.update(!overflow);
+                m.set(names::LOSS_SCALE, ls.scale);
+                if overflow && scale_at_fault {
+                    self.state.skipped_steps += 1;
+                    tracing::debug!(
+                        "step {step}: f16 gradients overflowed; scale now {}",
+                        ls.scale
+                    );
+                    break;
+                }
+            }
             if !loss_ok || !norm.is_finite() {
                 self.state.nonfinite_in_row += 1;
                 self.state.skipped_steps += 1;
@@ -748,10 +731,10 @@ impl Trainer {
                 self.state.optimizer_updates as usize,
                 total_updates,
             );
-            self.opt.step(&acc, lr)?;
+            self.opt.step(&mut self.params, &acc, lr)?;
             self.state.optimizer_updates += 1;
             m.set(names::LR, lr);
-            for (k, v) in self.algo.after_step(&self.policy)? {
+            for (k, v) in self.algo.after_step(&self.params.full_named()?)? {
                 m.set(k, v);
             }
         }
@@ -803,6 +786,22 @@ impl Trainer {
             "same" => self.policy.model().dtype(),
             s => popo_model::hub::dtype_from_str(s)?,
         };
+        // The HF weights are the full-precision ones (the f32 masters in mixed precision), rounded
+        // once to save_dtype: `save_dtype = "f32"` after bf16 training keeps every update.
+        let policy_names: HashSet<String> = self
+            .policy
+            .named_vars()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let weights: Vec<_> = self
+            .params
+            .full_named()?
+            .into_iter()
+            .filter(|(n, _)| policy_names.contains(n))
+            .collect();
+        let mut optimizer = self.opt.state();
+        optimizer.extend(self.params.state());
         let (policy, tok, gen) = (
             &self.policy,
             &self.tokenizer,
@@ -811,19 +810,10 @@ impl Trainer {
         checkpoint::save(
             &self.run_dir,
             &self.state,
-            &self.opt.state(),
-            &self.algo.state(),
+            &optimizer,
+            &self.algo.state()?,
             self.cfg.run.keep_last,
-            |dir| {
-                popo_model::hub::save_pretrained(
-                    dir,
-                    policy.model().config(),
-                    policy.varmap(),
-                    save_dtype,
-                    Some(tok),
-                    gen,
-                )
-            },
+            |dir| policy.save_pretrained(dir, &weights, save_dtype, tok, gen),
         )
     }
 
@@ -915,6 +905,92 @@ impl Trainer {
             wall_s: start.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// What the SFT warm-up needs from the trainer being built.
+struct SftCtx<'a> {
+    cfg: &'a TrainConfig,
+    policy: &'a LmPolicy,
+    tokenizer: &'a Tokenizer,
+    pad_id: u32,
+    device: &'a Device,
+    width: usize,
+}
+
+impl SftCtx<'_> {
+    /// Supervised warm-up on (prompt, worked answer) pairs: token-mean NLL, its own AdamW over
+    /// the policy's `params` (so their f32 masters carry over into RL).
+    fn run(&self, params: &mut Params) -> Result<()> {
+        let cfg = self.cfg;
+        let pairs = sft_pairs(cfg, self.tokenizer)?;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let ocfg = crate::config::OptimConfig {
+            lr: cfg.sft.lr,
+            min_lr_ratio: 0.1,
+            ..cfg.optim.clone()
+        };
+        let mut opt = AdamW::new(params, &ocfg)?;
+        let mut scale =
+            LossScale::for_dtype(self.policy.model().dtype(), cfg.optim.init_loss_scale);
+        let mut order = Shuffler::new(pairs.len(), cfg.run.seed ^ 0x5f7)?;
+        let start = Instant::now();
+        let steps = cfg.sft.steps;
+        for step in 0..steps {
+            let idx = order.next_batch(cfg.sft.batch_size.min(pairs.len()));
+            // Token-mean NLL over the whole batch, computed in micro-batches (run side by side on
+            // CPU) whose sums share the batch's token count as denominator.
+            let n_tokens: usize = idx.iter().map(|&i| pairs[i].1.len()).sum();
+            let chunks: Vec<&[usize]> = idx.chunks(cfg.optim.micro_batch_size).collect();
+            let factor = scale.as_ref().map_or(1.0, |s| s.scale);
+            let micro_step = |k: usize| -> Result<_> {
+                let p: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].0.as_slice()).collect();
+                let c: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].1.as_slice()).collect();
+                let mb = SeqBatch::new(&p, &c, self.pad_id, self.device)?;
+                let out = self.policy.forward(&mb, 1.0)?;
+                let m = mb.completion_mask.to_dtype(out.logprobs.dtype())?;
+                let loss = ((out.logprobs * &m)?.sum_all()?.neg()? / n_tokens.max(1) as f64)?;
+                let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                Ok((scaled(&loss, factor)?.backward()?, l))
+            };
+            let mut acc = GradAccum::new(params.vars());
+            let mut loss = 0.0;
+            in_waves(chunks.len(), self.width, micro_step, |(grads, l)| {
+                loss += l;
+                acc.add(&grads)
+            })?;
+            acc.unscale(factor)?;
+            if let Some(s) = &mut scale {
+                let finite = acc.global_norm()?.is_finite();
+                if !s.update(finite) {
+                    bail!("SFT step {step}: non-finite gradients in f16 at loss scale 1");
+                }
+                if !finite {
+                    continue;
+                }
+            }
+            acc.clip(cfg.optim.grad_clip)?;
+            opt.step(params, &acc, lr_at(&ocfg, step, steps))?;
+            if (step + 1) % 50 == 0 {
+                eprintln!(
+                    "sft {:>4}/{steps}  loss {loss:.4}  ({:.0}s)",
+                    step + 1,
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `loss * factor` for backward under loss scaling; the loss itself when the factor is 1.
+fn scaled(loss: &candle_core::Tensor, factor: f64) -> Result<candle_core::Tensor> {
+    Ok(if factor == 1.0 {
+        loss.clone()
+    } else {
+        (loss * factor)?
+    })
 }
 
 /// (prompt ids, worked-answer ids + EOS) of the built-in task's easy split, for the warm-up.

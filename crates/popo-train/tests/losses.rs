@@ -725,7 +725,8 @@ fn total_loss(
     let dev = Device::Cpu;
     let mut params = policy.named_vars();
     params.extend(algo.extra_vars());
-    let mut acc = GradAccum::new(&params);
+    let vars: Vec<_> = params.into_iter().map(|(_, v)| v).collect();
+    let mut acc = GradAccum::new(&vars);
     let rows = prep.included();
     let mut total = 0.0;
     for chunk in rows.chunks(mb_size) {
@@ -919,7 +920,12 @@ fn popo_after_step_updates_the_target_by_ema() {
         let e = policy.emb.as_tensor();
         policy.emb.set(&(e + 1.0).unwrap()).unwrap();
         let theta = policy.emb.as_tensor().to_vec2::<f64>().unwrap();
-        algo.after_step(&policy).unwrap();
+        let online: Vec<_> = policy
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        algo.after_step(&online).unwrap();
         let after = algo.target().named_vars()[0]
             .1
             .as_tensor()

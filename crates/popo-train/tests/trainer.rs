@@ -10,39 +10,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 fn tiny(dir: &Path, preset: &str, sets: &[&str]) -> TrainConfig {
-    let micro = toml::Value::try_from(popo_train::task::TinyModel::micro()).unwrap();
-    let mut b = ConfigBuilder::new()
-        .preset(Some(preset))
-        .set_value("tiny_model", micro);
-    for s in [
-        "task.n_sft=64",
-        "task.n_rl=64",
-        "task.n_eval=16",
-        "run.eval_size=8",
-        "run.steps=4",
-        "run.probe_every=2",
-        "run.probe_size=2",
-        "run.save_every=2",
-        "rollout.batch_prompts=3",
-        "rollout.group_size=4",
-        "rollout.max_completion_len=12",
-        // DAPO's overlong window must fit inside the completion limit (with or without the demo).
-        "reward.overlong_cache_len=4",
-        "optim.micro_batch_size=5",
-        "algo.predictor_hidden=16",
-        "sft.steps=0",
-    ] {
-        b = b.set(s).unwrap();
-    }
+    let mut b = ConfigBuilder::tiny_for_tests(dir).preset(Some(preset));
     for s in sets {
         b = b.set(s).unwrap();
     }
-    b.set_value(
-        "run.out_dir",
-        toml::Value::String(dir.display().to_string()),
-    )
-    .build()
-    .unwrap()
+    b.build().unwrap()
 }
 
 fn flag() -> Arc<AtomicBool> {
@@ -67,14 +39,21 @@ fn comparable(records: &[MetricRecord]) -> Comparable {
         .collect()
 }
 
-/// 4 steps straight vs 2 steps + checkpoint + resume for 2: identical metrics (perf/* aside).
+/// 4 steps straight vs 2 steps + checkpoint + resume for 2: identical metrics (perf/* aside),
+/// in f32, in bf16 (f32 masters and EMA target restored) and in f16 (the loss scale too).
 #[test]
 fn resume_reproduces_an_uninterrupted_run() {
     let root = tempfile::tempdir().unwrap();
-    for preset in ["popo", "dapo"] {
-        let a = root.path().join(format!("{preset}-a"));
-        let b = root.path().join(format!("{preset}-b"));
-        let sets = ["algo.num_iterations=2", "run.save_every=0"];
+    for (preset, dtype) in [
+        ("popo", "f32"),
+        ("dapo", "f32"),
+        ("popo", "bf16"),
+        ("grpo", "f16"),
+    ] {
+        let a = root.path().join(format!("{preset}-{dtype}-a"));
+        let b = root.path().join(format!("{preset}-{dtype}-b"));
+        let dt = format!("run.dtype={dtype}");
+        let sets = ["algo.num_iterations=2", "run.save_every=0", dt.as_str()];
         let mut t = Trainer::new(tiny(&a, preset, &sets), flag()).unwrap();
         t.set_quiet(true);
         t.run().unwrap();
@@ -98,7 +77,7 @@ fn resume_reproduces_an_uninterrupted_run() {
         assert_eq!(
             comparable(&ra),
             comparable(&rb),
-            "{preset}: resumed run diverged"
+            "{preset} {dtype}: resumed run diverged"
         );
         // The run trained: weights moved, so losses are not all equal.
         let losses: Vec<f64> = ra
@@ -565,4 +544,71 @@ fn stop_flag_checkpoints_and_resume_finishes() {
     let s = t.run().unwrap();
     assert!(!s.interrupted);
     assert_eq!(s.steps_done, 4);
+}
+
+/// Rollouts stop at every EOS id of generation_config.json, not only config.json's and the
+/// tokenizer's (Qwen2.5-Instruct lists `<|im_end|>` and `<|endoftext|>` there).
+#[test]
+fn rollouts_stop_at_generation_config_eos_ids() {
+    let root = tempfile::tempdir().unwrap();
+    let ck = root.path().join("ck");
+    popo_train::task::TinyModel::micro()
+        .save_random(&ck, 3, 0.5)
+        .unwrap();
+    let tok = popo_model::Tokenizer::from_dir(&ck).unwrap();
+    // Every digit is a second EOS: a random model writes one within a few tokens.
+    let digits: Vec<u32> = ('0'..='9')
+        .map(|c| tok.encode(&c.to_string(), false).unwrap()[0])
+        .collect();
+    let mut eos = vec![tok.eos_token_id().unwrap()];
+    eos.extend(&digits);
+    std::fs::write(
+        ck.join("generation_config.json"),
+        serde_json::json!({ "eos_token_id": eos }).to_string(),
+    )
+    .unwrap();
+    let dir = root.path().join("run");
+    let cfg = tiny(
+        &dir,
+        "popo",
+        &[
+            &format!("model.path={}", ck.display()),
+            "run.steps=2",
+            "run.samples_per_step=12",
+            "run.eval_size=0",
+        ],
+    );
+    let mut t = Trainer::new(cfg, flag()).unwrap();
+    t.set_quiet(true);
+    t.run().unwrap();
+    let samples = popo_train::metrics::read_samples(&dir.join("samples.jsonl")).unwrap();
+    assert_eq!(samples.len(), 24);
+    let mut stopped_at_digit = 0;
+    for s in &samples {
+        let body = s.completion.trim_end_matches(|c: char| c.is_ascii_digit());
+        assert!(
+            !body.chars().any(|c| c.is_ascii_digit()),
+            "generation went on past a digit: {:?}",
+            s.completion
+        );
+        stopped_at_digit += (body.len() < s.completion.len()) as usize;
+    }
+    assert!(stopped_at_digit > 0, "no completion stopped at a digit");
+
+    // A malformed eos_token_id is an error naming the file and the field.
+    std::fs::write(
+        ck.join("generation_config.json"),
+        r#"{"eos_token_id": "two"}"#,
+    )
+    .unwrap();
+    let cfg = tiny(
+        &root.path().join("bad"),
+        "popo",
+        &[&format!("model.path={}", ck.display())],
+    );
+    let e = format!("{:#}", Trainer::new(cfg, flag()).err().unwrap());
+    assert!(
+        e.contains("generation_config.json") && e.contains("eos_token_id"),
+        "{e}"
+    );
 }

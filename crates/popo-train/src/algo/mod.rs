@@ -145,13 +145,14 @@ pub trait Algorithm: Send + Sync {
         prep: &Prepared,
         rows: &[usize],
     ) -> Result<LossOutput>;
-    /// Called after every optimizer update; returns diagnostics.
-    fn after_step(&mut self, _policy: &dyn Policy) -> Result<Vec<(&'static str, f64)>> {
+    /// Called after every optimizer update with the policy's full-precision weights by name (the
+    /// f32 masters in mixed precision); returns diagnostics.
+    fn after_step(&mut self, _online: &[(String, Tensor)]) -> Result<Vec<(&'static str, f64)>> {
         Ok(Vec::new())
     }
     /// Tensors to checkpoint (target weights, predictor), by name.
-    fn state(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
     }
     fn load_state(&mut self, _tensors: &HashMap<String, Tensor>) -> Result<()> {
         Ok(())

@@ -4,15 +4,21 @@
 
 use super::*;
 use crate::config::{AlgoConfig, FeaturePool, WeightMode};
+use crate::params::Params;
 use crate::predictor::Predictor;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+const TARGET_PREFIX: &str = "target.";
+const PREDICTOR_PREFIX: &str = "predictor.";
+
 pub struct Popo {
     cfg: AlgoConfig,
     threshold: f64,
-    /// xi: the momentum copy of the policy.
+    /// xi: the momentum copy of the policy, for its no-graph forwards.
     target: Box<dyn Policy>,
+    /// xi's weights as the EMA updates them (with f32 masters when xi computes in bf16 / f16).
+    target_params: Params,
     /// h_phi; None is the `predictor = false` ablation (identity).
     predictor: Option<Predictor>,
 }
@@ -32,10 +38,14 @@ impl Popo {
         } else {
             None
         };
+        let target = policy.fork()?;
+        let target_params =
+            Params::new(target.named_vars(), cfg.run.master_weights.keeps_master())?;
         Ok(Self {
             cfg: a.clone(),
             threshold: cfg.reward.positive_threshold,
-            target: policy.fork()?,
+            target,
+            target_params,
             predictor,
         })
     }
@@ -254,52 +264,34 @@ impl Algorithm for Popo {
         Ok(LossOutput { loss: total, stats })
     }
 
-    fn after_step(&mut self, policy: &dyn Policy) -> Result<Vec<(&'static str, f64)>> {
-        crate::ema::ema_update(
-            &self.target.named_vars(),
-            &policy.named_vars(),
-            self.cfg.tau,
-        )?;
+    fn after_step(&mut self, online: &[(String, Tensor)]) -> Result<Vec<(&'static str, f64)>> {
+        crate::ema::ema_update(&mut self.target_params, online, self.cfg.tau)?;
         Ok(vec![("popo/tau", self.cfg.tau)])
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self
-            .target
-            .named_vars()
-            .into_iter()
-            .map(|(n, v)| (format!("target.{n}"), v.as_tensor().clone()))
-            .collect();
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = crate::ema::state(&self.target_params, TARGET_PREFIX)?;
         if let Some(p) = &self.predictor {
             out.extend(
                 p.named_vars()
                     .into_iter()
-                    .map(|(n, v)| (format!("predictor.{n}"), v.as_tensor().clone())),
+                    .map(|(n, v)| (format!("{PREDICTOR_PREFIX}{n}"), v.as_tensor().clone())),
             );
         }
-        out
+        Ok(out)
     }
 
     fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
-        let mut vars: Vec<(String, Var)> = self
-            .target
-            .named_vars()
-            .into_iter()
-            .map(|(n, v)| (format!("target.{n}"), v))
-            .collect();
+        crate::ema::load_state(&mut self.target_params, tensors, TARGET_PREFIX)?;
         if let Some(p) = &self.predictor {
-            vars.extend(
-                p.named_vars()
-                    .into_iter()
-                    .map(|(n, v)| (format!("predictor.{n}"), v)),
-            );
-        }
-        for (name, var) in vars {
-            let t = tensors
-                .get(&name)
-                .ok_or_else(|| anyhow::anyhow!("trainer state: missing tensor `{name}`"))?;
-            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)
-                .map_err(|e| anyhow::anyhow!("trainer state: tensor `{name}`: {e}"))?;
+            for (n, var) in p.named_vars() {
+                let name = format!("{PREDICTOR_PREFIX}{n}");
+                let t = tensors
+                    .get(&name)
+                    .ok_or_else(|| anyhow::anyhow!("trainer state: missing tensor `{name}`"))?;
+                var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)
+                    .map_err(|e| anyhow::anyhow!("trainer state: tensor `{name}`: {e}"))?;
+            }
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use popo_eval::bench::{
-    evaluate_bench, markdown_table, resolve_bench, resolve_model_dir, stop_ids, EvalConfig,
-    EvalResults, ModelInfo,
+    evaluate_bench, markdown_table, resolve_bench, resolve_model_dir, EvalConfig, EvalResults,
+    ModelInfo,
 };
 
 #[derive(clap::Args, Debug)]
@@ -84,11 +84,7 @@ pub fn run(args: Args) -> Result<i32> {
         .tokenizer
         .as_ref()
         .with_context(|| format!("{}: no tokenizer.json", checkpoint.display()))?;
-    let stops = stop_ids(
-        tokenizer,
-        &pre.config.eos_token_id,
-        pre.generation_config.as_ref(),
-    );
+    let stops = pre.stop_ids()?;
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

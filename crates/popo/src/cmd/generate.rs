@@ -93,19 +93,7 @@ pub fn run(args: Args) -> Result<i32> {
     for (at, obj) in &lines {
         prompts.push(prompt_ids(obj, tok, &args).with_context(|| at.clone())?);
     }
-    let mut stop_ids = pre.config.eos_token_id.clone();
-    if let Some(g) = &pre.generation_config {
-        match g.get("eos_token_id") {
-            Some(Value::Number(n)) => stop_ids.extend(n.as_u64().map(|x| x as u32)),
-            Some(Value::Array(a)) => {
-                stop_ids.extend(a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)))
-            }
-            _ => {}
-        }
-    }
-    stop_ids.extend(tok.and_then(|t| t.eos_token_id()));
-    stop_ids.sort_unstable();
-    stop_ids.dedup();
+    let stop_ids = pre.stop_ids()?;
     let params = SamplingParams {
         n: args.n,
         temperature: args.temperature,
