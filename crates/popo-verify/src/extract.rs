@@ -178,15 +178,13 @@ pub fn last_boxed(text: &str) -> Option<&str> {
 }
 
 /// Whether the text between two boxes only joins them: on one line anything does (`x =
-/// \boxed{1}, y = \boxed{2}`); across lines only delimiters, punctuation, "and"/"or" and a
-/// variable's name do (`$x = \boxed{1}$\n$x = \boxed{2}$`), not a word of working ("no:").
+/// \boxed{1}, y = \boxed{2}`); across lines only delimiters, punctuation, numbering, "and"/"or"
+/// and variable names do (`$x = \boxed{1}$\n$x = \boxed{2}$`), not a word of working ("no:").
 fn joins_boxes(between: &str) -> bool {
-    if !between.contains('\n') {
-        return true;
-    }
-    between
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .all(|w| w.len() <= 1 || matches!(w, "and" | "or" | "x_1" | "x_2"))
+    !between.contains('\n')
+        || between
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .all(|w| w.len() <= 1 || matches!(w, "and" | "or" | "text" | "quad" | "qquad"))
 }
 
 /// The last box; when the boxes before it are joined to it (see [`joins_boxes`]), all of them

@@ -92,3 +92,4 @@ class!(last_candidate);
 class!(bare_answer);
 class!(thousands);
 class!(digits_in_words);
+class!(several_boxes);
