@@ -5,6 +5,7 @@
 use crate::eval::{exact, free_symbols, lit_value, numeric, C, Q};
 use crate::expr::{Const, Expr, RelOp};
 use crate::limits::{Budget, Limit};
+use crate::solve::solution_set;
 use num_bigint::BigInt;
 use num_traits::{Signed, Zero};
 
@@ -331,32 +332,30 @@ impl Cx<'_> {
             }
             (Expr::Base(..), _) | (_, Expr::Base(..)) => Ok(false),
             (Expr::Rel(ge, gops), Expr::Rel(pe, pops)) => self.relations(ge, gops, pe, pops, g, p),
-            (Expr::Rel(..), _) => match (rel_to_interval(g), p) {
-                (Some(gi), Expr::Interval { .. } | Expr::Union(_) | Expr::Tuple(_)) => {
-                    self.equiv(&gi, p)
+            (Expr::Rel(..), _) | (_, Expr::Rel(..)) => match (self.as_set(g)?, self.as_set(p)?) {
+                (Some(gs), Some(ps)) => self.equiv(&gs, &ps),
+                _ => Ok(false),
+            },
+            (Expr::Union(_) | Expr::Interval { .. }, Expr::List(pi)) => {
+                match solution_set(pi, self.b)? {
+                    Some(ps) => self.equiv(g, &ps),
+                    None => Ok(false),
                 }
-                _ => Ok(false),
-            },
-            (_, Expr::Rel(..)) => match (g, rel_to_interval(p)) {
-                (Expr::Interval { .. } | Expr::Union(_), Some(pi)) => self.equiv(g, &pi),
-                (Expr::Tuple(gi), Some(pi)) if gi.len() == 2 => self.equiv(&open_interval(gi), &pi),
-                _ => Ok(false),
-            },
-            (Expr::Union(_) | Expr::Interval { .. }, Expr::List(pi)) => match rels_to_union(pi) {
-                Some(pu) => self.equiv(g, &pu),
-                None => Ok(false),
-            },
+            }
             (Expr::List(gi), Expr::List(pi) | Expr::Set(pi))
             | (Expr::Set(gi), Expr::Set(pi) | Expr::List(pi)) => {
-                if let (Some(gu), Some(pu)) = (rels_to_union(gi), rels_to_union(pi)) {
-                    return self.equiv(&gu, &pu);
+                if let (Some(gs), Some(ps)) = (solution_set(gi, self.b)?, solution_set(pi, self.b)?)
+                {
+                    return self.equiv(&gs, &ps);
                 }
                 self.unordered(gi, pi)
             }
-            (Expr::List(gi), Expr::Union(_) | Expr::Interval { .. }) => match rels_to_union(gi) {
-                Some(gu) => self.equiv(&gu, p),
-                None => Ok(false),
-            },
+            (Expr::List(gi), Expr::Union(_) | Expr::Interval { .. }) => {
+                match solution_set(gi, self.b)? {
+                    Some(gs) => self.equiv(&gs, p),
+                    None => Ok(false),
+                }
+            }
             (Expr::Tuple(gi), Expr::Tuple(pi) | Expr::List(pi)) => self.ordered(gi, pi),
             (Expr::Tuple(gi), Expr::Matrix(rows)) | (Expr::Matrix(rows), Expr::Tuple(gi)) => {
                 match vector_of(rows) {
@@ -406,6 +405,19 @@ impl Cx<'_> {
             _ if is_scalar(g) && is_scalar(p) => self.scalar(g, p),
             _ => Ok(false),
         }
+    }
+
+    /// An answer read as a set of reals, to compare with an inequality: an inequality (or a
+    /// list of them) by its solution set; an interval, union or set as written; a pair
+    /// `(a, b)` as the open interval.
+    fn as_set(&mut self, e: &Expr) -> Result<Option<Expr>, Limit> {
+        Ok(match e {
+            Expr::Rel(..) => solution_set(std::slice::from_ref(e), self.b)?,
+            Expr::List(items) => solution_set(items, self.b)?,
+            Expr::Interval { .. } | Expr::Union(_) | Expr::Set(_) => Some(e.clone()),
+            Expr::Tuple(v) if v.len() == 2 => Some(open_interval(v)),
+            _ => None,
+        })
     }
 
     fn text(&mut self, g: &Expr, p: &Expr) -> R {
@@ -505,8 +517,13 @@ impl Cx<'_> {
             }
             return Ok(false);
         }
-        if let (Some(gi), Some(pi)) = (rel_to_interval(g), rel_to_interval(p)) {
-            return self.equiv(&gi, &pi);
+        // Inequalities in one variable: the same solution set (`x < 2` is `-x > -2`).
+        let (gs, ps) = (
+            solution_set(std::slice::from_ref(g), self.b)?,
+            solution_set(std::slice::from_ref(p), self.b)?,
+        );
+        if let (Some(gs), Some(ps)) = (gs, ps) {
+            return self.equiv(&gs, &ps);
         }
         // Same chain, side by side; or mirrored (`a < b` is `b > a`).
         if gops.len() == pops.len() && gops == pops {
@@ -697,70 +714,4 @@ fn vector_of(rows: &[Vec<Expr>]) -> Option<Vec<Expr>> {
         return Some(rows.iter().map(|r| r[0].clone()).collect());
     }
     None
-}
-
-fn is_const(e: &Expr) -> bool {
-    let mut s = Vec::new();
-    free_symbols(e, &mut s);
-    s.is_empty()
-}
-
-fn neg_inf() -> Expr {
-    Expr::Neg(Box::new(Expr::Const(Const::Inf)))
-}
-
-fn pos_inf() -> Expr {
-    Expr::Const(Const::Inf)
-}
-
-/// A one-variable inequality as an interval: `x > 3` -> (3, oo), `-2 < x <= 5` -> (-2, 5].
-pub(crate) fn rel_to_interval(e: &Expr) -> Option<Expr> {
-    let Expr::Rel(es, ops) = e else { return None };
-    let is_var = |x: &Expr| matches!(x, Expr::Sym(_));
-    let strict = |o: RelOp| matches!(o, RelOp::Lt | RelOp::Gt);
-    let mk = |lo: &Expr, hi: &Expr, lo_open: bool, hi_open: bool| Expr::Interval {
-        lo: Box::new(lo.clone()),
-        hi: Box::new(hi.clone()),
-        lo_open,
-        hi_open,
-    };
-    match (es.len(), ops.as_slice()) {
-        (2, [op]) if is_var(&es[0]) && is_const(&es[1]) => Some(match op {
-            RelOp::Lt | RelOp::Le => mk(&neg_inf(), &es[1], true, strict(*op)),
-            RelOp::Gt | RelOp::Ge => mk(&es[1], &pos_inf(), strict(*op), true),
-            RelOp::In => es[1].clone(),
-            _ => return None,
-        }),
-        (2, [op]) if is_var(&es[1]) && is_const(&es[0]) => Some(match op {
-            RelOp::Gt | RelOp::Ge => mk(&neg_inf(), &es[0], true, strict(*op)),
-            RelOp::Lt | RelOp::Le => mk(&es[0], &pos_inf(), strict(*op), true),
-            _ => return None,
-        }),
-        (3, [a, b]) if is_var(&es[1]) && is_const(&es[0]) && is_const(&es[2]) => {
-            let up = |o: &RelOp| matches!(o, RelOp::Lt | RelOp::Le);
-            let down = |o: &RelOp| matches!(o, RelOp::Gt | RelOp::Ge);
-            if up(a) && up(b) {
-                Some(mk(&es[0], &es[2], strict(*a), strict(*b)))
-            } else if down(a) && down(b) {
-                Some(mk(&es[2], &es[0], strict(*b), strict(*a)))
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
-/// `x < -1 or x > 2` -> a union of intervals (all items must be one-variable inequalities).
-fn rels_to_union(items: &[Expr]) -> Option<Expr> {
-    if items.is_empty() || !items.iter().all(|i| matches!(i, Expr::Rel(_, ops) if ops.iter().all(|o| !matches!(o, RelOp::Eq | RelOp::Ne)))) {
-        return None;
-    }
-    let parts: Option<Vec<Expr>> = items.iter().map(rel_to_interval).collect();
-    let parts = parts?;
-    Some(if parts.len() == 1 {
-        parts.into_iter().next()?
-    } else {
-        Expr::Union(parts)
-    })
 }

@@ -72,7 +72,7 @@ fn int_root(x: &BigInt, n: u32) -> Option<BigInt> {
     }
 }
 
-fn q_root(q: &Q, n: u32) -> Option<Q> {
+pub(crate) fn q_root(q: &Q, n: u32) -> Option<Q> {
     Some(Q::new(int_root(q.numer(), n)?, int_root(q.denom(), n)?))
 }
 

@@ -30,6 +30,7 @@ mod extract;
 mod lex;
 mod limits;
 mod parse;
+mod solve;
 
 pub use extract::{gold_answer, last_boxed, last_number, Extractor, Strategy};
 pub use limits::Limits;

@@ -93,3 +93,4 @@ class!(bare_answer);
 class!(thousands);
 class!(digits_in_words);
 class!(several_boxes);
+class!(relations);
