@@ -3,7 +3,7 @@
 //! prediction's favour when the prediction is itself a written decimal.
 
 use crate::eval::{exact, free_symbols, lit_value, numeric, C, Q};
-use crate::expr::{Const, Expr, RelOp};
+use crate::expr::{Const, Expr, Fun, RelOp};
 use crate::limits::{Budget, Limit};
 use crate::solve::solution_set;
 use num_bigint::BigInt;
@@ -185,36 +185,67 @@ fn is_scalar(e: &Expr) -> bool {
     )
 }
 
-/// `x = 3` with a lone symbol on the left: the value 3.
+/// The value an equation states, when it states one: the right-hand side of `x = 3`,
+/// `f(2) = 7`, `(a, b) = (4, 1)`, `AB:CD = 2:3`, `|PQ| = 5` (a named quantity on the left),
+/// and the final right-hand side of a chain of equalities (`x = 2 + 2 = 4`) or of a
+/// computation between constants (`2 + 2 = 4`).
 fn assigned_value(e: &Expr) -> Option<&Expr> {
+    let Expr::Rel(es, ops) = e else { return None };
+    let (last, before) = es.split_last()?;
+    let all_eq = ops.iter().all(|o| *o == RelOp::Eq);
+    let named = ops.iter().all(|o| matches!(o, RelOp::Eq | RelOp::In))
+        && before.iter().all(names_a_quantity);
+    let chain = all_eq && es.len() >= 3;
+    let computation = all_eq && es.iter().all(is_const);
+    (named || chain || computation).then_some(last)
+}
+
+/// `x = \frac{7}{3} \approx 2.3` (`\approx` reads as `=`): the exact member before a final
+/// decimal that is it rounded to the decimal's own precision.
+fn approximated<'e>(e: &'e Expr, b: &mut Budget) -> Result<Option<&'e Expr>, Limit> {
+    let Expr::Rel(es, _) = e else { return Ok(None) };
+    let [.., prev, last] = es.as_slice() else {
+        return Ok(None);
+    };
+    let Some(lit) = last.as_decimal() else {
+        return Ok(None);
+    };
+    if prev.as_decimal().is_some() || !is_const(prev) {
+        return Ok(None);
+    }
+    let (Some(x), Some(d)) = (numeric(prev, &[], b)?, numeric(last, &[], b)?) else {
+        return Ok(None);
+    };
+    let half = 0.5 * 10f64.powi(lit.ulp_exp().clamp(-300, 300) as i32);
+    Ok((x.im.abs() < 1e-12 && (x.re - d.re).abs() <= half * (1.0 + 1e-9)).then_some(prev))
+}
+
+/// Left sides that name a quantity rather than constrain one: `x`, `f(2)`, `P(A)`,
+/// `\text{Area}`, `AB`, `\angle ABC`, the ratio `AB:CD`, `|PQ|`, the tuple `(a, b)`.
+fn names_a_quantity(e: &Expr) -> bool {
     match e {
-        Expr::Rel(es, ops) if ops.iter().all(|o| *o == RelOp::Eq || *o == RelOp::In) => {
-            if es[..es.len() - 1]
-                .iter()
-                .all(|x| matches!(x, Expr::Sym(_)) || is_plain_lhs(x))
-            {
-                es.last()
-            } else {
-                None
-            }
+        Expr::Sym(_) | Expr::Apply(..) | Expr::Text(_) => true,
+        // Letters multiplied or divided, led by a letter (`x2` too, but not `2x` or `x/2`).
+        Expr::Prod(fs) => {
+            fs.len() <= 6
+                && !matches!(fs[0], (true, _) | (_, Expr::Num(_)))
+                && fs.iter().all(|(div, f)| match f {
+                    Expr::Sym(_) => true,
+                    Expr::Num(_) => !div,
+                    Expr::Prod(_) => names_a_quantity(f),
+                    _ => false,
+                })
         }
-        _ => None,
+        Expr::Func(Fun::Abs, x) => names_a_quantity(x),
+        Expr::Tuple(v) => v.iter().all(|x| matches!(x, Expr::Sym(_))),
+        _ => false,
     }
 }
 
-/// Left sides that name a quantity rather than constrain one (`f(2)`, `\angle A`, `P(x)`).
-fn is_plain_lhs(e: &Expr) -> bool {
-    match e {
-        Expr::Sym(_) | Expr::Apply(..) => true,
-        Expr::Prod(fs) => {
-            fs.iter()
-                .all(|(d, f)| !d && (matches!(f, Expr::Sym(_)) || matches!(f, Expr::Num(_))))
-                && fs.iter().any(|(_, f)| matches!(f, Expr::Sym(_)))
-                && fs.len() <= 3
-                && matches!(fs[0].1, Expr::Sym(_))
-        }
-        _ => false,
-    }
+fn is_const(e: &Expr) -> bool {
+    let mut syms = Vec::new();
+    free_symbols(e, &mut syms);
+    syms.is_empty() && !matches!(e, Expr::Text(_))
 }
 
 fn norm_text(s: &str) -> String {
@@ -300,7 +331,13 @@ impl Cx<'_> {
             return self.equiv(gv, p);
         }
         if let (false, Some(pv)) = (matches!(g, Expr::Rel(..)), assigned_value(p)) {
-            return self.equiv(g, pv);
+            if self.equiv(g, pv)? {
+                return Ok(true);
+            }
+            return match approximated(p, self.b)? {
+                Some(exact) => self.equiv(g, exact),
+                None => Ok(false),
+            };
         }
         match (g, p) {
             (Expr::Percent(gx), _) => {

@@ -94,3 +94,4 @@ class!(thousands);
 class!(digits_in_words);
 class!(several_boxes);
 class!(relations);
+class!(chains_assignments);
