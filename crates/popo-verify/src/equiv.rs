@@ -2,7 +2,7 @@
 //! is not: a list never matches a single value, and rounding is forgiven only in the
 //! prediction's favour when the prediction is itself a written decimal.
 
-use crate::eval::{exact, free_symbols, lit_value, numeric, C, Q};
+use crate::eval::{exact, free_symbols, lit_value, matrix_value, numeric, C, Q};
 use crate::expr::{Const, Expr, Fun, RelOp};
 use crate::limits::{Budget, Limit};
 use crate::solve::solution_set;
@@ -302,6 +302,11 @@ impl Cx<'_> {
         if g == p {
             self.how = How::Structural;
             return Ok(true);
+        }
+        // `A + B`, `2A`, `AB` over explicit matrices: multiplied out first.
+        let (gm, pm) = (matrix_value(g, self.b)?, matrix_value(p, self.b)?);
+        if gm.is_some() || pm.is_some() {
+            return self.equiv(gm.as_ref().unwrap_or(g), pm.as_ref().unwrap_or(p));
         }
         // `\textbf{(C)}\ 12`: the letter answers a letter, the value a value.
         if let Some((letter, rest)) = leading_choice(p) {

@@ -95,3 +95,4 @@ class!(digits_in_words);
 class!(several_boxes);
 class!(relations);
 class!(chains_assignments);
+class!(matrix_arithmetic);
