@@ -59,7 +59,7 @@ impl Strategy {
             Strategy::Hashes => hashes(text),
             Strategy::AnswerIs => answer_is(text),
             Strategy::Bare => bare(text).map(str::to_string),
-            Strategy::LastCandidate => last_of(None),
+            Strategy::LastCandidate => last_value(&candidates(text)).map(str::to_string),
             Strategy::LastMath => last_of(Some(Kind::Math)),
             Strategy::LastNumber => last_of(Some(Kind::Number)),
         }
@@ -224,7 +224,7 @@ fn answer_tag(text: &str) -> Option<String> {
         .map(str::to_string)
         .or_else(|| bare(inner).map(str::to_string))
         .or_else(|| answer_is(inner))
-        .or_else(|| candidates(inner).last().map(|c| c.text.to_string()))
+        .or_else(|| last_value(&candidates(inner)).map(str::to_string))
         .or_else(|| Some(strip_math_delims(inner.trim()).to_string()))
 }
 
@@ -320,10 +320,15 @@ fn after_marker(text: &str, p: usize) -> Result<String, (usize, usize)> {
     let from = skip_marker_tail(text, p);
     let cands = candidates(text);
     let end = sentence_end(text, from, &cands);
-    match cands
+    let in_sentence: Vec<Candidate> = cands
+        .into_iter()
+        .filter(|c| c.start >= from && c.start < end.max(from + 1))
+        .collect();
+    let first = in_sentence
         .iter()
-        .find(|c| c.start >= from && c.start < end.max(from + 1))
-    {
+        .find(|c| !c.is_name())
+        .or(in_sentence.first());
+    match first {
         Some(c) => Ok(c.text.to_string()),
         None => Err((from, end)),
     }
@@ -402,6 +407,24 @@ struct Candidate<'a> {
     end: usize,
     kind: Kind,
     text: &'a str,
+}
+
+impl Candidate<'_> {
+    /// Whether it only names something (`$n$`, `$ABCD$`, `$f(x)$`): such a candidate is the
+    /// answer only when the response offers nothing else.
+    fn is_name(&self) -> bool {
+        self.kind != Kind::Number && crate::lex::is_name(self.text)
+    }
+}
+
+/// The last candidate that states a value, else the last one.
+fn last_value<'a>(cands: &[Candidate<'a>]) -> Option<&'a str> {
+    cands
+        .iter()
+        .rev()
+        .find(|c| !c.is_name())
+        .or(cands.last())
+        .map(|c| c.text)
 }
 
 /// Every candidate in order of position. Numbers inside a span or a LaTeX formula are part of

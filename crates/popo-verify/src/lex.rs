@@ -249,6 +249,22 @@ pub(crate) fn is_formula(s: &str) -> bool {
         })
 }
 
+/// Whether `s` only names something: variables, points and function values of variables
+/// (`n`, `ABCD`, `x_1`, `f(x)`, `\triangle ABC`), with no number, operator or constant.
+pub(crate) fn is_name(s: &str) -> bool {
+    let mut toks = Vec::new();
+    lex(s, &mut toks).is_ok()
+        && toks
+            .iter()
+            .any(|t| matches!(t, Tok::Ident(_) | Tok::Word(_)))
+        && toks.iter().all(|t| {
+            matches!(
+                t,
+                Tok::Ident(_) | Tok::Word(_) | Tok::Sub(_) | Tok::LParen | Tok::RParen | Tok::Comma
+            )
+        })
+}
+
 /// Where the number starting at byte `start` ends, read as the lexer reads a number
 /// (thousands groups, decimals, `e5` exponents).
 pub(crate) fn number_end(s: &str, start: usize) -> usize {
