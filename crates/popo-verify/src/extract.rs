@@ -1,8 +1,10 @@
 //! Response -> candidate answer string.
 //!
 //! Each [`Strategy`] looks for one kind of answer marker; an [`Extractor`] tries them in its
-//! priority order and returns the first hit. Everything works on byte offsets of ASCII markers,
-//! so arbitrary UTF-8 in the response is safe.
+//! priority order and returns the first hit. Without a marker, the answer is the last
+//! *candidate* by position: a math span, LaTeX written in the prose, or a number standing as a
+//! word. Everything works on byte offsets of ASCII markers, so arbitrary UTF-8 in the response
+//! is safe.
 
 /// One way of locating the final answer in a model response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -460,7 +462,10 @@ fn candidates(text: &str) -> Vec<Candidate<'_>> {
                             .count();
                     if starts_formula(&text[i + 1..name_end]) {
                         let (s, e) = latex_run(text, i);
-                        out.retain(|c| c.end <= s);
+                        // The number glued before it (`2\sqrt{3}`) is part of it.
+                        while out.last().is_some_and(|c| c.end > s) {
+                            out.pop();
+                        }
                         out.push(Candidate {
                             start: s,
                             end: e,

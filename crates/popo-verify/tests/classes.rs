@@ -76,23 +76,44 @@ fn check(name: &str, table: &str) {
     );
 }
 
-macro_rules! class {
-    ($name:ident) => {
-        #[test]
-        fn $name() {
-            check(
-                stringify!($name),
-                include_str!(concat!("classes/", stringify!($name), ".txt")),
-            );
-        }
+/// One test per class table, and the list of them.
+macro_rules! classes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check(
+                    stringify!($name),
+                    include_str!(concat!("classes/", stringify!($name), ".txt")),
+                );
+            }
+        )*
+        const CLASSES: &[&str] = &[$(stringify!($name)),*];
     };
 }
 
-class!(last_candidate);
-class!(bare_answer);
-class!(thousands);
-class!(digits_in_words);
-class!(several_boxes);
-class!(relations);
-class!(chains_assignments);
-class!(matrix_arithmetic);
+classes!(
+    last_candidate,
+    bare_answer,
+    thousands,
+    several_boxes,
+    relations,
+    chains_assignments,
+    matrix_arithmetic,
+    digits_in_words,
+);
+
+/// A table added to `classes/` without a test above would silently never run.
+#[test]
+fn every_table_has_a_test() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/classes");
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .expect("tests/classes")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".txt").map(str::to_string))
+        .collect();
+    found.sort();
+    let mut listed: Vec<&str> = CLASSES.to_vec();
+    listed.sort();
+    assert_eq!(found, listed);
+}
