@@ -2,7 +2,7 @@
 //! is not: a list never matches a single value, and rounding is forgiven only in the
 //! prediction's favour when the prediction is itself a written decimal.
 
-use crate::eval::{exact, free_symbols, lit_value, matrix_value, numeric, C, Q};
+use crate::eval::{exact, free_symbols, has_matrix, lit_value, matrix_value, numeric, C, Q};
 use crate::expr::{Const, Expr, Fun, RelOp};
 use crate::limits::{Budget, Limit};
 use crate::solve::solution_set;
@@ -197,7 +197,10 @@ fn assigned_value(e: &Expr) -> Option<&Expr> {
         && before.iter().all(names_a_quantity);
     let chain = all_eq && es.len() >= 3;
     let computation = all_eq && es.iter().all(is_const);
-    (named || chain || computation).then_some(last)
+    // `\mathbf{a} + \mathbf{b} = \begin{pmatrix} 4 \\ 6 \end{pmatrix}`: an explicit matrix
+    // is a value, never the unknown of an equation.
+    let matrix = all_eq && matches!(last, Expr::Matrix(_)) && !before.iter().any(has_matrix);
+    (named || chain || computation || matrix).then_some(last)
 }
 
 /// `x = \frac{7}{3} \approx 2.3` (`\approx` reads as `=`): the exact member before a final
@@ -540,8 +543,13 @@ impl Cx<'_> {
                 if ge.len() == 2 && pe.len() == 2 && self.equiv(&ge[0], &pe[0])? {
                     return self.equiv(gv, pv);
                 }
-                if matches!(&ge[0], Expr::Sym(_)) && matches!(&pe[0], Expr::Sym(_)) {
-                    // `x = 3` vs `y = 3`: the name is not the answer.
+                // `x = 3` vs `y = 3`, `|PQ| = 5` vs `PQ = 5`: the name is not the answer. A
+                // function of a variable (`f(x) = 1`) is, though: it defines the function.
+                let value_name = |e: &Expr| {
+                    names_a_quantity(e)
+                        && !matches!(e, Expr::Apply(_, args) if !args.iter().all(is_const))
+                };
+                if value_name(&ge[0]) && value_name(&pe[0]) {
                     return self.equiv(gv, pv);
                 }
             }

@@ -573,7 +573,7 @@ pub(crate) fn matrix_value(e: &Expr, b: &mut Budget) -> Result<Option<Expr>, Lim
     })
 }
 
-fn has_matrix(e: &Expr) -> bool {
+pub(crate) fn has_matrix(e: &Expr) -> bool {
     match e {
         Expr::Matrix(_) => true,
         Expr::Sum(v) | Expr::Prod(v) => v.iter().any(|(_, x)| has_matrix(x)),
