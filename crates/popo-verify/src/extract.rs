@@ -61,7 +61,7 @@ impl Strategy {
             Strategy::Hashes => hashes(text),
             Strategy::AnswerIs => answer_is(text),
             Strategy::Bare => bare(text).map(str::to_string),
-            Strategy::LastCandidate => last_value(&candidates(text)).map(str::to_string),
+            Strategy::LastCandidate => last_value(text, &candidates(text)),
             Strategy::LastMath => last_of(Some(Kind::Math)),
             Strategy::LastNumber => last_of(Some(Kind::Number)),
         }
@@ -226,7 +226,7 @@ fn answer_tag(text: &str) -> Option<String> {
         .map(str::to_string)
         .or_else(|| bare(inner).map(str::to_string))
         .or_else(|| answer_is(inner))
-        .or_else(|| last_value(&candidates(inner)).map(str::to_string))
+        .or_else(|| last_value(inner, &candidates(inner)))
         .or_else(|| Some(strip_math_delims(inner.trim()).to_string()))
 }
 
@@ -326,14 +326,50 @@ fn after_marker(text: &str, p: usize) -> Result<String, (usize, usize)> {
         .into_iter()
         .filter(|c| c.start >= from && c.start < end.max(from + 1))
         .collect();
-    let first = in_sentence
+    let Some(first) = in_sentence
         .iter()
-        .find(|c| !c.is_name())
-        .or(in_sentence.first());
-    match first {
-        Some(c) => Ok(c.text.to_string()),
-        None => Err((from, end)),
+        .position(|c| !c.is_name())
+        .or((!in_sentence.is_empty()).then_some(0))
+    else {
+        return Err((from, end));
+    };
+    // "the answer is 3 or 4" is a hedge, "the answer is 3 and 5" a list: keep them whole.
+    let mut answer = in_sentence[first].text.to_string();
+    for w in in_sentence[first..].windows(2) {
+        if !joins_answers(&text[w[0].end..w[1].start], true) {
+            break;
+        }
+        answer.push_str(", ");
+        answer.push_str(w[1].text);
     }
+    Ok(answer)
+}
+
+/// Whether the prose between two candidates only lists them: a comma (if `comma` may list
+/// them) or "and"/"or", Markdown bold, and the next one's variable (`x = 2 or x = 3`); not
+/// `24 = 72` nor `2 to 5`.
+fn joins_answers(between: &str, comma: bool) -> bool {
+    let t = between.trim_end();
+    // The next candidate's `x =`.
+    let t = match t.strip_suffix('=').map(str::trim_end) {
+        Some(r) if r.ends_with(|c: char| c.is_ascii_alphabetic()) => {
+            let r = &r[..r.len() - 1];
+            if r.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+                return false;
+            }
+            r
+        }
+        Some(_) => return false,
+        None => t,
+    };
+    let words_ok = t
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .all(|w| w.is_empty() || matches!(w, "and" | "or"));
+    let chars_ok = t
+        .chars()
+        .all(|c| c.is_ascii_alphabetic() || c.is_whitespace() || matches!(c, ',' | ';' | '*'));
+    let separated = (comma && t.contains([',', ';'])) || t.contains("and") || t.contains("or");
+    words_ok && chars_ok && separated
 }
 
 fn final_answer_is(text: &str) -> Option<String> {
@@ -419,14 +455,25 @@ impl Candidate<'_> {
     }
 }
 
-/// The last candidate that states a value, else the last one.
-fn last_value<'a>(cands: &[Candidate<'a>]) -> Option<&'a str> {
-    cands
+/// The last candidate that states a value, else the last one; with the candidates listed
+/// right before it (`... are $3$ and $5$`, `x = 3 or x = 4`: a list, or a hedge). In prose a
+/// comma alone does not list numbers: "after step 2, 15 remain".
+fn last_value(text: &str, cands: &[Candidate]) -> Option<String> {
+    let last = cands
         .iter()
-        .rev()
-        .find(|c| !c.is_name())
-        .or(cands.last())
-        .map(|c| c.text)
+        .rposition(|c| !c.is_name())
+        .or(cands.len().checked_sub(1))?;
+    let mut first = last;
+    while first > 0 {
+        let (a, b) = (&cands[first - 1], &cands[first]);
+        let comma = a.kind != Kind::Number && b.kind != Kind::Number;
+        if !joins_answers(&text[a.end..b.start], comma) {
+            break;
+        }
+        first -= 1;
+    }
+    let texts: Vec<&str> = cands[first..=last].iter().map(|c| c.text).collect();
+    Some(texts.join(", "))
 }
 
 /// Every candidate in order of position. Numbers inside a span or a LaTeX formula are part of
