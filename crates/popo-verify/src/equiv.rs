@@ -579,7 +579,7 @@ impl Cx<'_> {
         if gops.len() == pops.len() && gops == pops {
             return self.ordered(ge, pe);
         }
-        if gops.len() == pops.len() && gops.iter().rev().zip(pops).all(|(a, b)| flip(*a) == *b) {
+        if gops.len() == pops.len() && gops.iter().rev().zip(pops).all(|(a, b)| a.flip() == *b) {
             let rev: Vec<Expr> = pe.iter().rev().cloned().collect();
             return self.ordered(ge, &rev);
         }
@@ -734,16 +734,6 @@ fn complex_div(a: C, b: C) -> C {
     C {
         re: (a.re * b.re + a.im * b.im) / d,
         im: (a.im * b.re - a.re * b.im) / d,
-    }
-}
-
-fn flip(o: RelOp) -> RelOp {
-    match o {
-        RelOp::Lt => RelOp::Gt,
-        RelOp::Gt => RelOp::Lt,
-        RelOp::Le => RelOp::Ge,
-        RelOp::Ge => RelOp::Le,
-        o => o,
     }
 }
 

@@ -125,6 +125,17 @@ pub(crate) enum RelOp {
 }
 
 impl RelOp {
+    /// The same relation read from the other side: `a < b` is `b > a`.
+    pub fn flip(self) -> RelOp {
+        match self {
+            RelOp::Lt => RelOp::Gt,
+            RelOp::Gt => RelOp::Lt,
+            RelOp::Le => RelOp::Ge,
+            RelOp::Ge => RelOp::Le,
+            o => o,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             RelOp::Eq => "=",

@@ -336,10 +336,11 @@ fn after_marker(text: &str, p: usize) -> Result<String, (usize, usize)> {
     // "the answer is 3 or 4" is a hedge, "the answer is 3 and 5" a list: keep them whole.
     let mut answer = in_sentence[first].text.to_string();
     for w in in_sentence[first..].windows(2) {
-        if !joins_answers(&text[w[0].end..w[1].start], true) {
+        let between = &text[w[0].end..w[1].start];
+        if !joins_answers(between, true) {
             break;
         }
-        answer.push_str(", ");
+        answer.push_str(separator(between));
         answer.push_str(w[1].text);
     }
     Ok(answer)
@@ -472,8 +473,24 @@ fn last_value(text: &str, cands: &[Candidate]) -> Option<String> {
         }
         first -= 1;
     }
-    let texts: Vec<&str> = cands[first..=last].iter().map(|c| c.text).collect();
-    Some(texts.join(", "))
+    let mut answer = cands[first].text.to_string();
+    for w in cands[first..=last].windows(2) {
+        answer.push_str(separator(&text[w[0].end..w[1].start]));
+        answer.push_str(w[1].text);
+    }
+    Some(answer)
+}
+
+/// How joined candidates are written for the parser: "and" alone is kept (`$x > -2$ and
+/// $x < 3$` is one interval), any other list becomes commas.
+fn separator(between: &str) -> &'static str {
+    let mut words = between.split(|c: char| !c.is_ascii_alphabetic());
+    let and = words.clone().any(|w| w == "and");
+    if and && !words.any(|w| w == "or") && !between.contains([',', ';']) {
+        " and "
+    } else {
+        ", "
+    }
 }
 
 /// Every candidate in order of position. Numbers inside a span or a LaTeX formula are part of

@@ -53,8 +53,11 @@ pub(crate) enum Tok {
     LCeil,
     RCeil,
     Comma,
-    /// A list separator written as a word: `or`, `and`, `;`.
+    /// A list separator written as a word: `or`, `;`.
     Or,
+    /// `and`, `\land`: a list separator too, except between two bounds on one variable
+    /// (`x > -2 and x < 3` is `-2 < x < 3`).
+    And,
     Amp,
     RowSep,
     Begin(Box<str>),
@@ -102,7 +105,8 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
                     out.push(Tok::Ident(w.into()));
                 } else {
                     match w {
-                        "or" | "and" | "OR" | "AND" => out.push(Tok::Or),
+                        "or" | "OR" => out.push(Tok::Or),
+                        "and" | "AND" => out.push(Tok::And),
                         _ => out.push(Tok::Word(w.into())),
                     }
                 }
@@ -494,6 +498,7 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         "rangle" => Tok::RParen,
         "colon" => Tok::Colon,
         "lor" | "vee" => Tok::Or,
+        "land" | "wedge" => Tok::And,
         "text" | "textbf" | "textit" | "textrm" | "mbox" | "textnormal" | "texttt" => {
             let (c, end) = raw_arg(s, j);
             push_text(c, out);
@@ -603,7 +608,8 @@ fn push_text(c: &str, out: &mut Vec<Tok>) {
                 out.push(Tok::Comma);
             }
         }
-        "or" | "and" | "OR" | "and/or" => out.push(Tok::Or),
+        "or" | "OR" | "and/or" => out.push(Tok::Or),
+        "and" | "AND" => out.push(Tok::And),
         _ => out.push(Tok::Text(t.into())),
     }
 }

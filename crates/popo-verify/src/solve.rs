@@ -94,7 +94,7 @@ fn link(l: &Expr, op: RelOp, r: &Expr, x: &str, b: &mut Budget) -> R<Set> {
     }
     if let Expr::Func(Fun::Abs, u) = r {
         if let Some(c) = constant(l, b)? {
-            return abs_link(u, flip(op), l, c, x, b);
+            return abs_link(u, op.flip(), l, c, x, b);
         }
     }
     let f = Expr::Sum(vec![(false, l.clone()), (true, r.clone())]);
@@ -336,16 +336,6 @@ fn linear(f: &Expr, x: &str, b: &mut Budget) -> R<Zeros> {
         roots: vec![(root, -f0 / slope)],
         signs: vec![-s, s],
     }))
-}
-
-fn flip(o: RelOp) -> RelOp {
-    match o {
-        RelOp::Lt => RelOp::Gt,
-        RelOp::Gt => RelOp::Lt,
-        RelOp::Le => RelOp::Ge,
-        RelOp::Ge => RelOp::Le,
-        o => o,
-    }
 }
 
 fn inf(positive: bool) -> End {
