@@ -5,6 +5,12 @@
 #
 #   scripts/compare-math-verify.sh            # builds `popo` in release mode
 #   POPO_BIN=target/debug/popo scripts/compare-math-verify.sh
+#   EXTRA_PAIRS=responses.jsonl scripts/compare-math-verify.sh   # also: your own pairs
+#   EXTRA_PAIRS=responses.jsonl EXTRA_ONLY=1 scripts/compare-math-verify.sh
+#
+# EXTRA_PAIRS is a JSONL file whose lines carry `gold` (or `answer`) and `response` (or `pred`),
+# e.g. real model responses; its agreement and every disagreement are reported on their own,
+# after the corpus (EXTRA_ONLY=1 skips the corpus and the speed run).
 #
 # Env: DATA_DIR (default ../shared/data), VENV (default .venv-mv), WORK (default target/compare-mv).
 set -euo pipefail
@@ -29,6 +35,20 @@ fi
 echo "popo: $POPO_BIN"
 
 now() { date +%s.%N; }
+
+# Pairs from elsewhere, reported on their own.
+extra_report() {
+    "$PY" tools/compare_math_verify.py extra --input "$EXTRA_PAIRS" --out "$WORK/extra.jsonl"
+    "$POPO_BIN" verify --input "$WORK/extra.jsonl" --threads 1 > "$WORK/popo_extra.jsonl"
+    "$PY" tools/compare_math_verify.py run --input "$WORK/extra.jsonl" --out "$WORK/mv_extra.jsonl"
+    echo "== extra pairs: $EXTRA_PAIRS"
+    "$PY" tools/compare_math_verify.py report --input "$WORK/extra.jsonl" --popo "$WORK/popo_extra.jsonl" \
+        --mv "$WORK/mv_extra.jsonl"
+}
+if [ -n "${EXTRA_PAIRS:-}" ] && [ -n "${EXTRA_ONLY:-}" ]; then
+    extra_report
+    exit 0
+fi
 
 # The benchmark pairs, exactly as `popo verify --bench` builds them.
 "$POPO_BIN" verify --bench --threads 1 --data-dir "$DATA_DIR" --write-pairs "$WORK/bench.jsonl"
@@ -56,3 +76,7 @@ mv_secs=$(echo "$t2 - $t1" | bc -l)
 "$PY" tools/compare_math_verify.py run --input "$WORK/all.jsonl" --out "$WORK/mv_all.jsonl"
 "$PY" tools/compare_math_verify.py report --input "$WORK/all.jsonl" --popo "$WORK/popo_all.jsonl" \
     --mv "$WORK/mv_all.jsonl" --popo-secs "$popo_secs" --mv-secs "$mv_secs" --pairs 2000
+
+if [ -n "${EXTRA_PAIRS:-}" ]; then
+    extra_report
+fi

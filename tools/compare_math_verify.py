@@ -3,6 +3,7 @@
 
 Sub-commands (driven by scripts/compare-math-verify.sh):
   corpus  --data DIR --out FILE      gold self/cross pairs for every benchmark gold
+  extra   --input FILE --out FILE    (gold, response) JSONL lines -> pairs in the corpus format
   run     --input FILE --out FILE    math-verify verdicts, one JSON line per input line
   report  --input FILE --popo FILE --mv FILE [--popo-secs S --mv-secs S --pairs N]
 """
@@ -120,6 +121,25 @@ def near_misses(g):
     return out
 
 
+def extra(args):
+    """Pairs from elsewhere (e.g. real model responses): lines with `gold` (or `answer`) and
+    `response` (or `pred`), kept in order."""
+    out = []
+    for i, r in enumerate(read_jsonl(args.input)):
+        gold = r.get("gold", r.get("answer"))
+        pred = r.get("response", r.get("pred"))
+        if not isinstance(gold, str) or not isinstance(pred, str):
+            sys.exit(f"{args.input}:{i + 1}: needs string fields gold (or answer) and response (or pred)")
+        row = {"set": r.get("set", "extra"), "kind": "extra", "gold": gold, "pred": pred}
+        if "id" in r:
+            row["id"] = r["id"]
+        out.append(row)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for r in out:
+            f.write(json.dumps(r) + "\n")
+    print(f"{len(out)} extra pairs from {args.input}", file=sys.stderr)
+
+
 def gold_text(g):
     # A bare gold is LaTeX without delimiters; give math-verify its usual boxed form.
     if "$" in g or "\\boxed" in g:
@@ -168,9 +188,9 @@ def report(args):
     for r, p, m in zip(rows, popo, mv):
         if p["correct"] != m["correct"]:
             pred = r["pred"]
-            if "\\boxed{" in pred:
-                pred = pred[pred.rfind("\\boxed{"):]
-            print(f"  {r['gold']!r} | {pred[:90]!r} | popo={p['correct']} | mv={m['correct']}"
+            # The end of the response is where the answer is; a box, from its start.
+            pred = pred[pred.rfind("\\boxed{"):][:90] if "\\boxed{" in pred else pred[-90:]
+            print(f"  {r['gold']!r} | {pred!r} | popo={p['correct']} | mv={m['correct']}"
                   f" | {p.get('gold_answer')} ~ {p.get('pred_answer')}"
                   f" | {m.get('gold_parsed')} ~ {m.get('pred_parsed')} {m.get('error', '')}")
     if args.popo_secs and args.mv_secs and args.pairs:
@@ -184,6 +204,9 @@ def report(args):
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extra")
+    e.add_argument("--input", required=True)
+    e.add_argument("--out", required=True)
     c = sub.add_parser("corpus")
     c.add_argument("--data", required=True)
     c.add_argument("--out", required=True)
@@ -198,7 +221,7 @@ def main():
     p.add_argument("--mv-secs", type=float)
     p.add_argument("--pairs", type=int)
     args = ap.parse_args()
-    {"corpus": corpus, "run": run, "report": report}[args.cmd](args)
+    {"corpus": corpus, "extra": extra, "run": run, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

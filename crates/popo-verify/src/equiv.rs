@@ -2,9 +2,10 @@
 //! is not: a list never matches a single value, and rounding is forgiven only in the
 //! prediction's favour when the prediction is itself a written decimal.
 
-use crate::eval::{exact, free_symbols, lit_value, numeric, C, Q};
-use crate::expr::{Const, Expr, RelOp};
+use crate::eval::{exact, free_symbols, has_matrix, lit_value, matrix_value, numeric, C, Q};
+use crate::expr::{Const, Expr, Fun, RelOp};
 use crate::limits::{Budget, Limit};
+use crate::solve::solution_set;
 use num_bigint::BigInt;
 use num_traits::{Signed, Zero};
 
@@ -184,36 +185,70 @@ fn is_scalar(e: &Expr) -> bool {
     )
 }
 
-/// `x = 3` with a lone symbol on the left: the value 3.
+/// The value an equation states, when it states one: the right-hand side of `x = 3`,
+/// `f(2) = 7`, `(a, b) = (4, 1)`, `AB:CD = 2:3`, `|PQ| = 5` (a named quantity on the left),
+/// and the final right-hand side of a chain of equalities (`x = 2 + 2 = 4`) or of a
+/// computation between constants (`2 + 2 = 4`).
 fn assigned_value(e: &Expr) -> Option<&Expr> {
+    let Expr::Rel(es, ops) = e else { return None };
+    let (last, before) = es.split_last()?;
+    let all_eq = ops.iter().all(|o| *o == RelOp::Eq);
+    let named = ops.iter().all(|o| matches!(o, RelOp::Eq | RelOp::In))
+        && before.iter().all(names_a_quantity);
+    let chain = all_eq && es.len() >= 3;
+    let computation = all_eq && es.iter().all(is_const);
+    // `\mathbf{a} + \mathbf{b} = \begin{pmatrix} 4 \\ 6 \end{pmatrix}`: an explicit matrix
+    // is a value, never the unknown of an equation.
+    let matrix = all_eq && matches!(last, Expr::Matrix(_)) && !before.iter().any(has_matrix);
+    (named || chain || computation || matrix).then_some(last)
+}
+
+/// `x = \frac{7}{3} \approx 2.3` (`\approx` reads as `=`): the exact member before a final
+/// decimal that is it rounded to the decimal's own precision.
+fn approximated<'e>(e: &'e Expr, b: &mut Budget) -> Result<Option<&'e Expr>, Limit> {
+    let Expr::Rel(es, _) = e else { return Ok(None) };
+    let [.., prev, last] = es.as_slice() else {
+        return Ok(None);
+    };
+    let Some(lit) = last.as_decimal() else {
+        return Ok(None);
+    };
+    if prev.as_decimal().is_some() || !is_const(prev) {
+        return Ok(None);
+    }
+    let (Some(x), Some(d)) = (numeric(prev, &[], b)?, numeric(last, &[], b)?) else {
+        return Ok(None);
+    };
+    let half = 0.5 * 10f64.powi(lit.ulp_exp().clamp(-300, 300) as i32);
+    Ok((x.im.abs() < 1e-12 && (x.re - d.re).abs() <= half * (1.0 + 1e-9)).then_some(prev))
+}
+
+/// Left sides that name a quantity rather than constrain one: `x`, `f(2)`, `P(A)`,
+/// `\text{Area}`, `AB`, `\angle ABC`, the ratio `AB:CD`, `|PQ|`, the tuple `(a, b)`.
+fn names_a_quantity(e: &Expr) -> bool {
     match e {
-        Expr::Rel(es, ops) if ops.iter().all(|o| *o == RelOp::Eq || *o == RelOp::In) => {
-            if es[..es.len() - 1]
-                .iter()
-                .all(|x| matches!(x, Expr::Sym(_)) || is_plain_lhs(x))
-            {
-                es.last()
-            } else {
-                None
-            }
+        Expr::Sym(_) | Expr::Apply(..) | Expr::Text(_) => true,
+        // Letters multiplied or divided, led by a letter (`x2` too, but not `2x` or `x/2`).
+        Expr::Prod(fs) => {
+            fs.len() <= 6
+                && !matches!(fs[0], (true, _) | (_, Expr::Num(_)))
+                && fs.iter().all(|(div, f)| match f {
+                    Expr::Sym(_) => true,
+                    Expr::Num(_) => !div,
+                    Expr::Prod(_) => names_a_quantity(f),
+                    _ => false,
+                })
         }
-        _ => None,
+        Expr::Func(Fun::Abs, x) => names_a_quantity(x),
+        Expr::Tuple(v) => v.iter().all(|x| matches!(x, Expr::Sym(_))),
+        _ => false,
     }
 }
 
-/// Left sides that name a quantity rather than constrain one (`f(2)`, `\angle A`, `P(x)`).
-fn is_plain_lhs(e: &Expr) -> bool {
-    match e {
-        Expr::Sym(_) | Expr::Apply(..) => true,
-        Expr::Prod(fs) => {
-            fs.iter()
-                .all(|(d, f)| !d && (matches!(f, Expr::Sym(_)) || matches!(f, Expr::Num(_))))
-                && fs.iter().any(|(_, f)| matches!(f, Expr::Sym(_)))
-                && fs.len() <= 3
-                && matches!(fs[0].1, Expr::Sym(_))
-        }
-        _ => false,
-    }
+fn is_const(e: &Expr) -> bool {
+    let mut syms = Vec::new();
+    free_symbols(e, &mut syms);
+    syms.is_empty() && !matches!(e, Expr::Text(_))
 }
 
 fn norm_text(s: &str) -> String {
@@ -271,6 +306,11 @@ impl Cx<'_> {
             self.how = How::Structural;
             return Ok(true);
         }
+        // `A + B`, `2A`, `AB` over explicit matrices: multiplied out first.
+        let (gm, pm) = (matrix_value(g, self.b)?, matrix_value(p, self.b)?);
+        if gm.is_some() || pm.is_some() {
+            return self.equiv(gm.as_ref().unwrap_or(g), pm.as_ref().unwrap_or(p));
+        }
         // `\textbf{(C)}\ 12`: the letter answers a letter, the value a value.
         if let Some((letter, rest)) = leading_choice(p) {
             if let Some(gl) = choice_letter(g) {
@@ -299,7 +339,13 @@ impl Cx<'_> {
             return self.equiv(gv, p);
         }
         if let (false, Some(pv)) = (matches!(g, Expr::Rel(..)), assigned_value(p)) {
-            return self.equiv(g, pv);
+            if self.equiv(g, pv)? {
+                return Ok(true);
+            }
+            return match approximated(p, self.b)? {
+                Some(exact) => self.equiv(g, exact),
+                None => Ok(false),
+            };
         }
         match (g, p) {
             (Expr::Percent(gx), _) => {
@@ -331,32 +377,30 @@ impl Cx<'_> {
             }
             (Expr::Base(..), _) | (_, Expr::Base(..)) => Ok(false),
             (Expr::Rel(ge, gops), Expr::Rel(pe, pops)) => self.relations(ge, gops, pe, pops, g, p),
-            (Expr::Rel(..), _) => match (rel_to_interval(g), p) {
-                (Some(gi), Expr::Interval { .. } | Expr::Union(_) | Expr::Tuple(_)) => {
-                    self.equiv(&gi, p)
+            (Expr::Rel(..), _) | (_, Expr::Rel(..)) => match (self.as_set(g)?, self.as_set(p)?) {
+                (Some(gs), Some(ps)) => self.equiv(&gs, &ps),
+                _ => Ok(false),
+            },
+            (Expr::Union(_) | Expr::Interval { .. }, Expr::List(pi)) => {
+                match solution_set(pi, self.b)? {
+                    Some(ps) => self.equiv(g, &ps),
+                    None => Ok(false),
                 }
-                _ => Ok(false),
-            },
-            (_, Expr::Rel(..)) => match (g, rel_to_interval(p)) {
-                (Expr::Interval { .. } | Expr::Union(_), Some(pi)) => self.equiv(g, &pi),
-                (Expr::Tuple(gi), Some(pi)) if gi.len() == 2 => self.equiv(&open_interval(gi), &pi),
-                _ => Ok(false),
-            },
-            (Expr::Union(_) | Expr::Interval { .. }, Expr::List(pi)) => match rels_to_union(pi) {
-                Some(pu) => self.equiv(g, &pu),
-                None => Ok(false),
-            },
+            }
             (Expr::List(gi), Expr::List(pi) | Expr::Set(pi))
             | (Expr::Set(gi), Expr::Set(pi) | Expr::List(pi)) => {
-                if let (Some(gu), Some(pu)) = (rels_to_union(gi), rels_to_union(pi)) {
-                    return self.equiv(&gu, &pu);
+                if let (Some(gs), Some(ps)) = (solution_set(gi, self.b)?, solution_set(pi, self.b)?)
+                {
+                    return self.equiv(&gs, &ps);
                 }
                 self.unordered(gi, pi)
             }
-            (Expr::List(gi), Expr::Union(_) | Expr::Interval { .. }) => match rels_to_union(gi) {
-                Some(gu) => self.equiv(&gu, p),
-                None => Ok(false),
-            },
+            (Expr::List(gi), Expr::Union(_) | Expr::Interval { .. }) => {
+                match solution_set(gi, self.b)? {
+                    Some(gs) => self.equiv(&gs, p),
+                    None => Ok(false),
+                }
+            }
             (Expr::Tuple(gi), Expr::Tuple(pi) | Expr::List(pi)) => self.ordered(gi, pi),
             (Expr::Tuple(gi), Expr::Matrix(rows)) | (Expr::Matrix(rows), Expr::Tuple(gi)) => {
                 match vector_of(rows) {
@@ -406,6 +450,19 @@ impl Cx<'_> {
             _ if is_scalar(g) && is_scalar(p) => self.scalar(g, p),
             _ => Ok(false),
         }
+    }
+
+    /// An answer read as a set of reals, to compare with an inequality: an inequality (or a
+    /// list of them) by its solution set; an interval, union or set as written; a pair
+    /// `(a, b)` as the open interval.
+    fn as_set(&mut self, e: &Expr) -> Result<Option<Expr>, Limit> {
+        Ok(match e {
+            Expr::Rel(..) => solution_set(std::slice::from_ref(e), self.b)?,
+            Expr::List(items) => solution_set(items, self.b)?,
+            Expr::Interval { .. } | Expr::Union(_) | Expr::Set(_) => Some(e.clone()),
+            Expr::Tuple(v) if v.len() == 2 => Some(open_interval(v)),
+            _ => None,
+        })
     }
 
     fn text(&mut self, g: &Expr, p: &Expr) -> R {
@@ -486,8 +543,13 @@ impl Cx<'_> {
                 if ge.len() == 2 && pe.len() == 2 && self.equiv(&ge[0], &pe[0])? {
                     return self.equiv(gv, pv);
                 }
-                if matches!(&ge[0], Expr::Sym(_)) && matches!(&pe[0], Expr::Sym(_)) {
-                    // `x = 3` vs `y = 3`: the name is not the answer.
+                // `x = 3` vs `y = 3`, `|PQ| = 5` vs `PQ = 5`: the name is not the answer. A
+                // function of a variable (`f(x) = 1`) is, though: it defines the function.
+                let value_name = |e: &Expr| {
+                    names_a_quantity(e)
+                        && !matches!(e, Expr::Apply(_, args) if !args.iter().all(is_const))
+                };
+                if value_name(&ge[0]) && value_name(&pe[0]) {
                     return self.equiv(gv, pv);
                 }
             }
@@ -505,14 +567,19 @@ impl Cx<'_> {
             }
             return Ok(false);
         }
-        if let (Some(gi), Some(pi)) = (rel_to_interval(g), rel_to_interval(p)) {
-            return self.equiv(&gi, &pi);
+        // Inequalities in one variable: the same solution set (`x < 2` is `-x > -2`).
+        let (gs, ps) = (
+            solution_set(std::slice::from_ref(g), self.b)?,
+            solution_set(std::slice::from_ref(p), self.b)?,
+        );
+        if let (Some(gs), Some(ps)) = (gs, ps) {
+            return self.equiv(&gs, &ps);
         }
         // Same chain, side by side; or mirrored (`a < b` is `b > a`).
         if gops.len() == pops.len() && gops == pops {
             return self.ordered(ge, pe);
         }
-        if gops.len() == pops.len() && gops.iter().rev().zip(pops).all(|(a, b)| flip(*a) == *b) {
+        if gops.len() == pops.len() && gops.iter().rev().zip(pops).all(|(a, b)| a.flip() == *b) {
             let rev: Vec<Expr> = pe.iter().rev().cloned().collect();
             return self.ordered(ge, &rev);
         }
@@ -670,16 +737,6 @@ fn complex_div(a: C, b: C) -> C {
     }
 }
 
-fn flip(o: RelOp) -> RelOp {
-    match o {
-        RelOp::Lt => RelOp::Gt,
-        RelOp::Gt => RelOp::Lt,
-        RelOp::Le => RelOp::Ge,
-        RelOp::Ge => RelOp::Le,
-        o => o,
-    }
-}
-
 fn open_interval(v: &[Expr]) -> Expr {
     Expr::Interval {
         lo: Box::new(v[0].clone()),
@@ -697,70 +754,4 @@ fn vector_of(rows: &[Vec<Expr>]) -> Option<Vec<Expr>> {
         return Some(rows.iter().map(|r| r[0].clone()).collect());
     }
     None
-}
-
-fn is_const(e: &Expr) -> bool {
-    let mut s = Vec::new();
-    free_symbols(e, &mut s);
-    s.is_empty()
-}
-
-fn neg_inf() -> Expr {
-    Expr::Neg(Box::new(Expr::Const(Const::Inf)))
-}
-
-fn pos_inf() -> Expr {
-    Expr::Const(Const::Inf)
-}
-
-/// A one-variable inequality as an interval: `x > 3` -> (3, oo), `-2 < x <= 5` -> (-2, 5].
-pub(crate) fn rel_to_interval(e: &Expr) -> Option<Expr> {
-    let Expr::Rel(es, ops) = e else { return None };
-    let is_var = |x: &Expr| matches!(x, Expr::Sym(_));
-    let strict = |o: RelOp| matches!(o, RelOp::Lt | RelOp::Gt);
-    let mk = |lo: &Expr, hi: &Expr, lo_open: bool, hi_open: bool| Expr::Interval {
-        lo: Box::new(lo.clone()),
-        hi: Box::new(hi.clone()),
-        lo_open,
-        hi_open,
-    };
-    match (es.len(), ops.as_slice()) {
-        (2, [op]) if is_var(&es[0]) && is_const(&es[1]) => Some(match op {
-            RelOp::Lt | RelOp::Le => mk(&neg_inf(), &es[1], true, strict(*op)),
-            RelOp::Gt | RelOp::Ge => mk(&es[1], &pos_inf(), strict(*op), true),
-            RelOp::In => es[1].clone(),
-            _ => return None,
-        }),
-        (2, [op]) if is_var(&es[1]) && is_const(&es[0]) => Some(match op {
-            RelOp::Gt | RelOp::Ge => mk(&neg_inf(), &es[0], true, strict(*op)),
-            RelOp::Lt | RelOp::Le => mk(&es[0], &pos_inf(), strict(*op), true),
-            _ => return None,
-        }),
-        (3, [a, b]) if is_var(&es[1]) && is_const(&es[0]) && is_const(&es[2]) => {
-            let up = |o: &RelOp| matches!(o, RelOp::Lt | RelOp::Le);
-            let down = |o: &RelOp| matches!(o, RelOp::Gt | RelOp::Ge);
-            if up(a) && up(b) {
-                Some(mk(&es[0], &es[2], strict(*a), strict(*b)))
-            } else if down(a) && down(b) {
-                Some(mk(&es[2], &es[0], strict(*b), strict(*a)))
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
-/// `x < -1 or x > 2` -> a union of intervals (all items must be one-variable inequalities).
-fn rels_to_union(items: &[Expr]) -> Option<Expr> {
-    if items.is_empty() || !items.iter().all(|i| matches!(i, Expr::Rel(_, ops) if ops.iter().all(|o| !matches!(o, RelOp::Eq | RelOp::Ne)))) {
-        return None;
-    }
-    let parts: Option<Vec<Expr>> = items.iter().map(rel_to_interval).collect();
-    let parts = parts?;
-    Some(if parts.len() == 1 {
-        parts.into_iter().next()?
-    } else {
-        Expr::Union(parts)
-    })
 }

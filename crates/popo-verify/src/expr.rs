@@ -125,6 +125,17 @@ pub(crate) enum RelOp {
 }
 
 impl RelOp {
+    /// The same relation read from the other side: `a < b` is `b > a`.
+    pub fn flip(self) -> RelOp {
+        match self {
+            RelOp::Lt => RelOp::Gt,
+            RelOp::Gt => RelOp::Lt,
+            RelOp::Le => RelOp::Ge,
+            RelOp::Ge => RelOp::Le,
+            o => o,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             RelOp::Eq => "=",
@@ -202,6 +213,49 @@ impl Expr {
             Expr::Pow(..) => 4,
             Expr::Num(n) if n.digits.is_empty() => 9,
             _ => 9,
+        }
+    }
+
+    /// A copy with every `Sym(name)` replaced by `value`.
+    pub fn subst(&self, name: &str, value: &Expr) -> Expr {
+        let s = |e: &Expr| e.subst(name, value);
+        let b = |e: &Expr| Box::new(e.subst(name, value));
+        let all = |v: &[Expr]| v.iter().map(s).collect::<Vec<_>>();
+        let signed = |v: &[(bool, Expr)]| v.iter().map(|(k, e)| (*k, s(e))).collect::<Vec<_>>();
+        match self {
+            Expr::Sym(n) if &**n == name => value.clone(),
+            Expr::Num(_) | Expr::Const(_) | Expr::Sym(_) | Expr::Base(..) | Expr::Text(_) => {
+                self.clone()
+            }
+            Expr::Sum(v) => Expr::Sum(signed(v)),
+            Expr::Prod(v) => Expr::Prod(signed(v)),
+            Expr::Neg(x) => Expr::Neg(b(x)),
+            Expr::Pow(x, y) => Expr::Pow(b(x), b(y)),
+            Expr::Func(f, x) => Expr::Func(*f, b(x)),
+            Expr::Root(x, y) => Expr::Root(b(x), b(y)),
+            Expr::LogBase(x, y) => Expr::LogBase(b(x), b(y)),
+            Expr::Fact(x) => Expr::Fact(b(x)),
+            Expr::Binom(x, y) => Expr::Binom(b(x), b(y)),
+            Expr::Pm(x, y) => Expr::Pm(x.as_deref().map(b), b(y)),
+            Expr::Percent(x) => Expr::Percent(b(x)),
+            Expr::Tuple(v) => Expr::Tuple(all(v)),
+            Expr::Set(v) => Expr::Set(all(v)),
+            Expr::List(v) => Expr::List(all(v)),
+            Expr::Union(v) => Expr::Union(all(v)),
+            Expr::Interval {
+                lo,
+                hi,
+                lo_open,
+                hi_open,
+            } => Expr::Interval {
+                lo: b(lo),
+                hi: b(hi),
+                lo_open: *lo_open,
+                hi_open: *hi_open,
+            },
+            Expr::Matrix(rows) => Expr::Matrix(rows.iter().map(|r| all(r)).collect()),
+            Expr::Rel(v, ops) => Expr::Rel(all(v), ops.clone()),
+            Expr::Apply(n, v) => Expr::Apply(n.clone(), all(v)),
         }
     }
 

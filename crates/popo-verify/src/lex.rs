@@ -53,8 +53,11 @@ pub(crate) enum Tok {
     LCeil,
     RCeil,
     Comma,
-    /// A list separator written as a word: `or`, `and`, `;`.
+    /// A list separator written as a word: `or`, `;`.
     Or,
+    /// `and`, `\land`: a list separator too, except between two bounds on one variable
+    /// (`x > -2 and x < 3` is `-2 < x < 3`).
+    And,
     Amp,
     RowSep,
     Begin(Box<str>),
@@ -69,8 +72,10 @@ fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphabetic()
 }
 
-/// Tokenize. `depth0_separators`: digit groups like `2,125` are read as one number only at
-/// bracket depth 0 (inside `(1,000)` a comma separates coordinates).
+/// Tokenize. A plain comma or space between digit groups (`2,125`, `7 425 000`) makes one
+/// number only at bracket depth 0 and not right after a list comma (inside `(1,000)` a comma
+/// separates coordinates); TeX's own separators (`12,\!500`, `1{,}000`, `1\,000`) always do,
+/// since nobody writes them between list items.
 pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
     let b = s.as_bytes();
     let mut i = 0;
@@ -100,7 +105,8 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
                     out.push(Tok::Ident(w.into()));
                 } else {
                     match w {
-                        "or" | "and" | "OR" | "AND" => out.push(Tok::Or),
+                        "or" | "OR" => out.push(Tok::Or),
+                        "and" | "AND" => out.push(Tok::And),
                         _ => out.push(Tok::Word(w.into())),
                     }
                 }
@@ -150,6 +156,11 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
                         }
                     }
                     b'/' => Tok::Slash,
+                    // `!=` is how plain text writes `\neq`; `5! = 120` keeps its space.
+                    b'!' if b.get(i + 1) == Some(&b'=') => {
+                        i += 1;
+                        Tok::Ne
+                    }
                     b'!' => Tok::Bang,
                     b'%' => Tok::Percent,
                     b'=' => Tok::Eq,
@@ -217,6 +228,53 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
     Ok(())
 }
 
+/// Whether `s` is a formula and nothing else: it lexes, every run of letters is a variable or
+/// a function name (no prose), and no two numbers stand side by side (`3 4` is no answer).
+pub(crate) fn is_formula(s: &str) -> bool {
+    // Letters of other scripts lex one by one as variables; a sentence in them is still prose.
+    if s.chars()
+        .any(|c| !c.is_ascii() && c.is_alphabetic() && !('\u{370}'..='\u{3ff}').contains(&c))
+    {
+        return false;
+    }
+    let mut toks = Vec::new();
+    if lex(s, &mut toks).is_err() || toks.is_empty() {
+        return false;
+    }
+    let math_word = |w: &str| {
+        Fun::from_name(w).is_some()
+            || matches!(w, "pi" | "inf" | "infty" | "infinity" | "sqrt" | "oo")
+    };
+    toks.windows(2)
+        .all(|w| !matches!(w, [Tok::Num(_), Tok::Num(_)]))
+        && toks.iter().all(|t| match t {
+            Tok::Word(w) => math_word(w),
+            _ => true,
+        })
+}
+
+/// Whether `s` only names something: variables, points and function values of variables
+/// (`n`, `ABCD`, `x_1`, `f(x)`, `\triangle ABC`), with no number, operator or constant.
+pub(crate) fn is_name(s: &str) -> bool {
+    let mut toks = Vec::new();
+    lex(s, &mut toks).is_ok()
+        && toks
+            .iter()
+            .any(|t| matches!(t, Tok::Ident(_) | Tok::Word(_)))
+        && toks.iter().all(|t| {
+            matches!(
+                t,
+                Tok::Ident(_) | Tok::Word(_) | Tok::Sub(_) | Tok::LParen | Tok::RParen | Tok::Comma
+            )
+        })
+}
+
+/// Where the number starting at byte `start` ends, read as the lexer reads a number
+/// (thousands groups, decimals, `e5` exponents).
+pub(crate) fn number_end(s: &str, start: usize) -> usize {
+    lex_number(s, start, true).1
+}
+
 /// Byte length of the character starting at `i` (1 if `i` is not a boundary).
 fn char_len(s: &str, i: usize) -> usize {
     s.get(i..)
@@ -250,7 +308,7 @@ fn unicode_tok(ch: char) -> Option<Tok> {
 }
 
 /// Number starting at `i`. Returns the literal and the index after it.
-fn lex_number(s: &str, start: usize, allow_groups: bool) -> (NumLit, usize) {
+fn lex_number(s: &str, start: usize, plain_groups: bool) -> (NumLit, usize) {
     let b = s.as_bytes();
     let mut digits = String::new();
     let mut i = start;
@@ -262,10 +320,10 @@ fn lex_number(s: &str, start: usize, allow_groups: bool) -> (NumLit, usize) {
     }
     // Thousands groups: `7,425,000`, `1{,}000`, `32,\!000`, `1 000` (first group 1-3 digits,
     // not starting with 0, every later group exactly three digits).
-    if allow_groups && (1..=3).contains(&int_len) && b[start] != b'0' {
+    if (1..=3).contains(&int_len) && b[start] != b'0' {
         loop {
-            let sep_len = group_sep(&b[i..]);
-            if sep_len == 0 {
+            let (sep_len, explicit) = group_sep(&b[i..]);
+            if sep_len == 0 || !(explicit || plain_groups) {
                 break;
             }
             let g = i + sep_len;
@@ -325,14 +383,22 @@ fn lex_number(s: &str, start: usize, allow_groups: bool) -> (NumLit, usize) {
     )
 }
 
-/// Length of a thousands separator at the start of `b`, or 0.
-fn group_sep(b: &[u8]) -> usize {
-    for sep in [&b",\\!"[..], b"{,}", b",", b"\\,", b"\\ ", b" "] {
+/// Length of a thousands separator at the start of `b` (0 if none), and whether it is TeX's
+/// explicit kind, which never separates list items.
+fn group_sep(b: &[u8]) -> (usize, bool) {
+    for (sep, explicit) in [
+        (&b",\\!"[..], true),
+        (b"{,}", true),
+        (b"\\,", true),
+        (b"\\ ", true),
+        (b",", false),
+        (b" ", false),
+    ] {
         if b.starts_with(sep) {
-            return sep.len();
+            return (sep.len(), explicit);
         }
     }
-    0
+    (0, false)
 }
 
 /// A TeX argument: `{...}` (balanced) or a single character / command. Returns content and end.
@@ -432,6 +498,7 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         "rangle" => Tok::RParen,
         "colon" => Tok::Colon,
         "lor" | "vee" => Tok::Or,
+        "land" | "wedge" => Tok::And,
         "text" | "textbf" | "textit" | "textrm" | "mbox" | "textnormal" | "texttt" => {
             let (c, end) = raw_arg(s, j);
             push_text(c, out);
@@ -541,7 +608,8 @@ fn push_text(c: &str, out: &mut Vec<Tok>) {
                 out.push(Tok::Comma);
             }
         }
-        "or" | "and" | "OR" | "and/or" => out.push(Tok::Or),
+        "or" | "OR" | "and/or" => out.push(Tok::Or),
+        "and" | "AND" => out.push(Tok::And),
         _ => out.push(Tok::Text(t.into())),
     }
 }

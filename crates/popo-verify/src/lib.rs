@@ -6,11 +6,13 @@
 //! assert!(!popo_verify::verify("\\frac{1}{2004!}", "\\boxed{\\frac{1}{2006!}}").correct);
 //! ```
 //!
-//! Pipeline: [`extract`] finds the prediction in the response (the gold is parsed whole, or
-//! from its box); both are lexed and parsed once into an expression tree; the trees are
-//! compared structurally (sets unordered, tuples ordered, intervals with their openness), and
-//! single values exactly with big rationals when rational, otherwise numerically at several
-//! points with a relative tolerance. Every pair has a deterministic step budget.
+//! Pipeline: [`extract`] finds the prediction in the response (an answer marker, else the
+//! last candidate by position; the gold is parsed whole, or from its boxes); both are lexed
+//! and parsed once into an expression tree; the trees are compared structurally (sets
+//! unordered, tuples ordered, intervals with their openness, one-variable inequalities by their
+//! solution sets), and single values exactly with big rationals when rational, otherwise
+//! numerically at several points with a relative tolerance. Every pair has a deterministic
+//! step budget.
 //!
 //! The gold is trusted, the prediction is not: a prediction listing several answers (or boxing
 //! several different ones on its last line) does not match a single gold, and rounding is
@@ -18,7 +20,8 @@
 //! gold rounded to the prediction's own precision (`0.333` for 1/3, but not `4.5` for 2√5).
 //!
 //! Conventions worth knowing: units, `\$`, `^\circ` and `\%` are dropped (`50\%` also
-//! matches `0.5`); `x = 3` matches `3`; `\log` is base 10; a number with a base subscript
+//! matches `0.5`); `x = 3`, `x = 1 + 2 = 3` and `(a, b) = (3, 4)` state their right-hand
+//! sides; a comma is never a decimal point; `\log` is base 10; a number with a base subscript
 //! (`1011_2`) only matches the same number in a base; `f(2)`, `I(0)` (single letters `f g h`
 //! or capitals before a parenthesis) are function values, not products.
 
@@ -30,6 +33,7 @@ mod extract;
 mod lex;
 mod limits;
 mod parse;
+mod solve;
 
 pub use extract::{gold_answer, last_boxed, last_number, Extractor, Strategy};
 pub use limits::Limits;

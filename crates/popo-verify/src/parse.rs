@@ -30,7 +30,7 @@ pub(crate) fn parse_answer(s: &str, budget: &mut Budget) -> PResult<Expr> {
     let mut toks = Vec::with_capacity(s.len() / 2 + 4);
     lex(s, &mut toks).map_err(|_| ParseError::Syntax)?;
     // A trailing period or comma (`\frac{1}{2}.`) is punctuation.
-    while matches!(toks.last(), Some(Tok::Comma | Tok::Or)) {
+    while matches!(toks.last(), Some(Tok::Comma | Tok::Or | Tok::And)) {
         toks.pop();
     }
     if toks.is_empty() {
@@ -122,31 +122,50 @@ impl Parser<'_> {
         self.depth -= 1;
     }
 
-    /// Items separated by `,` `;` `or` up to one of `closers` (not consumed) or the end.
+    /// Items separated by `,` `;` `or` `and` up to one of `closers` (not consumed) or the end.
     fn list_items(&mut self, closers: &[Tok]) -> PResult<Vec<Expr>> {
+        Ok(self.list_items_and(closers)?.0)
+    }
+
+    /// [`Self::list_items`], and whether `and` was the only separator.
+    fn list_items_and(&mut self, closers: &[Tok]) -> PResult<(Vec<Expr>, bool)> {
         let mut items = Vec::new();
+        let (mut ands, mut others) = (0, 0);
         loop {
             match self.peek() {
                 None => break,
                 Some(t) if closers.contains(t) => break,
-                Some(Tok::Comma | Tok::Or) => {
+                Some(Tok::Comma | Tok::Or | Tok::And) => {
                     // Empty item (`1,,2`, `or` after a comma): skip.
                     self.pos += 1;
+                    others += 1;
                     continue;
                 }
                 _ => {}
             }
             items.push(self.relation()?);
             match self.peek() {
-                Some(Tok::Comma | Tok::Or | Tok::RowSep) => self.pos += 1,
+                Some(Tok::And) => {
+                    self.pos += 1;
+                    ands += 1;
+                }
+                Some(Tok::Comma | Tok::Or | Tok::RowSep) => {
+                    self.pos += 1;
+                    others += 1;
+                }
                 _ => break,
             }
         }
-        Ok(items)
+        Ok((items, ands > 0 && others == 0))
     }
 
     fn list(&mut self, closers: &[Tok]) -> PResult<Expr> {
-        let mut items = self.list_items(closers)?;
+        let (mut items, only_and) = self.list_items_and(closers)?;
+        if only_and {
+            if let Some(chain) = bounds_to_chain(&items) {
+                return Ok(chain);
+            }
+        }
         match items.len() {
             0 => Err(ParseError::Syntax),
             1 => Ok(items.pop().unwrap_or(Expr::Text("".into()))),
@@ -691,7 +710,7 @@ impl Parser<'_> {
                     self.pos += 1;
                     rows.push(Vec::new());
                 }
-                Some(Tok::Comma | Tok::Or) => {
+                Some(Tok::Comma | Tok::Or | Tok::And) => {
                     self.pos += 1;
                     if matrix {
                         return Err(ParseError::Syntax);
@@ -719,6 +738,32 @@ impl Parser<'_> {
         }
         Ok(Expr::Matrix(rows))
     }
+}
+
+/// `x > -2 and x < 3` is the chain `-2 < x < 3`: a lower and an upper bound on one variable.
+/// Other lists joined by `and` stay lists (`2 and 4` is two answers).
+fn bounds_to_chain(items: &[Expr]) -> Option<Expr> {
+    // `v op c`, the variable on the left.
+    let bound = |e: &Expr| -> Option<(Box<str>, RelOp, Expr)> {
+        let Expr::Rel(es, ops) = e else { return None };
+        match (es.as_slice(), ops.as_slice()) {
+            ([Expr::Sym(v), c], [op]) => Some((v.clone(), *op, c.clone())),
+            ([c, Expr::Sym(v)], [op]) => Some((v.clone(), op.flip(), c.clone())),
+            _ => None,
+        }
+    };
+    let [a, b] = items else { return None };
+    let ((v, o1, c1), (w, o2, c2)) = (bound(a)?, bound(b)?);
+    let lower = |o: RelOp| matches!(o, RelOp::Gt | RelOp::Ge);
+    let upper = |o: RelOp| matches!(o, RelOp::Lt | RelOp::Le);
+    let ((lo_op, lo), (hi_op, hi)) = if lower(o1) && upper(o2) {
+        ((o1, c1), (o2, c2))
+    } else if upper(o1) && lower(o2) {
+        ((o2, c2), (o1, c1))
+    } else {
+        return None;
+    };
+    (v == w).then(|| Expr::Rel(vec![lo, Expr::Sym(v), hi], vec![lo_op.flip(), hi_op]))
 }
 
 /// Words of three or more letters (and common two-letter units) are text, not products.
