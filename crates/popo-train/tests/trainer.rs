@@ -455,10 +455,22 @@ impl Reward for BoxedInteger {
     }
 }
 
-/// The built-in task at CI scale: a short SFT warm-up, then POPO with a plug-in format reward;
-/// the training reward rises. (The full default run is `popo train`; see BENCHMARKS.md.)
+/// The built-in task at CI scale: a short SFT warm-up, then 40 POPO steps with a plug-in format
+/// reward; the training reward rises from about 0.5 to about 0.85.
+///
+/// Runs are bit-identical on one machine but not across machines: candle's CPU matmuls (the
+/// `gemm` crate) size their blocks from the L1 cache, which changes the order in which long dot
+/// products are summed (BENCHMARKS.md, "Determinism"). So the margin is measured over what
+/// another machine changes: seeds 0-9, two L1 geometries (48K 12-way, and 32K 8-way through
+/// `tools/with-l1-geometry.sh`, which reproduces bit for bit the reward sequence of the machine
+/// where the old 16-step version failed), and 1 vs 2 threads (identical, as designed). Over
+/// those 25 runs the rise (mean of the last 4 steps minus the first 4) was 0.28-0.43, mean 0.36,
+/// sd 0.045, against the asserted 0.15: its lowest value is 2.9 sd above the bar. (The old
+/// 16-step version rose 0.10-0.27, mean 0.19, sd 0.06, against 0.10.) Rerun the measurement
+/// with `POPO_TEST_SETS="run.seed=N"`.
 #[test]
 fn short_builtin_popo_run_raises_the_reward() {
+    const MIN_RISE: f64 = 0.15;
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("run");
     let mut b = ConfigBuilder::new();
@@ -474,7 +486,7 @@ fn short_builtin_popo_run_raises_the_reward() {
         "task.n_rl=500",
         "task.n_eval=10",
         "run.eval_size=0",
-        "run.steps=16",
+        "run.steps=40",
         "run.save_every=0",
         "rollout.batch_prompts=8",
         "rollout.group_size=8",
@@ -500,6 +512,7 @@ fn short_builtin_popo_run_raises_the_reward() {
         )
         .build()
         .unwrap();
+    let steps = cfg.run.steps;
     let mut t = Trainer::new(cfg, flag()).unwrap();
     t.set_quiet(true);
     t.set_reward(Box::new(BoxedInteger));
@@ -509,13 +522,16 @@ fn short_builtin_popo_run_raises_the_reward() {
         .iter()
         .filter_map(|r| r.values.get(names::REWARD_MEAN).copied().flatten())
         .collect();
-    assert_eq!(r.len(), 16);
+    assert_eq!(r.len(), steps);
     let first = r[..4].iter().sum::<f64>() / 4.0;
-    let last = r[12..].iter().sum::<f64>() / 4.0;
-    eprintln!("reward: first 4 steps {first:.3}, last 4 steps {last:.3}: {r:?}");
+    let last = r[steps - 4..].iter().sum::<f64>() / 4.0;
+    eprintln!(
+        "reward: first 4 steps {first:.3}, last 4 steps {last:.3}, rise {:.3}: {r:?}",
+        last - first
+    );
     assert!(
-        last > first + 0.1,
-        "reward did not rise: {first:.3} -> {last:.3} ({r:?})"
+        last > first + MIN_RISE,
+        "reward did not rise by {MIN_RISE}: {first:.3} -> {last:.3} ({r:?})"
     );
 }
 
