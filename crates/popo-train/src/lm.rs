@@ -1,16 +1,42 @@
-//! `popo_model::Model` as a [`Policy`]: the only place the trainer touches the model crate's types.
+//! `popo_model` behind the trainer's own types: the one place popo-train loads, builds, runs,
+//! samples from and saves a `popo_model::Model`. The losses see it only as a [`Policy`].
 
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
-use anyhow::Result;
-use candle_core::{DType, Tensor, Var, D};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
-use popo_model::{Model, TokenBatch};
+use popo_model::{Model, ModelConfig};
+use std::path::Path;
+
+pub use popo_model::{Completion, FinishReason, SamplingParams, Tokenizer};
+
+/// A checkpoint loaded for training.
+pub struct Loaded {
+    pub policy: LmPolicy,
+    pub tokenizer: Tokenizer,
+    /// generation_config.json as read, written back with every checkpoint.
+    pub generation_config: Option<serde_json::Value>,
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn device(name: &str) -> Result<Device> {
+    popo_model::device_from_str(name)
+}
+
+/// Parses `f32`, `bf16`, `f16` or `f64`.
+pub fn dtype(name: &str) -> Result<DType> {
+    popo_model::dtype_from_str(name)
+}
+
+/// A local HF directory, or a hub id already in the local cache.
+pub fn resolve(name_or_dir: &str) -> Result<std::path::PathBuf> {
+    popo_model::resolve_model_path(name_or_dir)
+}
 
 pub struct LmPolicy {
     model: Model,
     /// Shares storage with `model` (sees optimizer updates) but records no graph.
     detached: Model,
-    varmap: VarMap,
     named: Vec<(String, Var)>,
 }
 
@@ -28,17 +54,57 @@ impl LmPolicy {
         Self {
             model,
             detached,
-            varmap,
             named,
         }
     }
 
-    pub fn model(&self) -> &Model {
-        &self.model
+    /// Loads an HF directory (config.json, safetensors, tokenizer) with weights in `dtype`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
+        let p = popo_model::load_pretrained(dir, device, dtype)?;
+        let tokenizer = p
+            .tokenizer
+            .with_context(|| format!("{}: no tokenizer.json", dir.display()))?;
+        Ok(Loaded {
+            policy: LmPolicy::new(p.model, p.varmap),
+            tokenizer,
+            generation_config: p.generation_config,
+        })
     }
 
-    pub fn varmap(&self) -> &VarMap {
-        &self.varmap
+    /// A freshly initialised model: normal(0, `std`) matrices drawn from `seed`.
+    pub fn seeded(
+        cfg: &ModelConfig,
+        device: &Device,
+        dtype: DType,
+        seed: u64,
+        std: f64,
+    ) -> Result<Self> {
+        let (varmap, model) = Model::new_seeded(cfg, device, dtype, seed, std)?;
+        Ok(LmPolicy::new(model, varmap))
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.model.dtype()
+    }
+
+    /// Where generation stops: `popo_model::stop_ids` over this model's config.json, the
+    /// checkpoint's generation_config.json and the tokenizer.
+    pub fn stop_ids(
+        &self,
+        generation_config: Option<&serde_json::Value>,
+        tokenizer: &Tokenizer,
+    ) -> Result<Vec<u32>> {
+        popo_model::stop_ids(self.model.config(), generation_config, Some(tokenizer))
+    }
+
+    /// Samples completions with the batched KV-cache sampler (no graph).
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        tokenizer: &Tokenizer,
+    ) -> Result<Vec<Completion>> {
+        popo_model::generate(&self.model, prompts, params, Some(tokenizer))
     }
 
     /// Writes an HF checkpoint of this model with the given weights (by HF name), rounded to
@@ -48,7 +114,7 @@ impl LmPolicy {
         dir: &std::path::Path,
         weights: &[(String, Tensor)],
         save_dtype: DType,
-        tokenizer: &popo_model::Tokenizer,
+        tokenizer: &Tokenizer,
         generation_config: Option<&serde_json::Value>,
     ) -> Result<()> {
         popo_model::save_weights(
@@ -63,13 +129,7 @@ impl LmPolicy {
     }
 
     fn run(&self, model: &Model, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput> {
-        // SeqBatch already holds the same padded layout; share its tensors instead of re-padding.
-        let tb = TokenBatch {
-            input_ids: batch.input_ids.clone(),
-            attention_mask: batch.attention_mask.clone(),
-            completion_mask: batch.completion_mask.clone(),
-        };
-        let out = model.forward_train(&tb, temperature)?;
+        let out = model.forward_train(&batch.tokens, temperature)?;
         Ok(PolicyOutput {
             logprobs: out.logprobs,
             entropy: out.entropy,
@@ -112,7 +172,7 @@ impl Policy for LmPolicy {
 /// Mean per-token log-prob of each row's completion (the probe's statistic), no graph.
 pub fn mean_token_logprob(policy: &dyn Policy, batch: &SeqBatch, temperature: f64) -> Result<f64> {
     let out = policy.forward_detached(batch, temperature)?;
-    let m = batch.completion_mask.to_dtype(out.logprobs.dtype())?;
+    let m = batch.completion_mask().to_dtype(out.logprobs.dtype())?;
     let s = (out.logprobs * &m)?
         .sum_all()?
         .to_dtype(candle_core::DType::F64)?

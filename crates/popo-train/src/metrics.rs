@@ -55,10 +55,14 @@ pub mod names {
     pub const ROLLOUT_TOKENS_PER_S: &str = "perf/rollout_tokens_per_s";
     pub const TRAIN_TOKENS_PER_S: &str = "perf/train_tokens_per_s";
     pub const TIME_ROLLOUT: &str = "perf/time_rollout_s";
-    pub const TIME_REF: &str = "perf/time_ref_s";
+    /// `Algorithm::prepare`: the no-graph old / reference / target forwards.
+    pub const TIME_PREPARE: &str = "perf/time_prepare_s";
     pub const TIME_TRAIN: &str = "perf/time_train_s";
     pub const TIME_STEP: &str = "perf/time_step_s";
     pub const TOKENS_BACKPROP: &str = "perf/tokens_backprop";
+    // DAPO dynamic sampling
+    pub const DAPO_SAMPLING_TRIES: &str = "dapo/sampling_tries";
+    pub const DAPO_GROUPS_KEPT: &str = "dapo/groups_kept";
     // implicit-negative probe
     pub const DELTA_NEG: &str = "probe/delta_neg";
     pub const DELTA_POS: &str = "probe/delta_pos";

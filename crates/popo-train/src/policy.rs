@@ -4,18 +4,17 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
+use popo_model::TokenBatch;
 
-/// Rows are `prompt ++ completion`, right-padded. Token `t` of row `b` is scored from positions `< t`,
-/// so per-token outputs align with `input_ids` and `completion_mask`.
+/// A micro-batch as the losses see it: the model crate's padded layout (`TokenBatch`: rows are
+/// `prompt ++ completion`, right-padded) and each row's prompt and completion lengths, which is all
+/// the losses index by. Token `t` of row `b` is scored from positions `< t`, so per-token outputs
+/// align with `input_ids` and `completion_mask`.
 #[derive(Clone, Debug)]
 pub struct SeqBatch {
-    pub prompts: Vec<Vec<u32>>,
-    pub completions: Vec<Vec<u32>>,
-    pub pad_id: u32,
-    pub input_ids: Tensor,       // [B, T] u32
-    pub attention_mask: Tensor,  // [B, T] f32, 1 = real token
-    pub completion_mask: Tensor, // [B, T] f32, 1 = completion token (EOS included)
-    pub seq_len: usize,
+    pub tokens: TokenBatch,
+    pub prompt_lens: Vec<usize>,
+    pub completion_lens: Vec<usize>,
 }
 
 impl SeqBatch {
@@ -32,44 +31,42 @@ impl SeqBatch {
                 completions.len()
             );
         }
-        let t = prompts
-            .iter()
-            .zip(completions)
-            .map(|(p, c)| p.len() + c.len())
-            .max()
-            .unwrap_or(0);
-        if t == 0 {
+        if prompts.iter().zip(completions).all(|(p, c)| p.len() + c.len() == 0) {
             bail!("SeqBatch: every row is empty");
         }
-        // The padding layout is the model crate's; this type adds the rows the losses index.
-        let tb = popo_model::TokenBatch::new(prompts, completions, pad_id, device)?;
         Ok(Self {
-            prompts: prompts.iter().map(|p| p.to_vec()).collect(),
-            completions: completions.iter().map(|c| c.to_vec()).collect(),
-            pad_id,
-            input_ids: tb.input_ids,
-            attention_mask: tb.attention_mask,
-            completion_mask: tb.completion_mask,
-            seq_len: t,
+            tokens: TokenBatch::new(prompts, completions, pad_id, device)?,
+            prompt_lens: prompts.iter().map(|p| p.len()).collect(),
+            completion_lens: completions.iter().map(|c| c.len()).collect(),
         })
     }
 
     pub fn len(&self) -> usize {
-        self.prompts.len()
+        self.prompt_lens.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.prompts.is_empty()
+        self.prompt_lens.is_empty()
+    }
+
+    /// T, the padded row length.
+    pub fn seq_len(&self) -> usize {
+        self.tokens.seq_len()
     }
 
     pub fn device(&self) -> &Device {
-        self.input_ids.device()
+        self.tokens.input_ids.device()
+    }
+
+    /// `[B, T]` f32: 1 at completion tokens (EOS included), 0 at prompt and padding.
+    pub fn completion_mask(&self) -> &Tensor {
+        &self.tokens.completion_mask
     }
 
     /// Per-completion-token values placed at their positions: `[B, T]` in `dtype`, 0 elsewhere.
     /// `values[r]` must have one entry per completion token of row r.
     pub fn completion_values(&self, values: &[&[f32]], dtype: DType) -> Result<Tensor> {
-        let (b, t) = (self.len(), self.seq_len);
+        let (b, t) = (self.len(), self.seq_len());
         if values.len() != b {
             bail!(
                 "completion_values: {} rows for a batch of {b}",
@@ -78,7 +75,7 @@ impl SeqBatch {
         }
         let mut out = vec![0f32; b * t];
         for (r, v) in values.iter().enumerate() {
-            let (p, c) = (self.prompts[r].len(), self.completions[r].len());
+            let (p, c) = (self.prompt_lens[r], self.completion_lens[r]);
             if v.len() != c {
                 bail!(
                     "completion_values: row {r} has {} values for {c} completion tokens",
@@ -92,12 +89,12 @@ impl SeqBatch {
 
     /// 1 at the last completion token of each row: `[B, T]` f32.
     pub fn last_token_mask(&self) -> Result<Tensor> {
-        let (b, t) = (self.len(), self.seq_len);
+        let (b, t) = (self.len(), self.seq_len());
         let mut out = vec![0f32; b * t];
         for r in 0..b {
-            let end = self.prompts[r].len() + self.completions[r].len();
-            if end > self.prompts[r].len() {
-                out[r * t + end - 1] = 1.0;
+            let (p, c) = (self.prompt_lens[r], self.completion_lens[r]);
+            if c > 0 {
+                out[r * t + p + c - 1] = 1.0;
             }
         }
         Ok(Tensor::from_vec(out, (b, t), self.device())?)
@@ -110,16 +107,12 @@ impl SeqBatch {
             .into_iter()
             .enumerate()
             .map(|(r, row)| {
-                let p = self.prompts[r].len();
-                row[p..p + self.completions[r].len()].to_vec()
+                let p = self.prompt_lens[r];
+                row[p..p + self.completion_lens[r]].to_vec()
             })
             .collect())
     }
 
-    /// Number of completion tokens per row.
-    pub fn completion_lens(&self) -> Vec<usize> {
-        self.completions.iter().map(Vec::len).collect()
-    }
 }
 
 /// Per-token outputs of a forward pass, aligned with the batch (0 at t = 0 and on padding).

@@ -169,6 +169,65 @@ pub fn from_name(name: &str, format: Option<FormatReward>) -> anyhow::Result<Box
     }
 }
 
+/// The spec's answer reward reads the last `\boxed{}`: a completion without one scores 0. (The
+/// verifier's fallbacks, such as "the last number", would reward unformatted text, which RL then
+/// reinforces.)
+pub struct BoxedAnswer(pub MathReward);
+
+impl Reward for BoxedAnswer {
+    fn score(&self, completion_text: &str, gold: &str) -> RewardOut {
+        if popo_verify::last_boxed(completion_text).is_none() {
+            return RewardOut {
+                reward: 0.0,
+                correct: false,
+                extracted: None,
+            };
+        }
+        self.0.score(completion_text, gold)
+    }
+
+    fn name(&self) -> &str {
+        "math_boxed"
+    }
+}
+
+/// The reward a config asks for: the math verifier with the optional format bonus, restricted
+/// to boxed answers (`reward.require_boxed`), and for the built-in task gated on valid worked
+/// steps (`reward.check_work`).
+pub fn from_config(cfg: &crate::config::TrainConfig) -> anyhow::Result<Box<dyn Reward>> {
+    let r = &cfg.reward;
+    let math = if r.format_weight > 0.0 {
+        MathReward::with_format(FormatRule::Boxed, r.format_weight as f32)
+    } else {
+        MathReward::new()
+    };
+    if r.check_work && !cfg.data.path.is_empty() {
+        anyhow::bail!(
+            "reward.check_work checks the built-in task's worked steps; it needs no --data"
+        );
+    }
+    let mut reward: Box<dyn Reward> = if r.require_boxed {
+        Box::new(BoxedAnswer(math))
+    } else {
+        Box::new(math)
+    };
+    if r.check_work {
+        reward = Box::new(crate::task::CheckedWork(reward));
+    }
+    Ok(reward)
+}
+
+/// DAPO's soft overlong punishment: 0 up to `max_len - cache`, then linear down to `-penalty` at
+/// `max_len`.
+pub fn overlong_penalty(len: usize, max_len: usize, cache: usize, penalty: f64) -> f64 {
+    let start = max_len.saturating_sub(cache);
+    if len <= start || cache == 0 {
+        0.0
+    } else {
+        -penalty * ((len - start) as f64 / cache as f64).min(1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +286,26 @@ mod tests {
             assert_eq!(o.correct, i % 5 == 3, "item {i}");
             assert_eq!(*o, r.score(items[i].0, items[i].1));
         }
+    }
+
+    #[test]
+    fn answers_must_be_boxed() {
+        let r = BoxedAnswer(MathReward::new());
+        assert!(r.score(" 3+4=7. \\boxed{7}", "7").correct);
+        assert!(!r.score(" 3+4=7. the answer is 7", "7").correct);
+        assert_eq!(r.score("garbage 7", "7").reward, 0.0);
+        assert!(
+            MathReward::new().score("garbage 7", "7").correct,
+            "the fallback this guards against"
+        );
+    }
+
+    #[test]
+    fn overlong_penalty_is_linear_in_the_cache() {
+        assert_eq!(overlong_penalty(10, 100, 20, 1.0), 0.0);
+        assert_eq!(overlong_penalty(80, 100, 20, 1.0), 0.0);
+        assert!((overlong_penalty(90, 100, 20, 1.0) + 0.5).abs() < 1e-12);
+        assert!((overlong_penalty(100, 100, 20, 1.0) + 1.0).abs() < 1e-12);
     }
 
     #[test]

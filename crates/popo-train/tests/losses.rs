@@ -97,8 +97,8 @@ fn per_tok(mb: &SeqBatch, t: &Tensor) -> Vec<Vec<f64>> {
     let rows = t.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
     (0..mb.len())
         .map(|r| {
-            let p = mb.prompts[r].len();
-            rows[r][p..p + mb.completions[r].len()].to_vec()
+            let p = mb.prompt_lens[r];
+            rows[r][p..p + mb.completion_lens[r]].to_vec()
         })
         .collect()
 }
@@ -107,8 +107,8 @@ fn mean_hidden(mb: &SeqBatch, h: &Tensor) -> Vec<Vec<f64>> {
     let h = h.to_dtype(DType::F64).unwrap().to_vec3::<f64>().unwrap();
     (0..mb.len())
         .map(|r| {
-            let p = mb.prompts[r].len();
-            let c = mb.completions[r].len();
+            let p = mb.prompt_lens[r];
+            let c = mb.completion_lens[r];
             (0..h[r][0].len())
                 .map(|d| (p..p + c).map(|t| h[r][t][d]).sum::<f64>() / c as f64)
                 .collect()
@@ -307,7 +307,7 @@ fn popo_loss_matches_f64_reference() {
         } else {
             let h = out.hidden.to_vec3::<f64>().unwrap();
             (0..mb.len())
-                .map(|r| h[r][mb.prompts[r].len() + mb.completions[r].len() - 1].clone())
+                .map(|r| h[r][mb.prompt_lens[r] + mb.completion_lens[r] - 1].clone())
                 .collect()
         };
         let groups = batch.groups();

@@ -114,7 +114,7 @@ impl Algorithm for Grpo {
         let dtype = lp.dtype();
         let dev = mb.device();
         let c = &self.cfg;
-        let m = mb.completion_mask.to_dtype(dtype)?; // [b, T]
+        let m = mb.completion_mask().to_dtype(dtype)?; // [b, T]
         let keep: Vec<f64> = rows
             .iter()
             .map(|&i| if prep.seqs[i].loss_mask { 1.0 } else { 0.0 })

@@ -53,6 +53,17 @@ impl RolloutBatch {
         self.rollouts.len()
     }
 
+    /// The rows `rows` as one padded micro-batch: how every training, scoring and probe forward
+    /// builds its input.
+    pub fn seq_batch(&self, rows: &[usize], pad_id: u32, device: &Device) -> Result<SeqBatch> {
+        let prompts: Vec<&[u32]> = rows.iter().map(|&i| self.rollouts[i].prompt.as_slice()).collect();
+        let completions: Vec<&[u32]> = rows
+            .iter()
+            .map(|&i| self.rollouts[i].completion.as_slice())
+            .collect();
+        SeqBatch::new(&prompts, &completions, pad_id, device)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rollouts.is_empty()
     }
@@ -207,7 +218,7 @@ pub(crate) fn token_tensor(
     pick: impl Fn(&SeqPrep) -> Option<&Vec<f32>>,
     dtype: DType,
 ) -> Result<Tensor> {
-    let zeros: Vec<Vec<f32>> = mb.completions.iter().map(|c| vec![0f32; c.len()]).collect();
+    let zeros: Vec<Vec<f32>> = mb.completion_lens.iter().map(|&c| vec![0f32; c]).collect();
     let vals: Vec<&[f32]> = rows
         .iter()
         .enumerate()
@@ -235,7 +246,7 @@ pub(crate) fn weighted_nll_sum(
     ratio_clip: f64,
 ) -> Result<Tensor> {
     let dtype = logprobs.dtype();
-    let m = mb.completion_mask.to_dtype(dtype)?; // [b, T]
+    let m = mb.completion_mask().to_dtype(dtype)?; // [b, T]
     let w: Vec<f64> = rows.iter().map(|&i| prep.seqs[i].coef).collect();
     let w = row_tensor(&w, dtype, mb.device())?.unsqueeze(1)?; // [b, 1]
     let mut tok = (logprobs.neg()? * &m)?; // [b, T]
@@ -281,41 +292,25 @@ pub(crate) fn score_rows(
     ctx: &PrepareCtx,
     pool_last: bool,
 ) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-    let (prompts, completions) = rows_of(batch);
+    let n = batch.len();
     let chunk = ctx.chunk.max(1);
     let score = |k: usize| -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        let rows = k * chunk..((k + 1) * chunk).min(prompts.len());
-        let mb = SeqBatch::new(
-            &prompts[rows.clone()],
-            &completions[rows],
-            ctx.pad_id,
-            ctx.device,
-        )?;
+        let rows: Vec<usize> = (k * chunk..((k + 1) * chunk).min(n)).collect();
+        let mb = batch.seq_batch(&rows, ctx.pad_id, ctx.device)?;
         let o = policy.forward_detached(&mb, ctx.temperature)?;
         let lps = mb.gather_completion(&o.logprobs)?;
         let mask = if pool_last {
             mb.last_token_mask()?
         } else {
-            mb.completion_mask.clone()
+            mb.completion_mask().clone()
         };
         let feats = pool_features(&o.hidden.to_dtype(DType::F32)?, &mask)?.to_vec2::<f32>()?;
         Ok(lps.into_iter().zip(feats).collect())
     };
-    let mut out = Vec::with_capacity(prompts.len());
-    crate::parallel::in_waves(prompts.len().div_ceil(chunk), ctx.width, score, |rows| {
+    let mut out = Vec::with_capacity(n);
+    crate::parallel::in_waves(n.div_ceil(chunk), ctx.width, score, |rows| {
         out.extend(rows);
         Ok(())
     })?;
     Ok(out)
-}
-
-pub(crate) fn rows_of(batch: &RolloutBatch) -> (Vec<&[u32]>, Vec<&[u32]>) {
-    (
-        batch.rollouts.iter().map(|r| r.prompt.as_slice()).collect(),
-        batch
-            .rollouts
-            .iter()
-            .map(|r| r.completion.as_slice())
-            .collect(),
-    )
 }

@@ -205,7 +205,7 @@ impl Algorithm for Popo {
         let lp = &out.logprobs; // [b, T]
         let dtype = lp.dtype();
         let dev = mb.device();
-        let m = mb.completion_mask.to_dtype(dtype)?; // [b, T]
+        let m = mb.completion_mask().to_dtype(dtype)?; // [b, T]
 
         // L_nll: weighted NLL over positives / positive-token count.
         let nll = (weighted_nll_sum(lp, mb, prep, rows, self.cfg.ratio_clip)?
@@ -216,7 +216,7 @@ impl Algorithm for Popo {
         let has_pos = rows.iter().any(|&i| prep.seqs[i].target_feature.is_some());
         let (sim, cos_sum) = if has_pos && prep.norm.weight_sum > 0.0 {
             let mask = match self.cfg.feature_pool {
-                FeaturePool::Mean => mb.completion_mask.clone(),
+                FeaturePool::Mean => mb.completion_mask().clone(),
                 FeaturePool::Last => mb.last_token_mask()?,
             };
             let f = pool_features(&out.hidden.to_dtype(dtype)?, &mask)?; // [b, D]

@@ -84,7 +84,7 @@ impl Algorithm for Raft {
             1.0
         };
         let nll = (weighted_nll_sum(lp, mb, prep, rows, self.ratio_clip)? / denom)?;
-        let m = mb.completion_mask.to_dtype(lp.dtype())?;
+        let m = mb.completion_mask().to_dtype(lp.dtype())?;
         let ent = scalar(&(&out.entropy * &m)?.sum_all()?)? / denom;
         let v = scalar(&nll)?;
         Ok(LossOutput {

@@ -49,10 +49,10 @@ impl TinyLm {
         } else {
             (self.emb.as_tensor().clone(), self.out.as_tensor().clone())
         };
-        let (b, t) = (batch.len(), batch.seq_len);
+        let (b, t) = (batch.len(), batch.seq_len());
         let dtype = emb.dtype();
         let x = emb
-            .index_select(&batch.input_ids.flatten_all()?, 0)?
+            .index_select(&batch.tokens.input_ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?; // [B, T, D]
         let mut hs = Vec::with_capacity(t);
         let mut prev: Option<Tensor> = None;
@@ -71,6 +71,7 @@ impl TinyLm {
         let probs = logsm.exp()?;
         let ent = (probs * &logsm)?.sum(D::Minus1)?.neg()?; // [B, T]
         let next = batch
+            .tokens
             .input_ids
             .narrow(1, 1, t - 1)?
             .contiguous()?
@@ -81,7 +82,7 @@ impl TinyLm {
             .gather(&next, 2)?
             .squeeze(2)?; // [B, T-1]
         let zero = Tensor::zeros((b, 1), dtype, batch.device())?;
-        let am = batch.attention_mask.to_dtype(dtype)?;
+        let am = batch.tokens.attention_mask.to_dtype(dtype)?;
         let logprobs = (Tensor::cat(&[&zero, &lp], 1)? * &am)?;
         let entropy = (Tensor::cat(&[&zero, &ent.narrow(1, 0, t - 1)?], 1)? * &am)?;
         Ok(PolicyOutput {

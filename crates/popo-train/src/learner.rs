@@ -1,0 +1,150 @@
+//! The learner: one optimizer update from a batch split into micro-batches, shared by the SFT
+//! warm-up and RL. Each micro-batch's loss is back-propagated on its own (side by side on CPU,
+//! `crate::parallel`), the gradients are summed in index order, unscaled (f16), checked, clipped
+//! and applied by AdamW to the parameters' full-precision values.
+
+use crate::config::OptimConfig;
+use crate::optim::{AdamW, GradAccum, LossScale};
+use crate::parallel::in_waves;
+use crate::params::Params;
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+/// What one micro-batch hands the learner.
+pub struct MicroLoss {
+    /// Scalar loss whose sum over the micro-batches is the batch loss.
+    pub loss: Tensor,
+    /// Diagnostics, additive over micro-batches.
+    pub stats: Vec<(&'static str, f64)>,
+    /// Completion tokens back-propagated.
+    pub tokens: usize,
+}
+
+/// Whether an update was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// f16 gradients overflowed under the loss scale: skipped, and the scale was halved.
+    Overflow,
+    /// A NaN / Inf loss or gradient (not the loss scale's doing): skipped.
+    NonFinite,
+}
+
+/// One update's summary.
+pub struct Update {
+    pub outcome: Outcome,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Micro-batch stats summed, in first-seen order.
+    pub stats: Vec<(&'static str, f64)>,
+    pub tokens: usize,
+}
+
+pub struct Learner {
+    pub params: Params,
+    opt: AdamW,
+    grad_clip: f64,
+    /// Micro-batches back-propagated at once (`run.cpu_parallel`).
+    width: usize,
+    /// f16 only.
+    pub loss_scale: Option<LossScale>,
+}
+
+impl Learner {
+    /// A learner with fresh AdamW moments over `params`; `dtype` is the compute dtype (f16 adds
+    /// a loss scale starting at `optim.init_loss_scale`).
+    pub fn new(params: Params, optim: &OptimConfig, width: usize, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            opt: AdamW::new(&params, optim)?,
+            params,
+            grad_clip: optim.grad_clip,
+            width,
+            loss_scale: LossScale::for_dtype(dtype, optim.init_loss_scale),
+        })
+    }
+
+    pub fn into_params(self) -> Params {
+        self.params
+    }
+
+    /// Optimizer updates taken (AdamW's bias-correction step).
+    pub fn updates(&self) -> u64 {
+        self.opt.t
+    }
+
+    /// Moments and masters by name, for a checkpoint's optimizer file.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.opt.state();
+        out.extend(self.params.state());
+        out
+    }
+
+    /// Restores what [`Learner::state`] saved; `updates` is AdamW's step count.
+    pub fn load_state(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        updates: u64,
+    ) -> Result<()> {
+        self.params.load_state(tensors)?;
+        self.opt.load_state(tensors, updates)
+    }
+
+    /// Runs `micro(k)` for the `n` micro-batches, then takes one AdamW step at `lr` unless the
+    /// gradients are not finite.
+    pub fn update(
+        &mut self,
+        n: usize,
+        lr: f64,
+        micro: impl Fn(usize) -> Result<MicroLoss> + Sync,
+    ) -> Result<Update> {
+        let factor = self.loss_scale.as_ref().map_or(1.0, |s| s.scale);
+        let mut acc = GradAccum::new(self.params.vars());
+        let mut stats: Vec<(&'static str, f64)> = Vec::new();
+        let mut tokens = 0;
+        let work = |k: usize| -> Result<_> {
+            let m = micro(k)?;
+            // f16: the scale keeps small gradients above f16's underflow on the way back.
+            let loss = if factor == 1.0 {
+                m.loss
+            } else {
+                (m.loss * factor)?
+            };
+            Ok((loss.backward()?, m.stats, m.tokens))
+        };
+        in_waves(n, self.width, work, |(grads, s, t)| {
+            tokens += t;
+            for (k, v) in s {
+                match stats.iter_mut().find(|(name, _)| *name == k) {
+                    Some(e) => e.1 += v,
+                    None => stats.push((k, v)),
+                }
+            }
+            acc.add(&grads)
+        })?;
+        acc.unscale(factor)?;
+        let loss_ok = stats.iter().all(|(_, v)| v.is_finite());
+        let grad_norm = acc.global_norm()?;
+        let mut outcome = if loss_ok && grad_norm.is_finite() {
+            Outcome::Applied
+        } else {
+            Outcome::NonFinite
+        };
+        if let Some(ls) = &mut self.loss_scale {
+            let overflow = loss_ok && !grad_norm.is_finite();
+            // An overflow at scale 1 is the model's, not the scale's: it stays NonFinite.
+            if ls.update(!overflow) && overflow {
+                outcome = Outcome::Overflow;
+            }
+        }
+        if outcome == Outcome::Applied {
+            acc.clip(self.grad_clip)?;
+            self.opt.step(&mut self.params, &acc, lr)?;
+        }
+        Ok(Update {
+            outcome,
+            grad_norm,
+            stats,
+            tokens,
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! The actor: samples completions from the policy (no graph) and scores them with the reward:
+//! a step's rollouts (with DAPO's refill of uninformative groups), their statistics, and greedy
+//! held-out accuracy.
+
+use crate::algo::{Rollout, RolloutBatch};
+use crate::config::TrainConfig;
+use crate::data::{Prompt, Shuffler};
+use crate::lm::{FinishReason, LmPolicy, SamplingParams, Tokenizer};
+use crate::metrics::{names, SampleRecord, StepMetrics};
+use crate::reward::{self, Reward};
+use anyhow::Result;
+
+/// What the actor needs, borrowed from the trainer for one call.
+pub struct Actor<'a> {
+    pub cfg: &'a TrainConfig,
+    pub policy: &'a LmPolicy,
+    pub tokenizer: &'a Tokenizer,
+    pub reward: &'a dyn Reward,
+    pub stop_ids: &'a [u32],
+}
+
+/// A step's scored rollouts.
+pub struct Sampled {
+    /// Grouped by prompt, in group order; completions with no token are left out.
+    pub batch: RolloutBatch,
+    /// Every completion, for samples.jsonl.
+    pub records: Vec<SampleRecord>,
+    /// Tokens generated, refills included.
+    pub tokens: usize,
+    /// Over the first draw, before any DAPO filtering.
+    pub stats: RolloutStats,
+    /// DAPO dynamic sampling: (extra draws, groups kept).
+    pub refill: Option<(usize, usize)>,
+}
+
+/// Reward and length statistics of a set of rollouts (ALGORITHMS.md, "Diagnostics").
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RolloutStats {
+    pub reward_mean: f64,
+    pub positive_ratio: f64,
+    /// Share of groups with no positive / with only positives.
+    pub groups_no_positive: f64,
+    pub groups_all_positive: f64,
+    pub len_mean: f64,
+    pub len_max: f64,
+    pub truncated_ratio: f64,
+}
+
+impl RolloutStats {
+    pub fn of(rs: &[Rollout], threshold: f64) -> Self {
+        let n = rs.len().max(1) as f64;
+        let groups = RolloutBatch {
+            rollouts: rs.to_vec(),
+        }
+        .groups();
+        let ng = groups.len().max(1) as f64;
+        let pos = |i: &usize| rs[*i].reward > threshold;
+        RolloutStats {
+            reward_mean: rs.iter().map(|r| r.reward).sum::<f64>() / n,
+            positive_ratio: rs.iter().filter(|r| r.reward > threshold).count() as f64 / n,
+            groups_no_positive: groups.iter().filter(|g| !g.iter().any(pos)).count() as f64 / ng,
+            groups_all_positive: groups.iter().filter(|g| g.iter().all(pos)).count() as f64 / ng,
+            len_mean: rs.iter().map(|r| r.completion.len() as f64).sum::<f64>() / n,
+            len_max: rs.iter().map(|r| r.completion.len()).max().unwrap_or(0) as f64,
+            truncated_ratio: rs.iter().filter(|r| r.truncated).count() as f64 / n,
+        }
+    }
+
+    pub fn log(&self, m: &mut StepMetrics) {
+        m.set(names::REWARD_MEAN, self.reward_mean);
+        m.set(names::POSITIVE_RATIO, self.positive_ratio);
+        m.set(names::GROUPS_NO_POSITIVE, self.groups_no_positive);
+        m.set(names::GROUPS_ALL_POSITIVE, self.groups_all_positive);
+        m.set(names::RESPONSE_LEN_MEAN, self.len_mean);
+        m.set(names::RESPONSE_LEN_MAX, self.len_max);
+        m.set(names::TRUNCATED_RATIO, self.truncated_ratio);
+    }
+}
+
+/// Groups whose rewards are not all equal: the only ones GRPO-style advantages learn from.
+fn informative_groups(rollouts: Vec<Rollout>) -> Vec<Rollout> {
+    let batch = RolloutBatch { rollouts };
+    let keep: Vec<usize> = batch
+        .groups()
+        .iter()
+        .filter(|g| g.iter().any(|&i| batch.rollouts[i].reward != batch.rollouts[g[0]].reward))
+        .map(|g| batch.rollouts[g[0]].group)
+        .collect();
+    let mut rollouts = batch.rollouts;
+    rollouts.retain(|r| keep.contains(&r.group));
+    rollouts
+}
+
+fn count_groups(rs: &[Rollout]) -> usize {
+    let mut g: Vec<usize> = rs.iter().map(|r| r.group).collect();
+    g.dedup();
+    g.len()
+}
+
+impl Actor<'_> {
+    /// The step's rollouts: `batch_prompts` prompts from `shuffler`, `group_size` samples each.
+    /// With DAPO's dynamic sampling, groups whose rewards are all equal are dropped and more
+    /// prompts are drawn (seeds from `refill_seed(try)`) until the batch is full again or the
+    /// tries run out.
+    pub fn sample_step(
+        &self,
+        train: &[Prompt],
+        shuffler: &mut Shuffler,
+        step: u64,
+        seed: u64,
+        refill_seed: impl Fn(u64) -> u64,
+    ) -> Result<Sampled> {
+        let b = self.cfg.rollout.batch_prompts;
+        let draw = |shuffler: &mut Shuffler| -> Vec<Prompt> {
+            shuffler
+                .next_batch(b)
+                .iter()
+                .map(|&i| train[i].clone())
+                .collect()
+        };
+        let (mut rollouts, mut records, mut tokens) =
+            self.sample(&draw(shuffler), seed, 0, step)?;
+        let stats = RolloutStats::of(&rollouts, self.cfg.reward.positive_threshold);
+        let mut refill = None;
+        if self.cfg.rollout.dynamic_sampling {
+            rollouts = informative_groups(rollouts);
+            let mut tries = 0;
+            while count_groups(&rollouts) < b && tries < self.cfg.rollout.max_sampling_tries {
+                tries += 1;
+                let (more, rec, tok) =
+                    self.sample(&draw(shuffler), refill_seed(tries as u64), tries * b, step)?;
+                tokens += tok;
+                records.extend(rec);
+                rollouts.extend(informative_groups(more));
+            }
+            // Keep exactly B groups when more were drawn.
+            let mut kept: Vec<usize> = rollouts.iter().map(|r| r.group).collect();
+            kept.dedup();
+            kept.truncate(b);
+            rollouts.retain(|r| kept.contains(&r.group));
+            refill = Some((tries, count_groups(&rollouts)));
+        }
+        Ok(Sampled {
+            batch: RolloutBatch { rollouts },
+            records,
+            tokens,
+            stats,
+            refill,
+        })
+    }
+
+    /// Samples `prompts` x G completions and scores them. Returns rollouts grouped by prompt
+    /// (group ids from `group_offset`), their sample records and the tokens generated.
+    fn sample(
+        &self,
+        prompts: &[Prompt],
+        seed: u64,
+        group_offset: usize,
+        step: u64,
+    ) -> Result<(Vec<Rollout>, Vec<SampleRecord>, usize)> {
+        let r = &self.cfg.rollout;
+        let params = SamplingParams {
+            n: r.group_size,
+            temperature: r.temperature,
+            top_p: r.top_p,
+            top_k: r.top_k,
+            max_new_tokens: r.max_completion_len,
+            stop_token_ids: self.stop_ids.to_vec(),
+            seed,
+            ..Default::default()
+        };
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+        let comps = self.policy.generate(&ids, &params, self.tokenizer)?;
+        let texts: Vec<String> = comps
+            .iter()
+            .map(|c| self.tokenizer.decode(&c.tokens, true))
+            .collect::<Result<_>>()?;
+        let items: Vec<(&str, &str)> = comps
+            .iter()
+            .zip(&texts)
+            .map(|(c, t)| (t.as_str(), prompts[c.prompt_index].answer.as_str()))
+            .collect();
+        let scores = reward::score_batch(self.reward, &items);
+        let rw = &self.cfg.reward;
+        let mut rollouts = Vec::with_capacity(comps.len());
+        let mut records = Vec::with_capacity(comps.len());
+        let mut tokens = 0;
+        for ((c, text), s) in comps.into_iter().zip(texts).zip(scores) {
+            let truncated = c.finish_reason == FinishReason::Length;
+            let mut reward = s.reward as f64;
+            if rw.overlong_shaping {
+                reward += reward::overlong_penalty(
+                    c.tokens.len(),
+                    r.max_completion_len,
+                    rw.overlong_cache_len,
+                    rw.overlong_penalty,
+                );
+            }
+            tokens += c.tokens.len();
+            let p = &prompts[c.prompt_index];
+            records.push(SampleRecord {
+                step,
+                prompt_index: group_offset + c.prompt_index,
+                sample_index: c.sample_index,
+                prompt: p.text.clone(),
+                completion: text,
+                gold: p.answer.clone(),
+                extracted: s.extracted,
+                reward,
+                correct: s.correct,
+                num_tokens: c.tokens.len(),
+                truncated,
+            });
+            // An empty completion (max_new_tokens = 0) carries no token to train on.
+            if c.tokens.is_empty() {
+                continue;
+            }
+            rollouts.push(Rollout {
+                group: group_offset + c.prompt_index,
+                prompt: p.ids.clone(),
+                completion: c.tokens,
+                sampler_logprobs: c.logprobs,
+                reward,
+                truncated,
+            });
+        }
+        Ok((rollouts, records, tokens))
+    }
+
+    /// Greedy accuracy on held-out prompts (`reward.correct`, so format shaping does not count).
+    pub fn evaluate(&self, eval: &[Prompt]) -> Result<f64> {
+        let params = SamplingParams {
+            n: 1,
+            greedy: true,
+            temperature: 1.0,
+            max_new_tokens: self.cfg.rollout.max_completion_len,
+            stop_token_ids: self.stop_ids.to_vec(),
+            ..Default::default()
+        };
+        let mut correct = 0usize;
+        // Batches as large as the sampler takes at once: decode cost is per step, not per row.
+        for chunk in eval.chunks(256) {
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
+            let out = self.policy.generate(&ids, &params, self.tokenizer)?;
+            let texts: Vec<String> = out
+                .iter()
+                .map(|c| self.tokenizer.decode(&c.tokens, true))
+                .collect::<Result<_>>()?;
+            let items: Vec<(&str, &str)> = texts
+                .iter()
+                .zip(chunk)
+                .map(|(t, p)| (t.as_str(), p.answer.as_str()))
+                .collect();
+            correct += reward::score_batch(self.reward, &items)
+                .iter()
+                .filter(|r| r.correct)
+                .count();
+        }
+        Ok(correct as f64 / eval.len().max(1) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk(group: usize, reward: f64) -> Rollout {
+        Rollout {
+            group,
+            prompt: vec![1],
+            completion: vec![2, 3],
+            sampler_logprobs: vec![-1.0, -1.0],
+            reward,
+            truncated: group == 2,
+        }
+    }
+
+    #[test]
+    fn stats_count_groups_and_lengths() {
+        let rs = vec![mk(0, 1.0), mk(0, 0.0), mk(1, 1.0), mk(1, 1.0), mk(2, 0.0)];
+        let s = RolloutStats::of(&rs, 0.0);
+        assert_eq!(s.reward_mean, 0.6);
+        assert_eq!(s.positive_ratio, 0.6);
+        assert!((s.groups_no_positive - 1.0 / 3.0).abs() < 1e-12);
+        assert!((s.groups_all_positive - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!((s.len_mean, s.len_max), (2.0, 2.0));
+        assert_eq!(s.truncated_ratio, 0.2);
+    }
+
+    #[test]
+    fn only_groups_with_different_rewards_are_informative() {
+        let rs = vec![mk(0, 1.0), mk(0, 0.0), mk(1, 1.0), mk(1, 1.0), mk(2, 0.0)];
+        let kept = informative_groups(rs);
+        assert_eq!(kept.iter().map(|r| r.group).collect::<Vec<_>>(), [0, 0]);
+        assert_eq!(count_groups(&kept), 1);
+    }
+}

@@ -1,0 +1,127 @@
+//! Config -> what a run trains: the policy (loaded, or the built-in tiny model), its tokenizer and
+//! stop ids, and the training and held-out prompts (JSONL files, or the built-in task).
+
+use crate::config::TrainConfig;
+use crate::data::{self, JsonlFormat, LoadStats, Prompt, PromptTemplate};
+use crate::lm::{self, LmPolicy, Tokenizer};
+use crate::task;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use std::path::Path;
+
+/// Where the policy comes from and what it trains on, after config resolution.
+pub struct Setup {
+    pub policy: LmPolicy,
+    pub tokenizer: Tokenizer,
+    pub generation_config: Option<serde_json::Value>,
+    /// Every EOS id of config.json, generation_config.json and the tokenizer.
+    pub stop_ids: Vec<u32>,
+    /// The id rows are padded with in training batches.
+    pub pad_id: u32,
+    pub train: Vec<Prompt>,
+    pub eval: Vec<Prompt>,
+}
+
+/// `run.dtype`: `auto` is bf16 on CUDA and f32 on CPU.
+pub fn compute_dtype(cfg: &TrainConfig, device: &Device) -> Result<DType> {
+    match cfg.run.dtype.as_str() {
+        "auto" => Ok(if device.is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        }),
+        s => lm::dtype(s),
+    }
+}
+
+pub fn prompt_template(cfg: &TrainConfig) -> Result<PromptTemplate> {
+    cfg.data.template.parse()
+}
+
+/// Builds the policy, tokenizer and prompt sets from the config (the built-in task and model when
+/// `model.path` / `data.path` are empty). `checkpoint` overrides the weights (resume).
+pub fn setup(cfg: &TrainConfig, device: &Device, checkpoint: Option<&Path>) -> Result<Setup> {
+    let dtype = compute_dtype(cfg, device)?;
+    let loaded = match (checkpoint, cfg.model.path.as_str()) {
+        (Some(dir), _) => LmPolicy::load(dir, device, dtype)?,
+        (None, "") => {
+            let tokenizer = task::tokenizer()?;
+            let mcfg = cfg.tiny_model.config(&tokenizer)?;
+            lm::Loaded {
+                policy: LmPolicy::seeded(&mcfg, device, dtype, cfg.run.seed, 0.02)?,
+                tokenizer,
+                generation_config: None,
+            }
+        }
+        (None, p) => LmPolicy::load(&lm::resolve(p)?, device, dtype)?,
+    };
+    let lm::Loaded {
+        policy,
+        tokenizer,
+        generation_config,
+    } = loaded;
+    let stop_ids = policy.stop_ids(generation_config.as_ref(), &tokenizer)?;
+    let eos = tokenizer.eos_token_id();
+    let pad_id = tokenizer.pad_token_id().or(eos).unwrap_or(0);
+    let (train, eval) = prompts(cfg, &tokenizer)?;
+    Ok(Setup {
+        policy,
+        tokenizer,
+        generation_config,
+        stop_ids,
+        pad_id,
+        train,
+        eval,
+    })
+}
+
+/// The training and held-out prompts, rendered with the prompt template and tokenized.
+fn prompts(cfg: &TrainConfig, tokenizer: &Tokenizer) -> Result<(Vec<Prompt>, Vec<Prompt>)> {
+    let template = prompt_template(cfg)?;
+    let mut stats = LoadStats::default();
+    let mut prepare = |examples: &[data::Example]| {
+        data::prepare_prompts(
+            examples,
+            template,
+            tokenizer,
+            cfg.data.max_prompt_len,
+            &mut stats,
+        )
+    };
+    let (train, eval) = if cfg.data.path.is_empty() {
+        let examples = |split| -> Result<Vec<data::Example>> {
+            Ok(cfg.task.generate(split)?.iter().map(|p| p.example()).collect())
+        };
+        (
+            prepare(&examples(task::Split::Rl)?)?,
+            prepare(&examples(task::Split::Eval)?)?,
+        )
+    } else {
+        let fmt = JsonlFormat {
+            problem_field: cfg.data.problem_field.clone(),
+            answer_field: cfg.data.answer_field.clone(),
+            skip_invalid: cfg.data.skip_invalid,
+        };
+        let (examples, st) = data::load_jsonl(Path::new(&cfg.data.path), &fmt)?;
+        let train = prepare(&examples)?;
+        let eval = if cfg.data.eval_path.is_empty() {
+            Vec::new()
+        } else {
+            prepare(&data::load_jsonl(Path::new(&cfg.data.eval_path), &fmt)?.0)?
+        };
+        stats.skipped_invalid += st.skipped_invalid;
+        (train, eval)
+    };
+    if stats.skipped_invalid + stats.skipped_too_long > 0 {
+        tracing::warn!(
+            "skipped {} invalid lines and {} prompts over data.max_prompt_len = {}",
+            stats.skipped_invalid,
+            stats.skipped_too_long,
+            cfg.data.max_prompt_len
+        );
+    }
+    if train.is_empty() {
+        bail!("no training prompts left (check data.path and data.max_prompt_len)");
+    }
+    Ok((train, eval.into_iter().take(cfg.run.eval_size).collect()))
+}
