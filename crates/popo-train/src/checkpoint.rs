@@ -35,6 +35,34 @@ pub struct TrainerState {
     pub loss_scale: Option<crate::optim::LossScale>,
 }
 
+impl TrainerState {
+    /// Counts an update's outcome at `step`; true when it was applied (and the run of
+    /// non-finite updates is over).
+    pub fn record(&mut self, outcome: crate::learner::Outcome, step: u64) -> bool {
+        use crate::learner::Outcome;
+        match outcome {
+            Outcome::Applied => {
+                self.nonfinite_in_row = 0;
+                self.optimizer_updates += 1;
+                true
+            }
+            Outcome::Overflow => {
+                self.skipped_steps += 1;
+                false
+            }
+            Outcome::NonFinite => {
+                self.skipped_steps += 1;
+                self.nonfinite_in_row += 1;
+                tracing::warn!(
+                    "step {step}: non-finite loss or gradient; update skipped ({} in a row)",
+                    self.nonfinite_in_row
+                );
+                false
+            }
+        }
+    }
+}
+
 pub fn step_dir_name(step: u64) -> String {
     format!("step-{step:06}")
 }

@@ -261,14 +261,15 @@ pub struct DataCursor {
     pub index: usize,
 }
 
-/// Visits `0..len` in a fresh seed-determined order each epoch. The permutation is a
-/// Fisher-Yates shuffle driven by SplitMix64, so it is the same on every platform and
-/// every version of `rand`.
+/// Visits `0..len` in a fresh seed-determined order each epoch (or in file order, see
+/// [`Shuffler::in_order`]). The permutation is a Fisher-Yates shuffle driven by SplitMix64, so
+/// it is the same on every platform and every version of `rand`.
 #[derive(Debug, Clone)]
 pub struct Shuffler {
     len: usize,
     cursor: DataCursor,
     order: Vec<usize>,
+    shuffle: bool,
 }
 
 impl Shuffler {
@@ -297,7 +298,15 @@ impl Shuffler {
             len,
             cursor,
             order: permutation(len, cursor.seed, cursor.epoch),
+            shuffle: true,
         })
+    }
+
+    /// Every epoch in index order instead (`data.shuffle = false`); the cursor is kept.
+    pub fn in_order(mut self) -> Self {
+        self.shuffle = false;
+        self.order = (0..self.len).collect();
+        self
     }
 
     pub fn cursor(&self) -> DataCursor {
@@ -317,12 +326,32 @@ impl Shuffler {
         if self.cursor.index == self.len {
             self.cursor.epoch += 1;
             self.cursor.index = 0;
-            self.order = permutation(self.len, self.cursor.seed, self.cursor.epoch);
+            if self.shuffle {
+                self.order = permutation(self.len, self.cursor.seed, self.cursor.epoch);
+            }
         }
         let i = self.order[self.cursor.index];
         self.cursor.index += 1;
         i
     }
+}
+
+/// The independent random streams of a training step.
+#[derive(Clone, Copy, Debug)]
+pub enum Stream {
+    Rollout = 1,
+    Noise = 2,
+    Probe = 3,
+    Refill = 4,
+}
+
+/// The seed of `stream` at `step` of a run seeded `base`: derived, never carried, so that the
+/// step number is the whole RNG state and a resumed run draws what an uninterrupted one would.
+pub fn stream_seed(base: u64, step: u64, stream: Stream, extra: u64) -> u64 {
+    SplitMix64(
+        base ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((stream as u64) << 56) ^ (extra << 40),
+    )
+    .next_u64()
 }
 
 /// SplitMix64 (Steele, Lea and Flood 2014): a tiny, well-mixed, portable generator.
@@ -522,6 +551,11 @@ mod tests {
         assert_eq!(b.next_batch(20), expected);
         assert!(Shuffler::from_cursor(3, cursor).is_err());
         assert!(Shuffler::new(0, 1).is_err());
+        // data.shuffle = false: file order, every epoch, and from a resumed cursor.
+        let mut o = Shuffler::new(4, 9).unwrap().in_order();
+        assert_eq!(o.next_batch(6), [0, 1, 2, 3, 0, 1]);
+        let mut r = Shuffler::from_cursor(4, o.cursor()).unwrap().in_order();
+        assert_eq!(r.next_batch(3), [2, 3, 0]);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! and applied by AdamW to the parameters' full-precision values.
 
 use crate::config::OptimConfig;
+use crate::metrics::{names, StepMetrics};
 use crate::optim::{AdamW, GradAccum, LossScale};
 use crate::parallel::in_waves;
 use crate::params::Params;
+use crate::policy::SeqBatch;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
@@ -18,6 +20,17 @@ pub struct MicroLoss {
     pub stats: Vec<(&'static str, f64)>,
     /// Completion tokens back-propagated.
     pub tokens: usize,
+}
+
+impl MicroLoss {
+    /// A loss over the micro-batch `mb`, counting its completion tokens.
+    pub fn new(loss: Tensor, stats: Vec<(&'static str, f64)>, mb: &SeqBatch) -> Self {
+        Self {
+            loss,
+            stats,
+            tokens: mb.completion_lens.iter().sum(),
+        }
+    }
 }
 
 /// Whether an update was applied.
@@ -87,6 +100,18 @@ impl Learner {
     ) -> Result<()> {
         self.params.load_state(tensors)?;
         self.opt.load_state(tensors, updates)
+    }
+
+    /// An update's diagnostics: the summed micro-batch stats, the gradient norm and (f16) the
+    /// loss scale.
+    pub fn log(&self, u: &Update, m: &mut StepMetrics) {
+        for (k, v) in &u.stats {
+            m.set(k, *v);
+        }
+        m.set(names::GRAD_NORM, u.grad_norm);
+        if let Some(ls) = &self.loss_scale {
+            m.set(names::LOSS_SCALE, ls.scale);
+        }
     }
 
     /// Runs `micro(k)` for the `n` micro-batches, then takes one AdamW step at `lr` unless the

@@ -1,11 +1,13 @@
 //! `popo_model` behind the trainer's own types: the one place popo-train loads, builds, runs,
 //! samples from and saves a `popo_model::Model`. The losses see it only as a [`Policy`].
 
+use crate::params::Params;
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use popo_model::{Model, ModelConfig};
+use std::collections::HashSet;
 use std::path::Path;
 
 pub use popo_model::{Completion, FinishReason, SamplingParams, Tokenizer};
@@ -107,20 +109,27 @@ impl LmPolicy {
         popo_model::generate(&self.model, prompts, params, Some(tokenizer))
     }
 
-    /// Writes an HF checkpoint of this model with the given weights (by HF name), rounded to
-    /// `save_dtype`.
+    /// Writes an HF checkpoint of this model. The weights are the full-precision ones in
+    /// `params` (the f32 masters in mixed precision), rounded once to `save_dtype`, so that
+    /// `save_dtype = "f32"` after bf16 training keeps every update.
     pub fn save_pretrained(
         &self,
-        dir: &std::path::Path,
-        weights: &[(String, Tensor)],
+        dir: &Path,
+        params: &Params,
         save_dtype: DType,
         tokenizer: &Tokenizer,
         generation_config: Option<&serde_json::Value>,
     ) -> Result<()> {
+        let mine: HashSet<&str> = self.named.iter().map(|(n, _)| n.as_str()).collect();
+        let weights: Vec<(String, Tensor)> = params
+            .full_named()?
+            .into_iter()
+            .filter(|(n, _)| mine.contains(n.as_str()))
+            .collect();
         popo_model::save_weights(
             dir,
             self.model.config(),
-            weights,
+            &weights,
             save_dtype,
             Some(tokenizer),
             generation_config,

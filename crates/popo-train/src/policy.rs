@@ -31,7 +31,11 @@ impl SeqBatch {
                 completions.len()
             );
         }
-        if prompts.iter().zip(completions).all(|(p, c)| p.len() + c.len() == 0) {
+        if prompts
+            .iter()
+            .zip(completions)
+            .all(|(p, c)| p.len() + c.len() == 0)
+        {
             bail!("SeqBatch: every row is empty");
         }
         Ok(Self {
@@ -112,7 +116,6 @@ impl SeqBatch {
             })
             .collect())
     }
-
 }
 
 /// Per-token outputs of a forward pass, aligned with the batch (0 at t = 0 and on padding).

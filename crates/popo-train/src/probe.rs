@@ -47,9 +47,16 @@ impl Probe {
 
     /// Measures again after the update and logs `probe/delta_neg` and `probe/delta_pos`.
     pub fn finish(self, policy: &dyn Policy, m: &mut StepMetrics) -> Result<()> {
-        for (set, name) in self.sets.into_iter().zip([names::DELTA_NEG, names::DELTA_POS]) {
+        for (set, name) in self
+            .sets
+            .into_iter()
+            .zip([names::DELTA_NEG, names::DELTA_POS])
+        {
             if let Some((b, before)) = set {
-                m.set(name, mean_token_logprob(policy, &b, self.temperature)? - before);
+                m.set(
+                    name,
+                    mean_token_logprob(policy, &b, self.temperature)? - before,
+                );
             }
         }
         Ok(())

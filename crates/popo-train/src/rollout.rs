@@ -46,6 +46,17 @@ pub struct RolloutStats {
     pub truncated_ratio: f64,
 }
 
+impl Sampled {
+    /// The step's rollout statistics and, with dynamic sampling, DAPO's refill counts.
+    pub fn log(&self, m: &mut StepMetrics) {
+        self.stats.log(m);
+        if let Some((tries, kept)) = self.refill {
+            m.set(names::DAPO_SAMPLING_TRIES, tries as f64);
+            m.set(names::DAPO_GROUPS_KEPT, kept as f64);
+        }
+    }
+}
+
 impl RolloutStats {
     pub fn of(rs: &[Rollout], threshold: f64) -> Self {
         let n = rs.len().max(1) as f64;
@@ -83,7 +94,10 @@ fn informative_groups(rollouts: Vec<Rollout>) -> Vec<Rollout> {
     let keep: Vec<usize> = batch
         .groups()
         .iter()
-        .filter(|g| g.iter().any(|&i| batch.rollouts[i].reward != batch.rollouts[g[0]].reward))
+        .filter(|g| {
+            g.iter()
+                .any(|&i| batch.rollouts[i].reward != batch.rollouts[g[0]].reward)
+        })
         .map(|g| batch.rollouts[g[0]].group)
         .collect();
     let mut rollouts = batch.rollouts;

@@ -1,13 +1,20 @@
 //! Config -> what a run trains: the policy (loaded, or the built-in tiny model), its tokenizer and
-//! stop ids, and the training and held-out prompts (JSONL files, or the built-in task).
+//! stop ids, the training and held-out prompts (JSONL files, or the built-in task), the run
+//! directory, and the learner and algorithm, each built once.
 
+use crate::algo::{self, Algorithm};
+use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::data::{self, JsonlFormat, LoadStats, Prompt, PromptTemplate};
+use crate::data::{self, DataCursor, JsonlFormat, LoadStats, Prompt, PromptTemplate, Shuffler};
+use crate::learner::Learner;
 use crate::lm::{self, LmPolicy, Tokenizer};
-use crate::task;
-use anyhow::{bail, Result};
+use crate::parallel::micro_batch_width;
+use crate::params::Params;
+use crate::policy::Policy;
+use crate::{sft, task};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where the policy comes from and what it trains on, after config resolution.
 pub struct Setup {
@@ -90,7 +97,12 @@ fn prompts(cfg: &TrainConfig, tokenizer: &Tokenizer) -> Result<(Vec<Prompt>, Vec
     };
     let (train, eval) = if cfg.data.path.is_empty() {
         let examples = |split| -> Result<Vec<data::Example>> {
-            Ok(cfg.task.generate(split)?.iter().map(|p| p.example()).collect())
+            Ok(cfg
+                .task
+                .generate(split)?
+                .iter()
+                .map(|p| p.example())
+                .collect())
         };
         (
             prepare(&examples(task::Split::Rl)?)?,
@@ -124,4 +136,81 @@ fn prompts(cfg: &TrainConfig, tokenizer: &Tokenizer) -> Result<(Vec<Prompt>, Vec
         bail!("no training prompts left (check data.path and data.max_prompt_len)");
     }
     Ok((train, eval.into_iter().take(cfg.run.eval_size).collect()))
+}
+
+/// The run directory of a fresh run (`run.out_dir`, or `runs/<preset>-<unix time>`), created;
+/// refused when it already holds a run, so that no log or checkpoint is ever overwritten.
+pub fn new_run_dir(cfg: &TrainConfig) -> Result<PathBuf> {
+    let run_dir = if cfg.run.out_dir.is_empty() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        PathBuf::from(format!("runs/{}-{t}", cfg.preset))
+    } else {
+        PathBuf::from(&cfg.run.out_dir)
+    };
+    if checkpoint::list(&run_dir)?.last().is_some() {
+        bail!(
+            "{} already holds checkpoints: use --resume {0} or another run.out_dir",
+            run_dir.display()
+        );
+    }
+    // A run that died before its first checkpoint still has logs worth keeping.
+    if run_dir.join(crate::metrics::METRICS_FILE).exists() {
+        bail!(
+            "{} already holds a run (metrics.jsonl): choose another run.out_dir",
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    Ok(run_dir)
+}
+
+/// The learner and the algorithm, each built once: the policy's parameters (with f32 masters
+/// in mixed precision), the SFT warm-up when `warm_up` (a fresh run of the built-in task), then
+/// the algorithm (its target / reference forked from the warmed-up policy) and a learner over
+/// policy + predictor. Also returns the micro-batches run at once (`run.cpu_parallel`).
+pub fn build_learner(
+    cfg: &TrainConfig,
+    s: &Setup,
+    device: &Device,
+    warm_up: bool,
+) -> Result<(Learner, Box<dyn Algorithm>, usize)> {
+    let width = micro_batch_width(cfg.run.cpu_parallel, device);
+    if width > 1 {
+        tracing::info!("{width} micro-batches at a time, one core each (run.cpu_parallel)");
+    }
+    let dtype = s.policy.dtype();
+    let keep_master = cfg.run.master_weights.keeps_master();
+    if !keep_master && dtype != DType::F32 {
+        tracing::warn!(
+            "run.master_weights = \"none\" with {dtype:?} weights: updates below half a \
+             {dtype:?} ULP of a weight are rounded away (at lr 1e-6, most of them)"
+        );
+    }
+    let mut params = Params::new(s.policy.named_vars(), keep_master)?;
+    if warm_up {
+        let ctx = sft::SftCtx {
+            cfg,
+            policy: &s.policy,
+            tokenizer: &s.tokenizer,
+            pad_id: s.pad_id,
+            device,
+            width,
+        };
+        params = sft::warm_up(&ctx, params)?;
+    }
+    let algo = algo::build(cfg, &s.policy, device)?;
+    params.extend(algo.extra_vars())?;
+    Ok((Learner::new(params, &cfg.optim, width, dtype)?, algo, width))
+}
+
+/// The order prompts are drawn in: a fresh permutation each epoch, or file order with
+/// `data.shuffle = false`; from `cursor` when resuming.
+pub fn shuffler(cfg: &TrainConfig, len: usize, cursor: Option<DataCursor>) -> Result<Shuffler> {
+    let s = match cursor {
+        Some(c) => Shuffler::from_cursor(len, c)?,
+        None => Shuffler::new(len, cfg.run.seed)?,
+    };
+    Ok(if cfg.data.shuffle { s } else { s.in_order() })
 }

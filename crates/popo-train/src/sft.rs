@@ -55,11 +55,7 @@ pub fn warm_up(ctx: &SftCtx, params: Params) -> Result<Params> {
             let m = mb.completion_mask().to_dtype(out.logprobs.dtype())?;
             let loss = ((out.logprobs * &m)?.sum_all()?.neg()? / n_tokens.max(1) as f64)?;
             let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            Ok(MicroLoss {
-                loss,
-                stats: vec![("sft/loss", l)],
-                tokens: c.iter().map(|c| c.len()).sum(),
-            })
+            Ok(MicroLoss::new(loss, vec![("sft/loss", l)], &mb))
         };
         let u = learner.update(chunks.len(), lr_at(&ocfg, step, steps), micro)?;
         if u.outcome == Outcome::NonFinite {

@@ -5,44 +5,25 @@
 //! Construction (`setup`, `sft`) and checkpoints live beside it; model internals stay behind
 //! `lm::LmPolicy` and `Policy`.
 
-use crate::algo::{self, Algorithm, PrepareCtx, Prepared};
+use crate::algo::{Algorithm, PrepareCtx, Prepared, RolloutBatch};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::TrainConfig;
-use crate::data::{DataCursor, Prompt, Shuffler, SplitMix64};
-use crate::learner::{Learner, MicroLoss, Outcome};
+use crate::data::{stream_seed, Prompt, Shuffler, Stream};
+use crate::learner::{Learner, MicroLoss};
 use crate::lm::{LmPolicy, Tokenizer};
-use crate::metrics::{names, RunLogger, StepMetrics};
+use crate::metrics::{names, Clock, RunLogger, SampleRecord, StepMetrics};
 use crate::optim::lr_at;
-use crate::parallel::micro_batch_width;
-use crate::params::Params;
 use crate::policy::Policy;
 use crate::probe::Probe;
 use crate::reward::{self, Reward};
 use crate::rollout::Actor;
 use crate::setup::{setup, Setup};
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
-use std::collections::HashSet;
+use anyhow::{bail, Result};
+use candle_core::Device;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Independent random streams, all derived from (seed, step) so that resuming is exact.
-#[derive(Clone, Copy)]
-enum Stream {
-    Rollout = 1,
-    Noise = 2,
-    Probe = 3,
-    Refill = 4,
-}
-
-fn stream_seed(seed: u64, step: u64, stream: Stream, extra: u64) -> u64 {
-    let mut s = SplitMix64(
-        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((stream as u64) << 56) ^ (extra << 40),
-    );
-    s.next_u64()
-}
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,29 +65,7 @@ impl Trainer {
     /// accuracy, and builds the algorithm and optimizer.
     pub fn new(cfg: TrainConfig, stop: Arc<AtomicBool>) -> Result<Self> {
         let device = crate::lm::device(&cfg.run.device)?;
-        let run_dir = if cfg.run.out_dir.is_empty() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            PathBuf::from(format!("runs/{}-{t}", cfg.preset))
-        } else {
-            PathBuf::from(&cfg.run.out_dir)
-        };
-        if checkpoint::list(&run_dir)?.last().is_some() {
-            bail!(
-                "{} already holds checkpoints: use --resume {0} or another run.out_dir",
-                run_dir.display()
-            );
-        }
-        // A run that died before its first checkpoint still has logs worth keeping.
-        if run_dir.join("metrics.jsonl").exists() {
-            bail!(
-                "{} already holds a run (metrics.jsonl): choose another run.out_dir",
-                run_dir.display()
-            );
-        }
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let run_dir = crate::setup::new_run_dir(&cfg)?;
         cfg.save(&run_dir.join("config.toml"))?;
         let s = setup(&cfg, &device, None)?;
         let logger = RunLogger::create(&run_dir, cfg.run.tensorboard)?;
@@ -143,15 +102,14 @@ impl Trainer {
         let opt_state = checkpoint::load_tensors(&ck.join(checkpoint::OPTIMIZER_FILE), &t.device)?;
         t.learner.load_state(&opt_state, state.optimizer_updates)?;
         t.learner.loss_scale = state.loss_scale.clone();
-        t.shuffler = Shuffler::from_cursor(t.train.len(), state.data_cursor)?;
+        t.shuffler = crate::setup::shuffler(&t.cfg, t.train.len(), Some(state.data_cursor))?;
         t.state = state;
         tracing::info!("resumed {} at step {}", ck.display(), t.state.step);
         Ok(t)
     }
 
-    /// Builds everything once, in order: the policy's parameters (with f32 masters in mixed
-    /// precision), the SFT warm-up when `warm_up` (a fresh run), then the algorithm (its target /
-    /// reference forked from the warmed-up policy) and the learner over policy + predictor.
+    /// Builds everything once, in order (`setup::build_learner`): the policy's parameters, the
+    /// SFT warm-up when `warm_up` (a fresh run), then the algorithm and the learner.
     fn assemble(
         cfg: TrainConfig,
         run_dir: PathBuf,
@@ -161,44 +119,8 @@ impl Trainer {
         stop: Arc<AtomicBool>,
         warm_up: bool,
     ) -> Result<Self> {
-        let width = micro_batch_width(cfg.run.cpu_parallel, &device);
-        if width > 1 {
-            tracing::info!("{width} micro-batches at a time, one core each (run.cpu_parallel)");
-        }
-        let dtype = s.policy.dtype();
-        let keep_master = cfg.run.master_weights.keeps_master();
-        if !keep_master && dtype != DType::F32 {
-            tracing::warn!(
-                "run.master_weights = \"none\" with {dtype:?} weights: updates below half a \
-                 {dtype:?} ULP of a weight are rounded away (at lr 1e-6, most of them)"
-            );
-        }
-        let mut params = Params::new(s.policy.named_vars(), keep_master)?;
-        if warm_up {
-            let ctx = crate::sft::SftCtx {
-                cfg: &cfg,
-                policy: &s.policy,
-                tokenizer: &s.tokenizer,
-                pad_id: s.pad_id,
-                device: &device,
-                width,
-            };
-            params = crate::sft::warm_up(&ctx, params)?;
-        }
-        let algo = algo::build(&cfg, &s.policy, &device)?;
-        params.extend(algo.extra_vars())?;
-        let learner = Learner::new(params, &cfg.optim, width, dtype)?;
-        let reward = reward::from_config(&cfg)?;
-        let shuffler = if cfg.data.shuffle {
-            Shuffler::new(s.train.len(), cfg.run.seed)?
-        } else {
-            let start = DataCursor {
-                seed: cfg.run.seed,
-                epoch: 0,
-                index: 0,
-            };
-            Shuffler::from_cursor(s.train.len(), start)?
-        };
+        let (learner, algo, width) = crate::setup::build_learner(&cfg, &s, &device, warm_up)?;
+        let shuffler = crate::setup::shuffler(&cfg, s.train.len(), None)?;
         let state = TrainerState {
             step: 0,
             optimizer_updates: 0,
@@ -210,6 +132,7 @@ impl Trainer {
             loss_scale: learner.loss_scale.clone(),
         };
         Ok(Self {
+            reward: reward::from_config(&cfg)?,
             quiet: false,
             width,
             cfg,
@@ -222,7 +145,6 @@ impl Trainer {
             generation_config: s.generation_config,
             algo,
             learner,
-            reward,
             train: s.train,
             eval: s.eval,
             shuffler,
@@ -274,148 +196,138 @@ impl Trainer {
     /// One rollout step and its optimizer update(s). Returns the step's metrics.
     pub fn step(&mut self) -> Result<StepMetrics> {
         let step = self.state.step + 1;
-        let seed = self.state.rng_seed;
         let mut m = StepMetrics::new(step);
-        let t_step = Instant::now();
+        let mut clock = Clock::start();
 
-        // 1-3. prompts -> rollouts -> rewards (DAPO: refill groups whose rewards are all equal).
-        let t0 = Instant::now();
-        let actor = Actor {
-            cfg: &self.cfg,
-            policy: &self.policy,
-            tokenizer: &self.tokenizer,
-            reward: self.reward.as_ref(),
-            stop_ids: &self.stop_ids,
-        };
-        let mut sampled = actor.sample_step(
+        // 1-3. prompts -> rollouts (policy, no graph) -> rewards; DAPO refills flat groups.
+        let mut shuffler = self.shuffler.clone();
+        let mut sampled = self.actor().sample_step(
             &self.train,
-            &mut self.shuffler,
+            &mut shuffler,
             step,
-            stream_seed(seed, step, Stream::Rollout, 0),
-            |k| stream_seed(seed, step, Stream::Refill, k),
+            self.seed(step, Stream::Rollout, 0),
+            |k| self.seed(step, Stream::Refill, k),
         )?;
-        let time_rollout = t0.elapsed().as_secs_f64();
-        sampled.stats.log(&mut m);
-        if let Some((tries, kept)) = sampled.refill {
-            m.set(names::DAPO_SAMPLING_TRIES, tries as f64);
-            m.set(names::DAPO_GROUPS_KEPT, kept as f64);
+        self.shuffler = shuffler;
+        sampled.log(&mut m);
+        clock.lap(names::TIME_ROLLOUT);
+
+        // The implicit-negative probe holds some rollouts out of training.
+        let ctx = self.prepare_ctx(step);
+        let (run, threshold) = (&self.cfg.run, self.cfg.reward.positive_threshold);
+        let probe = if run.probe_every > 0 && step.is_multiple_of(run.probe_every as u64) {
+            let seed = self.seed(step, Stream::Probe, 0);
+            Some(Probe::hold_out(
+                &mut sampled.batch,
+                run.probe_size,
+                threshold,
+                seed,
+                &ctx,
+            )?)
+        } else {
+            None
+        };
+
+        // 4. algorithm.prepare (no graph: old / reference / target forwards).
+        let prep = if sampled.batch.is_empty() {
+            Prepared::default()
+        } else {
+            self.algo.prepare(&sampled.batch, &ctx)?
+        };
+        for (k, v) in &prep.stats {
+            m.set(k, *v);
         }
-        let batch = &mut sampled.batch;
-        let ctx = PrepareCtx {
+        clock.lap(names::TIME_PREPARE);
+
+        // 5-6. per micro-batch: forward -> loss -> backward; clip + AdamW; after_step (EMA).
+        let train_tokens = self.train_on(&sampled.batch, &prep, &mut m)?;
+        clock.lap(names::TIME_TRAIN);
+        if let Some(p) = probe {
+            p.finish(&self.policy, &mut m)?;
+        }
+
+        // 7. metrics.
+        clock.log(&mut m, sampled.tokens, train_tokens);
+        self.end_step(m, &sampled.records)
+    }
+
+    /// `algo.num_iterations` updates on the prepared batch. Returns the tokens back-propagated.
+    fn train_on(
+        &mut self,
+        batch: &RolloutBatch,
+        prep: &Prepared,
+        m: &mut StepMetrics,
+    ) -> Result<usize> {
+        let rows = prep.included();
+        let chunks: Vec<&[usize]> = rows.chunks(self.cfg.optim.micro_batch_size).collect();
+        let (temp, pad) = (self.cfg.rollout.temperature, self.pad_id);
+        let total = self.cfg.run.steps * self.cfg.algo.num_iterations;
+        let mut tokens = 0;
+        for _ in 0..self.cfg.algo.num_iterations {
+            if rows.is_empty() {
+                break;
+            }
+            let (policy, algo, dev) = (&self.policy, &*self.algo, &self.device);
+            let micro = |k: usize| -> Result<MicroLoss> {
+                let mb = batch.seq_batch(chunks[k], pad, dev)?;
+                let l = algo.loss(&policy.forward(&mb, temp)?, &mb, prep, chunks[k])?;
+                Ok(MicroLoss::new(l.loss, l.stats, &mb))
+            };
+            let done = self.state.optimizer_updates as usize;
+            let lr = lr_at(&self.cfg.optim, done, total);
+            let u = self.learner.update(chunks.len(), lr, micro)?;
+            tokens += u.tokens;
+            self.learner.log(&u, m);
+            if !self.state.record(u.outcome, m.step) {
+                break;
+            }
+            m.set(names::LR, lr);
+            for (k, v) in self.algo.after_step(&self.learner.params.full_named()?)? {
+                m.set(k, v);
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// Advances the state, logs the step and its samples, and stops the run after
+    /// `run.max_nonfinite_in_row` skipped updates in a row (with a checkpoint).
+    fn end_step(&mut self, mut m: StepMetrics, records: &[SampleRecord]) -> Result<StepMetrics> {
+        m.set(names::SKIPPED_STEPS, self.state.skipped_steps as f64);
+        self.state.step = m.step;
+        self.state.data_cursor = self.shuffler.cursor();
+        self.state.loss_scale = self.learner.loss_scale.clone();
+        self.logger.log(&m)?;
+        let n = self.cfg.run.samples_per_step.min(records.len());
+        self.logger.log_samples(&records[..n])?;
+        let in_row = self.state.nonfinite_in_row;
+        if in_row > 0 && in_row >= self.cfg.run.max_nonfinite_in_row as u64 {
+            let ck = self.save_checkpoint()?;
+            bail!(
+                "stopping at step {}: {in_row} consecutive steps with NaN/Inf loss or gradients \
+                 (run.max_nonfinite_in_row); checkpoint written to {}",
+                m.step,
+                ck.display()
+            );
+        }
+        Ok(m)
+    }
+
+    fn seed(&self, step: u64, stream: Stream, extra: u64) -> u64 {
+        stream_seed(self.state.rng_seed, step, stream, extra)
+    }
+
+    /// What `prepare` and the probe forwards need from the trainer.
+    fn prepare_ctx(&self, step: u64) -> PrepareCtx<'_> {
+        PrepareCtx {
             policy: &self.policy,
             temperature: self.cfg.rollout.temperature,
             chunk: self.cfg.optim.micro_batch_size,
             width: self.width,
             pad_id: self.pad_id,
             device: &self.device,
-            seed: stream_seed(seed, step, Stream::Noise, 0),
+            seed: self.seed(step, Stream::Noise, 0),
             max_completion_len: self.cfg.rollout.max_completion_len,
-        };
-
-        // Implicit-negative probe: hold some negatives (and positives) out of training.
-        let run = &self.cfg.run;
-        let probe = if run.probe_every > 0 && step.is_multiple_of(run.probe_every as u64) {
-            let probe_seed = stream_seed(seed, step, Stream::Probe, 0);
-            let threshold = self.cfg.reward.positive_threshold;
-            Some(Probe::hold_out(batch, run.probe_size, threshold, probe_seed, &ctx)?)
-        } else {
-            None
-        };
-
-        // 4. prepare (no-graph forwards: old / reference / target).
-        let t1 = Instant::now();
-        let prep = if batch.is_empty() {
-            Prepared::default()
-        } else {
-            self.algo.prepare(batch, &ctx)?
-        };
-        let time_prepare = t1.elapsed().as_secs_f64();
-        for (k, v) in &prep.stats {
-            m.set(k, *v);
         }
-
-        // 5-6. micro-batched loss + backward, clip, AdamW, after_step; num_iterations updates.
-        let t2 = Instant::now();
-        let rows = prep.included();
-        let chunks: Vec<&[usize]> = rows.chunks(self.cfg.optim.micro_batch_size).collect();
-        let mut train_tokens = 0;
-        for _ in 0..self.cfg.algo.num_iterations {
-            if rows.is_empty() {
-                break;
-            }
-            let (policy, algo, prep, batch) = (&self.policy, &*self.algo, &prep, &*batch);
-            let (temp, pad, dev) = (ctx.temperature, self.pad_id, &self.device);
-            let micro = |k: usize| -> Result<MicroLoss> {
-                let mb = batch.seq_batch(chunks[k], pad, dev)?;
-                let l = algo.loss(&policy.forward(&mb, temp)?, &mb, prep, chunks[k])?;
-                let tokens = mb.completion_lens.iter().sum();
-                Ok(MicroLoss {
-                    loss: l.loss,
-                    stats: l.stats,
-                    tokens,
-                })
-            };
-            let total = self.cfg.run.steps * self.cfg.algo.num_iterations;
-            let lr = lr_at(&self.cfg.optim, self.state.optimizer_updates as usize, total);
-            let u = self.learner.update(chunks.len(), lr, micro)?;
-            train_tokens += u.tokens;
-            for (k, v) in &u.stats {
-                m.set(k, *v);
-            }
-            m.set(names::GRAD_NORM, u.grad_norm);
-            if let Some(ls) = &self.learner.loss_scale {
-                m.set(names::LOSS_SCALE, ls.scale);
-            }
-            if u.outcome != Outcome::Applied {
-                self.state.skipped_steps += 1;
-                if u.outcome == Outcome::NonFinite {
-                    self.state.nonfinite_in_row += 1;
-                    tracing::warn!(
-                        "step {step}: non-finite loss or gradient; update skipped ({} in a row)",
-                        self.state.nonfinite_in_row
-                    );
-                }
-                break;
-            }
-            self.state.nonfinite_in_row = 0;
-            self.state.optimizer_updates += 1;
-            m.set(names::LR, lr);
-            for (k, v) in self.algo.after_step(&self.learner.params.full_named()?)? {
-                m.set(k, v);
-            }
-        }
-        let time_train = t2.elapsed().as_secs_f64();
-        if let Some(p) = probe {
-            p.finish(&self.policy, &mut m)?;
-        }
-
-        // 7. metrics.
-        m.set(names::SKIPPED_STEPS, self.state.skipped_steps as f64);
-        let per_s = |n: usize, t: f64| n as f64 / t.max(1e-9);
-        m.set(names::ROLLOUT_TOKENS_PER_S, per_s(sampled.tokens, time_rollout));
-        m.set(names::TRAIN_TOKENS_PER_S, per_s(train_tokens, time_train));
-        m.set(names::TOKENS_BACKPROP, train_tokens as f64);
-        m.set(names::TIME_ROLLOUT, time_rollout);
-        m.set(names::TIME_PREPARE, time_prepare);
-        m.set(names::TIME_TRAIN, time_train);
-        m.set(names::TIME_STEP, t_step.elapsed().as_secs_f64());
-        self.state.step = step;
-        self.state.data_cursor = self.shuffler.cursor();
-        self.state.loss_scale = self.learner.loss_scale.clone();
-        self.logger.log(&m)?;
-        let n = self.cfg.run.samples_per_step.min(sampled.records.len());
-        self.logger.log_samples(&sampled.records[..n])?;
-        let in_row = self.state.nonfinite_in_row;
-        if in_row > 0 && in_row >= self.cfg.run.max_nonfinite_in_row as u64 {
-            let ck = self.save_checkpoint()?;
-            bail!(
-                "stopping at step {step}: {} consecutive steps with NaN/Inf loss or gradients \
-                 (run.max_nonfinite_in_row); checkpoint written to {}",
-                self.state.nonfinite_in_row,
-                ck.display()
-            );
-        }
-        Ok(m)
     }
 
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
@@ -423,33 +335,15 @@ impl Trainer {
             "same" => self.policy.dtype(),
             s => crate::lm::dtype(s)?,
         };
-        // The HF weights are the full-precision ones (the f32 masters in mixed precision), rounded
-        // once to save_dtype: `save_dtype = "f32"` after bf16 training keeps every update.
-        let policy_names: HashSet<String> = self
-            .policy
-            .named_vars()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let weights: Vec<_> = self
-            .learner
-            .params
-            .full_named()?
-            .into_iter()
-            .filter(|(n, _)| policy_names.contains(n))
-            .collect();
-        let (policy, tok, gen) = (
-            &self.policy,
-            &self.tokenizer,
-            self.generation_config.as_ref(),
-        );
+        let (policy, params) = (&self.policy, &self.learner.params);
+        let (tok, gen) = (&self.tokenizer, self.generation_config.as_ref());
         checkpoint::save(
             &self.run_dir,
             &self.state,
             &self.learner.state(),
             &self.algo.state()?,
             self.cfg.run.keep_last,
-            |dir| policy.save_pretrained(dir, &weights, save_dtype, tok, gen),
+            |dir| policy.save_pretrained(dir, params, save_dtype, tok, gen),
         )
     }
 

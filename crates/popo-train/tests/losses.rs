@@ -287,7 +287,7 @@ fn popo_loss_matches_f64_reference() {
             ],
         );
         let policy = TinyLm::new(V, DM, 5, DType::F64);
-        let mut algo = Popo::new(&c, &policy, &dev).unwrap();
+        let algo = Popo::new(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
         let rows: Vec<usize> = (0..batch.len()).collect();
         let mb = seq_batch(&batch, &rows, &dev);
@@ -371,7 +371,7 @@ fn popo_batch_without_positives_trains_entropy_only() {
     let batch = make_batch(&[(2, vec![(0.0, 3), (0.0, 2)]), (3, vec![(0.0, 1)])], 9);
     let c = cfg("popo", &[]);
     let policy = TinyLm::new(V, DM, 2, DType::F64);
-    let mut algo = Popo::new(&c, &policy, &dev).unwrap();
+    let algo = Popo::new(&c, &policy, &dev).unwrap();
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 8)).unwrap();
     assert!(prep.seqs.iter().all(|s| s.coef == 0.0));
     let rows: Vec<usize> = (0..batch.len()).collect();
@@ -392,7 +392,7 @@ fn popo_noise_has_the_configured_scale() {
     let batch = make_batch(&[(2, items)], 4);
     let c = cfg("popo", &["algo.sim_noise_std=0.02", "algo.predictor=false"]);
     let policy = TinyLm::new(V, 16, 2, DType::F64);
-    let mut algo = Popo::new(&c, &policy, &dev).unwrap();
+    let algo = Popo::new(&c, &policy, &dev).unwrap();
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 64)).unwrap();
     let rows: Vec<usize> = (0..batch.len()).collect();
     let mb = seq_batch(&batch, &rows, &dev);
@@ -435,7 +435,7 @@ fn popo_truncated_ratio_matches_reference() {
         ],
     );
     let policy = TinyLm::new(V, DM, 4, DType::F64);
-    let mut algo = Popo::new(&c, &policy, &dev).unwrap();
+    let algo = Popo::new(&c, &policy, &dev).unwrap();
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 4)).unwrap();
     let e = policy.emb.as_tensor();
     policy
@@ -614,7 +614,7 @@ fn grpo_family_matches_f64_reference() {
         sets.extend(extra.iter().copied());
         let c = cfg(preset, &sets);
         let policy = TinyLm::new(V, DM, 8, DType::F64);
-        let mut algo = Grpo::new(&c, &policy).unwrap();
+        let algo = Grpo::new(&c, &policy).unwrap();
         assert_eq!(algo.has_reference(), c.algo.beta_kl > 0.0);
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 4)).unwrap();
         // Move the policy so that ratios differ from 1 (the reference stays frozen).
@@ -690,7 +690,7 @@ fn raft_is_uniform_positive_nll() {
     let c = cfg("raft", &[]);
     assert_eq!(c.algo.name, AlgoName::Raft);
     let policy = TinyLm::new(V, DM, 3, DType::F64);
-    let mut algo = Raft::new(&c);
+    let algo = Raft::new(&c);
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 4)).unwrap();
     let rows = prep.included();
     assert_eq!(rows, vec![0, 2, 4]); // negatives never enter the forward
@@ -775,7 +775,7 @@ fn finite_difference_gradients_f64() {
     ] {
         let c = cfg(preset, &sets);
         let policy = TinyLm::new(V, DM, 13, DType::F64);
-        let mut algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+        let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 16)).unwrap();
         // Step away from the old weights so ratios are not 1 (but stay inside the clip range).
         let e = policy.emb.as_tensor();
@@ -840,7 +840,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
     for preset in ["popo", "grpo", "dr_grpo", "dapo", "raft"] {
         let c = cfg(preset, &["algo.predictor_hidden=8"]);
         let policy = TinyLm::new(V, DM, 3, DType::F64);
-        let mut algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+        let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
         let (l1, g1) = total_loss(algo.as_ref(), &policy, &batch, &prep, 100);
         let (l2, g2) = total_loss(algo.as_ref(), &policy, &batch, &prep, 2);
@@ -881,7 +881,7 @@ fn popo_loss_reaches_every_parameter() {
         &["algo.predictor_hidden=16", "algo.predictor_layers=3"],
     );
     let policy = TinyLm::new(V, DM, 3, DType::F32);
-    let mut algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+    let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
     // Move the policy off the target so the similarity term has a gradient through the features.
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
     let (_, acc) = total_loss(algo.as_ref(), &policy, &batch, &prep, 4);

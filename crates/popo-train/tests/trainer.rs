@@ -377,7 +377,7 @@ fn popo_loss_reaches_every_real_model_parameter() {
         .unwrap()
         .build()
         .unwrap();
-    let mut algo = popo_train::algo::build(&cfg, &policy, &dev).unwrap();
+    let algo = popo_train::algo::build(&cfg, &policy, &dev).unwrap();
     let mk = |group, completion: Vec<u32>, reward| Rollout {
         group,
         prompt: vec![1, 2, 3],

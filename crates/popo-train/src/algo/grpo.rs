@@ -59,7 +59,7 @@ impl Algorithm for Grpo {
         "grpo"
     }
 
-    fn prepare(&mut self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
+    fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
         let groups = batch.groups();
         let rewards: Vec<f64> = batch.rollouts.iter().map(|r| r.reward).collect();
         let adv = advantages(&groups, &rewards, self.cfg.advantage);

@@ -56,7 +56,10 @@ impl RolloutBatch {
     /// The rows `rows` as one padded micro-batch: how every training, scoring and probe forward
     /// builds its input.
     pub fn seq_batch(&self, rows: &[usize], pad_id: u32, device: &Device) -> Result<SeqBatch> {
-        let prompts: Vec<&[u32]> = rows.iter().map(|&i| self.rollouts[i].prompt.as_slice()).collect();
+        let prompts: Vec<&[u32]> = rows
+            .iter()
+            .map(|&i| self.rollouts[i].prompt.as_slice())
+            .collect();
         let completions: Vec<&[u32]> = rows
             .iter()
             .map(|&i| self.rollouts[i].completion.as_slice())
@@ -147,7 +150,7 @@ pub trait Algorithm: Send + Sync {
     fn extra_vars(&self) -> Vec<(String, Var)> {
         Vec::new()
     }
-    fn prepare(&mut self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared>;
+    fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared>;
     /// `rows[k]` is the `Prepared::seqs` index of row k of `mb`.
     fn loss(
         &self,

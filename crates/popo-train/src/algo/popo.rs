@@ -123,7 +123,7 @@ impl Algorithm for Popo {
             .unwrap_or_default()
     }
 
-    fn prepare(&mut self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
+    fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
         let n = batch.len();
         let groups = batch.groups();
         let pos = positives(batch, self.threshold);

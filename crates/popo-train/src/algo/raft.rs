@@ -26,7 +26,7 @@ impl Algorithm for Raft {
         "raft"
     }
 
-    fn prepare(&mut self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
+    fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
         let groups = batch.groups();
         let pos = positives(batch, self.threshold);
         let lens: Vec<usize> = batch.rollouts.iter().map(|r| r.completion.len()).collect();
