@@ -5,7 +5,7 @@ The verifier of the popo trainer (Rust), as a Python package::
     import popo_verify
 
     v = popo_verify.verify("\\frac{1}{2}", "so the answer is $\\boxed{0.5}$.")
-    v.correct, v.pred_answer, v.reason             # (True, '0.5', 'rounded')
+    v.correct, v.pred_answer, v.reason             # (True, '0.5', 'exact')
     popo_verify.verify_batch(golds, responses)     # list[bool], GIL released, every core
 
 Drop-in rewards: ``popo_verify.trl.accuracy_reward`` (TRL's ``GRPOTrainer``) and
