@@ -106,10 +106,10 @@ def _largest_gap(fn):
 
 
 def test_verify_batch_releases_the_gil():
-    pairs = _cheap_pairs() * 3000
+    pairs = _cheap_pairs() * 6000
     golds = [g for g, _ in pairs]
     responses = [r for _, r in pairs]
     duration, gap = _largest_gap(lambda: popo_verify.verify_batch(golds, responses, 1))
     # Holding the GIL for the call would stop this thread for all of it (gap == duration).
-    assert duration > 0.05
+    assert duration > 0.02
     assert gap < 0.5 * duration, (gap, duration)
