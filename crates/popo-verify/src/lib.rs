@@ -64,6 +64,14 @@ pub struct Config {
     pub limits: Limits,
     /// Relative tolerance for numeric comparison (1e-6: six significant digits).
     pub rel_tol: f64,
+    /// Read the gold's final `\boxed{}` when it has one (the default, so a dataset's worked
+    /// solution works as a gold); `false` compares the gold string whole.
+    #[serde(default = "default_extract_gold")]
+    pub extract_gold: bool,
+}
+
+fn default_extract_gold() -> bool {
+    true
 }
 
 impl Default for Config {
@@ -72,6 +80,7 @@ impl Default for Config {
             extractor: Extractor::default(),
             limits: Limits::default(),
             rel_tol: 1e-6,
+            extract_gold: true,
         }
     }
 }
@@ -207,7 +216,11 @@ fn how_name(h: How) -> &'static str {
 
 /// Verify with a given configuration.
 pub fn verify_with(cfg: &Config, gold: &str, response: &str) -> Verdict {
-    let g = extract::strip_math_delims(&gold_answer(gold)).to_string();
+    let g = if cfg.extract_gold {
+        extract::strip_math_delims(&gold_answer(gold)).to_string()
+    } else {
+        extract::strip_math_delims(gold).to_string()
+    };
     let Some(p) = cfg.extractor.extract(response) else {
         return Verdict {
             correct: false,

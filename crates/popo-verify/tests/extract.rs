@@ -1,6 +1,9 @@
 //! Answer extraction from model responses, and verdict plumbing.
 
-use popo_verify::{answers_equivalent, extract, verify, verify_batch, Extractor, Strategy};
+use popo_verify::{
+    answers_equivalent, extract, verify, verify_batch, verify_batch_with, verify_with, Config,
+    Extractor, Strategy,
+};
 
 #[test]
 fn boxed_is_last_and_nested() {
@@ -150,4 +153,25 @@ fn several_boxes_on_the_final_line_are_a_hedge() {
         Some("\\boxed{7}")
     );
     assert!(verify("7", "\\boxed{\\boxed{7}}").correct);
+}
+
+#[test]
+fn gold_extraction_can_be_switched_off() {
+    let solution = "Adding, we get $2 + 3 = \\boxed{5}$.";
+    assert!(verify(solution, "\\boxed{5}").correct);
+    let whole = Config {
+        extract_gold: false,
+        ..Config::default()
+    };
+    // Compared whole, a worked solution is not the answer `5`; a plain answer still is.
+    let v = verify_with(&whole, solution, "\\boxed{5}");
+    assert!(!v.correct, "{v:?}");
+    assert!(verify_with(&whole, "$\\frac{1}{2}$", "\\boxed{0.5}").correct);
+    let pairs = vec![(solution.to_string(), "\\boxed{5}".to_string())];
+    assert!(!verify_batch_with(&whole, &pairs, 2)[0].correct);
+    // An old serialised config without the field keeps the default.
+    let mut json = serde_json::to_value(Config::default()).expect("serialise");
+    json.as_object_mut().expect("object").remove("extract_gold");
+    let back: Config = serde_json::from_value(json).expect("deserialise");
+    assert!(back.extract_gold);
 }
