@@ -7,7 +7,9 @@
 //! Every key of a user layer is checked against the defaults, so a typo is an error naming the key.
 //! The resolved config is written to `config.toml` in the run directory.
 
+pub use crate::data::PromptTemplate;
 pub use crate::params::MasterWeights;
+use candle_core::DType;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -60,9 +62,9 @@ pub struct RunConfig {
     /// Held-out problems evaluated (greedy); 0 disables evaluation.
     pub eval_size: usize,
     /// `cpu` or `cuda` (`cuda:N`).
-    pub device: String,
+    pub device: DeviceName,
     /// Compute dtype of the policy: `auto` (bf16 on CUDA, f32 on CPU), `f32`, `bf16`, `f16`.
-    pub dtype: String,
+    pub dtype: ComputeDtype,
     /// Mixed precision: `auto` (an f32 master copy of the weights, updated by the optimizer,
     /// whenever the compute dtype is bf16 or f16; the EMA target likewise), `f32` (the same),
     /// `none` (updates are rounded into the compute weights: most are lost at small lr).
@@ -80,8 +82,8 @@ pub struct RunConfig {
 pub struct ModelSection {
     /// HF model directory (or hub id). Empty: the built-in tiny model.
     pub path: String,
-    /// dtype of saved checkpoints: `same` (the compute dtype), `f32`, `bf16`.
-    pub save_dtype: String,
+    /// dtype of saved checkpoints: `same` (the compute dtype), `f32`, `bf16`, `f16`.
+    pub save_dtype: SaveDtype,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -94,7 +96,7 @@ pub struct DataSection {
     pub problem_field: String,
     pub answer_field: String,
     /// `qwen_math` | `r1_zero` | `chat` (the tokenizer's template) | `plain`.
-    pub template: String,
+    pub template: PromptTemplate,
     /// Prompts longer than this (in tokens) are counted and skipped.
     pub max_prompt_len: usize,
     pub shuffle: bool,
@@ -169,6 +171,102 @@ pub enum AlgoName {
     Popo,
     Grpo,
     Raft,
+}
+
+/// `run.dtype`: the policy's compute dtype.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDtype {
+    /// bf16 on CUDA, f32 on CPU.
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl ComputeDtype {
+    pub fn resolve(self, device: &candle_core::Device) -> DType {
+        match self {
+            ComputeDtype::Auto if device.is_cuda() => DType::BF16,
+            ComputeDtype::Auto | ComputeDtype::F32 => DType::F32,
+            ComputeDtype::Bf16 => DType::BF16,
+            ComputeDtype::F16 => DType::F16,
+        }
+    }
+}
+
+/// `model.save_dtype`: the dtype of the HF weights in checkpoints.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveDtype {
+    /// The compute dtype.
+    Same,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl SaveDtype {
+    pub fn resolve(self, compute: DType) -> DType {
+        match self {
+            SaveDtype::Same => compute,
+            SaveDtype::F32 => DType::F32,
+            SaveDtype::Bf16 => DType::BF16,
+            SaveDtype::F16 => DType::F16,
+        }
+    }
+}
+
+/// `run.device`: `cpu`, `cuda` (device 0) or `cuda:N`, written as those strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceName {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceName::Cpu => f.write_str("cpu"),
+            DeviceName::Cuda(0) => f.write_str("cuda"),
+            DeviceName::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceName {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceName::Cpu),
+            "cuda" => Ok(DeviceName::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(DeviceName::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}` (expected cpu, cuda or cuda:N)")),
+        }
+    }
+}
+
+impl Serialize for DeviceName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl DeviceName {
+    pub fn open(self) -> Result<candle_core::Device> {
+        crate::lm::device(&self.to_string())
+    }
 }
 
 /// `run.cpu_parallel` (see `crate::parallel`).
@@ -291,8 +389,8 @@ impl Default for RunConfig {
             max_nonfinite_in_row: 5,
             eval_every: 0,
             eval_size: 200,
-            device: "cpu".into(),
-            dtype: "auto".into(),
+            device: DeviceName::Cpu,
+            dtype: ComputeDtype::Auto,
             master_weights: MasterWeights::Auto,
             tensorboard: true,
             cpu_parallel: CpuParallel::Auto,
@@ -304,7 +402,7 @@ impl Default for ModelSection {
     fn default() -> Self {
         Self {
             path: String::new(),
-            save_dtype: "same".into(),
+            save_dtype: SaveDtype::Same,
         }
     }
 }
@@ -316,7 +414,7 @@ impl Default for DataSection {
             eval_path: String::new(),
             problem_field: "problem".into(),
             answer_field: "answer".into(),
-            template: "qwen_math".into(),
+            template: PromptTemplate::QwenMath,
             max_prompt_len: 512,
             shuffle: true,
             skip_invalid: false,
@@ -741,24 +839,6 @@ impl TrainConfig {
                 self.optim.init_loss_scale >= 1.0,
                 "optim.init_loss_scale must be >= 1",
             ),
-            (
-                matches!(self.run.dtype.as_str(), "auto" | "f32" | "bf16" | "f16"),
-                "run.dtype must be auto, f32, bf16 or f16",
-            ),
-            (
-                matches!(
-                    self.model.save_dtype.as_str(),
-                    "same" | "f32" | "bf16" | "f16"
-                ),
-                "model.save_dtype must be same, f32, bf16 or f16",
-            ),
-            (
-                matches!(
-                    self.data.template.as_str(),
-                    "qwen_math" | "r1_zero" | "chat" | "plain"
-                ),
-                "data.template must be qwen_math, r1_zero, chat or plain",
-            ),
         ];
         for (ok, msg) in checks {
             if !ok {
@@ -1050,6 +1130,37 @@ mod tests {
             e.contains("run.cpu_parallel") && e.contains("threads"),
             "{e}"
         );
+        // The typed keys: dtype, device, save dtype and template are enums, errors name the key.
+        for (set, key) in [
+            ("run.dtype=fp8", "run.dtype"),
+            ("run.device=tpu", "run.device"),
+            ("run.device=cuda:x", "run.device"),
+            ("model.save_dtype=int4", "model.save_dtype"),
+            ("data.template=alpaca", "data.template"),
+        ] {
+            let e = ConfigBuilder::new()
+                .set(set)
+                .unwrap()
+                .build()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{set}: {e}");
+        }
+        let c = ConfigBuilder::new()
+            .set("run.device=cuda:1")
+            .unwrap()
+            .set("run.dtype=bf16")
+            .unwrap()
+            .set("data.template=r1")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(
+            (c.run.device, c.run.dtype, c.data.template),
+            (DeviceName::Cuda(1), ComputeDtype::Bf16, PromptTemplate::R1Zero)
+        );
+        let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c, "typed keys round-trip through config.toml");
         let c = ConfigBuilder::new()
             .set("run.cpu_parallel=micro_batches")
             .unwrap()

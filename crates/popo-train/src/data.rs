@@ -110,26 +110,27 @@ User: {problem}. Assistant:";
 pub enum PromptTemplate {
     /// System "Please reason step by step, ..." + user problem, rendered by the tokenizer's chat
     /// template when it has one, else by built-in ChatML (Qwen's own markup).
+    #[serde(alias = "qwen-math", alias = "qwen")]
     QwenMath,
     /// Plain text, no chat markup.
+    #[serde(alias = "r1-zero", alias = "r1")]
     R1Zero,
     /// The tokenizer's chat template with a single user message (an error if it has none).
+    #[serde(alias = "tokenizer")]
     Chat,
     /// The problem text as it is (the built-in task's format).
+    #[serde(alias = "raw", alias = "none")]
     Plain,
 }
 
+/// The names `--template` and `data.template` accept, aliases included (serde's list).
 impl std::str::FromStr for PromptTemplate {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "qwen_math" | "qwen-math" | "qwen" => PromptTemplate::QwenMath,
-            "r1_zero" | "r1-zero" | "r1" => PromptTemplate::R1Zero,
-            "chat" | "tokenizer" => PromptTemplate::Chat,
-            "plain" | "raw" | "none" => PromptTemplate::Plain,
-            _ => {
-                bail!("unknown prompt template `{s}` (expected qwen_math, r1_zero, chat or plain)")
-            }
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+            anyhow::anyhow!(
+                "unknown prompt template `{s}` (expected qwen_math, r1_zero, chat or plain)"
+            )
         })
     }
 }

@@ -25,11 +25,6 @@ pub fn device(name: &str) -> Result<Device> {
     popo_model::device_from_str(name)
 }
 
-/// Parses `f32`, `bf16`, `f16` or `f64`.
-pub fn dtype(name: &str) -> Result<DType> {
-    popo_model::dtype_from_str(name)
-}
-
 /// A local HF directory, or a hub id already in the local cache.
 pub fn resolve(name_or_dir: &str) -> Result<std::path::PathBuf> {
     popo_model::resolve_model_path(name_or_dir)

@@ -5,7 +5,7 @@
 use crate::algo::{self, Algorithm};
 use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::data::{self, DataCursor, JsonlFormat, LoadStats, Prompt, PromptTemplate, Shuffler};
+use crate::data::{self, DataCursor, JsonlFormat, LoadStats, Prompt, Shuffler};
 use crate::learner::Learner;
 use crate::lm::{self, LmPolicy, Tokenizer};
 use crate::parallel::micro_batch_width;
@@ -29,26 +29,10 @@ pub struct Setup {
     pub eval: Vec<Prompt>,
 }
 
-/// `run.dtype`: `auto` is bf16 on CUDA and f32 on CPU.
-pub fn compute_dtype(cfg: &TrainConfig, device: &Device) -> Result<DType> {
-    match cfg.run.dtype.as_str() {
-        "auto" => Ok(if device.is_cuda() {
-            DType::BF16
-        } else {
-            DType::F32
-        }),
-        s => lm::dtype(s),
-    }
-}
-
-pub fn prompt_template(cfg: &TrainConfig) -> Result<PromptTemplate> {
-    cfg.data.template.parse()
-}
-
 /// Builds the policy, tokenizer and prompt sets from the config (the built-in task and model when
 /// `model.path` / `data.path` are empty). `checkpoint` overrides the weights (resume).
 pub fn setup(cfg: &TrainConfig, device: &Device, checkpoint: Option<&Path>) -> Result<Setup> {
-    let dtype = compute_dtype(cfg, device)?;
+    let dtype = cfg.run.dtype.resolve(device);
     let loaded = match (checkpoint, cfg.model.path.as_str()) {
         (Some(dir), _) => LmPolicy::load(dir, device, dtype)?,
         (None, "") => {
@@ -84,7 +68,7 @@ pub fn setup(cfg: &TrainConfig, device: &Device, checkpoint: Option<&Path>) -> R
 
 /// The training and held-out prompts, rendered with the prompt template and tokenized.
 fn prompts(cfg: &TrainConfig, tokenizer: &Tokenizer) -> Result<(Vec<Prompt>, Vec<Prompt>)> {
-    let template = prompt_template(cfg)?;
+    let template = cfg.data.template;
     let mut stats = LoadStats::default();
     let mut prepare = |examples: &[data::Example]| {
         data::prepare_prompts(

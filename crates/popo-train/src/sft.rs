@@ -9,7 +9,6 @@ use crate::lm::{LmPolicy, Tokenizer};
 use crate::optim::lr_at;
 use crate::params::Params;
 use crate::policy::{Policy, SeqBatch};
-use crate::setup::prompt_template;
 use crate::task;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
@@ -78,7 +77,7 @@ fn pairs(cfg: &TrainConfig, tokenizer: &Tokenizer) -> Result<Vec<(Vec<u32>, Vec<
     if !cfg.data.path.is_empty() {
         return Ok(Vec::new());
     }
-    let template = prompt_template(cfg)?;
+    let template = cfg.data.template;
     let eos = tokenizer.eos_token_id();
     let mut out = Vec::new();
     for p in cfg.task.generate(task::Split::Sft)? {

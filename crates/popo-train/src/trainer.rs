@@ -64,7 +64,7 @@ impl Trainer {
     /// A fresh run: writes config.toml, runs the SFT warm-up if configured, measures held-out
     /// accuracy, and builds the algorithm and optimizer.
     pub fn new(cfg: TrainConfig, stop: Arc<AtomicBool>) -> Result<Self> {
-        let device = crate::lm::device(&cfg.run.device)?;
+        let device = cfg.run.device.open()?;
         let run_dir = crate::setup::new_run_dir(&cfg)?;
         cfg.save(&run_dir.join("config.toml"))?;
         let s = setup(&cfg, &device, None)?;
@@ -92,7 +92,7 @@ impl Trainer {
     pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<Self> {
         let (run_dir, ck) = checkpoint::resolve_resume(dir)?;
         let cfg = TrainConfig::from_file(&run_dir.join("config.toml"))?;
-        let device = crate::lm::device(&cfg.run.device)?;
+        let device = cfg.run.device.open()?;
         let s = setup(&cfg, &device, Some(&ck))?;
         let state = checkpoint::load_state(&ck)?;
         let logger = RunLogger::resume(&run_dir, state.step, cfg.run.tensorboard)?;
@@ -331,10 +331,7 @@ impl Trainer {
     }
 
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
-        let save_dtype = match self.cfg.model.save_dtype.as_str() {
-            "same" => self.policy.dtype(),
-            s => crate::lm::dtype(s)?,
-        };
+        let save_dtype = self.cfg.model.save_dtype.resolve(self.policy.dtype());
         let (policy, params) = (&self.policy, &self.learner.params);
         let (tok, gen) = (&self.tokenizer, self.generation_config.as_ref());
         checkpoint::save(
