@@ -68,30 +68,65 @@ impl Linear {
 struct RmsNorm {
     weight: Tensor, // [d]
     eps: f64,
+    /// No-graph copies only: the scale of candle's fused kernel (one op instead of eight; it has
+    /// no backward). The weight itself for an f32 model; ones in f32 for a bf16 / f16 model, whose
+    /// weight is applied after rounding back, as transformers does.
+    fused: Option<Tensor>,
+    /// f32 ones [d] for low-precision models, made once.
+    ones: Option<Tensor>,
 }
 
 impl RmsNorm {
     fn new(vb: VarBuilder, d: usize, eps: f64) -> Result<Self> {
+        let low = matches!(vb.dtype(), DType::F16 | DType::BF16);
+        let ones = if low {
+            Some(Tensor::ones(d, DType::F32, vb.device())?)
+        } else {
+            None
+        };
         let weight = vb.get_with_hints(d, "weight", Init::Const(1.0))?;
-        Ok(Self { weight, eps })
+        Ok(Self {
+            weight,
+            eps,
+            fused: None,
+            ones,
+        })
     }
 
     /// Normalises over the last dim in f32 (f64 stays f64), like transformers' RMSNorm.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dt = x.dtype();
-        let xf = match dt {
-            DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
-            _ => x.clone(),
+        let low = matches!(dt, DType::F16 | DType::BF16);
+        let xf = if low {
+            x.to_dtype(DType::F32)?
+        } else {
+            x.clone()
         };
+        if let Some(alpha) = &self.fused {
+            let y = candle_nn::ops::rms_norm(&xf.contiguous()?, alpha, self.eps as f32)?;
+            return Ok(if low {
+                y.to_dtype(dt)?.broadcast_mul(&self.weight)?
+            } else {
+                y
+            });
+        }
         let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
         let y = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         Ok(y.to_dtype(dt)?.broadcast_mul(&self.weight)?)
     }
 
     fn detached(&self) -> Self {
+        let weight = self.weight.detach();
+        // f64 models (finite-difference tests) stay on primitives.
+        let fused = match weight.dtype() {
+            DType::F32 => Some(weight.clone()),
+            _ => self.ones.clone(),
+        };
         Self {
-            weight: self.weight.detach(),
+            weight,
             eps: self.eps,
+            fused,
+            ones: self.ones.clone(),
         }
     }
 }
@@ -124,6 +159,8 @@ struct Attention {
     n_heads: usize,
     n_kv: usize,
     head_dim: usize,
+    /// No-graph copies only: candle's fused softmax and RoPE kernels.
+    fused: bool,
 }
 
 impl Attention {
@@ -149,6 +186,7 @@ impl Attention {
             n_heads: h,
             n_kv: kv,
             head_dim: hd,
+            fused: false,
         })
     }
 
@@ -168,8 +206,17 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        let q = apply_rope(&q.transpose(1, 2)?.contiguous()?, &rope.0, &rope.1)?; // [b, h, t, hd]
-        let k = apply_rope(&k.transpose(1, 2)?.contiguous()?, &rope.0, &rope.1)?; // [b, kv, t, hd]
+        let rotate = |x: &Tensor| -> Result<Tensor> {
+            let x = x.transpose(1, 2)?.contiguous()?;
+            if self.fused {
+                // cos/sin: [b, t, hd/2]
+                Ok(candle_nn::rotary_emb::rope(&x, &rope.0, &rope.1)?)
+            } else {
+                apply_rope(&x, &rope.0, &rope.1) // cos/sin: [b, 1, t, hd]
+            }
+        };
+        let q = rotate(&q)?; // [b, h, t, hd]
+        let k = rotate(&k)?; // [b, kv, t, hd]
         let v = v.transpose(1, 2)?.contiguous()?; // [b, kv, t, hd]
         let (k, v) = match cache {
             Some((c, past)) => {
@@ -191,7 +238,13 @@ impl Attention {
             DType::F16 | DType::BF16 => scores.to_dtype(DType::F32)?,
             _ => scores,
         };
-        let probs = softmax_last(&scores.broadcast_add(bias)?)?.to_dtype(dt)?; // [b, h, t, s]
+        let scores = scores.broadcast_add(bias)?;
+        let probs = if self.fused {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            softmax_last(&scores)?
+        }
+        .to_dtype(dt)?; // [b, h, t, s]
         let y = probs.reshape((b, kv, rep * t, s))?.matmul(&v)?; // [b, kv, rep*t, hd]
         let y = y
             .reshape((b, h, t, hd))?
@@ -208,6 +261,8 @@ impl Attention {
             o_proj: self.o_proj.detached(),
             q_norm: self.q_norm.as_ref().map(|n| n.detached()),
             k_norm: self.k_norm.as_ref().map(|n| n.detached()),
+            // f64 models (finite-difference tests) keep every op primitive.
+            fused: self.q_proj.weight.dtype() != DType::F64,
             ..*self
         }
     }
@@ -409,6 +464,9 @@ pub struct Model {
     inv_freq: Vec<f64>,
     device: Device,
     dtype: DType,
+    /// A `detached()` copy: no autograd graph, so the forward uses candle's fused kernels and
+    /// skips the log-prob gradient carriers.
+    no_grad: bool,
 }
 
 fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f64> {
@@ -505,6 +563,7 @@ impl Model {
             cfg: cfg.clone(),
             device: embed_tokens.device().clone(),
             dtype: embed_tokens.dtype(),
+            no_grad: false,
             embed_tokens,
             layers,
             norm,
@@ -574,7 +633,13 @@ impl Model {
             inv_freq: self.inv_freq.clone(),
             device: self.device.clone(),
             dtype: self.dtype,
+            no_grad: true,
         }
+    }
+
+    /// Whether the forward uses candle's fused kernels (a `detached()` model, not f64).
+    fn fused(&self) -> bool {
+        self.no_grad && self.dtype != DType::F64
     }
 
     /// dtype of masks, rotary tables and log-prob outputs: f64 for an f64 model, else f32.
@@ -586,7 +651,8 @@ impl Model {
         }
     }
 
-    /// cos/sin tables, each [b, 1, t, hd] in the compute dtype.
+    /// cos/sin tables in the compute dtype: [b, 1, t, hd] for the primitive RoPE, [b, t, hd/2]
+    /// for candle's fused kernel.
     fn rope_tables(&self, positions: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
         let b = positions.len();
         let t = positions.first().map_or(0, |r| r.len());
@@ -597,6 +663,11 @@ impl Model {
         let inv =
             Tensor::from_vec(self.inv_freq.clone(), (1, 1, half), &self.device)?.to_dtype(fdt)?;
         let freqs = pos.broadcast_mul(&inv)?; // [b, t, hd/2]
+        if self.fused() {
+            let cos = freqs.cos()?.to_dtype(self.dtype)?.contiguous()?;
+            let sin = freqs.sin()?.to_dtype(self.dtype)?.contiguous()?;
+            return Ok((cos, sin));
+        }
         let emb = Tensor::cat(&[&freqs, &freqs], D::Minus1)?; // [b, t, hd]
         let cos = emb.cos()?.unsqueeze(1)?.to_dtype(self.dtype)?;
         let sin = emb.sin()?.unsqueeze(1)?.to_dtype(self.dtype)?;
@@ -786,9 +857,13 @@ impl Model {
         let lse = (sum_e.log()? + max)?; // [n, 1]
         let mean_z = (&p * &z)?.sum_keepdim(1)?; // [n, 1]
         let entropy = (&lse - &mean_z)?; // [n, 1]
-        let r = p.mul(&z.broadcast_sub(&mean_z)?)?; // [n, vocab]
         let tgt = targets.unsqueeze(1)?; // [n, 1]
         let z_tgt = z.gather(&tgt, 1)?; // [n, 1]
+        if self.no_grad {
+            // No graph to carry gradients for: skip the two [n, vocab] x [vocab, d] products.
+            return Ok(((z_tgt - lse)?, entropy));
+        }
+        let r = p.mul(&z.broadcast_sub(&mean_z)?)?; // [n, vocab]
         drop((z, e));
         // Gradient carriers: value zero, gradient as described above.
         let zero_value = |x: Tensor| -> Result<Tensor> {

@@ -9,8 +9,8 @@
 
 pub use crate::data::PromptTemplate;
 pub use crate::params::MasterWeights;
-use candle_core::DType;
 use anyhow::{bail, Context, Result};
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use toml::Value;
@@ -1157,7 +1157,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             (c.run.device, c.run.dtype, c.data.template),
-            (DeviceName::Cuda(1), ComputeDtype::Bf16, PromptTemplate::R1Zero)
+            (
+                DeviceName::Cuda(1),
+                ComputeDtype::Bf16,
+                PromptTemplate::R1Zero
+            )
         );
         let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back, c, "typed keys round-trip through config.toml");

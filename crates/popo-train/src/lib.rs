@@ -5,6 +5,7 @@
 //! -> per micro-batch: policy forward -> algorithm.loss -> backward -> optimizer step -> algorithm.after_step (EMA) -> metrics.
 
 pub mod algo;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

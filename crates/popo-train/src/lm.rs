@@ -20,6 +20,20 @@ pub struct Loaded {
     pub generation_config: Option<serde_json::Value>,
 }
 
+impl Loaded {
+    /// A checkpoint the caller has already loaded with `popo_model`.
+    pub fn from(p: popo_model::Pretrained) -> Result<Self> {
+        let tokenizer = p
+            .tokenizer
+            .with_context(|| format!("{}: no tokenizer.json", p.dir.display()))?;
+        Ok(Loaded {
+            policy: LmPolicy::new(p.model, p.varmap),
+            tokenizer,
+            generation_config: p.generation_config,
+        })
+    }
+}
+
 /// Parses `cpu`, `cuda` or `cuda:N`.
 pub fn device(name: &str) -> Result<Device> {
     popo_model::device_from_str(name)
@@ -57,15 +71,7 @@ impl LmPolicy {
 
     /// Loads an HF directory (config.json, safetensors, tokenizer) with weights in `dtype`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
-        let p = popo_model::load_pretrained(dir, device, dtype)?;
-        let tokenizer = p
-            .tokenizer
-            .with_context(|| format!("{}: no tokenizer.json", dir.display()))?;
-        Ok(Loaded {
-            policy: LmPolicy::new(p.model, p.varmap),
-            tokenizer,
-            generation_config: p.generation_config,
-        })
+        Loaded::from(popo_model::load_pretrained(dir, device, dtype)?)
     }
 
     /// A freshly initialised model: normal(0, `std`) matrices drawn from `seed`.
@@ -82,6 +88,10 @@ impl LmPolicy {
 
     pub fn dtype(&self) -> DType {
         self.model.dtype()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
     }
 
     /// Where generation stops: `popo_model::stop_ids` over this model's config.json, the

@@ -14,7 +14,8 @@ use candle_core::Device;
 /// set by the user always wins.
 pub fn configure_process(cfg: &TrainConfig) {
     let mode = cfg.run.cpu_parallel;
-    let small_on_cpu = cfg.model.path.is_empty() && cfg.run.device == crate::config::DeviceName::Cpu;
+    let small_on_cpu =
+        cfg.model.path.is_empty() && cfg.run.device == crate::config::DeviceName::Cpu;
     let one_core_ops =
         mode == CpuParallel::MicroBatches || (mode == CpuParallel::Auto && small_on_cpu);
     if one_core_ops && std::env::var_os("CANDLE_NUM_THREADS").is_none() {

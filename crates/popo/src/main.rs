@@ -36,6 +36,8 @@ enum Command {
     Experiment(cmd::experiment::Args),
     /// Plot metric curves of one or more run directories.
     Plot(cmd::plot::Args),
+    /// Measure decode and training throughput of a model (tokens/s, peak memory).
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -57,6 +59,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
         Command::Plot(a) => cmd::plot::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -14,9 +14,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory in Hugging Face layout (or a hub id already in the local HF cache).
-    #[arg(long)]
-    pub model: String,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// One prompt as text.
     #[arg(long, conflicts_with = "input", required_unless_present = "input")]
     pub prompt: Option<String>,
@@ -59,17 +58,9 @@ pub struct Args {
     /// Prompts per sampling batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Compute dtype: f32 or bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let device = popo_model::device_from_str(&args.device)?;
-    let dtype = popo_model::dtype_from_str(&args.dtype)?;
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -85,8 +76,7 @@ pub fn run(args: Args) -> Result<i32> {
             .collect(),
         (None, None) => bail!("give --prompt or --input"),
     };
-    let dir = popo_model::resolve_model_path(&args.model)?;
-    let pre = popo_model::load_pretrained(&dir, &device, dtype)?;
+    let pre = args.model.load()?;
     let tok = pre.tokenizer.as_ref();
 
     let mut prompts = Vec::with_capacity(lines.len());

@@ -12,9 +12,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory in Hugging Face layout (or a hub id already in the local HF cache).
-    #[arg(long)]
-    pub model: String,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// JSONL input: `prompt_ids` + `completion_ids`, or `prompt` + `completion` text.
     #[arg(long)]
     pub input: PathBuf,
@@ -27,20 +26,11 @@ pub struct Args {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Compute dtype: f32 or bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let device = popo_model::device_from_str(&args.device)?;
-    let dtype = popo_model::dtype_from_str(&args.dtype)?;
     let lines = read_jsonl(&args.input)?;
-    let dir = popo_model::resolve_model_path(&args.model)?;
-    let pre = popo_model::load_pretrained(&dir, &device, dtype)?;
+    let pre = args.model.load()?;
     let mut items = Vec::with_capacity(lines.len());
     for (lineno, obj) in &lines {
         let at = || format!("{}:{lineno}", args.input.display());

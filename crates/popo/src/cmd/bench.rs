@@ -1,0 +1,66 @@
+//! `popo bench`: decode and training throughput of a model (`popo_train::bench`).
+
+use anyhow::Result;
+use popo_train::bench::{self, BenchConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+    /// Decode batch sizes, comma-separated; each row samples at T = 1 to the full length.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+    pub batch: Vec<usize>,
+    /// Prompt tokens per row (random ids).
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// Tokens generated per row.
+    #[arg(long, default_value_t = 256)]
+    pub new_tokens: usize,
+    /// Sequences in the timed training update (0: no training measurement).
+    #[arg(long, default_value_t = 16)]
+    pub train_batch: usize,
+    /// Tokens per training sequence (a quarter prompt, the rest completion).
+    #[arg(long, default_value_t = 512)]
+    pub train_len: usize,
+    /// Sequences per forward/backward inside the update.
+    #[arg(long, default_value_t = 8)]
+    pub micro_batch: usize,
+    /// Timed runs per measurement (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object (stable keys) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let device = popo_model::device_from_str(&args.model.device)?;
+    let pre = args.model.load()?;
+    let loaded = popo_train::lm::Loaded::from(pre)?;
+    let cfg = BenchConfig {
+        batches: args.batch.clone(),
+        prompt_len: args.prompt_len,
+        new_tokens: args.new_tokens,
+        train_batch: args.train_batch,
+        train_len: args.train_len,
+        micro_batch: args.micro_batch,
+        repeats: args.repeats,
+        seed: args.seed,
+    };
+    let mut report = bench::run(
+        &loaded.policy,
+        &loaded.tokenizer,
+        &device,
+        &cfg,
+        &mut |what| eprintln!("bench: {what}"),
+    )?;
+    report.model = args.model.model.clone();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(0)
+}
