@@ -9,7 +9,8 @@
 use crate::batch::{TokenBatch, TrainOutput};
 use crate::config::{Arch, ModelConfig, RopeScaling};
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder, VarMap};
 
 /// Additive attention bias for disallowed (future or padding) keys. Finite so that a row with
@@ -306,6 +307,20 @@ struct Layer {
 }
 
 impl Layer {
+    /// x + attn(norm(x)), then + mlp(norm(.)): one pre-norm decoder block.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        bias: &Tensor,
+        cache: Option<(&mut LayerCache, usize)>,
+    ) -> Result<Tensor> {
+        let h = self.input_layernorm.forward(x)?;
+        let x = (x + self.attn.forward(&h, rope, bias, cache)?)?;
+        let h = self.post_attention_layernorm.forward(&x)?;
+        Ok((&x + self.mlp.forward(&h)?)?)
+    }
+
     fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.hidden_size;
         Ok(Self {
@@ -724,19 +739,21 @@ impl Model {
         let (b, t) = ids.dims2()?;
         self.check_ids(ids, positions)?;
         let rope = self.rope_tables(positions)?;
-        let mut x = self
-            .embed_tokens
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?; // [b, t, d]
+        let mut x = self.embed(ids, b, t)?; // [b, t, d]
         let past = cache.as_ref().map_or(0, |c| c.len);
         for (i, layer) in self.layers.iter().enumerate() {
             let lc = cache.as_deref_mut().map(|c| (&mut c.layers[i], past));
-            let h = layer.input_layernorm.forward(&x)?;
-            x = (x + layer.attn.forward(&h, &rope, bias, lc)?)?;
-            let h = layer.post_attention_layernorm.forward(&x)?;
-            x = (x + layer.mlp.forward(&h)?)?;
+            x = layer.forward(&x, &rope, bias, lc)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// Token embeddings [b, t, d] of `ids` [b, t].
+    fn embed(&self, ids: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+        Ok(self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?)
     }
 
     /// Logits [.., vocab] in the compute dtype for hidden states [.., d].
@@ -887,10 +904,15 @@ impl Model {
             temperature > 0.0,
             "temperature must be positive, got {temperature}"
         );
+        let hidden = self.forward_hidden(&batch.input_ids, &batch.attention_mask)?; // [b, t, d]
+        self.head(batch, hidden, temperature)
+    }
+
+    /// Log-probs and entropies from the final hidden states (the rest of `forward_train`).
+    fn head(&self, batch: &TokenBatch, hidden: Tensor, temperature: f64) -> Result<TrainOutput> {
         let ids = &batch.input_ids;
         let (b, t) = ids.dims2()?;
         let fdt = self.float_dtype();
-        let hidden = self.forward_hidden(ids, &batch.attention_mask)?; // [b, t, d]
         let mask = batch.attention_mask.to_dtype(fdt)?; // [b, t]
         if t < 2 {
             let zeros = Tensor::zeros((b, t), fdt, &self.device)?;
@@ -929,6 +951,65 @@ impl Model {
             hidden,
         })
     }
+
+    /// The gradients of `loss(forward_train(batch))`, with per-layer activation recomputation
+    /// (gradient checkpointing): the forward keeps only each layer's input, and the backward runs
+    /// the layers again one at a time, last first, each with its own small graph. Peak memory is
+    /// one layer's activations instead of all of them, for about one more forward of compute.
+    /// The gradients equal those of `loss(forward_train(batch)).backward()` up to float rounding.
+    ///
+    /// Returns one `GradStore` per stage (head, each layer, embedding); a weight's gradient is the
+    /// sum of its entries across them (a tied embedding appears twice).
+    pub fn backward_checkpointed(
+        &self,
+        batch: &TokenBatch,
+        temperature: f64,
+        loss: &mut dyn FnMut(&TrainOutput) -> Result<Tensor>,
+    ) -> Result<Vec<GradStore>> {
+        ensure!(
+            temperature > 0.0,
+            "temperature must be positive, got {temperature}"
+        );
+        let ids = &batch.input_ids;
+        let (b, t) = ids.dims2()?;
+        let mask = mask_to_host(&batch.attention_mask)?;
+        let pos = positions_from_mask(&mask, &vec![0; mask.len()]);
+        self.check_ids(ids, &pos)?;
+        let rope = self.rope_tables(&pos)?;
+        let bias = self.attention_bias(&mask, 0, t)?;
+        // Forward: each layer's graph is dropped as soon as its output is detached.
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut x = self.embed(ids, b, t)?.detach();
+        for layer in &self.layers {
+            let next = layer.forward(&x, &rope, &bias, None)?.detach();
+            inputs.push(x);
+            x = next;
+        }
+        // Head and loss, back to the last layer's output.
+        let top = Var::from_tensor(&x)?;
+        let out = self.head(batch, self.norm.forward(top.as_tensor())?, temperature)?;
+        let mut stores = vec![loss(&out)?.backward()?];
+        drop(out);
+        let mut grad = stage_grad(&stores[0], &top)?;
+        // Layers, last first: recompute with a graph, push the gradient through.
+        for (layer, input) in self.layers.iter().zip(inputs).rev() {
+            let input = Var::from_tensor(&input)?;
+            let y = layer.forward(input.as_tensor(), &rope, &bias, None)?;
+            let store = (y * &grad)?.sum_all()?.backward()?;
+            grad = stage_grad(&store, &input)?;
+            stores.push(store);
+        }
+        stores.push((self.embed(ids, b, t)? * &grad)?.sum_all()?.backward()?);
+        Ok(stores)
+    }
+}
+
+/// The gradient a stage's backward left on its input (zeros when the loss did not reach it).
+fn stage_grad(store: &GradStore, input: &Var) -> Result<Tensor> {
+    Ok(match store.get(input.as_tensor()) {
+        Some(g) => g.clone(),
+        None => input.as_tensor().zeros_like()?,
+    })
 }
 
 /// [b, t] mask tensor (any numeric dtype) as host 0/1 rows.

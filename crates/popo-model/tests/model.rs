@@ -426,3 +426,64 @@ fn the_no_graph_path_matches_the_training_path() {
         }
     }
 }
+
+/// Gradient checkpointing gives the gradients of the ordinary backward, for a loss that reads
+/// log-probs, entropies and hidden states, for every architecture (tied embeddings included).
+#[test]
+fn checkpointed_backward_matches_the_ordinary_backward() {
+    for (name, cfg) in common::all_configs() {
+        let (varmap, model) = common::build(&cfg, DType::F32, 5);
+        let (p, c) = batch(cfg.vocab_size);
+        let b = make_batch(&p, &c);
+        let loss_of = |out: &popo_model::TrainOutput| -> anyhow::Result<Tensor> {
+            let m = &b.completion_mask;
+            let lp = out.logprobs.mul(m)?.sum_all()?;
+            let ent = (out.entropy.mul(m)?.sum_all()? * 0.1)?;
+            let feat = (out.hidden.sqr()?.mean_all()? * 0.5)?;
+            Ok(((lp + ent)? + feat)?)
+        };
+        let plain = loss_of(&model.forward_train(&b, 0.9).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let stores = model
+            .backward_checkpointed(&b, 0.9, &mut |out| loss_of(out))
+            .unwrap();
+        let vars = varmap.data().lock().unwrap();
+        for (vname, var) in vars.iter() {
+            let want = plain.get(var.as_tensor()).unwrap();
+            let mut got: Option<Tensor> = None;
+            for s in &stores {
+                if let Some(g) = s.get(var.as_tensor()) {
+                    got = Some(match got {
+                        Some(acc) => (acc + g).unwrap(),
+                        None => g.clone(),
+                    });
+                }
+            }
+            let got = got.unwrap_or_else(|| panic!("{name}: no gradient for {vname}"));
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_keepdim(0)
+                .unwrap()
+                .flatten_all()
+                .unwrap();
+            let scale = scale.max(0).unwrap().to_scalar::<f32>().unwrap().max(1e-6);
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff <= 1e-4 * scale,
+                "{name} {vname}: max |diff| {diff} (scale {scale})"
+            );
+        }
+    }
+}

@@ -29,6 +29,8 @@ pub struct BenchConfig {
     pub train_len: usize,
     /// Sequences per forward/backward in the training update.
     pub micro_batch: usize,
+    /// Per-layer activation recomputation in the update (`optim.gradient_checkpointing`).
+    pub checkpoint: bool,
     pub repeats: usize,
     pub seed: u64,
 }
@@ -204,10 +206,11 @@ fn time_update(
         let t_prepare = t.elapsed().as_secs_f64();
         let rows = prep.included();
         let chunks: Vec<&[usize]> = rows.chunks(cfg.micro_batch.max(1)).collect();
-        let micro = |k: usize| -> Result<MicroLoss> {
+        let micro = |k: usize, scale: f64| -> Result<MicroLoss> {
             let mb = batch.seq_batch(chunks[k], 0, device)?;
-            let l = algo.loss(&policy.forward(&mb, 1.0)?, &mb, &prep, chunks[k])?;
-            Ok(MicroLoss::new(l.loss, l.stats, &mb))
+            MicroLoss::backward(policy, &mb, 1.0, cfg.checkpoint, scale, |out| {
+                algo.loss(out, &mb, &prep, chunks[k])
+            })
         };
         let t = Instant::now();
         learner.update(chunks.len(), 1e-6, micro)?;

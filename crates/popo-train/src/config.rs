@@ -160,6 +160,10 @@ pub struct OptimConfig {
     pub grad_clip: f64,
     /// Sequences per forward/backward; gradients are accumulated over micro-batches.
     pub micro_batch_size: usize,
+    /// Recompute each layer's activations during the backward pass instead of keeping them all:
+    /// peak activation memory of one layer, for about one more forward of compute. For long
+    /// completions and large micro-batches.
+    pub gradient_checkpointing: bool,
     /// f16 compute only: the first dynamic loss scale (halved on every overflow, doubled after
     /// 2000 clean updates), as `torch.amp.GradScaler(init_scale=...)`.
     pub init_loss_scale: f64,
@@ -464,6 +468,7 @@ impl Default for OptimConfig {
             min_lr_ratio: 0.0,
             grad_clip: 1.0,
             micro_batch_size: 8,
+            gradient_checkpointing: false,
             init_loss_scale: 65536.0,
         }
     }

@@ -3,19 +3,21 @@
 //! `crate::parallel`), the gradients are summed in index order, unscaled (f16), checked, clipped
 //! and applied by AdamW to the parameters' full-precision values.
 
+use crate::algo::LossOutput;
 use crate::config::OptimConfig;
 use crate::metrics::{names, StepMetrics};
 use crate::optim::{AdamW, GradAccum, LossScale};
 use crate::parallel::in_waves;
 use crate::params::Params;
-use crate::policy::SeqBatch;
+use crate::policy::{Policy, PolicyOutput, SeqBatch};
 use anyhow::Result;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
 
-/// What one micro-batch hands the learner.
+/// What one micro-batch hands the learner: its gradients.
 pub struct MicroLoss {
-    /// Scalar loss whose sum over the micro-batches is the batch loss.
-    pub loss: Tensor,
+    /// Gradient stores whose entries add up (one, or one per stage with checkpointing).
+    pub grads: Vec<GradStore>,
     /// Diagnostics, additive over micro-batches.
     pub stats: Vec<(&'static str, f64)>,
     /// Completion tokens back-propagated.
@@ -23,13 +25,33 @@ pub struct MicroLoss {
 }
 
 impl MicroLoss {
-    /// A loss over the micro-batch `mb`, counting its completion tokens.
-    pub fn new(loss: Tensor, stats: Vec<(&'static str, f64)>, mb: &SeqBatch) -> Self {
-        Self {
-            loss,
+    /// Back-propagates `loss(policy(mb))` (a scalar whose sum over the micro-batches is the batch
+    /// loss), multiplied by the loss scale `factor`, recomputing activations layer by layer with
+    /// `checkpoint` (`optim.gradient_checkpointing`).
+    pub fn backward(
+        policy: &dyn Policy,
+        mb: &SeqBatch,
+        temperature: f64,
+        checkpoint: bool,
+        factor: f64,
+        mut loss: impl FnMut(&PolicyOutput) -> Result<LossOutput>,
+    ) -> Result<Self> {
+        let mut stats = Vec::new();
+        let grads = policy.backward(mb, temperature, checkpoint, &mut |out| {
+            let l = loss(out)?;
+            stats = l.stats;
+            // f16: the scale keeps small gradients above f16's underflow on the way back.
+            Ok(if factor == 1.0 {
+                l.loss
+            } else {
+                (l.loss * factor)?
+            })
+        })?;
+        Ok(Self {
+            grads,
             stats,
             tokens: mb.completion_lens.iter().sum(),
-        }
+        })
     }
 }
 
@@ -114,38 +136,33 @@ impl Learner {
         }
     }
 
-    /// Runs `micro(k)` for the `n` micro-batches, then takes one AdamW step at `lr` unless the
-    /// gradients are not finite.
+    /// Runs `micro(k, loss_scale)` for the `n` micro-batches, then takes one AdamW step at `lr`
+    /// unless the gradients are not finite.
     pub fn update(
         &mut self,
         n: usize,
         lr: f64,
-        micro: impl Fn(usize) -> Result<MicroLoss> + Sync,
+        micro: impl Fn(usize, f64) -> Result<MicroLoss> + Sync,
     ) -> Result<Update> {
         let factor = self.loss_scale.as_ref().map_or(1.0, |s| s.scale);
         let mut acc = GradAccum::new(self.params.vars());
         let mut stats: Vec<(&'static str, f64)> = Vec::new();
         let mut tokens = 0;
-        let work = |k: usize| -> Result<_> {
-            let m = micro(k)?;
-            // f16: the scale keeps small gradients above f16's underflow on the way back.
-            let loss = if factor == 1.0 {
-                m.loss
-            } else {
-                (m.loss * factor)?
-            };
-            Ok((loss.backward()?, m.stats, m.tokens))
-        };
-        in_waves(n, self.width, work, |(grads, s, t)| {
-            tokens += t;
-            for (k, v) in s {
-                match stats.iter_mut().find(|(name, _)| *name == k) {
-                    Some(e) => e.1 += v,
-                    None => stats.push((k, v)),
+        in_waves(
+            n,
+            self.width,
+            |k| micro(k, factor),
+            |m| {
+                tokens += m.tokens;
+                for (k, v) in m.stats {
+                    match stats.iter_mut().find(|(name, _)| *name == k) {
+                        Some(e) => e.1 += v,
+                        None => stats.push((k, v)),
+                    }
                 }
-            }
-            acc.add(&grads)
-        })?;
+                m.grads.iter().try_for_each(|g| acc.add(g))
+            },
+        )?;
         acc.unscale(factor)?;
         let loss_ok = stats.iter().all(|(_, v)| v.is_finite());
         let grad_norm = acc.global_norm()?;

@@ -4,6 +4,7 @@
 use crate::params::Params;
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
 use anyhow::{Context, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use popo_model::{Model, ModelConfig};
@@ -159,6 +160,26 @@ impl Policy for LmPolicy {
 
     fn forward_detached(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput> {
         self.run(&self.detached, batch, temperature)
+    }
+
+    fn backward(
+        &self,
+        batch: &SeqBatch,
+        temperature: f64,
+        checkpoint: bool,
+        loss: &mut dyn FnMut(&PolicyOutput) -> Result<Tensor>,
+    ) -> Result<Vec<GradStore>> {
+        if !checkpoint {
+            return Ok(vec![loss(&self.forward(batch, temperature)?)?.backward()?]);
+        }
+        self.model
+            .backward_checkpointed(&batch.tokens, temperature, &mut |out| {
+                loss(&PolicyOutput {
+                    logprobs: out.logprobs.clone(),
+                    entropy: out.entropy.clone(),
+                    hidden: out.hidden.clone(),
+                })
+            })
     }
 
     fn named_vars(&self) -> Vec<(String, Var)> {

@@ -3,6 +3,7 @@
 //! so they stay free of model internals (`crate::lm` adapts `popo_model::Model`; tests use tiny models).
 
 use anyhow::{bail, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use popo_model::TokenBatch;
 
@@ -131,6 +132,18 @@ pub trait Policy: Send + Sync {
     fn forward(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput>;
     /// Forward that records no graph (rollout-time / target / reference passes).
     fn forward_detached(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput>;
+    /// The gradients of `loss(forward(batch))`, as one or more stores whose entries add up
+    /// (see `popo_model::Model::backward_checkpointed`). With `checkpoint`, a policy that can
+    /// recomputes activations layer by layer instead of keeping them all.
+    fn backward(
+        &self,
+        batch: &SeqBatch,
+        temperature: f64,
+        _checkpoint: bool,
+        loss: &mut dyn FnMut(&PolicyOutput) -> Result<Tensor>,
+    ) -> Result<Vec<GradStore>> {
+        Ok(vec![loss(&self.forward(batch, temperature)?)?.backward()?])
+    }
     /// Trainable parameters by name, in a stable order.
     fn named_vars(&self) -> Vec<(String, Var)>;
     /// An independent copy (its own Vars) holding the current values: the EMA target or the reference.

@@ -13,7 +13,6 @@ use crate::learner::{Learner, MicroLoss};
 use crate::lm::{LmPolicy, Tokenizer};
 use crate::metrics::{names, Clock, RunLogger, SampleRecord, StepMetrics};
 use crate::optim::lr_at;
-use crate::policy::Policy;
 use crate::probe::Probe;
 use crate::reward::{self, Reward};
 use crate::rollout::Actor;
@@ -268,10 +267,12 @@ impl Trainer {
                 break;
             }
             let (policy, algo, dev) = (&self.policy, &*self.algo, &self.device);
-            let micro = |k: usize| -> Result<MicroLoss> {
+            let ckpt = self.cfg.optim.gradient_checkpointing;
+            let micro = |k: usize, scale: f64| -> Result<MicroLoss> {
                 let mb = batch.seq_batch(chunks[k], pad, dev)?;
-                let l = algo.loss(&policy.forward(&mb, temp)?, &mb, prep, chunks[k])?;
-                Ok(MicroLoss::new(l.loss, l.stats, &mb))
+                MicroLoss::backward(policy, &mb, temp, ckpt, scale, |out| {
+                    algo.loss(out, &mb, prep, chunks[k])
+                })
             };
             let done = self.state.optimizer_updates as usize;
             let lr = lr_at(&self.cfg.optim, done, total);

@@ -78,11 +78,7 @@ impl Algorithm for Raft {
         rows: &[usize],
     ) -> Result<LossOutput> {
         let lp = &out.logprobs;
-        let denom = if prep.norm.pos_tokens > 0.0 {
-            prep.norm.pos_tokens
-        } else {
-            1.0
-        };
+        let denom = nz(prep.norm.pos_tokens);
         let nll = (weighted_nll_sum(lp, mb, prep, rows, self.ratio_clip)? / denom)?;
         let m = mb.completion_mask().to_dtype(lp.dtype())?;
         let ent = scalar(&(&out.entropy * &m)?.sum_all()?)? / denom;

@@ -25,6 +25,9 @@ pub struct Args {
     /// Sequences per forward/backward inside the update.
     #[arg(long, default_value_t = 8)]
     pub micro_batch: usize,
+    /// Recompute activations layer by layer in the update (`optim.gradient_checkpointing`).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Timed runs per measurement (the median is reported), after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -46,6 +49,7 @@ pub fn run(args: Args) -> Result<i32> {
         train_batch: args.train_batch,
         train_len: args.train_len,
         micro_batch: args.micro_batch,
+        checkpoint: args.gradient_checkpointing,
         repeats: args.repeats,
         seed: args.seed,
     };
