@@ -11,6 +11,7 @@ so `popo verify --input` can score them with the same verifier as popo's own sam
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -32,10 +33,23 @@ def main():
     tok = AutoTokenizer.from_pretrained(a.model)
     model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32).eval()
     rows = [json.loads(l) for l in open(a.bench)][: a.limit]
+    # Resumable: problems already in --out are kept and skipped.
+    kept = []
+    if os.path.exists(a.out):
+        for line in open(a.out):
+            try:
+                kept.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # a line cut short by a kill
+        with open(a.out, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+    done = {r["problem_index"] for r in kept}
     start = time.time()
     new_tokens = 0
-    with open(a.out, "w") as out, torch.no_grad():
+    with open(a.out, "a") as out, torch.no_grad():
         for i, row in enumerate(rows):
+            if i in done:
+                continue
             msgs = [{"role": "system", "content": QWEN_MATH_SYSTEM},
                     {"role": "user", "content": row["problem"]}]
             text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -51,7 +65,7 @@ def main():
                                   "response": tok.decode(new, skip_special_tokens=True)}) + "\n")
             out.flush()
     wall = time.time() - start
-    print(f"{len(rows)} problems, {new_tokens} new tokens, {wall:.1f} s, "
+    print(f"{len(rows) - len(done)} problems, {new_tokens} new tokens, {wall:.1f} s, "
           f"{new_tokens / wall:.1f} tok/s (transformers {__import__('transformers').__version__}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads)")
 
