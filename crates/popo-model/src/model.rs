@@ -958,14 +958,16 @@ impl Model {
     /// one layer's activations instead of all of them, for about one more forward of compute.
     /// The gradients equal those of `loss(forward_train(batch)).backward()` up to float rounding.
     ///
-    /// Returns one `GradStore` per stage (head, each layer, embedding); a weight's gradient is the
-    /// sum of its entries across them (a tied embedding appears twice).
+    /// Hands `sink` one `GradStore` per stage (head, each layer, embedding) as soon as it is
+    /// computed, so that the caller keeps the weights' gradients and the rest is freed; a weight's
+    /// gradient is the sum of its entries across them (a tied embedding appears twice).
     pub fn backward_checkpointed(
         &self,
         batch: &TokenBatch,
         temperature: f64,
         loss: &mut dyn FnMut(&TrainOutput) -> Result<Tensor>,
-    ) -> Result<Vec<GradStore>> {
+        sink: &mut dyn FnMut(GradStore) -> Result<()>,
+    ) -> Result<()> {
         ensure!(
             temperature > 0.0,
             "temperature must be positive, got {temperature}"
@@ -988,19 +990,19 @@ impl Model {
         // Head and loss, back to the last layer's output.
         let top = Var::from_tensor(&x)?;
         let out = self.head(batch, self.norm.forward(top.as_tensor())?, temperature)?;
-        let mut stores = vec![loss(&out)?.backward()?];
+        let store = loss(&out)?.backward()?;
         drop(out);
-        let mut grad = stage_grad(&stores[0], &top)?;
+        let mut grad = stage_grad(&store, &top)?;
+        sink(store)?;
         // Layers, last first: recompute with a graph, push the gradient through.
         for (layer, input) in self.layers.iter().zip(inputs).rev() {
             let input = Var::from_tensor(&input)?;
             let y = layer.forward(input.as_tensor(), &rope, &bias, None)?;
             let store = (y * &grad)?.sum_all()?.backward()?;
             grad = stage_grad(&store, &input)?;
-            stores.push(store);
+            sink(store)?;
         }
-        stores.push((self.embed(ids, b, t)? * &grad)?.sum_all()?.backward()?);
-        Ok(stores)
+        sink((self.embed(ids, b, t)? * &grad)?.sum_all()?.backward()?)
     }
 }
 

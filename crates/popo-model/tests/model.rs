@@ -446,8 +446,12 @@ fn checkpointed_backward_matches_the_ordinary_backward() {
             .unwrap()
             .backward()
             .unwrap();
-        let stores = model
-            .backward_checkpointed(&b, 0.9, &mut |out| loss_of(out))
+        let mut stores = Vec::new();
+        model
+            .backward_checkpointed(&b, 0.9, &mut |out| loss_of(out), &mut |s| {
+                stores.push(s);
+                Ok(())
+            })
             .unwrap();
         let vars = varmap.data().lock().unwrap();
         for (vname, var) in vars.iter() {

@@ -10,7 +10,7 @@
 //! median of `repeats` runs after a warm-up run.
 
 use crate::algo::{self, PrepareCtx, Rollout, RolloutBatch};
-use crate::learner::{Learner, MicroLoss};
+use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{LmPolicy, SamplingParams, Tokenizer};
 use crate::params::Params;
 use crate::policy::Policy;
@@ -206,9 +206,9 @@ fn time_update(
         let t_prepare = t.elapsed().as_secs_f64();
         let rows = prep.included();
         let chunks: Vec<&[usize]> = rows.chunks(cfg.micro_batch.max(1)).collect();
-        let micro = |k: usize, scale: f64| -> Result<MicroLoss> {
+        let micro = |k: usize, view: &LearnerView| -> Result<MicroLoss> {
             let mb = batch.seq_batch(chunks[k], 0, device)?;
-            MicroLoss::backward(policy, &mb, 1.0, cfg.checkpoint, scale, |out| {
+            MicroLoss::backward(view, policy, &mb, 1.0, cfg.checkpoint, |out| {
                 algo.loss(out, &mb, &prep, chunks[k])
             })
         };

@@ -12,12 +12,13 @@ use crate::params::Params;
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
 use anyhow::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 
 /// What one micro-batch hands the learner: its gradients.
 pub struct MicroLoss {
-    /// Gradient stores whose entries add up (one, or one per stage with checkpointing).
-    pub grads: Vec<GradStore>,
+    /// The micro-batch's gradients of the learner's parameters (everything else a backward
+    /// computes is dropped as soon as it is done).
+    pub grads: GradAccum,
     /// Diagnostics, additive over micro-batches.
     pub stats: Vec<(&'static str, f64)>,
     /// Completion tokens back-propagated.
@@ -29,15 +30,17 @@ impl MicroLoss {
     /// loss), multiplied by the loss scale `factor`, recomputing activations layer by layer with
     /// `checkpoint` (`optim.gradient_checkpointing`).
     pub fn backward(
+        view: &LearnerView,
         policy: &dyn Policy,
         mb: &SeqBatch,
         temperature: f64,
         checkpoint: bool,
-        factor: f64,
         mut loss: impl FnMut(&PolicyOutput) -> Result<LossOutput>,
     ) -> Result<Self> {
+        let factor = view.factor;
+        let mut grads = GradAccum::new(view.vars);
         let mut stats = Vec::new();
-        let grads = policy.backward(mb, temperature, checkpoint, &mut |out| {
+        let mut scaled = |out: &PolicyOutput| -> Result<Tensor> {
             let l = loss(out)?;
             stats = l.stats;
             // f16: the scale keeps small gradients above f16's underflow on the way back.
@@ -46,13 +49,22 @@ impl MicroLoss {
             } else {
                 (l.loss * factor)?
             })
-        })?;
+        };
+        let mut keep = |store: GradStore| grads.add(&store);
+        policy.backward(mb, temperature, checkpoint, &mut scaled, &mut keep)?;
         Ok(Self {
             grads,
             stats,
             tokens: mb.completion_lens.iter().sum(),
         })
     }
+}
+
+/// What a micro-batch's backward needs from the learner: the parameters to keep gradients for
+/// and the loss scale (f16; 1 otherwise).
+pub struct LearnerView<'a> {
+    vars: &'a [Var],
+    factor: f64,
 }
 
 /// Whether an update was applied.
@@ -136,22 +148,27 @@ impl Learner {
         }
     }
 
-    /// Runs `micro(k, loss_scale)` for the `n` micro-batches, then takes one AdamW step at `lr`
-    /// unless the gradients are not finite.
+    /// Runs `micro(k, view)` for the `n` micro-batches (each back-propagates its loss with
+    /// `MicroLoss::backward` and the view), sums their gradients in index order, then takes one
+    /// AdamW step at `lr` unless the gradients are not finite.
     pub fn update(
         &mut self,
         n: usize,
         lr: f64,
-        micro: impl Fn(usize, f64) -> Result<MicroLoss> + Sync,
+        micro: impl Fn(usize, &LearnerView) -> Result<MicroLoss> + Sync,
     ) -> Result<Update> {
-        let factor = self.loss_scale.as_ref().map_or(1.0, |s| s.scale);
+        let view = LearnerView {
+            vars: self.params.vars(),
+            factor: self.loss_scale.as_ref().map_or(1.0, |s| s.scale),
+        };
+        let factor = view.factor;
         let mut acc = GradAccum::new(self.params.vars());
         let mut stats: Vec<(&'static str, f64)> = Vec::new();
         let mut tokens = 0;
         in_waves(
             n,
             self.width,
-            |k| micro(k, factor),
+            |k| micro(k, &view),
             |m| {
                 tokens += m.tokens;
                 for (k, v) in m.stats {
@@ -160,7 +177,7 @@ impl Learner {
                         None => stats.push((k, v)),
                     }
                 }
-                m.grads.iter().try_for_each(|g| acc.add(g))
+                acc.add_accum(m.grads)
             },
         )?;
         acc.unscale(factor)?;

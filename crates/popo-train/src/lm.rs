@@ -168,18 +168,20 @@ impl Policy for LmPolicy {
         temperature: f64,
         checkpoint: bool,
         loss: &mut dyn FnMut(&PolicyOutput) -> Result<Tensor>,
-    ) -> Result<Vec<GradStore>> {
+        sink: &mut dyn FnMut(GradStore) -> Result<()>,
+    ) -> Result<()> {
         if !checkpoint {
-            return Ok(vec![loss(&self.forward(batch, temperature)?)?.backward()?]);
+            return sink(loss(&self.forward(batch, temperature)?)?.backward()?);
         }
-        self.model
-            .backward_checkpointed(&batch.tokens, temperature, &mut |out| {
-                loss(&PolicyOutput {
-                    logprobs: out.logprobs.clone(),
-                    entropy: out.entropy.clone(),
-                    hidden: out.hidden.clone(),
-                })
+        let mut loss_of = |out: &popo_model::TrainOutput| {
+            loss(&PolicyOutput {
+                logprobs: out.logprobs.clone(),
+                entropy: out.entropy.clone(),
+                hidden: out.hidden.clone(),
             })
+        };
+        self.model
+            .backward_checkpointed(&batch.tokens, temperature, &mut loss_of, sink)
     }
 
     fn named_vars(&self) -> Vec<(String, Var)> {

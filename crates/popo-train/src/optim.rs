@@ -54,6 +54,19 @@ impl GradAccum {
         Ok(())
     }
 
+    /// Adds another accumulator's sums (a micro-batch's), slot by slot.
+    pub fn add_accum(&mut self, other: GradAccum) -> Result<()> {
+        for (slot, g) in self.grads.iter_mut().zip(other.grads) {
+            if let Some(g) = g {
+                *slot = Some(match slot.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn global_norm(&self) -> Result<f64> {
         let mut s = 0.0f64;
         for g in self.grads.iter().flatten() {

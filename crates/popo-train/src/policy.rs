@@ -132,17 +132,19 @@ pub trait Policy: Send + Sync {
     fn forward(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput>;
     /// Forward that records no graph (rollout-time / target / reference passes).
     fn forward_detached(&self, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput>;
-    /// The gradients of `loss(forward(batch))`, as one or more stores whose entries add up
-    /// (see `popo_model::Model::backward_checkpointed`). With `checkpoint`, a policy that can
-    /// recomputes activations layer by layer instead of keeping them all.
+    /// The gradients of `loss(forward(batch))`, handed to `sink` as one or more stores whose
+    /// entries add up (see `popo_model::Model::backward_checkpointed`), each dropped once the
+    /// sink has taken what it needs. With `checkpoint`, a policy that can recomputes activations
+    /// layer by layer instead of keeping them all.
     fn backward(
         &self,
         batch: &SeqBatch,
         temperature: f64,
         _checkpoint: bool,
         loss: &mut dyn FnMut(&PolicyOutput) -> Result<Tensor>,
-    ) -> Result<Vec<GradStore>> {
-        Ok(vec![loss(&self.forward(batch, temperature)?)?.backward()?])
+        sink: &mut dyn FnMut(GradStore) -> Result<()>,
+    ) -> Result<()> {
+        sink(loss(&self.forward(batch, temperature)?)?.backward()?)
     }
     /// Trainable parameters by name, in a stable order.
     fn named_vars(&self) -> Vec<(String, Var)>;

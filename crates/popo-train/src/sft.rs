@@ -5,7 +5,7 @@
 use crate::algo::LossOutput;
 use crate::config::{OptimConfig, TrainConfig};
 use crate::data::{self, Shuffler};
-use crate::learner::{Learner, MicroLoss, Outcome};
+use crate::learner::{Learner, LearnerView, MicroLoss, Outcome};
 use crate::lm::{LmPolicy, Tokenizer};
 use crate::optim::lr_at;
 use crate::params::Params;
@@ -47,12 +47,12 @@ pub fn warm_up(ctx: &SftCtx, params: Params) -> Result<Params> {
         // Token-mean NLL over the whole batch: each micro-batch's sum shares the batch's count.
         let n_tokens: usize = idx.iter().map(|&i| pairs[i].1.len()).sum();
         let chunks: Vec<&[usize]> = idx.chunks(cfg.optim.micro_batch_size).collect();
-        let micro = |k: usize, scale: f64| -> Result<MicroLoss> {
+        let micro = |k: usize, view: &LearnerView| -> Result<MicroLoss> {
             let p: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].0.as_slice()).collect();
             let c: Vec<&[u32]> = chunks[k].iter().map(|&i| pairs[i].1.as_slice()).collect();
             let mb = SeqBatch::new(&p, &c, ctx.pad_id, ctx.device)?;
             let ckpt = cfg.optim.gradient_checkpointing;
-            MicroLoss::backward(ctx.policy, &mb, 1.0, ckpt, scale, |out| {
+            MicroLoss::backward(view, ctx.policy, &mb, 1.0, ckpt, |out| {
                 let m = mb.completion_mask().to_dtype(out.logprobs.dtype())?;
                 let loss = ((&out.logprobs * &m)?.sum_all()?.neg()? / n_tokens.max(1) as f64)?;
                 let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;

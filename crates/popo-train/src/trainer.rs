@@ -9,7 +9,7 @@ use crate::algo::{Algorithm, PrepareCtx, Prepared, RolloutBatch};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::TrainConfig;
 use crate::data::{stream_seed, Prompt, Shuffler, Stream};
-use crate::learner::{Learner, MicroLoss};
+use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{LmPolicy, Tokenizer};
 use crate::metrics::{names, Clock, RunLogger, SampleRecord, StepMetrics};
 use crate::optim::lr_at;
@@ -268,9 +268,9 @@ impl Trainer {
             }
             let (policy, algo, dev) = (&self.policy, &*self.algo, &self.device);
             let ckpt = self.cfg.optim.gradient_checkpointing;
-            let micro = |k: usize, scale: f64| -> Result<MicroLoss> {
+            let micro = |k: usize, view: &LearnerView| -> Result<MicroLoss> {
                 let mb = batch.seq_batch(chunks[k], pad, dev)?;
-                MicroLoss::backward(policy, &mb, temp, ckpt, scale, |out| {
+                MicroLoss::backward(view, policy, &mb, temp, ckpt, |out| {
                     algo.loss(out, &mb, prep, chunks[k])
                 })
             };
