@@ -2,7 +2,7 @@
 //!
 //! Sampling is reproducible: the samples of problem `i` are seeded by `(seed, i)` alone (each
 //! decode row has its own RNG), so they do not depend on which other problems are evaluated, in
-//! what order, or how many rows decode together (`--batch-size`).
+//! what order, or how many rows decode together (`--batch-size`), up to float rounding.
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -212,7 +212,14 @@ struct Scored {
 /// `batch_size` rows decoding at once: the `n` samples and the greedy row of each problem, many
 /// problems side by side, longest prompt first, waiting problems joining as rows finish. Problem
 /// `i`'s samples are seeded from `(cfg.seed, i)` alone, so they are the same whatever the batch
-/// size, the benchmark subset or the order.
+/// size, the benchmark subset or the order (up to float rounding deciding a near-tie between two
+/// tokens: see `popo_model::generate_requests`).
+///
+/// Why continuous batching rather than fixed batches of problems sorted by length: completion
+/// lengths vary far more than prompt lengths (GSM8K greedy with SmolLM2: 53 to 256+ tokens), and
+/// a fixed batch decodes until its longest row ends, shrinking as the others finish, so its
+/// average occupancy is mean/max length; refilling keeps every row slot busy until the queue is
+/// empty, for the price of one cache copy per admission group.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_bench(
     model: &Model,

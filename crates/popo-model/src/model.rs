@@ -447,7 +447,10 @@ impl KvCache {
         if need <= self.cap {
             return Ok(());
         }
-        let new_cap = need.max(self.cap * 2);
+        // Grow by a quarter (at least 64 slots): a continuous batch (`sampler::generate_requests`)
+        // adds one slot per step to a cache of many rows, and doubling would leave up to half of
+        // it unused; a quarter keeps the copies amortised.
+        let new_cap = need.max(self.cap + self.cap / 4 + 64);
         for l in self.layers.iter_mut() {
             let (b, kv, _, hd) = l.k.dims4()?;
             let k = Tensor::zeros((b, kv, new_cap, hd), l.k.dtype(), l.k.device())?;

@@ -89,8 +89,9 @@ pub struct Request {
     /// Rows drawn with the call's `SamplingParams`.
     pub n: usize,
     /// Sample `s` draws from the RNG stream that sample `s` of a one-prompt `generate` call with
-    /// this seed uses, so a request's samples depend on its prompt and seed only: not on the other
-    /// requests, the batch size or the order of admission.
+    /// this seed uses, so a request's samples depend on its prompt and seed only, not on the
+    /// other requests, the batch size or the order of admission (up to float rounding: see
+    /// `generate_requests`).
     pub seed: u64,
     /// One more row, decoded greedily whatever the parameters say, with `sample_index` `n`. It
     /// shares the prompt's prefill with the `n` samples.
@@ -177,8 +178,11 @@ pub fn generate_with_progress(
 ///
 /// `on_finish` receives each row as it finishes (in no particular order); its `prompt_index`
 /// indexes `requests`. `params.n` and `params.seed` are not used: requests carry their own.
-/// Token results equal those of one-request-at-a-time calls; log-probs may differ in the last
-/// bits, as the padding differs.
+///
+/// A row's random stream does not depend on the batch, and neither does its arithmetic beyond
+/// float rounding (padding and batch shape change how long dot products are split), so tokens
+/// equal those of one-request-at-a-time calls unless two candidates tie within rounding, and
+/// log-probs agree to rounding (the tests allow 1e-4).
 pub fn generate_requests(
     model: &Model,
     requests: &[Request],
