@@ -290,9 +290,9 @@ fn run(
                     prompt_len: r.prompt.len(),
                 });
             }
-            let texts: Vec<&[u32]> = prompts.iter().map(|&q| &requests[q].prompt[..]).collect();
-            let max_len = texts.iter().map(|p| p.len()).max().unwrap_or(0);
-            let (fresh, first_logits) = prefill(&model, &texts, max_len)?;
+            let group: Vec<&[u32]> = prompts.iter().map(|&q| &requests[q].prompt[..]).collect();
+            let max_len = group.iter().map(|p| p.len()).max().unwrap_or(0);
+            let (fresh, first_logits) = prefill(&model, &group, max_len)?;
             let mut fresh = fresh.select_rows(&repeat)?;
             logits.extend(repeat.iter().map(|&p| first_logits[p as usize].clone()));
             cache = Some(match cache.take() {

@@ -53,7 +53,8 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Rows (samples and greedy decodes, of many problems) decoding at once; problems join the
-    /// batch as rows finish. Default 64 on CPU, 256 on GPU. Results do not depend on it.
+    /// batch as rows finish. Default 64 on CPU, 256 on GPU. Samples do not depend on it (float
+    /// rounding aside).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// f32 | bf16 | f16
