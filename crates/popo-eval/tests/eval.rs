@@ -20,10 +20,20 @@ fn tiny_checkpoint(dir: &Path) {
 }
 
 fn run(dir: &Path, cfg: &EvalConfig) -> (popo_eval::bench::BenchResult, Vec<EvalSample>) {
+    run_batched(dir, cfg, 64, "")
+}
+
+/// Evaluates on the fixture benchmark; the characters of `stop_chars` also end a completion.
+fn run_batched(
+    dir: &Path,
+    cfg: &EvalConfig,
+    batch_size: usize,
+    stop_chars: &str,
+) -> (popo_eval::bench::BenchResult, Vec<EvalSample>) {
     let pre = popo_model::load_pretrained(dir, &Device::Cpu, DType::F32).unwrap();
     let tok = pre.tokenizer.as_ref().unwrap();
-    let stops = pre.stop_ids().unwrap();
-    assert_eq!(stops, vec![tok.eos_token_id().unwrap()]);
+    let mut stops = pre.stop_ids().unwrap();
+    stops.extend(tok.encode(stop_chars, false).unwrap());
     let mut out = Vec::new();
     let mut calls = Vec::new();
     let r = evaluate_bench(
@@ -33,11 +43,13 @@ fn run(dir: &Path, cfg: &EvalConfig) -> (popo_eval::bench::BenchResult, Vec<Eval
         "arith",
         &fixture(),
         cfg,
+        batch_size,
         &mut out,
         &mut |d, t| calls.push((d, t)),
     )
     .unwrap();
-    assert_eq!(calls, (1..=5).map(|d| (d, 5)).collect::<Vec<_>>());
+    let total = cfg.limit.unwrap_or(5).min(5);
+    assert_eq!(calls, (1..=total).map(|d| (d, total)).collect::<Vec<_>>());
     let samples = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -54,6 +66,11 @@ fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
     assert_eq!(
         resolve_model_dir(&model_dir).unwrap(),
         (model_dir.clone(), None)
+    );
+    let pre = popo_model::load_pretrained(&model_dir, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(
+        pre.stop_ids().unwrap(),
+        vec![pre.tokenizer.as_ref().unwrap().eos_token_id().unwrap()]
     );
 
     let cfg = EvalConfig {
@@ -191,6 +208,7 @@ fn eval_runs_on_hf_fixture_directories_with_their_chat_templates() {
             "arith",
             &fixture(),
             &cfg,
+            64,
             &mut out,
             &mut |_, _| {},
         )
@@ -204,4 +222,124 @@ fn eval_runs_on_hf_fixture_directories_with_their_chat_templates() {
         assert_eq!(lines.len(), 2 * 3);
         assert!(lines.iter().all(|s| s.num_tokens <= 4));
     }
+}
+
+/// Batching across problems changes nothing. One row at a time, batches that split a problem's
+/// rows across admissions (3 and 5 rows for 4 rows per problem), and every row at once write the
+/// same samples.jsonl lines and the same metrics, with sampling and greedy rows together; the
+/// first problems evaluated alone (`limit`) get the same samples as in the full run. On the
+/// built-in tiny model (rows stop at EOS at different steps) and on an HF fixture whose chat
+/// template and BPE tokenizer give prompts of different lengths.
+#[test]
+fn batched_and_one_at_a_time_evaluations_are_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = tmp.path().join("tiny");
+    tiny_checkpoint(&tiny);
+    let qwen2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../popo-model/tests/fixtures/qwen2");
+    // On the tiny model, some frequent characters also stop, so that rows finish at different steps.
+    let cases = [
+        (
+            tiny,
+            "D$3",
+            EvalConfig {
+                n: 3,
+                temperature: 1.0,
+                top_p: 0.95,
+                max_new_tokens: 16,
+                template: PromptTemplate::Plain,
+                seed: 11,
+                greedy: true,
+                ..Default::default()
+            },
+        ),
+        (
+            qwen2,
+            "",
+            EvalConfig {
+                n: 3,
+                temperature: 1.0,
+                max_new_tokens: 6,
+                seed: 2,
+                greedy: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (dir, stop_chars, cfg) in cases {
+        let (want, samples) = run_batched(&dir, &cfg, 1, stop_chars);
+        assert_eq!(samples.len(), 5 * 4);
+        let order: Vec<(usize, Option<usize>)> = samples
+            .iter()
+            .map(|s| (s.problem_index, s.sample_index))
+            .collect();
+        let expected: Vec<(usize, Option<usize>)> = (0..5)
+            .flat_map(|i| [Some(0), Some(1), Some(2), None].map(|s| (i, s)))
+            .collect();
+        assert_eq!(order, expected, "by problem, then sample, greedy last");
+        if !stop_chars.is_empty() {
+            let lengths: std::collections::BTreeSet<usize> =
+                samples.iter().map(|s| s.num_tokens).collect();
+            assert!(
+                lengths.len() > 3,
+                "rows should finish at different steps: {lengths:?}"
+            );
+        }
+        for batch in [3, 5, 64] {
+            let (got, again) = run_batched(&dir, &cfg, batch, stop_chars);
+            assert_eq!(again, samples, "{}: batch size {batch}", dir.display());
+            assert_eq!(
+                got.metrics,
+                want.metrics,
+                "{}: batch size {batch}",
+                dir.display()
+            );
+            assert_eq!(got.generated_tokens, want.generated_tokens);
+        }
+        let (_, first) = run_batched(
+            &dir,
+            &EvalConfig {
+                limit: Some(2),
+                ..cfg.clone()
+            },
+            64,
+            stop_chars,
+        );
+        assert_eq!(first[..], samples[..2 * 4]);
+        assert_eq!(
+            want.generated_tokens,
+            samples.iter().map(|s| s.num_tokens).sum::<usize>()
+        );
+    }
+}
+
+#[test]
+fn bad_batch_sizes_and_empty_work_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    tiny_checkpoint(&dir);
+    let pre = popo_model::load_pretrained(&dir, &Device::Cpu, DType::F32).unwrap();
+    let tok = pre.tokenizer.as_ref().unwrap();
+    let eval = |cfg: &EvalConfig, batch: usize| {
+        let err = evaluate_bench(
+            &pre.model,
+            tok,
+            &[],
+            "arith",
+            &fixture(),
+            cfg,
+            batch,
+            &mut Vec::new(),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        format!("{err:#}")
+    };
+    let cfg = EvalConfig {
+        n: 1,
+        max_new_tokens: 2,
+        ..Default::default()
+    };
+    assert!(eval(&cfg, 0).contains("batch size"));
+    let none = EvalConfig { n: 0, ..cfg };
+    assert!(eval(&none, 4).contains("--n 0 without --greedy"));
 }

@@ -98,6 +98,7 @@ set = ["algo.tau=1.0"]
         "arith",
         &fixture,
         &cfg,
+        64,
         &mut samples,
         &mut |_, _| {},
     )

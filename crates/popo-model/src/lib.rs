@@ -5,7 +5,7 @@
 //! - `config`: `ModelConfig`, parsed from config.json.
 //! - `model`: `Model` (training forward, cached inference forward), `KvCache`.
 //! - `batch`: `TokenBatch` / `TrainOutput`.
-//! - `sampler`: `generate` (rollouts).
+//! - `sampler`: `generate` (rollouts), `generate_requests` (continuous batching over many prompts).
 //! - `tokenizer`: `Tokenizer`, chat templates.
 //! - `hub`: `load_pretrained` / `save_pretrained` / `resolve_model_path`.
 //!
@@ -28,7 +28,10 @@ pub mod tokenizer;
 pub use batch::{TokenBatch, TrainOutput};
 pub use config::{Arch, ModelConfig, RopeScaling};
 pub use model::{KvCache, Model};
-pub use sampler::{generate, generate_with_progress, Completion, FinishReason, SamplingParams};
+pub use sampler::{
+    generate, generate_requests, generate_with_progress, Completion, FinishReason, Request,
+    SamplingParams,
+};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub mod hub;
 pub mod score;

@@ -443,6 +443,71 @@ impl KvCache {
         })
     }
 
+    /// Stacks caches of any lengths along the batch dimension (continuous batching: rows that
+    /// joined at different times decode together). Each part first drops its leading slots that
+    /// are padding in all of its rows (what is left of rows that have finished), then is
+    /// left-padded with masked slots to the longest part: attention never sees masked slots and
+    /// rotary positions come from each row's own token count, so every row decodes as it would
+    /// alone. The result has room for `extra` more slots before it must grow.
+    pub fn merge(parts: &[KvCache], extra: usize) -> Result<KvCache> {
+        ensure!(!parts.is_empty(), "no caches to merge");
+        // Per part: (first slot kept, slots kept).
+        let spans: Vec<(usize, usize)> = parts
+            .iter()
+            .map(|p| {
+                let lead = p
+                    .key_mask
+                    .iter()
+                    .map(|row| row.iter().position(|&m| m > 0).unwrap_or(p.len))
+                    .min()
+                    .unwrap_or(p.len);
+                (lead, p.len - lead)
+            })
+            .collect();
+        let len = spans.iter().map(|s| s.1).max().unwrap_or(0);
+        let cap = (len + extra).max(1);
+        let layers = (0..parts[0].layers.len())
+            .map(|i| {
+                let stack = |kv: fn(&LayerCache) -> &Tensor| -> Result<Tensor> {
+                    let padded = parts
+                        .iter()
+                        .zip(&spans)
+                        .map(|(p, &(lead, kept))| {
+                            kv(&p.layers[i]).narrow(2, lead, kept)?.pad_with_zeros(
+                                2,
+                                len - kept,
+                                cap - len,
+                            )
+                        })
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    Ok(Tensor::cat(&padded, 0)?)
+                };
+                Ok(LayerCache {
+                    k: stack(|l| &l.k)?,
+                    v: stack(|l| &l.v)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let key_mask = parts
+            .iter()
+            .zip(&spans)
+            .flat_map(|(p, &(lead, kept))| {
+                p.key_mask.iter().map(move |row| {
+                    let mut m = vec![0u8; len - kept];
+                    m.extend_from_slice(&row[lead..]);
+                    m
+                })
+            })
+            .collect();
+        Ok(KvCache {
+            layers,
+            key_mask,
+            n_real: parts.iter().flat_map(|p| p.n_real.clone()).collect(),
+            len,
+            cap,
+        })
+    }
+
     /// Makes room for `capacity` slots without reallocating later.
     pub fn reserve(&mut self, capacity: usize) -> Result<()> {
         self.grow(capacity)
@@ -452,7 +517,10 @@ impl KvCache {
         if need <= self.cap {
             return Ok(());
         }
-        let new_cap = need.max(self.cap * 2);
+        // Grow by a quarter (at least 64 slots): a continuous batch (`sampler::generate_requests`)
+        // adds one slot per step to a cache of many rows, and doubling would leave up to half of
+        // it unused; a quarter keeps the copies amortised.
+        let new_cap = need.max(self.cap + self.cap / 4 + 64);
         for l in self.layers.iter_mut() {
             let (b, kv, _, hd) = l.k.dims4()?;
             let k = Tensor::zeros((b, kv, new_cap, hd), l.k.dtype(), l.k.device())?;

@@ -5,6 +5,11 @@
 //! step runs only the rows still active: a finished row leaves the batch and its cache rows are
 //! dropped. Each row draws from its own RNG seeded by (seed, prompt, sample), so results do not
 //! depend on batch composition.
+//!
+//! `generate` decodes all its rows as one batch (the trainer's rollouts). `generate_requests` is
+//! continuous batching for long lists of prompts (`popo eval`): at most `max_rows` rows decode at
+//! once, and waiting prompts join the running batch as rows finish. Each request carries its own
+//! seed, so its samples are the same whatever else is in the batch.
 
 use crate::model::{KvCache, Model};
 use crate::tokenizer::Tokenizer;
@@ -77,6 +82,28 @@ pub struct Completion {
 /// Attention scores of one prefill chunk are bounded to about this many elements.
 const PREFILL_SCORE_ELEMS: usize = 1 << 27;
 
+/// One prompt of a `generate_requests` call and the rows it asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    /// Rows drawn with the call's `SamplingParams`.
+    pub n: usize,
+    /// Sample `s` draws from the RNG stream that sample `s` of a one-prompt `generate` call with
+    /// this seed uses, so a request's samples depend on its prompt and seed only, not on the
+    /// other requests, the batch size or the order of admission (up to float rounding: see
+    /// `generate_requests`).
+    pub seed: u64,
+    /// One more row, decoded greedily whatever the parameters say, with `sample_index` `n`. It
+    /// shares the prompt's prefill with the `n` samples.
+    pub greedy_row: bool,
+}
+
+impl Request {
+    fn rows(&self) -> usize {
+        self.n + self.greedy_row as usize
+    }
+}
+
 /// Results ordered by (prompt_index, sample_index); prompts.len() * n of them. Same seed -> same tokens.
 /// Stop strings need the tokenizer (decode); pass None otherwise.
 pub fn generate(
@@ -89,6 +116,10 @@ pub fn generate(
 }
 
 /// `generate`, calling `on_done(k)` whenever k more sequences finish.
+///
+/// All rows decode as one batch: prompt `p` is the request `(prompts[p], params.n, seed_p)` with
+/// `seed_p = params.seed + p * 0x9E37_79B9_7F4A_7C15` (wrapping), whose sample `s` thus draws from
+/// the stream seeded `row_seed(params.seed, p, s)`.
 pub fn generate_with_progress(
     model: &Model,
     prompts: &[Vec<u32>],
@@ -96,42 +127,129 @@ pub fn generate_with_progress(
     tokenizer: Option<&Tokenizer>,
     on_done: &mut dyn FnMut(usize),
 ) -> Result<Vec<Completion>> {
-    validate(model, prompts, params, tokenizer)?;
-    let model = model.detached();
+    ensure!(params.n >= 1, "n must be at least 1");
     let n = params.n;
-    let rows = prompts.len() * n;
-    let mut out: Vec<Completion> = (0..rows)
-        .map(|r| Completion {
-            prompt_index: r / n,
-            sample_index: r % n,
-            tokens: vec![],
-            logprobs: vec![],
-            finish_reason: FinishReason::Length,
+    let requests: Vec<Request> = prompts
+        .iter()
+        .enumerate()
+        .map(|(p, prompt)| Request {
+            prompt: prompt.clone(),
+            n,
+            seed: params
+                .seed
+                .wrapping_add((p as u64).wrapping_mul(PROMPT_STRIDE)),
+            greedy_row: false,
         })
         .collect();
-    if prompts.is_empty() {
-        return Ok(out);
-    }
+    let mut out: Vec<Option<Completion>> = vec![None; prompts.len() * n];
+    // Every row at once, in prompt order: exactly the batch this function always decoded, so
+    // existing runs (the trainer's rollouts) reproduce bit for bit.
+    let order: Vec<usize> = (0..requests.len()).collect();
+    run(
+        model,
+        &requests,
+        &order,
+        params,
+        tokenizer,
+        usize::MAX,
+        params.max_new_tokens,
+        &mut |c| {
+            let slot = c.prompt_index * n + c.sample_index;
+            out[slot] = Some(c);
+            on_done(1);
+            Ok(())
+        },
+    )?;
+    Ok(out
+        .into_iter()
+        .map(|c| c.expect("the engine finishes every row"))
+        .collect())
+}
+
+/// Continuous batching over many requests, at most `max_rows` rows decoding at once.
+///
+/// Requests are admitted longest prompt first, so that prompts prefilled together have similar
+/// lengths (little padding) and the longest caches are allocated early. Whenever rows finish they
+/// leave the batch, and once an eighth of `max_rows` is free (or every waiting row fits) the next
+/// waiting rows join it: their prompts are prefilled together and their caches merged with the
+/// running one (`KvCache::merge`). The batch therefore stays full until the queue runs dry,
+/// instead of draining down to its longest completion as separate batches would. A request's rows
+/// may be split across admissions when they do not fit at once (each part prefills the prompt).
+///
+/// `on_finish` receives each row as it finishes (in no particular order); its `prompt_index`
+/// indexes `requests`. `params.n` and `params.seed` are not used: requests carry their own.
+///
+/// A row's random stream does not depend on the batch, and neither does its arithmetic beyond
+/// float rounding (padding and batch shape change how long dot products are split), so tokens
+/// equal those of one-request-at-a-time calls unless two candidates tie within rounding, and
+/// log-probs agree to rounding (the tests allow 1e-4).
+pub fn generate_requests(
+    model: &Model,
+    requests: &[Request],
+    params: &SamplingParams,
+    tokenizer: Option<&Tokenizer>,
+    max_rows: usize,
+    on_finish: &mut dyn FnMut(Completion) -> Result<()>,
+) -> Result<()> {
+    ensure!(max_rows >= 1, "the batch needs room for at least one row");
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&q| std::cmp::Reverse(requests[q].prompt.len()));
+    // Reserving `max_new_tokens` slots for every row, as `generate` does, would multiply memory
+    // when completions may be long (4096 tokens by default in `popo eval`) and most are not: a
+    // little room, then the cache doubles when it must.
+    let headroom = params.max_new_tokens.min(64);
+    run(
+        model, requests, &order, params, tokenizer, max_rows, headroom, on_finish,
+    )
+}
+
+/// Seed offset between consecutive prompts of a `generate` call (see `row_seed`).
+const PROMPT_STRIDE: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A row in the decode batch.
+struct Row {
+    out: Completion,
+    rng: StdRng,
+    greedy: bool,
+    prompt_len: usize,
+}
+
+/// The engine behind `generate` and `generate_requests`: admits the rows of `requests` in
+/// `order`, at most `max_rows` at a time; after each admission the cache has room for `headroom`
+/// more slots before it must grow.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    model: &Model,
+    requests: &[Request],
+    order: &[usize],
+    params: &SamplingParams,
+    tokenizer: Option<&Tokenizer>,
+    max_rows: usize,
+    headroom: usize,
+    on_finish: &mut dyn FnMut(Completion) -> Result<()>,
+) -> Result<()> {
+    validate(model, requests, params, tokenizer)?;
+    let empty = |q: usize, s: usize| Completion {
+        prompt_index: q,
+        sample_index: s,
+        tokens: vec![],
+        logprobs: vec![],
+        finish_reason: FinishReason::Length,
+    };
     if params.max_new_tokens == 0 {
-        on_done(rows);
-        return Ok(out);
+        for &q in order {
+            for s in 0..requests[q].rows() {
+                on_finish(empty(q, s))?;
+            }
+        }
+        return Ok(());
     }
+    let model = model.detached();
     let max_pos = model.config().max_position_embeddings;
-    let max_len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-
-    // Prefill, then give each of the n samples its own copy of the prompt's cache rows.
-    let (mut cache, first_logits) = prefill(&model, prompts, max_len)?;
-    let repeat: Vec<u32> = (0..rows).map(|r| (r / n) as u32).collect();
-    cache = cache.select_rows(&repeat)?;
-    cache.reserve(max_len + params.max_new_tokens)?;
-    let mut logits: Vec<Vec<f32>> = repeat
-        .iter()
-        .map(|&p| first_logits[p as usize].clone())
-        .collect();
-
-    let mut rngs: Vec<StdRng> = (0..rows)
-        .map(|r| StdRng::seed_from_u64(row_seed(params.seed, r / n, r % n)))
-        .collect();
+    let greedy_params = SamplingParams {
+        greedy: true,
+        ..params.clone()
+    };
     let stop_window = params
         .stop_strings
         .iter()
@@ -139,66 +257,124 @@ pub fn generate_with_progress(
         .max()
         .unwrap_or(0)
         + 2;
-    let mut active: Vec<usize> = (0..rows).collect();
+    // Waiting rows, in admission order: (request, sample).
+    let mut queue = order
+        .iter()
+        .flat_map(|&q| (0..requests[q].rows()).map(move |s| (q, s)));
+    let mut waiting: usize = order.iter().map(|&q| requests[q].rows()).sum();
+    // Admitting costs a prefill and a copy of the cache, so rows join in groups.
+    let refill_at = (max_rows / 8).max(1);
+
+    let mut cache: Option<KvCache> = None;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut logits: Vec<Vec<f32>> = Vec::new();
     loop {
-        let mut keep = Vec::with_capacity(active.len());
-        let mut next = Vec::with_capacity(active.len());
+        let free = max_rows.saturating_sub(rows.len());
+        if waiting > 0 && free > 0 && (rows.is_empty() || free >= refill_at || waiting <= free) {
+            let take = free.min(waiting);
+            waiting -= take;
+            // Consecutive rows of one request share a prefill.
+            let mut prompts: Vec<usize> = Vec::new();
+            let mut repeat: Vec<u32> = Vec::with_capacity(take);
+            for (q, s) in queue.by_ref().take(take) {
+                if prompts.last() != Some(&q) {
+                    prompts.push(q);
+                }
+                repeat.push((prompts.len() - 1) as u32);
+                let r = &requests[q];
+                let greedy = s == r.n;
+                rows.push(Row {
+                    out: empty(q, s),
+                    rng: StdRng::seed_from_u64(row_seed(r.seed, 0, s)),
+                    greedy,
+                    prompt_len: r.prompt.len(),
+                });
+            }
+            let group: Vec<&[u32]> = prompts.iter().map(|&q| &requests[q].prompt[..]).collect();
+            let max_len = group.iter().map(|p| p.len()).max().unwrap_or(0);
+            let (fresh, first_logits) = prefill(&model, &group, max_len)?;
+            let mut fresh = fresh.select_rows(&repeat)?;
+            logits.extend(repeat.iter().map(|&p| first_logits[p as usize].clone()));
+            cache = Some(match cache.take() {
+                None => {
+                    fresh.reserve(max_len + headroom)?;
+                    fresh
+                }
+                Some(running) => KvCache::merge(&[running, fresh], headroom)?,
+            });
+        }
+        if rows.is_empty() {
+            return Ok(()); // nothing running and nothing waiting
+        }
+
         // Rows are independent (own RNG), so they are drawn in parallel: with a 150k vocabulary
         // the softmax over each row dominates a CPU decode step otherwise.
-        let drawn: Vec<(u32, f32, StdRng)> = active
+        let drawn: Vec<(u32, f32, StdRng)> = rows
             .par_iter()
             .zip(logits.par_iter())
-            .map(|(&r, row)| {
-                let mut rng = rngs[r].clone();
-                let (tok, lp) = sample_token(row, params, &mut rng);
+            .map(|(row, l)| {
+                let mut rng = row.rng.clone();
+                let p = if row.greedy { &greedy_params } else { params };
+                let (tok, lp) = sample_token(l, p, &mut rng);
                 (tok, lp, rng)
             })
             .collect();
-        for (i, (&r, (tok, lp, rng))) in active.iter().zip(drawn).enumerate() {
-            rngs[r] = rng;
-            let c = &mut out[r];
+        let mut keep = Vec::with_capacity(rows.len());
+        let mut next = Vec::with_capacity(rows.len());
+        let mut finished = Vec::new();
+        for (i, (row, (tok, lp, rng))) in rows.iter_mut().zip(drawn).enumerate() {
+            row.rng = rng;
+            let c = &mut row.out;
             c.tokens.push(tok);
             c.logprobs.push(lp);
-            let prompt_len = prompts[r / n].len();
             let stopped = params.stop_token_ids.contains(&tok)
                 || hits_stop_string(c, params, tokenizer, stop_window)?;
             if stopped {
                 c.finish_reason = FinishReason::Stop;
+                finished.push(i);
             } else if c.tokens.len() >= params.max_new_tokens
-                || prompt_len + c.tokens.len() >= max_pos
+                || row.prompt_len + c.tokens.len() >= max_pos
             {
                 c.finish_reason = FinishReason::Length;
+                finished.push(i);
             } else {
                 keep.push(i as u32);
                 next.push(tok);
             }
         }
-        let finished = active.len() - keep.len();
-        if finished > 0 {
-            on_done(finished);
+        if !finished.is_empty() {
+            let mut old: Vec<Option<Row>> =
+                std::mem::take(&mut rows).into_iter().map(Some).collect();
+            for &i in &finished {
+                on_finish(old[i].take().expect("a row finishes once").out)?;
+            }
+            rows = keep
+                .iter()
+                .map(|&i| old[i as usize].take().expect("a row is kept once"))
+                .collect();
+            // Finished rows leave the batch (and their cache rows are dropped).
+            cache = match cache.take() {
+                Some(kv) if !keep.is_empty() => Some(kv.select_rows(&keep)?),
+                _ => None,
+            };
         }
-        if keep.is_empty() {
-            break;
-        }
-        if finished > 0 {
-            cache = cache.select_rows(&keep)?;
-            active = keep.iter().map(|&i| active[i as usize]).collect();
-        }
-        let a = active.len();
+        let Some(kv) = cache.as_mut() else {
+            logits.clear();
+            continue; // the batch is empty: admit the next rows, if any
+        };
+        let a = rows.len();
         let ids = Tensor::from_vec(next, (a, 1), model.device())?;
-        let hidden = model.forward_cached(&ids, &vec![vec![1u8]; a], &mut cache)?; // [a, 1, d]
+        let hidden = model.forward_cached(&ids, &vec![vec![1u8]; a], kv)?; // [a, 1, d]
         logits = logits_to_host(&model, &hidden)?;
     }
-    Ok(out)
 }
 
 fn validate(
     model: &Model,
-    prompts: &[Vec<u32>],
+    requests: &[Request],
     params: &SamplingParams,
     tokenizer: Option<&Tokenizer>,
 ) -> Result<()> {
-    ensure!(params.n >= 1, "n must be at least 1");
     ensure!(
         params.temperature >= 0.0 && params.temperature.is_finite(),
         "temperature must be >= 0, got {}",
@@ -218,7 +394,12 @@ fn validate(
         bail!("stop strings need a tokenizer");
     }
     let cfg = model.config();
-    for (i, p) in prompts.iter().enumerate() {
+    for (i, r) in requests.iter().enumerate() {
+        let p = &r.prompt;
+        ensure!(
+            r.rows() > 0,
+            "prompt {i} asks for no rows (n = 0 and no greedy row)"
+        );
         ensure!(!p.is_empty(), "prompt {i} is empty");
         if p.len() >= cfg.max_position_embeddings {
             bail!(
@@ -240,7 +421,7 @@ fn validate(
 fn row_seed(seed: u64, prompt: usize, sample: usize) -> u64 {
     // splitmix64 finaliser over the three numbers
     let mut z = seed
-        .wrapping_add((prompt as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add((prompt as u64).wrapping_mul(PROMPT_STRIDE))
         .wrapping_add((sample as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -249,11 +430,7 @@ fn row_seed(seed: u64, prompt: usize, sample: usize) -> u64 {
 
 /// Left-pads all prompts to `max_len` and runs them through the model in chunks; returns one
 /// cache over all prompts and each prompt's next-token logits.
-fn prefill(
-    model: &Model,
-    prompts: &[Vec<u32>],
-    max_len: usize,
-) -> Result<(KvCache, Vec<Vec<f32>>)> {
+fn prefill(model: &Model, prompts: &[&[u32]], max_len: usize) -> Result<(KvCache, Vec<Vec<f32>>)> {
     let heads = model.config().num_attention_heads;
     let per_row = heads * max_len * max_len;
     let chunk = (PREFILL_SCORE_ELEMS / per_row.max(1)).max(1);

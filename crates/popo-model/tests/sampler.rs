@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device};
-use popo_model::{generate, FinishReason, SamplingParams, TokenBatch};
+use popo_model::{generate, generate_requests, FinishReason, Request, SamplingParams, TokenBatch};
 use rand::SeedableRng;
 
 fn prompts(vocab: usize) -> Vec<Vec<u32>> {
@@ -308,4 +308,147 @@ fn stop_strings_end_a_sequence_at_their_first_occurrence() {
     assert!(none
         .iter()
         .all(|c| c.tokens.is_empty() && c.finish_reason == FinishReason::Length));
+}
+
+/// Runs `generate_requests` and returns its rows ordered by (request, sample), checking that each
+/// row is reported exactly once.
+fn requests(
+    model: &popo_model::Model,
+    reqs: &[Request],
+    params: &SamplingParams,
+    max_rows: usize,
+) -> Vec<popo_model::Completion> {
+    let mut got = Vec::new();
+    generate_requests(model, reqs, params, None, max_rows, &mut |c| {
+        got.push(c);
+        Ok(())
+    })
+    .unwrap();
+    got.sort_by_key(|c| (c.prompt_index, c.sample_index));
+    let want: Vec<(usize, usize)> = reqs
+        .iter()
+        .enumerate()
+        .flat_map(|(q, r)| (0..r.n + r.greedy_row as usize).map(move |s| (q, s)))
+        .collect();
+    let keys: Vec<(usize, usize)> = got
+        .iter()
+        .map(|c| (c.prompt_index, c.sample_index))
+        .collect();
+    assert_eq!(keys, want);
+    got
+}
+
+/// Continuous batching: a request's samples are those of a one-prompt `generate` call with its
+/// seed, and its greedy row that of a greedy call, whatever the batch size. Prompts of lengths 1
+/// to 11 with different row counts, stop ids that end rows at different steps, and batch sizes
+/// that split requests across admissions and merge caches of different lengths.
+#[test]
+fn requests_sample_as_they_would_alone_whatever_the_batch() {
+    for (name, cfg) in common::all_configs() {
+        let (_vm, model) = common::build(&cfg, DType::F32, 23);
+        let params = SamplingParams {
+            temperature: 1.1,
+            top_p: 0.9,
+            max_new_tokens: 9,
+            stop_token_ids: vec![3, 9, 17],
+            ..Default::default()
+        };
+        let reqs: Vec<Request> = [
+            (3, 2, false),
+            (11, 1, true),
+            (1, 3, true),
+            (6, 0, true),
+            (5, 2, false),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(q, &(len, n, greedy_row))| Request {
+            prompt: common::tokens(40 + q as u64, len, cfg.vocab_size),
+            n,
+            seed: 1000 + 7 * q as u64,
+            greedy_row,
+        })
+        .collect();
+        // Each request alone: its samples from a one-prompt call with its seed, then its greedy row.
+        let mut want = Vec::new();
+        for (q, r) in reqs.iter().enumerate() {
+            let one = std::slice::from_ref(&r.prompt);
+            let mut alone = Vec::new();
+            if r.n > 0 {
+                let p = SamplingParams {
+                    n: r.n,
+                    seed: r.seed,
+                    ..params.clone()
+                };
+                alone.extend(generate(&model, one, &p, None).unwrap());
+            }
+            if r.greedy_row {
+                let p = SamplingParams {
+                    greedy: true,
+                    ..params.clone()
+                };
+                let mut g = generate(&model, one, &p, None).unwrap().remove(0);
+                g.sample_index = r.n;
+                alone.push(g);
+            }
+            for c in &mut alone {
+                c.prompt_index = q;
+            }
+            want.extend(alone);
+        }
+        let stops = want
+            .iter()
+            .filter(|c| c.finish_reason == FinishReason::Stop)
+            .count();
+        assert!(
+            stops > 0 && stops < want.len(),
+            "{name}: want a mix of finish steps, got {stops} stops"
+        );
+        for max_rows in [1, 2, 3, 5, 100] {
+            let got = requests(&model, &reqs, &params, max_rows);
+            for (g, w) in got.iter().zip(&want) {
+                let at = format!(
+                    "{name}, batch {max_rows}, request {} sample {}",
+                    w.prompt_index, w.sample_index
+                );
+                assert_eq!(g.tokens, w.tokens, "{at}");
+                assert_eq!(g.finish_reason, w.finish_reason, "{at}");
+                for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+                    assert!((a - b).abs() < 1e-4, "{at}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn request_errors_name_the_problem() {
+    let cfg = common::qwen2();
+    let (_vm, model) = common::build(&cfg, DType::F32, 1);
+    let p = SamplingParams::default();
+    let ok = Request {
+        prompt: vec![1, 2],
+        n: 1,
+        seed: 0,
+        greedy_row: false,
+    };
+    let run = |reqs: &[Request], max_rows: usize| {
+        generate_requests(&model, reqs, &p, None, max_rows, &mut |_| Ok(()))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(run(std::slice::from_ref(&ok), 0).contains("at least one row"));
+    let none = Request { n: 0, ..ok.clone() };
+    assert!(run(&[ok.clone(), none], 4).contains("prompt 1 asks for no rows"));
+    let long = Request {
+        prompt: vec![1; cfg.max_position_embeddings],
+        ..ok.clone()
+    };
+    assert!(run(&[ok.clone(), ok.clone(), long], 4).contains("prompt 2 has"));
+    // A failing callback stops the run with its error.
+    let err = generate_requests(&model, &[ok], &p, None, 4, &mut |_| {
+        anyhow::bail!("disk full")
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "disk full");
 }

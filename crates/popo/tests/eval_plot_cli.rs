@@ -72,6 +72,69 @@ fn eval_writes_results_samples_and_a_table() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("aime24.jsonl"));
 }
 
+/// `--batch-size` only changes speed: one row at a time and the default batch write the same
+/// samples.jsonl and the same results.json (wall time aside); 0 is refused before any work.
+#[test]
+fn eval_batch_size_changes_nothing_but_speed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    tiny_checkpoint(&model);
+    let bench =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../popo-eval/tests/fixtures/arith_bench.jsonl");
+    let eval = |out: &Path, extra: &[&str]| {
+        let o = popo()
+            .args(["eval", "--model"])
+            .arg(&model)
+            .arg("--bench")
+            .arg(&bench)
+            .args([
+                "--n",
+                "3",
+                "--greedy",
+                "--temperature",
+                "1.0",
+                "--template",
+                "plain",
+            ])
+            .args(["--max-new-tokens", "10", "--seed", "9", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains("tok/s"), "{stderr}");
+        let mut r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        let b = r["benchmarks"][0].as_object_mut().unwrap();
+        assert!(b.remove("wall_time_s").unwrap().as_f64().unwrap() > 0.0);
+        let samples = std::fs::read_to_string(out.join("samples.jsonl")).unwrap();
+        (r, samples)
+    };
+    let (one, one_samples) = eval(&tmp.path().join("one"), &["--batch-size", "1"]);
+    let (all, all_samples) = eval(&tmp.path().join("all"), &[]);
+    assert_eq!(one_samples.lines().count(), 5 * 4);
+    assert_eq!(all_samples, one_samples);
+    assert_eq!(all, one);
+    assert!(one["benchmarks"][0]["generated_tokens"].as_u64().unwrap() >= 20);
+
+    let o = popo()
+        .args(["eval", "--model"])
+        .arg(&model)
+        .arg("--bench")
+        .arg(&bench)
+        .args(["--batch-size", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--batch-size must be at least 1"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn plot_draws_svg_and_png_from_metrics_jsonl() {
     let tmp = tempfile::tempdir().unwrap();
