@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use popo_model::data::{load_jsonl, JsonlFormat, PromptTemplate, SplitMix64};
 use popo_model::{generate_requests, Model, Request, SamplingParams, Tokenizer};
-use popo_train::data::{load_jsonl, JsonlFormat, PromptTemplate, SplitMix64};
 
 use crate::metrics::{aggregate, majority_vote, Aggregate, ProblemScore, Vote};
 
@@ -130,23 +130,6 @@ pub struct ModelInfo {
     pub checkpoint: String,
     /// The training step, when the checkpoint was written by `popo train`.
     pub step: Option<u64>,
-}
-
-/// A run directory of `popo train` means its latest checkpoint; anything else is an HF directory.
-pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<u64>)> {
-    let step_of =
-        |d: &Path| -> Option<u64> { popo_train::checkpoint::load_state(d).ok().map(|s| s.step) };
-    if dir.join("config.json").is_file() {
-        return Ok((dir.to_path_buf(), step_of(dir)));
-    }
-    if let Some(last) = popo_train::checkpoint::list(dir)?.pop() {
-        let step = step_of(&last);
-        return Ok((last, step));
-    }
-    bail!(
-        "{}: no config.json (not an HF model directory) and no checkpoints/step-* (not a popo run directory)",
-        dir.display()
-    )
 }
 
 /// Scores one problem's completions with the verifier; returns the per-sample verdicts (in
@@ -346,7 +329,7 @@ pub fn evaluate_bench(
 fn score_completions(
     name: &str,
     i: usize,
-    ex: &popo_train::data::Example,
+    ex: &popo_model::data::Example,
     comps: &[popo_model::Completion],
     cfg: &EvalConfig,
     tokenizer: &Tokenizer,

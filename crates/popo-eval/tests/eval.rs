@@ -2,8 +2,7 @@
 
 use candle_core::{DType, Device};
 use popo_eval::bench::{
-    evaluate_bench, markdown_table, resolve_model_dir, EvalConfig, EvalResults, EvalSample,
-    ModelInfo,
+    evaluate_bench, markdown_table, EvalConfig, EvalResults, EvalSample, ModelInfo,
 };
 use popo_train::data::PromptTemplate;
 use std::path::{Path, PathBuf};
@@ -64,7 +63,7 @@ fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
     let model_dir = tmp.path().join("tiny");
     tiny_checkpoint(&model_dir);
     assert_eq!(
-        resolve_model_dir(&model_dir).unwrap(),
+        popo_train::checkpoint::resolve_model_dir(&model_dir).unwrap(),
         (model_dir.clone(), None)
     );
     let pre = popo_model::load_pretrained(&model_dir, &Device::Cpu, DType::F32).unwrap();

@@ -71,7 +71,7 @@ set = ["algo.tau=1.0"]
 
     // `popo eval` reads what `popo train` wrote: a run directory means its latest checkpoint.
     let run_dir = spec.run_dir(&spec.runs[0], 1);
-    let (ckpt, step) = popo_eval::bench::resolve_model_dir(&run_dir).unwrap();
+    let (ckpt, step) = popo_train::checkpoint::resolve_model_dir(&run_dir).unwrap();
     assert_eq!(step, Some(2));
     assert!(ckpt.starts_with(&run_dir));
     let pre =

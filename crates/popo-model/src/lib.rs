@@ -21,6 +21,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod data;
 pub mod model;
 pub mod sampler;
 pub mod tokenizer;

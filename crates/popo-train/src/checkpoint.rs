@@ -142,6 +142,22 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A run directory of `popo train` means its latest checkpoint; anything else is an HF directory.
+pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<u64>)> {
+    let step_of = |d: &Path| -> Option<u64> { load_state(d).ok().map(|s| s.step) };
+    if dir.join("config.json").is_file() {
+        return Ok((dir.to_path_buf(), step_of(dir)));
+    }
+    if let Some(last) = list(dir)?.pop() {
+        let step = step_of(&last);
+        return Ok((last, step));
+    }
+    bail!(
+        "{}: no config.json (not an HF model directory) and no checkpoints/step-* (not a popo run directory)",
+        dir.display()
+    )
+}
+
 /// `dir` is a checkpoint (has trainer_state.json) or a run directory (its latest checkpoint).
 /// Returns (run dir, checkpoint dir).
 pub fn resolve_resume(dir: &Path) -> Result<(PathBuf, PathBuf)> {

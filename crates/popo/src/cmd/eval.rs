@@ -6,8 +6,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use popo_eval::bench::{
-    default_batch_size, evaluate_bench, markdown_table, resolve_bench, resolve_model_dir,
-    EvalConfig, EvalResults, ModelInfo,
+    default_batch_size, evaluate_bench, markdown_table, resolve_bench, EvalConfig, EvalResults,
+    ModelInfo,
 };
 
 #[derive(clap::Args, Debug)]
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<i32> {
         .iter()
         .map(|b| resolve_bench(b, args.data_dir.as_deref()))
         .collect::<Result<Vec<_>>>()?;
-    let (checkpoint, step) = resolve_model_dir(&args.model)?;
+    let (checkpoint, step) = popo_train::checkpoint::resolve_model_dir(&args.model)?;
     let device = popo_model::device_from_str(&args.device)?;
     let dtype = popo_model::dtype_from_str(&args.dtype)?;
     let batch_size = args
