@@ -13,7 +13,7 @@ fn fixture() -> PathBuf {
 
 /// A randomly initialised built-in tiny model, saved in HF layout.
 fn tiny_checkpoint(dir: &Path) {
-    popo_train::task::TinyModel::micro()
+    popo_train::tiny::TinyModel::micro()
         .save_random(dir, 7, 0.5)
         .unwrap();
 }
@@ -199,25 +199,8 @@ fn eval_runs_on_hf_fixture_directories_with_their_chat_templates() {
             greedy: true,
             ..Default::default()
         };
-        let mut out = Vec::new();
-        let r = evaluate_bench(
-            &pre.model,
-            tok,
-            &stops,
-            "arith",
-            &fixture(),
-            &cfg,
-            64,
-            &mut out,
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let (r, lines) = run_batched(&dir, &cfg, 64, "");
         assert_eq!(r.metrics.num_problems, 2);
-        let lines: Vec<EvalSample> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
         assert_eq!(lines.len(), 2 * 3);
         assert!(lines.iter().all(|s| s.num_tokens <= 4));
     }

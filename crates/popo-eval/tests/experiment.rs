@@ -4,6 +4,12 @@ use popo_eval::experiment::{run_grid, write_report, ExperimentSpec, RUN_DONE_FIL
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+/// The `set` entries every test grid shares: two steps of a one-layer model on short completions.
+const TINY: &str = r#""run.steps=2", "rollout.batch_prompts=2", "rollout.group_size=2",
+    "rollout.max_completion_len=8", "tiny_model.hidden_size=32", "tiny_model.num_layers=1",
+    "tiny_model.num_heads=2", "tiny_model.num_kv_heads=1", "tiny_model.intermediate_size=64",
+    "task.n_eval=20", "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16""#;
+
 #[test]
 fn tiny_grid_runs_and_reports() {
     let tmp = tempfile::tempdir().unwrap();
@@ -14,11 +20,7 @@ fn tiny_grid_runs_and_reports() {
             r#"
 out_dir = "{}"
 seeds = [0, 1]
-set = ["run.steps=2", "sft.steps=2", "run.eval_size=8", "rollout.batch_prompts=2",
-       "rollout.group_size=2", "rollout.max_completion_len=8", "tiny_model.hidden_size=32",
-       "tiny_model.num_layers=1", "tiny_model.num_heads=2", "tiny_model.num_kv_heads=1",
-       "tiny_model.intermediate_size=64", "task.n_sft=50", "task.n_rl=50", "task.n_eval=20",
-       "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16"]
+set = [{TINY}, "sft.steps=2", "run.eval_size=8", "task.n_sft=50", "task.n_rl=50"]
 [[runs]]
 name = "popo"
 preset = "popo"
@@ -121,11 +123,7 @@ fn shared_warmup_gives_the_same_runs() {
 out_dir = "{}"
 seeds = [3]
 shared_warmup = {shared}
-set = ["run.steps=2", "sft.steps=3", "run.eval_size=6", "rollout.batch_prompts=2",
-       "rollout.group_size=2", "rollout.max_completion_len=8", "tiny_model.hidden_size=32",
-       "tiny_model.num_layers=1", "tiny_model.num_heads=2", "tiny_model.num_kv_heads=1",
-       "tiny_model.intermediate_size=64", "task.n_sft=40", "task.n_rl=40", "task.n_eval=20",
-       "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16"]
+set = [{TINY}, "sft.steps=3", "run.eval_size=6", "task.n_sft=40", "task.n_rl=40"]
 [[runs]]
 name = "popo"
 preset = "popo"

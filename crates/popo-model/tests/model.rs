@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use popo_model::{Model, TokenBatch};
 
 fn batch(vocab: usize) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
@@ -196,14 +196,7 @@ fn kv_cache_decode_equals_full_forward_with_left_padding() {
                 let pos = prompt_lens[r] - 1 + k;
                 let want = full.get(0).unwrap().get(pos).unwrap();
                 let got = l.get(r).unwrap().squeeze(0).unwrap();
-                let diff = (want - got)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max(D::Minus1)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = common::max_abs_diff(&want, &got);
                 assert!(diff < 1e-4, "{name} row {r} step {k}: max |diff| {diff}");
             }
         }
@@ -347,16 +340,7 @@ fn stacked_and_reselected_caches_decode_like_one_cache() {
         let m = vec![vec![1u8]; 3];
         let h1 = model.forward_cached(&x, &m, &mut stacked).unwrap();
         let h2 = model.forward_cached(&x, &m, &mut reference).unwrap();
-        let d = (h1 - h2)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = common::max_abs_diff(&h1, &h2);
         assert!(d < 1e-5, "step {step}: {d}");
     }
 }
@@ -375,24 +359,12 @@ fn the_no_graph_path_matches_the_training_path() {
             let b = make_batch(&p, &c);
             let train = model.forward_train(&b, 0.8).unwrap();
             let fast = model.detached().forward_train(&b, 0.8).unwrap();
-            let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-                (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
             for (what, a, f) in [
                 ("logprobs", &train.logprobs, &fast.logprobs),
                 ("entropy", &train.entropy, &fast.entropy),
                 ("hidden", &train.hidden, &fast.hidden),
             ] {
-                let d = max_diff(a, f);
+                let d = common::max_abs_diff(a, f);
                 eprintln!("{name} {dtype:?} {what}: max |diff| {d:.2e}");
                 assert!(d <= tol, "{name} {dtype:?} {what}: {d}");
             }
@@ -474,16 +446,7 @@ fn checkpointed_backward_matches_the_ordinary_backward() {
                 .flatten_all()
                 .unwrap();
             let scale = scale.max(0).unwrap().to_scalar::<f32>().unwrap().max(1e-6);
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = common::max_abs_diff(&got, want);
             assert!(
                 diff <= 1e-4 * scale,
                 "{name} {vname}: max |diff| {diff} (scale {scale})"

@@ -34,7 +34,7 @@ pub struct TrainConfig {
     /// The built-in arithmetic task (used when `data.path` is empty).
     pub task: crate::task::TaskConfig,
     /// The built-in tiny model's shape (used when `model.path` is empty).
-    pub tiny_model: crate::task::TinyModel,
+    pub tiny_model: crate::tiny::TinyModel,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -680,7 +680,7 @@ impl ConfigBuilder {
     /// warm-up, a probe and a checkpoint every 2 steps. Tests add their own `set`s and preset.
     pub fn tiny_for_tests(out_dir: &Path) -> Self {
         let micro =
-            Value::try_from(crate::task::TinyModel::micro()).expect("TinyModel serializes to TOML");
+            Value::try_from(crate::tiny::TinyModel::micro()).expect("TinyModel serializes to TOML");
         let mut b = Self::new()
             .set_value("tiny_model", micro)
             .set_value("run.out_dir", Value::String(out_dir.display().to_string()));

@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn prompts_render_with_the_tokenizers_template_and_long_ones_are_counted() {
-        let tok = crate::task::tokenizer().unwrap();
+        let tok = crate::tiny::tokenizer().unwrap();
         let examples = vec![
             Example {
                 problem: "1+1?".into(),

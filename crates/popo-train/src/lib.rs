@@ -26,4 +26,5 @@ pub mod setup;
 pub mod sft;
 pub mod task;
 pub mod tensorboard;
+pub mod tiny;
 pub mod trainer;

@@ -212,7 +212,7 @@ pub fn from_config(cfg: &crate::config::TrainConfig) -> anyhow::Result<Box<dyn R
         Box::new(math)
     };
     if r.check_work {
-        reward = Box::new(crate::task::CheckedWork(reward));
+        reward = Box::new(CheckedWork(reward));
     }
     Ok(reward)
 }
@@ -228,9 +228,104 @@ pub fn overlong_penalty(len: usize, max_len: usize, cache: usize, penalty: f64) 
     }
 }
 
+/// The built-in task's work check. True when a completion's worked answer is consistent: every `a op b=c` step is true arithmetic
+/// and the last step's result (or the lone number, for a one-operand problem) is the boxed answer.
+/// It checks the work, not the answer: [`CheckedWork`] pairs it with the verifier.
+pub fn work_is_valid(completion: &str) -> bool {
+    let text = completion.trim();
+    let Some(at) = text.rfind("\\boxed{") else {
+        return false;
+    };
+    let Some(boxed) = text[at + 7..]
+        .strip_suffix('}')
+        .and_then(|b| b.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    let Some(work) = text[..at].trim_end().strip_suffix('.') else {
+        return false;
+    };
+    let mut last = None;
+    for step in work.trim().split(", ") {
+        last = match step.split_once('=') {
+            None => step.parse::<i64>().ok(),
+            Some((lhs, rhs)) => check_step(lhs, rhs),
+        };
+        if last.is_none() {
+            return false;
+        }
+    }
+    last == Some(boxed)
+}
+
+/// `a op b` and `c` of one step; the step's result when `a op b == c`.
+fn check_step(lhs: &str, rhs: &str) -> Option<i64> {
+    // The left operand may be negative, so the operator is searched after its first character.
+    let first = lhs.chars().next()?.len_utf8();
+    let op_at = first + lhs[first..].find(['+', '-', '*'])?;
+    let a: i64 = lhs[..op_at].parse().ok()?;
+    let b: i64 = lhs[op_at + 1..].parse().ok()?;
+    let c: i64 = rhs.parse().ok()?;
+    let v = match lhs.as_bytes()[op_at] {
+        b'+' => a.checked_add(b)?,
+        b'-' => a.checked_sub(b)?,
+        _ => a.checked_mul(b)?,
+    };
+    (v == c).then_some(c)
+}
+
+/// The built-in task's reward (`reward.check_work`): the inner reward, counted only when the
+/// worked steps are valid. `correct` (what accuracy counts) is the inner answer check alone.
+pub struct CheckedWork(pub Box<dyn Reward>);
+
+impl Reward for CheckedWork {
+    fn score(&self, completion_text: &str, gold: &str) -> RewardOut {
+        let mut out = self.0.score(completion_text, gold);
+        if !work_is_valid(completion_text) {
+            out.reward = out.reward.min(0.0);
+        }
+        out
+    }
+
+    fn name(&self) -> &str {
+        "math_checked_work"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_check_accepts_true_steps_and_rejects_lucky_answers() {
+        for p in crate::task::TaskConfig::default()
+            .generate(crate::task::Split::Rl)
+            .unwrap()
+        {
+            assert!(work_is_valid(&p.solution), "{p:?}");
+        }
+        assert!(work_is_valid(" 5-9=-4, -4-3=-7. \\boxed{-7}"));
+        assert!(work_is_valid(" 7. \\boxed{7}"));
+        for bad in [
+            " 1+1=3. \\boxed{1}",            // the right box through a false step
+            " 1+1=2. \\boxed{3}",            // steps fine, box disagrees
+            " 5-9=-4, -4-3=-6. \\boxed{-6}", // second step false
+            " 5-9=-4, --3=. \\boxed{-7}",
+            " 2*3=6 \\boxed{6}", // no period
+            " 2*3=6. \\boxed{6",
+            " 2*3=6. ",
+            "",
+            " 99999999999*99999999999=1. \\boxed{1}", // overflow is invalid, not a panic
+            " é+1=2. \\boxed{2}",
+        ] {
+            assert!(!work_is_valid(bad), "{bad:?}");
+        }
+        let r = CheckedWork(Box::new(MathReward::new()));
+        let lucky = r.score(" 1+1=3. \\boxed{1}", "1");
+        assert_eq!((lucky.reward, lucky.correct), (0.0, true));
+        let good = r.score(" 0+1=1. \\boxed{1}", "1");
+        assert_eq!((good.reward, good.correct), (1.0, true));
+    }
 
     #[test]
     fn math_reward_uses_the_verifier() {

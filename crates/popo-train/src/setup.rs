@@ -36,7 +36,7 @@ pub fn setup(cfg: &TrainConfig, device: &Device, checkpoint: Option<&Path>) -> R
     let loaded = match (checkpoint, cfg.model.path.as_str()) {
         (Some(dir), _) => LmPolicy::load(dir, device, dtype)?,
         (None, "") => {
-            let tokenizer = task::tokenizer()?;
+            let tokenizer = crate::tiny::tokenizer()?;
             let mcfg = cfg.tiny_model.config(&tokenizer)?;
             lm::Loaded {
                 policy: LmPolicy::seeded(&mcfg, device, dtype, cfg.run.seed, 0.02)?,

@@ -81,15 +81,28 @@ fn ctx<'a>(policy: &'a dyn Policy, dev: &'a Device, chunk: usize) -> PrepareCtx<
 }
 
 fn seq_batch(batch: &RolloutBatch, rows: &[usize], dev: &Device) -> SeqBatch {
-    let p: Vec<&[u32]> = rows
-        .iter()
-        .map(|&i| batch.rollouts[i].prompt.as_slice())
-        .collect();
-    let c: Vec<&[u32]> = rows
-        .iter()
-        .map(|&i| batch.rollouts[i].completion.as_slice())
-        .collect();
-    SeqBatch::new(&p, &c, PAD, dev).unwrap()
+    batch.seq_batch(rows, PAD, dev).unwrap()
+}
+/// Moves the policy's embeddings by Gaussian noise of standard deviation `std`, so that the
+/// ratios to the old policy (and the frozen reference) differ from 1.
+fn nudge(policy: &TinyLm, std: f64) {
+    let e = policy.emb.as_tensor();
+    let noise = Tensor::randn(0f64, std, e.shape(), e.device()).unwrap();
+    policy.emb.set(&(e + noise).unwrap()).unwrap();
+}
+
+/// The loss of `rows` in one micro-batch, with the batch and the policy output a reference needs.
+fn loss_of(
+    algo: &dyn Algorithm,
+    policy: &TinyLm,
+    batch: &RolloutBatch,
+    prep: &Prepared,
+    rows: &[usize],
+) -> (f64, SeqBatch, PolicyOutput) {
+    let mb = seq_batch(batch, rows, &Device::Cpu);
+    let out = policy.forward(&mb, 1.0).unwrap();
+    let loss = algo.loss(&out, &mb, prep, rows).unwrap().loss;
+    (loss.to_scalar::<f64>().unwrap(), mb, out)
 }
 
 /// Per-row completion values of a [B, T] output, as f64.
@@ -290,14 +303,7 @@ fn popo_loss_matches_f64_reference() {
         let algo = Popo::new(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
         let rows: Vec<usize> = (0..batch.len()).collect();
-        let mb = seq_batch(&batch, &rows, &dev);
-        let out = policy.forward(&mb, 1.0).unwrap();
-        let got = algo
-            .loss(&out, &mb, &prep, &rows)
-            .unwrap()
-            .loss
-            .to_scalar::<f64>()
-            .unwrap();
+        let (got, mb, out) = loss_of(&algo, &policy, &batch, &prep, &rows);
 
         // Reference in f64 loops.
         let lp = per_tok(&mb, &out.logprobs);
@@ -437,20 +443,9 @@ fn popo_truncated_ratio_matches_reference() {
     let policy = TinyLm::new(V, DM, 4, DType::F64);
     let algo = Popo::new(&c, &policy, &dev).unwrap();
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 4)).unwrap();
-    let e = policy.emb.as_tensor();
-    policy
-        .emb
-        .set(&(e + Tensor::randn(0f64, 0.2, e.shape(), &dev).unwrap()).unwrap())
-        .unwrap();
+    nudge(&policy, 0.2);
     let rows: Vec<usize> = (0..batch.len()).collect();
-    let mb = seq_batch(&batch, &rows, &dev);
-    let out = policy.forward(&mb, 1.0).unwrap();
-    let got = algo
-        .loss(&out, &mb, &prep, &rows)
-        .unwrap()
-        .loss
-        .to_scalar::<f64>()
-        .unwrap();
+    let (got, mb, out) = loss_of(&algo, &policy, &batch, &prep, &rows);
     let lp = per_tok(&mb, &out.logprobs);
     let (mut num, mut den, mut clipped) = (0.0, 0.0, 0);
     for (i, s) in prep.seqs.iter().enumerate() {
@@ -618,20 +613,9 @@ fn grpo_family_matches_f64_reference() {
         assert_eq!(algo.has_reference(), c.algo.beta_kl > 0.0);
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 4)).unwrap();
         // Move the policy so that ratios differ from 1 (the reference stays frozen).
-        let e = policy.emb.as_tensor();
-        policy
-            .emb
-            .set(&(e + Tensor::randn(0f64, 0.3, e.shape(), &dev).unwrap()).unwrap())
-            .unwrap();
+        nudge(&policy, 0.3);
         let rows: Vec<usize> = (0..batch.len()).collect();
-        let mb = seq_batch(&batch, &rows, &dev);
-        let out = policy.forward(&mb, 1.0).unwrap();
-        let got = algo
-            .loss(&out, &mb, &prep, &rows)
-            .unwrap()
-            .loss
-            .to_scalar::<f64>()
-            .unwrap();
+        let (got, mb, out) = loss_of(&algo, &policy, &batch, &prep, &rows);
 
         let lp = per_tok(&mb, &out.logprobs);
         let old: Vec<Vec<f64>> = prep
@@ -694,14 +678,7 @@ fn raft_is_uniform_positive_nll() {
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 4)).unwrap();
     let rows = prep.included();
     assert_eq!(rows, vec![0, 2, 4]); // negatives never enter the forward
-    let mb = seq_batch(&batch, &rows, &dev);
-    let out = policy.forward(&mb, 1.0).unwrap();
-    let got = algo
-        .loss(&out, &mb, &prep, &rows)
-        .unwrap()
-        .loss
-        .to_scalar::<f64>()
-        .unwrap();
+    let (got, mb, out) = loss_of(&algo, &policy, &batch, &prep, &rows);
     let lp = per_tok(&mb, &out.logprobs);
     let w = [0.5, 0.5, 1.0];
     let num: f64 = lp
@@ -778,11 +755,7 @@ fn finite_difference_gradients_f64() {
         let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 16)).unwrap();
         // Step away from the old weights so ratios are not 1 (but stay inside the clip range).
-        let e = policy.emb.as_tensor();
-        policy
-            .emb
-            .set(&(e + Tensor::randn(0f64, 0.02, e.shape(), &dev).unwrap()).unwrap())
-            .unwrap();
+        nudge(&policy, 0.02);
         let (_, acc) = total_loss(algo.as_ref(), &policy, &batch, &prep, 16);
         for (vi, var) in [&policy.emb, &policy.out].into_iter().enumerate() {
             let grad = acc.grads[vi]
@@ -847,25 +820,8 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         assert!(close(l1, l2, 1e-6), "{preset}: {l1} vs {l2}");
         for (a, b) in g1.grads.iter().zip(&g2.grads) {
             let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
-            let diff = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
-            let scale = a
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let diff = common::abs_max(&(a - b).unwrap());
+            let scale = common::abs_max(a);
             assert!(diff <= 1e-5 * (1.0 + scale), "{preset}: grad diff {diff}");
         }
     }
@@ -890,13 +846,7 @@ fn popo_loss_reaches_every_parameter() {
     assert_eq!(names.len(), 2 + 10);
     for (name, g) in names.iter().zip(&acc.grads) {
         let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
-        let n = g
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let n = common::abs_sum(g);
         assert!(n > 0.0 && n.is_finite(), "{name}: gradient norm {n}");
     }
 }

@@ -5,7 +5,7 @@
 use popo_train::config::ConfigBuilder;
 use popo_train::data::{load_jsonl, JsonlFormat};
 use popo_train::metrics::read_metrics;
-use popo_train::task::work_is_valid;
+use popo_train::reward::work_is_valid;
 use proptest::prelude::*;
 
 /// Lines that look like JSONL datasets often do: valid rows, near misses and noise.

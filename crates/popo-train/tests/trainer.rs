@@ -1,6 +1,8 @@
 //! The trainer end to end on the built-in task with a very small real model (popo_model):
 //! exact resume, every diagnostic logged, HF checkpoints + JSONL data, NaN handling.
 
+mod common;
+
 use popo_train::config::{ConfigBuilder, TrainConfig};
 use popo_train::metrics::{names, read_metrics, MetricRecord};
 use popo_train::reward::{Reward, RewardOut};
@@ -19,6 +21,18 @@ fn tiny(dir: &Path, preset: &str, sets: &[&str]) -> TrainConfig {
 
 fn flag() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
+}
+
+fn quiet(cfg: TrainConfig) -> Trainer {
+    let mut t = Trainer::new(cfg, flag()).unwrap();
+    t.set_quiet(true);
+    t
+}
+
+fn quiet_resume(dir: &Path) -> Trainer {
+    let mut t = Trainer::resume(dir, flag()).unwrap();
+    t.set_quiet(true);
+    t
 }
 
 /// (step, non-perf values) of each record.
@@ -54,20 +68,17 @@ fn resume_reproduces_an_uninterrupted_run() {
         let b = root.path().join(format!("{preset}-{dtype}-b"));
         let dt = format!("run.dtype={dtype}");
         let sets = ["algo.num_iterations=2", "run.save_every=0", dt.as_str()];
-        let mut t = Trainer::new(tiny(&a, preset, &sets), flag()).unwrap();
-        t.set_quiet(true);
+        let mut t = quiet(tiny(&a, preset, &sets));
         t.run().unwrap();
 
-        let mut t = Trainer::new(tiny(&b, preset, &sets), flag()).unwrap();
-        t.set_quiet(true);
+        let mut t = quiet(tiny(&b, preset, &sets));
         t.step().unwrap();
         t.step().unwrap();
         t.save_checkpoint().unwrap();
         // A step that is logged but not checkpointed: resume must drop it.
         t.step().unwrap();
         drop(t);
-        let mut t = Trainer::resume(&b, flag()).unwrap();
-        t.set_quiet(true);
+        let mut t = quiet_resume(&b);
         let s = t.run().unwrap();
         assert_eq!(s.steps_done, 4);
 
@@ -110,8 +121,7 @@ fn thread_count_does_not_change_a_run() {
             .build()
             .unwrap();
         pool.install(|| {
-            let mut t = Trainer::new(cfg, flag()).unwrap();
-            t.set_quiet(true);
+            let mut t = quiet(cfg);
             t.run().unwrap();
         });
         read_metrics(&dir).unwrap()
@@ -132,8 +142,7 @@ fn popo_run_logs_every_diagnostic_and_writes_its_run_dir() {
         "popo",
         &["run.steps=2", "run.keep_last=1", "run.save_every=1"],
     );
-    let mut t = Trainer::new(cfg.clone(), flag()).unwrap();
-    t.set_quiet(true);
+    let mut t = quiet(cfg.clone());
     let s = t.run().unwrap();
     assert!(s.eval_before.is_some() && s.eval_after.is_some());
     let recs = read_metrics(&dir).unwrap();
@@ -220,12 +229,7 @@ impl Reward for Constant {
 fn popo_terms_and_probe_are_logged_with_positives() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("run");
-    let mut t = Trainer::new(
-        tiny(&dir, "popo", &["run.steps=2", "run.eval_size=0"]),
-        flag(),
-    )
-    .unwrap();
-    t.set_quiet(true);
+    let mut t = quiet(tiny(&dir, "popo", &["run.steps=2", "run.eval_size=0"]));
     t.set_reward(Box::new(Constant(1.0)));
     t.run().unwrap();
     let recs = read_metrics(&dir).unwrap();
@@ -259,41 +263,20 @@ fn popo_terms_and_probe_are_logged_with_positives() {
 fn nonfinite_steps_are_skipped_then_stop_the_run() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("run");
-    let mut t = Trainer::new(
-        tiny(
-            &dir,
-            "grpo",
-            &[
-                "run.max_nonfinite_in_row=2",
-                "run.eval_size=0",
-                "run.save_every=0",
-            ],
-        ),
-        flag(),
-    )
-    .unwrap();
-    t.set_quiet(true);
+    let mut t = quiet(tiny(
+        &dir,
+        "grpo",
+        &[
+            "run.max_nonfinite_in_row=2",
+            "run.eval_size=0",
+            "run.save_every=0",
+        ],
+    ));
     t.set_reward(Box::new(Constant(f32::NAN)));
-    let before: Vec<f32> = {
-        let p = popo_train::policy::Policy::named_vars(t.policy());
-        p[0].1
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
+    let before = common::first_weights(t.policy());
     let e = t.run().unwrap_err().to_string();
     assert!(e.contains("consecutive") && e.contains("checkpoint"), "{e}");
-    let after: Vec<f32> = {
-        let p = popo_train::policy::Policy::named_vars(t.policy());
-        p[0].1
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
+    let after = common::first_weights(t.policy());
     assert_eq!(before, after, "skipped steps must not touch the weights");
     let recs = read_metrics(&dir).unwrap();
     assert_eq!(recs.last().unwrap().values[names::SKIPPED_STEPS], Some(2.0));
@@ -306,12 +289,7 @@ fn trains_an_hf_checkpoint_on_jsonl_data() {
     let root = tempfile::tempdir().unwrap();
     // Make an HF checkpoint: the first run's checkpoint is one.
     let first = root.path().join("first");
-    let mut t = Trainer::new(
-        tiny(&first, "popo", &["run.steps=1", "run.eval_size=0"]),
-        flag(),
-    )
-    .unwrap();
-    t.set_quiet(true);
+    let mut t = quiet(tiny(&first, "popo", &["run.steps=1", "run.eval_size=0"]));
     t.run().unwrap();
     let ck = popo_train::checkpoint::list(&first).unwrap().pop().unwrap();
     let data = root.path().join("d.jsonl");
@@ -333,8 +311,7 @@ fn trains_an_hf_checkpoint_on_jsonl_data() {
             ],
         );
         assert_eq!(cfg.optim.lr, 1e-6, "the spec's lr, not the demo's");
-        let mut t = Trainer::new(cfg, flag()).unwrap();
-        t.set_quiet(true);
+        let mut t = quiet(cfg);
         let s = t.run().unwrap();
         assert_eq!(s.steps_done, 1, "{preset}");
         assert!(popo_model::hub::load_pretrained(
@@ -366,7 +343,7 @@ fn trains_an_hf_checkpoint_on_jsonl_data() {
 #[test]
 fn popo_loss_reaches_every_real_model_parameter() {
     use popo_train::algo::{PrepareCtx, Rollout, RolloutBatch};
-    use popo_train::policy::{Policy, SeqBatch};
+    use popo_train::policy::Policy;
     let dev = candle_core::Device::Cpu;
     let mcfg = popo_model::ModelConfig::qwen2_tiny(40, 16, 2, 2, 1, 32);
     let (varmap, model) =
@@ -406,15 +383,7 @@ fn popo_loss_reaches_every_real_model_parameter() {
     };
     let prep = algo.prepare(&batch, &ctx).unwrap();
     let rows = prep.included();
-    let p: Vec<&[u32]> = rows
-        .iter()
-        .map(|&i| batch.rollouts[i].prompt.as_slice())
-        .collect();
-    let c: Vec<&[u32]> = rows
-        .iter()
-        .map(|&i| batch.rollouts[i].completion.as_slice())
-        .collect();
-    let mb = SeqBatch::new(&p, &c, 0, &dev).unwrap();
+    let mb = batch.seq_batch(&rows, 0, &dev).unwrap();
     let out = policy.forward(&mb, 1.0).unwrap();
     let grads = algo
         .loss(&out, &mb, &prep, &rows)
@@ -429,13 +398,7 @@ fn popo_loss_reaches_every_real_model_parameter() {
         let g = grads
             .get(v.as_tensor())
             .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let n = g
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let n = common::abs_sum(g);
         assert!(n > 0.0 && n.is_finite(), "{name}: |grad| = {n}");
     }
 }
@@ -513,8 +476,7 @@ fn short_builtin_popo_run_raises_the_reward() {
         .build()
         .unwrap();
     let steps = cfg.run.steps;
-    let mut t = Trainer::new(cfg, flag()).unwrap();
-    t.set_quiet(true);
+    let mut t = quiet(cfg);
     t.set_reward(Box::new(BoxedInteger));
     t.run().unwrap();
     let r: Vec<f64> = read_metrics(&dir)
@@ -555,8 +517,7 @@ fn stop_flag_checkpoints_and_resume_finishes() {
     assert_eq!(s.steps_done, 1);
     let cks = popo_train::checkpoint::list(&dir).unwrap();
     assert!(cks.last().unwrap().ends_with("step-000001"));
-    let mut t = Trainer::resume(&dir, flag()).unwrap();
-    t.set_quiet(true);
+    let mut t = quiet_resume(&dir);
     let s = t.run().unwrap();
     assert!(!s.interrupted);
     assert_eq!(s.steps_done, 4);
@@ -568,7 +529,7 @@ fn stop_flag_checkpoints_and_resume_finishes() {
 fn rollouts_stop_at_generation_config_eos_ids() {
     let root = tempfile::tempdir().unwrap();
     let ck = root.path().join("ck");
-    popo_train::task::TinyModel::micro()
+    popo_train::tiny::TinyModel::micro()
         .save_random(&ck, 3, 0.5)
         .unwrap();
     let tok = popo_model::Tokenizer::from_dir(&ck).unwrap();
@@ -594,8 +555,7 @@ fn rollouts_stop_at_generation_config_eos_ids() {
             "run.eval_size=0",
         ],
     );
-    let mut t = Trainer::new(cfg, flag()).unwrap();
-    t.set_quiet(true);
+    let mut t = quiet(cfg);
     t.run().unwrap();
     let samples = popo_train::metrics::read_samples(&dir.join("samples.jsonl")).unwrap();
     assert_eq!(samples.len(), 24);
@@ -643,8 +603,7 @@ fn gradient_checkpointing_gives_the_same_update() {
                 "run.probe_every=0",
                 &format!("optim.gradient_checkpointing={ckpt}"),
             ];
-            let mut t = Trainer::new(tiny(&dir, preset, &sets), flag()).unwrap();
-            t.set_quiet(true);
+            let mut t = quiet(tiny(&dir, preset, &sets));
             t.set_reward(Box::new(Constant(1.0)));
             t.run().unwrap();
             let r = read_metrics(&dir).unwrap();

@@ -2,77 +2,30 @@
 //! `gold @@ response @@ Y|N`, the response given to `verify` as written (`⏎` stands for a line
 //! break). Each class keeps at least 15 cases, with both verdicts.
 
-use popo_verify::verify;
+mod common;
 
 const MIN_CASES: usize = 15;
 
-struct Outcome {
-    cases: usize,
-    yes: usize,
-    failures: Vec<String>,
-}
-
-fn run(table: &str) -> Outcome {
-    let mut out = Outcome {
-        cases: 0,
-        yes: 0,
-        failures: Vec::new(),
-    };
-    for (i, line) in table.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let parts: Vec<&str> = line.split(" @@ ").collect();
-        assert_eq!(
-            parts.len(),
-            3,
-            "line {}: expected `gold @@ response @@ Y|N`",
-            i + 1
-        );
-        assert!(
-            matches!(parts[2], "Y" | "N"),
-            "line {}: verdict must be Y or N",
-            i + 1
-        );
-        let (gold, response, want) = (parts[0], parts[1].replace('⏎', "\n"), parts[2] == "Y");
-        out.cases += 1;
-        out.yes += usize::from(want);
-        let v = verify(gold, &response);
-        if v.correct != want {
-            out.failures.push(format!(
-                "line {}: {gold:?} vs {response:?}: expected {want}, got {} ({}; gold {:?}, pred {:?})",
-                i + 1,
-                v.correct,
-                v.reason,
-                v.gold_answer,
-                v.pred_answer
-            ));
-        }
-    }
-    out
-}
-
 fn check(name: &str, table: &str) {
-    let o = run(table);
+    let cases = common::cases(name, table, |r| r.replace('⏎', "\n"));
+    let yes = cases.iter().filter(|c| c.want).count();
     println!(
-        "{name}: {} cases ({} Y, {} N)",
-        o.cases,
-        o.yes,
-        o.cases - o.yes
+        "{name}: {} cases ({yes} Y, {} N)",
+        cases.len(),
+        cases.len() - yes
     );
     assert!(
-        o.cases >= MIN_CASES && o.yes > 0 && o.yes < o.cases,
-        "{name}: needs at least {MIN_CASES} cases with both verdicts ({} cases, {} Y)",
-        o.cases,
-        o.yes
+        cases.len() >= MIN_CASES && yes > 0 && yes < cases.len(),
+        "{name}: needs at least {MIN_CASES} cases with both verdicts ({} cases, {yes} Y)",
+        cases.len()
     );
+    let failures = common::failures(&cases);
     assert!(
-        o.failures.is_empty(),
+        failures.is_empty(),
         "{name}: {} of {} cases failed:\n{}",
-        o.failures.len(),
-        o.cases,
-        o.failures.join("\n")
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
     );
 }
 

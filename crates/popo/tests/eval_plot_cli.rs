@@ -8,7 +8,7 @@ fn popo() -> Command {
 }
 
 fn tiny_checkpoint(dir: &Path) {
-    popo_train::task::TinyModel::micro()
+    popo_train::tiny::TinyModel::micro()
         .save_random(dir, 1, 0.5)
         .unwrap();
 }

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: tiny configs of each architecture.
 #![allow(dead_code)]
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use popo_model::{Arch, Model, ModelConfig, RopeScaling};
 
@@ -58,4 +58,19 @@ pub fn tokens(seed: u64, len: usize, vocab: usize) -> Vec<u32> {
             ((x >> 33) % vocab as u64) as u32
         })
         .collect()
+}
+
+/// The largest absolute difference between two tensors of the same shape, compared in f32.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    (f(a) - f(b))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }

@@ -130,3 +130,22 @@ pub fn lcg(seed: u64, n: usize) -> Vec<f64> {
         })
         .collect()
 }
+
+/// `sum |t|` in f64, whatever `t`'s dtype: is a gradient there at all.
+pub fn abs_sum(t: &Tensor) -> f64 {
+    let s = t.abs().unwrap().sum_all().unwrap();
+    s.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// `max |t|` in f64, whatever `t`'s dtype.
+pub fn abs_max(t: &Tensor) -> f64 {
+    let m = t.abs().unwrap().max_all().unwrap();
+    m.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// The first trainable tensor's values: to see whether a step touched the weights.
+pub fn first_weights(policy: &dyn Policy) -> Vec<f32> {
+    let vars = policy.named_vars();
+    let t = vars[0].1.as_tensor().to_dtype(DType::F32).unwrap();
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
