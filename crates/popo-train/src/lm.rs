@@ -143,6 +143,25 @@ impl LmPolicy {
         )
     }
 
+    /// Writes this model's own weights, in f32, as an HF checkpoint: for a model that has no
+    /// optimizer state yet (a random initialisation that `--model` can start from).
+    pub fn save_initial(&self, dir: &Path, tokenizer: &Tokenizer) -> Result<()> {
+        let weights: Vec<(String, Tensor)> = self
+            .named
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        popo_model::save_weights(
+            dir,
+            self.model.config(),
+            &weights,
+            DType::F32,
+            Some(tokenizer),
+            None,
+            popo_model::hub::DEFAULT_SHARD_BYTES,
+        )
+    }
+
     fn run(&self, model: &Model, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput> {
         let out = model.forward_train(&batch.tokens, temperature)?;
         Ok(PolicyOutput {

@@ -94,21 +94,14 @@ impl TinyModel {
     pub fn save_random(&self, dir: &std::path::Path, seed: u64, init_std: f64) -> Result<()> {
         let tok = tokenizer()?;
         let cfg = self.config(&tok)?;
-        let (varmap, _) = popo_model::Model::new_seeded(
+        let policy = crate::lm::LmPolicy::seeded(
             &cfg,
             &candle_core::Device::Cpu,
             candle_core::DType::F32,
             seed,
             init_std,
         )?;
-        popo_model::save_pretrained(
-            dir,
-            &cfg,
-            &varmap,
-            candle_core::DType::F32,
-            Some(&tok),
-            None,
-        )
+        policy.save_initial(dir, &tok)
     }
 }
 
