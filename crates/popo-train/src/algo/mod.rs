@@ -9,6 +9,7 @@
 pub mod grpo;
 pub mod popo;
 pub mod raft;
+pub mod reinforce;
 
 use crate::config::{AlgoName, TrainConfig};
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
@@ -75,7 +76,7 @@ impl RolloutBatch {
 /// Per-sequence training data produced by `prepare`.
 #[derive(Clone, Debug, Default)]
 pub struct SeqPrep {
-    /// POPO / RAFT: the weight w_i (0 for negatives). GRPO: the advantage A_i.
+    /// POPO / RAFT: the weight w_i (0 for negatives). GRPO: the advantage A_i. REINFORCE: a_i.
     pub coef: f64,
     /// Whether the sequence enters the training forward at all.
     pub include: bool,
@@ -94,9 +95,11 @@ pub struct SeqPrep {
 pub struct Norms {
     /// Completion tokens of positives (POPO / RAFT NLL denominator).
     pub pos_tokens: f64,
-    /// Completion tokens of all included sequences (entropy / KL means).
+    /// Completion tokens of all included sequences (entropy / KL means; REINFORCE: of the whole
+    /// batch, its loss denominator).
     pub all_tokens: f64,
-    /// Completion tokens of loss-masked-in sequences (GRPO token-mean).
+    /// Completion tokens of loss-masked-in sequences (GRPO token-mean; REINFORCE: of the rows in
+    /// the forward, for the logged entropy).
     pub loss_tokens: f64,
     /// Sum of POPO weights (the L_sim denominator).
     pub weight_sum: f64,
@@ -183,6 +186,7 @@ pub fn build(
         AlgoName::Popo => Box::new(popo::Popo::new(cfg, policy, device)?),
         AlgoName::Grpo => Box::new(grpo::Grpo::new(cfg, policy)?),
         AlgoName::Raft => Box::new(raft::Raft::new(cfg)),
+        AlgoName::Reinforce => Box::new(reinforce::Reinforce::new(cfg)),
     })
 }
 
@@ -259,6 +263,12 @@ pub(crate) fn weighted_nll_sum(
         tok = (tok * rho)?;
     }
     Ok(tok.broadcast_mul(&w)?.sum_all()?)
+}
+
+/// The policy's entropy summed over the micro-batch's completion tokens (a logged diagnostic).
+pub(crate) fn entropy_sum(out: &PolicyOutput, mb: &SeqBatch) -> Result<f64> {
+    let m = mb.completion_mask().to_dtype(out.entropy.dtype())?;
+    scalar(&(&out.entropy * &m)?.sum_all()?)
 }
 
 /// A normaliser that leaves a zero sum at zero when the batch holds none of what it counts.

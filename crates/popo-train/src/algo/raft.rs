@@ -80,8 +80,7 @@ impl Algorithm for Raft {
         let lp = &out.logprobs;
         let denom = nz(prep.norm.pos_tokens);
         let nll = (weighted_nll_sum(lp, mb, prep, rows, self.ratio_clip)? / denom)?;
-        let m = mb.completion_mask().to_dtype(lp.dtype())?;
-        let ent = scalar(&(&out.entropy * &m)?.sum_all()?)? / denom;
+        let ent = entropy_sum(out, mb)? / denom;
         let v = scalar(&nll)?;
         Ok(LossOutput {
             loss: nll,
