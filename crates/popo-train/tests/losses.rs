@@ -796,14 +796,7 @@ fn reinforce_loss_matches_f64_reference() {
         } else {
             assert_eq!(rows.len(), batch.len());
         }
-        let mb = seq_batch(&batch, &rows, &dev);
-        let out = policy.forward(&mb, 1.0).unwrap();
-        let got = algo
-            .loss(&out, &mb, &prep, &rows)
-            .unwrap()
-            .loss
-            .to_scalar::<f64>()
-            .unwrap();
+        let (got, mb, out) = loss_of(algo.as_ref(), &policy, &batch, &prep, &rows);
         let want = reinforce_reference(&batch, &per_tok(&mb, &out.logprobs), &rows, lambda, None);
         assert!(
             close(got, want, 1e-12),
@@ -842,20 +835,9 @@ fn reinforce_truncated_ratio_matches_reference() {
             .included()
             .iter()
             .all(|&i| prep.seqs[i].old_logprobs.is_some()));
-        let e = policy.emb.as_tensor();
-        policy
-            .emb
-            .set(&(e + Tensor::randn(0f64, 0.2, e.shape(), &dev).unwrap()).unwrap())
-            .unwrap();
+        nudge(&policy, 0.2);
         let rows = prep.included();
-        let mb = seq_batch(&batch, &rows, &dev);
-        let out = policy.forward(&mb, 1.0).unwrap();
-        let got = algo
-            .loss(&out, &mb, &prep, &rows)
-            .unwrap()
-            .loss
-            .to_scalar::<f64>()
-            .unwrap();
+        let (got, mb, out) = loss_of(&algo, &policy, &batch, &prep, &rows);
         let lp = per_tok(&mb, &out.logprobs);
         let clipped = rows.iter().enumerate().any(|(k, &i)| {
             let old = prep.seqs[i].old_logprobs.as_ref().unwrap();
@@ -956,17 +938,7 @@ fn finite_difference_gradients_f64() {
                     v[k] += delta;
                     var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap())
                         .unwrap();
-                    let mut s = 0.0;
-                    let rows = prep.included();
-                    let mb = seq_batch(&batch, &rows, &dev);
-                    let out = policy.forward_detached(&mb, 1.0).unwrap();
-                    s += algo
-                        .loss(&out, &mb, &prep, &rows)
-                        .unwrap()
-                        .loss
-                        .to_scalar::<f64>()
-                        .unwrap();
-                    s
+                    loss_of(algo.as_ref(), &policy, &batch, &prep, &prep.included()).0
                 };
                 let h = 1e-5;
                 let fd = (eval(h) - eval(-h)) / (2.0 * h);

@@ -289,6 +289,44 @@ pub(crate) fn positives(batch: &RolloutBatch, threshold: f64) -> Vec<bool> {
         .collect()
 }
 
+/// Per-sequence data of the losses that need a coefficient alone (RAFT, REINFORCE): `coef[i]`,
+/// in the training forward when `include[i]`, with the rollout-time log-probs when the batch is
+/// trained on more than once (`num_iterations > 1`, for the truncated ratio).
+pub(crate) fn coef_seqs(
+    batch: &RolloutBatch,
+    ctx: &PrepareCtx,
+    coef: &[f64],
+    include: &[bool],
+    num_iterations: usize,
+) -> Result<Vec<SeqPrep>> {
+    let mut old = if num_iterations > 1 {
+        Some(old_logprobs(batch, ctx)?)
+    } else {
+        None
+    };
+    Ok((0..batch.len())
+        .map(|i| SeqPrep {
+            coef: coef[i],
+            include: include[i],
+            loss_mask: include[i],
+            old_logprobs: old.as_mut().map(|o| std::mem::take(&mut o[i])),
+            aux_logprobs: None,
+            target_feature: None,
+        })
+        .collect())
+}
+
+/// Completion tokens of the rows where `keep` holds.
+pub(crate) fn tokens_where(batch: &RolloutBatch, keep: &[bool]) -> f64 {
+    batch
+        .rollouts
+        .iter()
+        .zip(keep)
+        .filter(|(_, &k)| k)
+        .map(|(r, _)| r.completion.len() as f64)
+        .sum()
+}
+
 /// Old log-probs from a no-graph forward with the rollout-time weights.
 pub(crate) fn old_logprobs(batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Vec<Vec<f32>>> {
     Ok(score_rows(ctx.policy, batch, ctx, false)?

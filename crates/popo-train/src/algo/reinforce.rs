@@ -41,31 +41,13 @@ impl Algorithm for Reinforce {
     fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
         let pos = positives(batch, self.threshold);
         let a = reinforce_coefs(&pos, self.psr_weight);
-        let lens: Vec<usize> = batch.rollouts.iter().map(|r| r.completion.len()).collect();
-        let mut old = if self.num_iterations > 1 {
-            Some(old_logprobs(batch, ctx)?)
-        } else {
-            None
-        };
         // A completion with a_i = 0 (nsr's positives) adds nothing to the loss or its gradient:
         // it stays out of the forward, as RAFT's negatives do.
         let include: Vec<bool> = a.iter().map(|&x| x != 0.0).collect();
-        let seqs = (0..batch.len())
-            .map(|i| SeqPrep {
-                coef: a[i],
-                include: include[i],
-                loss_mask: include[i],
-                old_logprobs: old.as_mut().map(|o| std::mem::take(&mut o[i])),
-                aux_logprobs: None,
-                target_feature: None,
-            })
-            .collect();
+        let seqs = coef_seqs(batch, ctx, &a, &include, self.num_iterations)?;
         let norm = Norms {
-            all_tokens: lens.iter().sum::<usize>() as f64,
-            loss_tokens: (0..lens.len())
-                .filter(|&i| include[i])
-                .map(|i| lens[i] as f64)
-                .sum(),
+            all_tokens: tokens_where(batch, &vec![true; batch.len()]),
+            loss_tokens: tokens_where(batch, &include),
             ..Norms::default()
         };
         Ok(Prepared {
