@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use popo_model::passk::PassAtK;
 use popo_train::metrics::{names, read_metrics, series, MetricRecord};
-use popo_train::passk::PassAtK;
 
 use crate::plot::{band_series, draw, mean_std, Chart};
 

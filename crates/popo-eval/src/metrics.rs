@@ -2,7 +2,7 @@
 //! which `c` are correct:
 //! - `avg@n = c / n`;
 //! - `pass@k = 1 - C(n-c, k) / C(n, k)` (the unbiased estimator of Chen et al. 2021, shared with
-//!   the trainer's end-of-run evaluation: `popo_train::passk`);
+//!   the trainer's end-of-run evaluation: `popo_model::passk`);
 //! - `maj@n`: the most frequent extracted answer, equivalent answers grouped, is correct;
 //! - greedy accuracy, from a separate greedy sample.
 //!
@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use popo_train::passk::{pass_at_k, pass_ks, PassAtK};
+pub use popo_model::passk::{pass_at_k, pass_ks, PassAtK};
 
 /// One sample's outcome as majority voting needs it.
 #[derive(Debug, Clone, PartialEq)]

@@ -47,7 +47,7 @@ pub struct FinalEval {
     /// Greedy held-out accuracy.
     pub accuracy: Option<f64>,
     /// `run.final_pass_at_k_samples` samples per held-out problem at T = 1.
-    pub pass_at_k: Option<crate::passk::PassAtK>,
+    pub pass_at_k: Option<popo_model::passk::PassAtK>,
 }
 
 impl TrainerState {
@@ -256,7 +256,7 @@ mod tests {
         state.final_eval = Some(FinalEval {
             step: 3,
             accuracy: Some(0.5),
-            pass_at_k: Some(crate::passk::PassAtK::from_counts(2, &[1, 2])),
+            pass_at_k: Some(popo_model::passk::PassAtK::from_counts(2, &[1, 2])),
         });
         update_state(&ck, &state).unwrap();
         assert_eq!(load_state(&ck).unwrap(), state);

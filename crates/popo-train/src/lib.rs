@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod optim;
 pub mod parallel;
 pub mod params;
-pub mod passk;
 pub mod policy;
 pub mod predictor;
 pub mod probe;

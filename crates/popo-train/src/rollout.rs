@@ -7,9 +7,9 @@ use crate::config::TrainConfig;
 use crate::data::{Prompt, Shuffler};
 use crate::lm::{FinishReason, LmPolicy, SamplingParams, Tokenizer};
 use crate::metrics::{names, SampleRecord, StepMetrics};
-use crate::passk::PassAtK;
 use crate::reward::{self, Reward};
 use anyhow::Result;
+use popo_model::passk::PassAtK;
 
 /// What the actor needs, borrowed from the trainer for one call.
 pub struct Actor<'a> {

@@ -32,7 +32,7 @@ pub struct RunSummary {
     pub eval_before: Option<f64>,
     pub eval_after: Option<f64>,
     /// pass@k and avg@n after training (`run.final_pass_at_k_samples` > 0).
-    pub pass_at_k: Option<crate::passk::PassAtK>,
+    pub pass_at_k: Option<popo_model::passk::PassAtK>,
     pub interrupted: bool,
     pub wall_s: f64,
 }

@@ -1,7 +1,8 @@
 //! pass@k and avg@n (ALGORITHMS.md, "Evaluation metrics"). For one problem with `n` samples of
 //! which `c` are correct, `avg@n = c / n` and `pass@k = 1 - C(n-c, k) / C(n, k)`, the unbiased
-//! estimator of Chen et al. 2021. It lives in the trainer's crate because the end of every run
-//! reports it (`run.final_pass_at_k_samples`); `popo eval`'s benchmarks use the same functions.
+//! estimator of Chen et al. 2021. It lives here, with the other things training and evaluation
+//! share, because both report it: `popo eval`'s benchmarks and the end of every training run
+//! (`run.final_pass_at_k_samples`).
 
 use serde::{Deserialize, Serialize};
 
