@@ -314,6 +314,8 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
                 .with_context(|| format!("clearing unfinished run {}", dir.display()))?;
         }
         eprintln!("[{k}/{total}] {name} seed {seed} -> {}", dir.display());
+        // From here: the shared warm-up (when this cell is its seed's first) counts too.
+        let started = std::time::Instant::now();
         let cfg = match run {
             Some(r) => spec.cell_config(&r.preset, &r.set, seed, &dir, &stop)?,
             None => {
@@ -322,7 +324,6 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
                 cfg
             }
         };
-        let started = std::time::Instant::now();
         let mut trainer = popo_train::trainer::Trainer::new(cfg, stop.clone())?;
         let s = trainer.run()?;
         if s.interrupted {
@@ -334,7 +335,7 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
             eval_before: s.eval_before,
             eval_after: s.eval_after,
             steps: s.steps_done,
-            // The whole run: setup, warm-up, RL and evaluations.
+            // The whole cell: setup, warm-up (its own or the seed's shared one), RL, evaluations.
             wall_s: started.elapsed().as_secs_f64(),
             pass_at_k: s.pass_at_k,
         };
@@ -772,8 +773,9 @@ fn render_markdown(
         let runs: usize = finished.iter().map(|s| s.n).sum();
         let total: f64 = finished.iter().map(|s| s.mean * s.n as f64).sum();
         md.push_str(&format!(
-            "Wall time: {runs} finished runs, {:.0} s ({:.1} h) in all, warm-ups and evaluations \
-             included; per run in the `wall s / run` columns.\n\n",
+            "Wall time: {runs} finished runs, {:.0} s ({:.1} h) in all (setup, evaluations and the \
+             seed's shared warm-up in its first run included); per run in the `wall s / run` \
+             columns.\n\n",
             total,
             total / 3600.0
         ));
