@@ -747,12 +747,12 @@ fn reinforce_reference(
         } else {
             -1.0
         };
-        for t in 0..lp[k].len() {
+        for (t, &l) in lp[k].iter().enumerate() {
             let rho = ratio.map_or(1.0, |(prep, c)| {
                 let old = prep.seqs[i].old_logprobs.as_ref().unwrap()[t] as f64;
-                (lp[k][t] - old).exp().min(c)
+                (l - old).exp().min(c)
             });
-            num += -a * rho * lp[k][t];
+            num += -a * rho * l;
         }
     }
     num / all_tokens as f64

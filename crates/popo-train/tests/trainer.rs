@@ -633,7 +633,7 @@ fn gradient_checkpointing_gives_the_same_update() {
 struct EvenLength;
 impl Reward for EvenLength {
     fn score(&self, c: &str, _g: &str) -> RewardOut {
-        let ok = c.chars().count() % 2 == 0;
+        let ok = c.chars().count().is_multiple_of(2);
         RewardOut {
             reward: ok as u8 as f32,
             correct: ok,
