@@ -21,6 +21,10 @@
 //! Every run gets the same shared settings; only its preset and own overrides differ, and the
 //! seed sets `run.seed`. A finished run leaves `experiment_run.json` in its directory and is not
 //! run again (so an interrupted experiment continues where it stopped).
+//!
+//! When the runs end with pass@k (`run.final_pass_at_k_samples` > 0, the default), each seed also
+//! gets a base cell, `<out_dir>/base/s<seed>`: a run of 0 steps from the starting model (after the
+//! warm-up) with the shared settings, so the report can set every method's pass@k against it.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -29,11 +33,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use popo_model::passk::PassAtK;
 use popo_train::metrics::{names, read_metrics, series, MetricRecord};
 
 use crate::plot::{band_series, draw, mean_std, Chart};
 
 pub const RUN_DONE_FILE: &str = "experiment_run.json";
+/// The name of the base cells (`<out_dir>/base/s<seed>`) in records and reports.
+pub const BASE_NAME: &str = "base";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +102,9 @@ impl ExperimentSpec {
             if r.name.is_empty() || r.name.contains(['/', '\\']) {
                 bail!("run name `{}` must be a non-empty file name", r.name);
             }
+            if r.name == BASE_NAME {
+                bail!("run name `{BASE_NAME}` is taken by the starting model's cells");
+            }
             if self.shared_warmup {
                 let warmup_keys = ["sft.", "tiny_model.", "task.", "model.", "data."];
                 if let Some(kv) = r
@@ -126,6 +136,39 @@ impl ExperimentSpec {
         seed: u64,
     ) -> Result<popo_train::config::TrainConfig> {
         self.build_config(&run.preset, &run.set, seed, &self.run_dir(run, seed), None)
+    }
+
+    /// The base cell of `seed`: the starting model measured with 0 steps.
+    pub fn base_dir(&self, seed: u64) -> PathBuf {
+        self.out_dir.join(BASE_NAME).join(format!("s{seed}"))
+    }
+
+    /// Whether the grid has base cells: its runs end with pass@k on a held-out set (the shared
+    /// settings decide; a run's own `set` does not change the base).
+    pub fn has_base(&self) -> Result<bool> {
+        let (Some(run), Some(&seed)) = (self.runs.first(), self.seeds.first()) else {
+            return Ok(false);
+        };
+        let cfg = self.build_config(&run.preset, &[], seed, &self.base_dir(seed), None)?;
+        Ok(cfg.run.final_pass_at_k_samples > 0 && cfg.run.eval_size > 0)
+    }
+
+    /// A cell's config: from the seed's shared warm-up checkpoint (run first if missing) when
+    /// `shared_warmup`, else with its own warm-up.
+    fn cell_config(
+        &self,
+        preset: &str,
+        run_set: &[String],
+        seed: u64,
+        dir: &Path,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<popo_train::config::TrainConfig> {
+        if self.shared_warmup {
+            let ck = self.warmup(seed, stop.clone())?;
+            self.build_config(preset, run_set, seed, dir, Some(&ck))
+        } else {
+            self.build_config(preset, run_set, seed, dir, None)
+        }
     }
 
     fn warmup_dir(&self, seed: u64) -> PathBuf {
@@ -240,55 +283,63 @@ pub struct RunRecord {
     pub eval_after: Option<f64>,
     pub steps: u64,
     pub wall_s: f64,
+    /// pass@k and avg@n after training (absent when off, and in runs recorded before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_at_k: Option<PassAtK>,
 }
 
-/// Runs every (run, seed) cell that has not finished yet, in order. `force`: rerun all.
+/// Runs every cell that has not finished yet, in order: the base cells (one per seed, when the
+/// runs report pass@k), then each (run, seed). `force`: rerun all.
 pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Result<()> {
-    let total = spec.runs.len() * spec.seeds.len();
-    let mut k = 0;
+    let mut cells: Vec<(Option<&RunSpec>, u64)> = Vec::new();
+    if spec.has_base()? {
+        cells.extend(spec.seeds.iter().map(|&seed| (None, seed)));
+    }
     for run in &spec.runs {
-        for &seed in &spec.seeds {
-            k += 1;
-            let dir = spec.run_dir(run, seed);
-            if !force && dir.join(RUN_DONE_FILE).is_file() {
-                eprintln!("[{k}/{total}] {} seed {seed}: done already", run.name);
-                continue;
-            }
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("clearing unfinished run {}", dir.display()))?;
-            }
-            eprintln!(
-                "[{k}/{total}] {} seed {seed} -> {}",
-                run.name,
-                dir.display()
-            );
-            let cfg = if spec.shared_warmup {
-                let ck = spec.warmup(seed, stop.clone())?;
-                spec.build_config(&run.preset, &run.set, seed, &dir, Some(&ck))?
-            } else {
-                spec.train_config(run, seed)?
-            };
-            let started = std::time::Instant::now();
-            let mut trainer = popo_train::trainer::Trainer::new(cfg, stop.clone())?;
-            let s = trainer.run()?;
-            if s.interrupted {
-                bail!(
-                    "interrupted during {} seed {seed}; rerun the experiment to continue",
-                    run.name
-                );
-            }
-            let rec = RunRecord {
-                name: run.name.clone(),
-                seed,
-                eval_before: s.eval_before,
-                eval_after: s.eval_after,
-                steps: s.steps_done,
-                // The whole run: setup, warm-up, RL and evaluations.
-                wall_s: started.elapsed().as_secs_f64(),
-            };
-            std::fs::write(dir.join(RUN_DONE_FILE), serde_json::to_string_pretty(&rec)?)?;
+        cells.extend(spec.seeds.iter().map(|&seed| (Some(run), seed)));
+    }
+    let total = cells.len();
+    for (k, (run, seed)) in cells.into_iter().enumerate() {
+        let (name, dir) = match run {
+            Some(r) => (r.name.as_str(), spec.run_dir(r, seed)),
+            None => (BASE_NAME, spec.base_dir(seed)),
+        };
+        let k = k + 1;
+        if !force && dir.join(RUN_DONE_FILE).is_file() {
+            eprintln!("[{k}/{total}] {name} seed {seed}: done already");
+            continue;
         }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("clearing unfinished run {}", dir.display()))?;
+        }
+        eprintln!("[{k}/{total}] {name} seed {seed} -> {}", dir.display());
+        // From here: the shared warm-up (when this cell is its seed's first) counts too.
+        let started = std::time::Instant::now();
+        let cfg = match run {
+            Some(r) => spec.cell_config(&r.preset, &r.set, seed, &dir, &stop)?,
+            None => {
+                let mut cfg = spec.cell_config(&spec.runs[0].preset, &[], seed, &dir, &stop)?;
+                cfg.run.steps = 0;
+                cfg
+            }
+        };
+        let mut trainer = popo_train::trainer::Trainer::new(cfg, stop.clone())?;
+        let s = trainer.run()?;
+        if s.interrupted {
+            bail!("interrupted during {name} seed {seed}; rerun the experiment to continue");
+        }
+        let rec = RunRecord {
+            name: name.to_string(),
+            seed,
+            eval_before: s.eval_before,
+            eval_after: s.eval_after,
+            steps: s.steps_done,
+            // The whole cell: setup, warm-up (its own or the seed's shared one), RL, evaluations.
+            wall_s: started.elapsed().as_secs_f64(),
+            pass_at_k: s.pass_at_k,
+        };
+        std::fs::write(dir.join(RUN_DONE_FILE), serde_json::to_string_pretty(&rec)?)?;
     }
     Ok(())
 }
@@ -332,11 +383,55 @@ pub struct VariantSummary {
     pub delta_pos: Option<Stat>,
     pub tokens_backprop_per_step: Option<Stat>,
     pub wall_s: Option<Stat>,
+    /// pass@k and avg@n after training, over the seeds that measured it (absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_at_k: Option<PassAtKStat>,
+}
+
+/// pass@k over seeds: per k, the mean and spread of the seeds' pass@k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassAtKStat {
+    /// Samples per problem (the largest over the seeds, should they differ).
+    pub n: usize,
+    pub avg_at_n: Stat,
+    /// `(k, pass@k over seeds)`, k ascending.
+    pub pass_at_k: Vec<(usize, Stat)>,
+}
+
+impl PassAtKStat {
+    fn of(seeds: &[PassAtK]) -> Option<Self> {
+        let avg: Vec<f64> = seeds.iter().map(|p| p.avg_at_n).collect();
+        let mut ks: Vec<usize> = seeds
+            .iter()
+            .flat_map(|p| p.pass_at_k.iter().map(|x| x.0))
+            .collect();
+        ks.sort_unstable();
+        ks.dedup();
+        let pass_at_k = ks
+            .into_iter()
+            .filter_map(|k| {
+                let v: Vec<f64> = seeds
+                    .iter()
+                    .filter_map(|p| p.pass_at_k.iter().find(|x| x.0 == k).map(|x| x.1))
+                    .collect();
+                Some((k, Stat::of(&v)?))
+            })
+            .collect();
+        Some(PassAtKStat {
+            n: seeds.iter().map(|p| p.n).max()?,
+            avg_at_n: Stat::of(&avg)?,
+            pass_at_k,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub variants: Vec<VariantSummary>,
+    /// The starting model (after any warm-up), measured by the base cells; absent when the grid
+    /// has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<VariantSummary>,
     /// Plain-language comparisons of POPO against GRPO and RAFT.
     pub verdicts: Vec<String>,
 }
@@ -376,58 +471,107 @@ fn tokens_backprop(records: &[MetricRecord]) -> f64 {
 /// One run's `(step, value)` points of a metric.
 type Curve = Vec<(u64, f64)>;
 
+/// The pseudo-metric under which a run's pass@k-vs-k curve is kept: `(log2 k, pass@k)` points.
+const PASS_CURVE: &str = "eval/pass@k";
+
+/// The metrics whose curves the report plots against step.
+const STEP_CURVES: [(&str, &str); 2] = [
+    (names::EVAL_ACCURACY, "held-out accuracy"),
+    (names::REWARD_MEAN, "train reward"),
+];
+
+/// Reads one variant's finished cells (`(seed, run dir)`; unfinished ones are skipped) into its
+/// summary and its per-seed curves (the step curves and the pass@k curve).
+fn summarize(
+    run: &RunSpec,
+    cells: impl Iterator<Item = (u64, PathBuf)>,
+) -> Result<(VariantSummary, BTreeMap<&'static str, Vec<Curve>>)> {
+    let (mut before, mut after, mut neg, mut pos, mut tok, mut wall) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut seeds, mut passes) = (vec![], vec![]);
+    let mut curves: BTreeMap<&'static str, Vec<Curve>> = BTreeMap::new();
+    for (seed, dir) in cells {
+        let done = dir.join(RUN_DONE_FILE);
+        let Ok(text) = std::fs::read_to_string(&done) else {
+            continue;
+        };
+        let rec: RunRecord =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", done.display()))?;
+        let m = read_metrics(&dir)?;
+        seeds.push(seed);
+        before.push(rec.eval_before.unwrap_or(f64::NAN));
+        after.push(rec.eval_after.unwrap_or(f64::NAN));
+        wall.push(rec.wall_s);
+        neg.push(mean_of(&m, names::DELTA_NEG));
+        pos.push(mean_of(&m, names::DELTA_POS));
+        tok.push(tokens_backprop(&m));
+        for (metric, _) in STEP_CURVES {
+            curves.entry(metric).or_default().push(series(&m, metric));
+        }
+        if let Some(p) = rec.pass_at_k {
+            let curve = p
+                .pass_at_k
+                .iter()
+                .map(|&(k, v)| (k.ilog2() as u64, v))
+                .collect();
+            curves.entry(PASS_CURVE).or_default().push(curve);
+            passes.push(p);
+        }
+    }
+    let summary = VariantSummary {
+        name: run.name.clone(),
+        preset: run.preset.clone(),
+        group: run.group.clone(),
+        seeds,
+        accuracy_before: Stat::of(&before),
+        accuracy_after: Stat::of(&after),
+        accuracy_change: Stat::of(
+            &after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect::<Vec<_>>(),
+        ),
+        delta_neg: Stat::of(&neg),
+        delta_pos: Stat::of(&pos),
+        tokens_backprop_per_step: Stat::of(&tok),
+        wall_s: Stat::of(&wall),
+        pass_at_k: PassAtKStat::of(&passes),
+    };
+    Ok((summary, curves))
+}
+
 /// Reads the finished runs and writes report.md, summary.json and plots into `out_dir`.
 pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
     let mut variants = Vec::new();
     // variant -> metric -> per-seed series, for the plots
     let mut curves: BTreeMap<String, BTreeMap<&str, Vec<Curve>>> = BTreeMap::new();
     for run in &spec.runs {
-        let (mut before, mut after, mut neg, mut pos, mut tok, mut wall) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
-        let mut seeds = vec![];
-        for &seed in &spec.seeds {
-            let dir = spec.run_dir(run, seed);
-            let done = dir.join(RUN_DONE_FILE);
-            let Ok(text) = std::fs::read_to_string(&done) else {
-                continue;
-            };
-            let rec: RunRecord = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", done.display()))?;
-            let m = read_metrics(&dir)?;
-            seeds.push(seed);
-            before.push(rec.eval_before.unwrap_or(f64::NAN));
-            after.push(rec.eval_after.unwrap_or(f64::NAN));
-            wall.push(rec.wall_s);
-            neg.push(mean_of(&m, names::DELTA_NEG));
-            pos.push(mean_of(&m, names::DELTA_POS));
-            tok.push(tokens_backprop(&m));
-            let c = curves.entry(run.name.clone()).or_default();
-            for metric in [names::EVAL_ACCURACY, names::REWARD_MEAN] {
-                c.entry(metric).or_default().push(series(&m, metric));
-            }
-        }
-        variants.push(VariantSummary {
-            name: run.name.clone(),
-            preset: run.preset.clone(),
-            group: run.group.clone(),
-            seeds,
-            accuracy_before: Stat::of(&before),
-            accuracy_after: Stat::of(&after),
-            accuracy_change: Stat::of(
-                &after
-                    .iter()
-                    .zip(&before)
-                    .map(|(a, b)| a - b)
-                    .collect::<Vec<_>>(),
-            ),
-            delta_neg: Stat::of(&neg),
-            delta_pos: Stat::of(&pos),
-            tokens_backprop_per_step: Stat::of(&tok),
-            wall_s: Stat::of(&wall),
-        });
+        let cells = spec.seeds.iter().map(|&s| (s, spec.run_dir(run, s)));
+        let (v, c) = summarize(run, cells)?;
+        variants.push(v);
+        curves.insert(run.name.clone(), c);
     }
+    // The base cells, where they exist (older experiments and pass@k-free grids have none).
+    let base_run = RunSpec {
+        name: BASE_NAME.into(),
+        preset: spec
+            .runs
+            .first()
+            .map(|r| r.preset.clone())
+            .unwrap_or_default(),
+        group: BASE_NAME.into(),
+        set: Vec::new(),
+    };
+    let (base, base_curves) =
+        summarize(&base_run, spec.seeds.iter().map(|&s| (s, spec.base_dir(s))))?;
+    let base = (!base.seeds.is_empty()).then_some(base);
     let verdicts = compare(&variants);
-    let summary = Summary { variants, verdicts };
+    let summary = Summary {
+        variants,
+        base,
+        verdicts,
+    };
 
     std::fs::create_dir_all(&spec.out_dir)?;
     std::fs::write(
@@ -442,10 +586,7 @@ pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
         g
     };
     for group in &groups {
-        for (metric, title) in [
-            (names::EVAL_ACCURACY, "held-out accuracy"),
-            (names::REWARD_MEAN, "train reward"),
-        ] {
+        for (metric, title) in STEP_CURVES {
             let series_list: Vec<_> = spec
                 .runs
                 .iter()
@@ -467,6 +608,29 @@ pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
             };
             let stem = plots_dir.join(format!("{group}_{}", crate::plot::file_stem(metric)));
             plot_files.extend(draw(&chart, &stem)?);
+        }
+        // pass@k against k after training, the base model first for reference.
+        let series_list: Vec<_> = std::iter::once((BASE_NAME, &base_curves))
+            .chain(
+                spec.runs
+                    .iter()
+                    .filter(|r| &r.group == group)
+                    .filter_map(|r| Some((r.name.as_str(), curves.get(&r.name)?))),
+            )
+            .filter_map(|(name, c)| {
+                let s = band_series(name, c.get(PASS_CURVE)?);
+                (!s.points.is_empty()).then_some(s)
+            })
+            .collect();
+        // The base alone says nothing about the group.
+        if series_list.iter().any(|s| s.label != BASE_NAME) {
+            let chart = Chart {
+                title: format!("held-out pass@k ({group}; mean +- std over seeds)"),
+                x_label: "log2 k".into(),
+                y_label: "pass@k".into(),
+                series: series_list,
+            };
+            plot_files.extend(draw(&chart, &plots_dir.join(format!("{group}_pass_at_k")))?);
         }
     }
     let md = render_markdown(spec, &summary, command, &plot_files);
@@ -537,6 +701,52 @@ fn fmt_num(s: &Option<Stat>, digits: usize) -> String {
     })
 }
 
+/// The pass@k table: one row per variant that measured it, the base model first; empty when
+/// none did (older runs).
+fn render_pass_at_k(summary: &Summary) -> String {
+    let rows: Vec<(&VariantSummary, &PassAtKStat)> = summary
+        .base
+        .iter()
+        .chain(&summary.variants)
+        .filter_map(|v| Some((v, v.pass_at_k.as_ref()?)))
+        .collect();
+    let Some(n) = rows.iter().map(|(_, p)| p.n).max() else {
+        return String::new();
+    };
+    let mut ks: Vec<usize> = rows
+        .iter()
+        .flat_map(|(_, p)| p.pass_at_k.iter().map(|x| x.0))
+        .collect();
+    ks.sort_unstable();
+    ks.dedup();
+    let mut md = format!(
+        "## pass@k\n\nEach held-out problem sampled {n} times at T = 1 after training; the \
+         unbiased pass@k and avg@{n} in percent, mean +- std over seeds. `{BASE_NAME}` is the \
+         starting model (after the warm-up), measured the same way.\n\n\
+         | run | group | seeds | avg@{n} |"
+    );
+    for k in &ks {
+        md.push_str(&format!(" pass@{k} |"));
+    }
+    md.push_str(&format!("\n|---|---|---|---|{}\n", "---|".repeat(ks.len())));
+    for (v, p) in rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |",
+            v.name,
+            v.group,
+            v.seeds.len(),
+            fmt_pct(&Some(p.avg_at_n))
+        ));
+        for k in &ks {
+            let stat = p.pass_at_k.iter().find(|x| x.0 == *k).map(|x| x.1);
+            md.push_str(&format!(" {} |", fmt_pct(&stat)));
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+    md
+}
+
 fn render_markdown(
     spec: &ExperimentSpec,
     summary: &Summary,
@@ -553,6 +763,23 @@ fn render_markdown(
             format!("`{}`", spec.set.join("`, `"))
         }
     ));
+    let finished: Vec<&Stat> = summary
+        .base
+        .iter()
+        .chain(&summary.variants)
+        .filter_map(|v| v.wall_s.as_ref())
+        .collect();
+    if !finished.is_empty() {
+        let runs: usize = finished.iter().map(|s| s.n).sum();
+        let total: f64 = finished.iter().map(|s| s.mean * s.n as f64).sum();
+        md.push_str(&format!(
+            "Wall time: {runs} finished runs, {:.0} s ({:.1} h) in all (setup, evaluations and the \
+             seed's shared warm-up in its first run included); per run in the `wall s / run` \
+             columns.\n\n",
+            total,
+            total / 3600.0
+        ));
+    }
     if !summary.verdicts.is_empty() {
         md.push_str("## Verdict\n\n");
         for v in &summary.verdicts {
@@ -602,6 +829,7 @@ fn render_markdown(
         }
         md.push('\n');
     }
+    md.push_str(&render_pass_at_k(summary));
     if !plots.is_empty() {
         md.push_str("## Plots\n\n");
         for p in plots
@@ -646,10 +874,18 @@ set = ["algo.alpha=0.0"]
         .unwrap()
     }
 
-    /// Writes the files a finished run leaves, with chosen accuracies.
+    /// Writes the files a finished run leaves, with chosen accuracies (and no pass@k, as runs
+    /// recorded before it existed).
     fn fake_run(spec: &ExperimentSpec, name: &str, seed: u64, after: f64) {
-        let run = spec.runs.iter().find(|r| r.name == name).unwrap();
-        let dir = spec.run_dir(run, seed);
+        fake_cell(spec, name, seed, after, None)
+    }
+
+    /// A finished cell (`name` "base": a base cell) with an optional pass@k record.
+    fn fake_cell(spec: &ExperimentSpec, name: &str, seed: u64, after: f64, pass: Option<PassAtK>) {
+        let dir = match spec.runs.iter().find(|r| r.name == name) {
+            Some(run) => spec.run_dir(run, seed),
+            None => spec.base_dir(seed),
+        };
         let mut log = RunLogger::create(&dir, false).unwrap();
         for step in 1..=3u64 {
             let mut m = StepMetrics::new(step);
@@ -667,6 +903,7 @@ set = ["algo.alpha=0.0"]
             eval_after: Some(after),
             steps: 3,
             wall_s: 10.0 + seed as f64,
+            pass_at_k: pass,
         };
         std::fs::write(
             dir.join(RUN_DONE_FILE),
@@ -764,6 +1001,10 @@ set = ["algo.alpha=0.0"]
         assert_eq!(back.variants.len(), 4);
         let back_acc = back.variants[1].accuracy_after.unwrap();
         assert!((back_acc.mean - 0.42).abs() < 1e-12);
+        // Runs recorded before pass@k existed still report, without its table or base.
+        assert!(sum.base.is_none() && sum.variants.iter().all(|v| v.pass_at_k.is_none()));
+        assert!(!md.contains("## pass@k"));
+        assert!(md.contains("Wall time: 8 finished runs, 84 s"), "{md}");
         for f in [
             "algorithms_eval_accuracy.svg",
             "algorithms_eval_accuracy.png",
@@ -771,6 +1012,89 @@ set = ["algo.alpha=0.0"]
         ] {
             assert!(tmp.path().join("plots").join(f).is_file(), "{f}");
         }
+    }
+
+    /// pass@k over seeds per k in a table and a pass@k-vs-k plot per group, the base model first;
+    /// a variant whose seeds did not all measure it averages the ones that did.
+    #[test]
+    fn report_has_a_pass_at_k_table_and_plot_with_the_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(tmp.path());
+        // n = 4 samples of 2 problems; counts chosen per cell.
+        let pass = |counts: &[usize]| Some(PassAtK::from_counts(4, counts));
+        for seed in [0, 1] {
+            fake_cell(&s, BASE_NAME, seed, 0.2, pass(&[1, 0]));
+            fake_cell(&s, "popo", seed, 0.6, pass(&[4, 0]));
+            fake_cell(&s, "grpo", seed, 0.4, pass(&[[1, 2][seed as usize], 1]));
+        }
+        fake_cell(&s, "raft", 0, 0.5, pass(&[2, 2]));
+        fake_run(&s, "raft", 1, 0.5);
+        let sum = write_report(&s, "popo experiment x.toml").unwrap();
+        let base = sum.base.as_ref().unwrap();
+        assert_eq!((base.name.as_str(), base.seeds.len()), (BASE_NAME, 2));
+        let bp = base.pass_at_k.as_ref().unwrap();
+        // One of 4 right on one problem: pass@1 = 1/8, pass@2 = 1/4, pass@4 = 1/2.
+        let ks: Vec<(usize, f64)> = bp.pass_at_k.iter().map(|(k, st)| (*k, st.mean)).collect();
+        assert_eq!(ks, [(1, 0.125), (2, 0.25), (4, 0.5)]);
+        let g = sum.variants[1].pass_at_k.as_ref().unwrap(); // grpo: c = 1 or 2, then 1
+        let (p1, p2): (f64, f64) = (0.25 + 0.25, 0.5 + 0.25); // pass@1 of each seed, summed over problems
+        let want = (
+            (p1 / 2.0 + p2 / 2.0) / 2.0,
+            (p2 / 2.0 - p1 / 2.0).abs() / 2f64.sqrt(),
+        );
+        assert!((g.pass_at_k[0].1.mean - want.0).abs() < 1e-12);
+        assert!((g.pass_at_k[0].1.std - want.1).abs() < 1e-12);
+        assert_eq!(g.n, 4);
+        assert_eq!(sum.variants[2].pass_at_k.as_ref().unwrap().avg_at_n.n, 1);
+        assert!(sum.variants[3].pass_at_k.is_none()); // the ablation has no record
+        let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+        let table = md.split("## pass@k").nth(1).unwrap();
+        assert!(
+            table.contains("| run | group | seeds | avg@4 | pass@1 | pass@2 | pass@4 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| base | base | 2 | 12.5 +- 0.0 | 12.5 +- 0.0 | 25.0 +- 0.0 | 50.0 +- 0.0 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| popo | algorithms | 2 | 50.0 +- 0.0 | 50.0 +- 0.0 | 50.0 +- 0.0 | 50.0 +- 0.0 |"
+            ),
+            "{table}"
+        );
+        assert!(!table.contains("popo-alpha0"));
+        for f in ["algorithms_pass_at_k.svg", "algorithms_pass_at_k.png"] {
+            assert!(tmp.path().join("plots").join(f).is_file(), "{f}");
+        }
+        // The ablations measured nothing: the base alone makes no plot.
+        assert!(!tmp.path().join("plots/ablations_pass_at_k.svg").exists());
+        let svg =
+            std::fs::read_to_string(tmp.path().join("plots/algorithms_pass_at_k.svg")).unwrap();
+        // base, popo, grpo, raft: a curve of three points (k = 1, 2, 4) in each of the first
+        // four colours.
+        for color in ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728"] {
+            let curve = svg.lines().any(|l| {
+                l.starts_with("<polyline")
+                    && l.contains(&format!("stroke=\"{color}\""))
+                    && l.split("points=\"")
+                        .nth(1)
+                        .is_some_and(|p| p.split_whitespace().count() == 3)
+            });
+            assert!(curve, "no 3-point curve in {color}");
+        }
+        let back: Summary = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        let ks = |v: &VariantSummary| v.pass_at_k.as_ref().map(|p| p.pass_at_k.len());
+        assert_eq!(back.base.as_ref().and_then(ks), Some(3));
+        assert_eq!(
+            back.variants.iter().map(ks).collect::<Vec<_>>(),
+            [Some(3), Some(3), Some(3), None]
+        );
     }
 
     #[test]
@@ -791,5 +1115,13 @@ set = ["algo.alpha=0.0"]
         let mut bad = s.clone();
         bad.runs[0].set = vec!["algo.nope=1".into()];
         assert!(bad.train_config(&bad.runs[0], 0).is_err());
+        let mut bad = s.clone();
+        bad.runs[1].name = BASE_NAME.into();
+        assert!(bad.validate().is_err());
+        // The default runs end with pass@k, so the grid measures the base model; 0 turns both off.
+        assert!(s.has_base().unwrap());
+        let mut off = s.clone();
+        off.set.push("run.final_pass_at_k_samples=0".into());
+        assert!(!off.has_base().unwrap());
     }
 }

@@ -1,7 +1,8 @@
 //! Benchmark metrics (ALGORITHMS.md, "Evaluation metrics"). For one problem with `n` samples of
 //! which `c` are correct:
 //! - `avg@n = c / n`;
-//! - `pass@k = 1 - C(n-c, k) / C(n, k)` (the unbiased estimator of Chen et al. 2021);
+//! - `pass@k = 1 - C(n-c, k) / C(n, k)` (the unbiased estimator of Chen et al. 2021, shared with
+//!   the trainer's end-of-run evaluation: `popo_model::passk`);
 //! - `maj@n`: the most frequent extracted answer, equivalent answers grouped, is correct;
 //! - greedy accuracy, from a separate greedy sample.
 //!
@@ -10,29 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Unbiased pass@k for one problem. Computed as `1 - prod_{i=n-c+1}^{n} (1 - k/i)`, which equals
-/// the binomial ratio without forming huge binomials. `k` must be in `1..=n`.
-pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
-    assert!(
-        k >= 1 && k <= n && c <= n,
-        "pass@k needs 1 <= k <= n and c <= n"
-    );
-    if n - c < k {
-        return 1.0;
-    }
-    let mut prod = 1.0f64;
-    for i in (n - c + 1)..=n {
-        prod *= 1.0 - k as f64 / i as f64;
-    }
-    1.0 - prod
-}
-
-/// The powers of two up to `n`: the `k` values reported for pass@k.
-pub fn pass_ks(n: usize) -> Vec<usize> {
-    std::iter::successors(Some(1usize), |k| k.checked_mul(2))
-        .take_while(|&k| k <= n)
-        .collect()
-}
+pub use popo_model::passk::{pass_at_k, pass_ks, PassAtK};
 
 /// One sample's outcome as majority voting needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,30 +82,18 @@ pub fn aggregate(scores: &[ProblemScore]) -> Aggregate {
         scores.iter().all(|s| s.n == n),
         "all problems need the same number of samples"
     );
-    let mut pass = BTreeMap::new();
-    if n > 0 {
-        for k in pass_ks(n) {
-            let v = scores
-                .iter()
-                .map(|s| pass_at_k(s.n, s.correct, k))
-                .sum::<f64>()
-                / m;
-            pass.insert(format!("pass@{k}"), v);
-        }
-    }
+    let counts: Vec<usize> = scores.iter().map(|s| s.correct).collect();
+    let p = PassAtK::from_counts(n, &counts);
+    let pass = p
+        .pass_at_k
+        .iter()
+        .map(|(k, v)| (format!("pass@{k}"), *v))
+        .collect();
     let greedy: Vec<bool> = scores.iter().filter_map(|s| s.greedy_correct).collect();
     Aggregate {
         num_problems: scores.len(),
         n,
-        avg_at_n: if n > 0 {
-            scores
-                .iter()
-                .map(|s| s.correct as f64 / s.n as f64)
-                .sum::<f64>()
-                / m
-        } else {
-            0.0
-        },
+        avg_at_n: p.avg_at_n,
         pass_at_k: pass,
         maj_at_n: scores.iter().filter(|s| s.maj_correct).count() as f64 / m,
         greedy_accuracy: if greedy.is_empty() || greedy.len() != scores.len() {
@@ -140,50 +107,6 @@ pub fn aggregate(scores: &[ProblemScore]) -> Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// C(n, k) in exact integers, for the reference.
-    fn binom(n: u64, k: u64) -> u128 {
-        if k > n {
-            return 0;
-        }
-        let mut r: u128 = 1;
-        for i in 0..k {
-            r = r * (n - i) as u128 / (i + 1) as u128;
-        }
-        r
-    }
-
-    #[test]
-    fn pass_at_k_matches_hand_values_and_exact_binomials() {
-        // n=4, c=1: pass@1 = 1/4; pass@2 = 1 - C(3,2)/C(4,2) = 1 - 3/6 = 1/2; pass@4 = 1.
-        assert!((pass_at_k(4, 1, 1) - 0.25).abs() < 1e-12);
-        assert!((pass_at_k(4, 1, 2) - 0.5).abs() < 1e-12);
-        assert_eq!(pass_at_k(4, 1, 4), 1.0);
-        // n=5, c=2, k=2: 1 - C(3,2)/C(5,2) = 1 - 3/10.
-        assert!((pass_at_k(5, 2, 2) - 0.7).abs() < 1e-12);
-        assert_eq!(pass_at_k(8, 0, 8), 0.0);
-        assert_eq!(pass_at_k(8, 8, 1), 1.0);
-        for n in 1..=30u64 {
-            for c in 0..=n {
-                for k in 1..=n {
-                    let exact = 1.0 - binom(n - c, k) as f64 / binom(n, k) as f64;
-                    let got = pass_at_k(n as usize, c as usize, k as usize);
-                    assert!((got - exact).abs() < 1e-12, "n={n} c={c} k={k}");
-                }
-            }
-        }
-        // Large n stays finite and in [0, 1] where binomials would overflow.
-        let p = pass_at_k(1024, 3, 512);
-        assert!(p > 0.85 && p < 0.9, "{p}"); // 1 - (1/2)^3 approximately
-    }
-
-    #[test]
-    fn pass_ks_are_powers_of_two_up_to_n() {
-        assert_eq!(pass_ks(16), vec![1, 2, 4, 8, 16]);
-        assert_eq!(pass_ks(12), vec![1, 2, 4, 8]);
-        assert_eq!(pass_ks(1), vec![1]);
-        assert!(pass_ks(0).is_empty());
-    }
 
     #[test]
     fn majority_vote_groups_equivalent_answers() {

@@ -4,11 +4,13 @@ use popo_eval::experiment::{run_grid, write_report, ExperimentSpec, RUN_DONE_FIL
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// The `set` entries every test grid shares: two steps of a one-layer model on short completions.
+/// The `set` entries every test grid shares: two steps of a one-layer model on short completions,
+/// pass@1, 2, 4 at the end.
 const TINY: &str = r#""run.steps=2", "rollout.batch_prompts=2", "rollout.group_size=2",
     "rollout.max_completion_len=8", "tiny_model.hidden_size=32", "tiny_model.num_layers=1",
     "tiny_model.num_heads=2", "tiny_model.num_kv_heads=1", "tiny_model.intermediate_size=64",
-    "task.n_eval=20", "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16""#;
+    "task.n_eval=20", "run.probe_every=1", "run.tensorboard=false", "algo.predictor_hidden=16",
+    "run.final_pass_at_k_samples=4""#;
 
 #[test]
 fn tiny_grid_runs_and_reports() {
@@ -27,6 +29,9 @@ preset = "popo"
 [[runs]]
 name = "grpo"
 preset = "grpo"
+[[runs]]
+name = "nsr"
+preset = "nsr"
 [[runs]]
 name = "popo-tau1"
 preset = "popo"
@@ -47,18 +52,31 @@ set = ["algo.tau=1.0"]
             assert!(d.join("metrics.jsonl").is_file());
         }
     }
-    // A rerun skips finished runs: their files stay untouched.
+    // The base cells: the starting model, 0 steps, pass@k measured.
+    for &s in &spec.seeds {
+        let text = std::fs::read_to_string(spec.base_dir(s).join(RUN_DONE_FILE)).unwrap();
+        let rec: popo_eval::experiment::RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!((rec.steps, rec.eval_after), (0, rec.eval_before));
+        assert_eq!(rec.pass_at_k.unwrap().n, 4);
+    }
+    // A rerun skips finished runs (and base cells): their files stay untouched.
     let marker = spec.run_dir(&spec.runs[0], 0).join(RUN_DONE_FILE);
+    let base_marker = spec.base_dir(1).join(RUN_DONE_FILE);
     let before = std::fs::read_to_string(&marker).unwrap();
+    let base_before = std::fs::read_to_string(&base_marker).unwrap();
     run_grid(&spec, false, stop).unwrap();
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), before);
+    assert_eq!(std::fs::read_to_string(&base_marker).unwrap(), base_before);
 
     let summary = write_report(&spec, "popo experiment exp.toml").unwrap();
-    assert_eq!(summary.variants.len(), 3);
-    for v in &summary.variants {
+    assert_eq!(summary.variants.len(), 4);
+    for v in summary.variants.iter().chain(&summary.base) {
         assert_eq!(v.seeds, vec![0, 1]);
         assert!(v.accuracy_after.is_some(), "{v:?}");
         assert!(v.wall_s.unwrap().mean > 0.0);
+        let p = v.pass_at_k.as_ref().unwrap();
+        let ks: Vec<usize> = p.pass_at_k.iter().map(|x| x.0).collect();
+        assert_eq!((p.n, ks), (4, vec![1, 2, 4]), "{}", v.name);
     }
     assert_eq!(summary.verdicts.len(), 1, "{:?}", summary.verdicts);
     let out = tmp.path().join("out");
@@ -68,8 +86,15 @@ set = ["algo.tau=1.0"]
         md.contains("| popo-tau1 | popo | `algo.tau=1.0` | 2 |"),
         "{md}"
     );
+    assert!(
+        md.contains("## pass@k") && md.contains("| base | base | 2 |"),
+        "{md}"
+    );
+    assert!(md.contains("| nsr | algorithms | 2 |"), "{md}");
     assert!(out.join("summary.json").is_file());
     assert!(out.join("plots/algorithms_train_reward_mean.png").is_file());
+    assert!(out.join("plots/algorithms_pass_at_k.png").is_file());
+    assert!(out.join("plots/ablations_pass_at_k.svg").is_file());
 
     // `popo eval` reads what `popo train` wrote: a run directory means its latest checkpoint.
     let run_dir = spec.run_dir(&spec.runs[0], 1);
@@ -188,6 +213,14 @@ preset = "raft"
             a.name
         );
     }
+    // The base cell measures the same starting model either way.
+    let base = |spec: &ExperimentSpec| {
+        let text = std::fs::read_to_string(spec.base_dir(3).join(RUN_DONE_FILE)).unwrap();
+        let rec: popo_eval::experiment::RunRecord = serde_json::from_str(&text).unwrap();
+        (rec.eval_after, rec.pass_at_k)
+    };
+    assert!(base(&own).1.is_some());
+    assert_eq!(base(&own), base(&shared));
     let mut bad = shared.clone();
     bad.runs[1].set = vec!["sft.steps=5".into()];
     assert!(bad.validate().is_err());

@@ -8,6 +8,8 @@
 //! - `sampler`: `generate` (rollouts), `generate_requests` (continuous batching over many prompts).
 //! - `tokenizer`: `Tokenizer`, chat templates.
 //! - `hub`: `load_pretrained` / `save_pretrained` / `resolve_model_path`.
+//! - `data`, `passk`: what training and evaluation share (JSONL problems, prompt templates,
+//!   SplitMix64; the unbiased pass@k estimator).
 //!
 //! API notes relative to the agreed contract (notes/model-api.md): all names and semantics are as
 //! agreed. Additions: `Model::new_seeded` (reproducible init, returns the VarMap),
@@ -23,6 +25,7 @@ pub mod batch;
 pub mod config;
 pub mod data;
 pub mod model;
+pub mod passk;
 pub mod sampler;
 pub mod tokenizer;
 

@@ -33,6 +33,21 @@ pub struct TrainerState {
     /// f16 compute: the dynamic loss scale (absent otherwise, and in older checkpoints).
     #[serde(default)]
     pub loss_scale: Option<crate::optim::LossScale>,
+    /// The end-of-run evaluation, once done: resuming a finished run reports it again instead of
+    /// sampling it again (absent before it ran, and in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_eval: Option<FinalEval>,
+}
+
+/// What a run measures after its last step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FinalEval {
+    /// The step it measured (the run's last).
+    pub step: u64,
+    /// Greedy held-out accuracy.
+    pub accuracy: Option<f64>,
+    /// `run.final_pass_at_k_samples` samples per held-out problem at T = 1.
+    pub pass_at_k: Option<popo_model::passk::PassAtK>,
 }
 
 impl TrainerState {
@@ -116,6 +131,16 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
     }
     candle_core::safetensors::load(path, device)
         .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Rewrites the trainer state of the finished checkpoint `dir` (the run's final evaluation came
+/// after it was saved), through a temporary file so that a crash leaves the old state whole.
+pub fn update_state(dir: &Path, state: &TrainerState) -> Result<()> {
+    let (tmp, dest) = (dir.join(".tmp-state.json"), dir.join(STATE_FILE));
+    std::fs::write(&tmp, serde_json::to_string_pretty(state)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("renaming {} -> {}", tmp.display(), dest.display()))
 }
 
 pub fn load_state(dir: &Path) -> Result<TrainerState> {
@@ -202,6 +227,7 @@ mod tests {
             skipped_steps: 0,
             eval_before: Some(0.25),
             loss_scale: None,
+            final_eval: None,
         };
         for step in 1..=3 {
             state.step = step;
@@ -227,6 +253,22 @@ mod tests {
             (dir.path(), all[1].as_path())
         );
         assert_eq!(load_state(&ck).unwrap(), state);
+        state.final_eval = Some(FinalEval {
+            step: 3,
+            accuracy: Some(0.5),
+            pass_at_k: Some(popo_model::passk::PassAtK::from_counts(2, &[1, 2])),
+        });
+        update_state(&ck, &state).unwrap();
+        assert_eq!(load_state(&ck).unwrap(), state);
+        // Older checkpoints have no final_eval.
+        let old = r#"{"step": 1, "optimizer_updates": 1, "data_cursor": {"seed": 1, "epoch": 0, "index": 0},
+            "rng_seed": 1, "nonfinite_in_row": 0, "skipped_steps": 0, "eval_before": null}"#;
+        assert_eq!(
+            serde_json::from_str::<TrainerState>(old)
+                .unwrap()
+                .final_eval,
+            None
+        );
         let opt = load_tensors(&ck.join(OPTIMIZER_FILE), &dev).unwrap();
         assert_eq!(opt["m.a"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
         assert!(ck.join("config.json").exists());

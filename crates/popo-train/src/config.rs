@@ -16,7 +16,15 @@ use std::path::Path;
 use toml::Value;
 
 /// The presets of ALGORITHMS.md ("Presets").
-pub const PRESETS: &[&str] = &["popo", "grpo", "dr_grpo", "dapo", "raft"];
+pub const PRESETS: &[&str] = &[
+    "popo",
+    "grpo",
+    "dr_grpo",
+    "dapo",
+    "raft",
+    "nsr",
+    "w_reinforce",
+];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -61,6 +69,9 @@ pub struct RunConfig {
     pub eval_every: usize,
     /// Held-out problems evaluated (greedy); 0 disables evaluation.
     pub eval_size: usize,
+    /// At the end of a run, this many samples per held-out problem at T = 1, reported as
+    /// `eval/pass@k` (k = 1, 2, 4, ... up to it) and `eval/avg@n`; 0 = off.
+    pub final_pass_at_k_samples: usize,
     /// `cpu` or `cuda` (`cuda:N`).
     pub device: DeviceName,
     /// Compute dtype of the policy: `auto` (bf16 on CUDA, f32 on CPU), `f32`, `bf16`, `f16`.
@@ -175,6 +186,8 @@ pub enum AlgoName {
     Popo,
     Grpo,
     Raft,
+    /// REINFORCE with a per-completion coefficient (the `nsr` and `w_reinforce` presets).
+    Reinforce,
 }
 
 /// `run.dtype`: the policy's compute dtype.
@@ -319,7 +332,8 @@ pub enum LossAgg {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlgoConfig {
-    /// Loss family: `popo`, `grpo` (also dr_grpo / dapo through options) or `raft`.
+    /// Loss family: `popo`, `grpo` (also dr_grpo / dapo through options), `raft` or `reinforce`
+    /// (nsr / w_reinforce through `psr_weight`).
     pub name: AlgoName,
     /// Optimizer updates per rollout batch.
     pub num_iterations: usize,
@@ -349,6 +363,10 @@ pub struct AlgoConfig {
     pub eps_high: f64,
     /// k3 KL to a frozen reference; 0 means no reference model at all.
     pub beta_kl: f64,
+    // --- NSR / W-REINFORCE ---
+    /// lambda: the REINFORCE coefficient of positives (negatives have -1). 0 is `nsr`
+    /// (negatives only), 0.1 is `w_reinforce`.
+    pub psr_weight: f64,
 }
 
 /// Supervised warm-up before RL (used by the built-in demo to start RL at 10-40% accuracy).
@@ -393,6 +411,7 @@ impl Default for RunConfig {
             max_nonfinite_in_row: 5,
             eval_every: 0,
             eval_size: 200,
+            final_pass_at_k_samples: 64,
             device: DeviceName::Cpu,
             dtype: ComputeDtype::Auto,
             master_weights: MasterWeights::Auto,
@@ -496,6 +515,7 @@ impl Default for AlgoConfig {
             eps_low: 0.2,
             eps_high: 0.2,
             beta_kl: 0.0,
+            psr_weight: 0.1,
         }
     }
 }
@@ -554,6 +574,16 @@ pub fn preset_overrides(name: &str) -> Result<Vec<(&'static str, Value)>> {
             ("algo.alpha", Value::Float(0.0)),
             ("algo.beta_ent", Value::Float(0.0)),
             ("algo.predictor", Value::Boolean(false)),
+        ],
+        // ALGORITHMS.md, "Negative-sample controls": one REINFORCE loss, a_i = -1 for negatives
+        // and lambda for positives.
+        "nsr" => vec![
+            ("algo.name", s("reinforce")),
+            ("algo.psr_weight", Value::Float(0.0)),
+        ],
+        "w_reinforce" => vec![
+            ("algo.name", s("reinforce")),
+            ("algo.psr_weight", Value::Float(0.1)),
         ],
         other => bail!(
             "unknown preset `{other}` (expected one of: {})",
@@ -689,6 +719,8 @@ impl ConfigBuilder {
             ("task.n_rl", "64"),
             ("task.n_eval", "16"),
             ("run.eval_size", "8"),
+            // Four samples a problem: pass@1, 2, 4 at the end of every test run, in a blink.
+            ("run.final_pass_at_k_samples", "4"),
             ("run.steps", "4"),
             ("run.probe_every", "2"),
             ("run.probe_size", "2"),
@@ -839,6 +871,10 @@ impl TrainConfig {
             (a.eps_high >= 0.0, "algo.eps_high must be >= 0"),
             (a.beta_kl >= 0.0, "algo.beta_kl must be >= 0"),
             (a.ratio_clip > 0.0, "algo.ratio_clip must be > 0"),
+            (
+                a.psr_weight >= 0.0 && a.psr_weight.is_finite(),
+                "algo.psr_weight must be >= 0 and finite",
+            ),
             (self.run.keep_last >= 1, "run.keep_last must be >= 1"),
             (
                 self.optim.init_loss_scale >= 1.0,
@@ -962,6 +998,8 @@ mod tests {
         assert_eq!(c.algo.weight_temperature, 1.0);
         assert_eq!(c.algo.ratio_clip, 1.28);
         assert_eq!(c.algo.beta_kl, 0.0);
+        assert_eq!(c.algo.psr_weight, 0.1);
+        assert_eq!(c.run.final_pass_at_k_samples, 64);
     }
 
     fn real() -> ConfigBuilder {
@@ -991,6 +1029,18 @@ mod tests {
             (c.algo.alpha, c.algo.beta_ent, c.algo.predictor),
             (0.0, 0.0, false)
         );
+        let c = real().preset(Some("nsr")).build().unwrap();
+        assert_eq!((c.algo.name, c.algo.psr_weight), (AlgoName::Reinforce, 0.0));
+        let c = real().preset(Some("w_reinforce")).build().unwrap();
+        assert_eq!((c.algo.name, c.algo.psr_weight), (AlgoName::Reinforce, 0.1));
+        let e = real()
+            .preset(Some("w_reinforce"))
+            .set("algo.psr_weight=-1")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("algo.psr_weight"), "{e}");
         let c = real().preset(Some("grpo")).build().unwrap();
         assert_eq!(c.algo.loss_agg, LossAgg::SeqMeanTokenMean);
         assert_eq!(c.preset, "grpo");

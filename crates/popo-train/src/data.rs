@@ -141,6 +141,8 @@ pub enum Stream {
     Noise = 2,
     Probe = 3,
     Refill = 4,
+    /// The end-of-run pass@k samples (`extra`: the chunk of held-out prompts).
+    PassAtK = 5,
 }
 
 /// The seed of `stream` at `step` of a run seeded `base`: derived, never carried, so that the

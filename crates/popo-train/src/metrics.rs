@@ -69,6 +69,18 @@ pub mod names {
     pub const DELTA_POS: &str = "probe/delta_pos";
     // evaluation
     pub const EVAL_ACCURACY: &str = "eval/accuracy";
+    /// End of a run (`run.final_pass_at_k_samples`): `eval/pass@1`, `eval/pass@2`, ...
+    pub const PASS_AT_PREFIX: &str = "eval/pass@";
+    /// End of a run: `eval/avg@n`, the mean share of correct samples.
+    pub const AVG_AT_PREFIX: &str = "eval/avg@";
+
+    pub fn pass_at(k: usize) -> String {
+        format!("{PASS_AT_PREFIX}{k}")
+    }
+
+    pub fn avg_at(n: usize) -> String {
+        format!("{AVG_AT_PREFIX}{n}")
+    }
 }
 
 /// Wall time per phase of a step, for the `perf/*` metrics.

@@ -1,6 +1,6 @@
 //! The actor: samples completions from the policy (no graph) and scores them with the reward:
-//! a step's rollouts (with DAPO's refill of uninformative groups), their statistics, and greedy
-//! held-out accuracy.
+//! a step's rollouts (with DAPO's refill of uninformative groups), their statistics, greedy
+//! held-out accuracy and the end-of-run pass@k.
 
 use crate::algo::{Rollout, RolloutBatch};
 use crate::config::TrainConfig;
@@ -9,6 +9,7 @@ use crate::lm::{FinishReason, LmPolicy, SamplingParams, Tokenizer};
 use crate::metrics::{names, SampleRecord, StepMetrics};
 use crate::reward::{self, Reward};
 use anyhow::Result;
+use popo_model::passk::PassAtK;
 
 /// What the actor needs, borrowed from the trainer for one call.
 pub struct Actor<'a> {
@@ -247,14 +248,60 @@ impl Actor<'_> {
             n: 1,
             greedy: true,
             temperature: 1.0,
+            ..self.eval_params()
+        };
+        // Batches as large as the sampler takes at once: decode cost is per step, not per row.
+        let correct = self.count_correct(eval, &params, 256, |_| 0)?;
+        Ok(correct.iter().sum::<usize>() as f64 / eval.len().max(1) as f64)
+    }
+
+    /// pass@k for k = 1, 2, 4, ..., n and avg@n on held-out prompts: `n` samples each at T = 1
+    /// with no top-p / top-k truncation (the spec's evaluation temperature, whatever the rollouts
+    /// use), call `i` of the sampler seeded `seed(i)`.
+    pub fn pass_at_k(
+        &self,
+        eval: &[Prompt],
+        n: usize,
+        seed: impl Fn(u64) -> u64,
+    ) -> Result<PassAtK> {
+        let params = SamplingParams {
+            n,
+            temperature: 1.0,
+            ..self.eval_params()
+        };
+        // As many rows per call as a training step samples: a batch the run is known to hold.
+        let r = &self.cfg.rollout;
+        let chunk = (r.batch_prompts * r.group_size / n.max(1)).max(1);
+        let correct = self.count_correct(eval, &params, chunk, seed)?;
+        Ok(PassAtK::from_counts(n, &correct))
+    }
+
+    /// What every held-out evaluation shares: the completion limit and the stop ids.
+    fn eval_params(&self) -> SamplingParams {
+        SamplingParams {
             max_new_tokens: self.cfg.rollout.max_completion_len,
             stop_token_ids: self.stop_ids.to_vec(),
             ..Default::default()
-        };
-        let mut correct = 0usize;
-        // Batches as large as the sampler takes at once: decode cost is per step, not per row.
-        for chunk in eval.chunks(256) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
+        }
+    }
+
+    /// Samples `params.n` completions of each prompt, `chunk` prompts per sampler call (call `i`
+    /// seeded `seed(i)`), and counts the correct ones per prompt (`reward.correct`).
+    fn count_correct(
+        &self,
+        eval: &[Prompt],
+        params: &SamplingParams,
+        chunk: usize,
+        seed: impl Fn(u64) -> u64,
+    ) -> Result<Vec<usize>> {
+        let chunk = chunk.max(1);
+        let mut correct = vec![0usize; eval.len()];
+        for (i, prompts) in eval.chunks(chunk).enumerate() {
+            let params = SamplingParams {
+                seed: seed(i as u64),
+                ..params.clone()
+            };
+            let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
             let out = self.policy.generate(&ids, &params, self.tokenizer)?;
             let texts: Vec<String> = out
                 .iter()
@@ -262,15 +309,15 @@ impl Actor<'_> {
                 .collect::<Result<_>>()?;
             let items: Vec<(&str, &str)> = texts
                 .iter()
-                .zip(chunk)
-                .map(|(t, p)| (t.as_str(), p.answer.as_str()))
+                .zip(&out)
+                .map(|(t, c)| (t.as_str(), prompts[c.prompt_index].answer.as_str()))
                 .collect();
-            correct += reward::score_batch(self.reward, &items)
-                .iter()
-                .filter(|r| r.correct)
-                .count();
+            let scores = reward::score_batch(self.reward, &items);
+            for (c, s) in out.iter().zip(scores) {
+                correct[i * chunk + c.prompt_index] += s.correct as usize;
+            }
         }
-        Ok(correct as f64 / eval.len().max(1) as f64)
+        Ok(correct)
     }
 }
 

@@ -6,7 +6,7 @@
 //! `lm::LmPolicy` and `Policy`.
 
 use crate::algo::{Algorithm, PrepareCtx, Prepared, RolloutBatch};
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint::{self, FinalEval, TrainerState};
 use crate::config::TrainConfig;
 use crate::data::{stream_seed, Prompt, Shuffler, Stream};
 use crate::learner::{Learner, LearnerView, MicroLoss};
@@ -31,6 +31,8 @@ pub struct RunSummary {
     pub steps_done: u64,
     pub eval_before: Option<f64>,
     pub eval_after: Option<f64>,
+    /// pass@k and avg@n after training (`run.final_pass_at_k_samples` > 0).
+    pub pass_at_k: Option<popo_model::passk::PassAtK>,
     pub interrupted: bool,
     pub wall_s: f64,
 }
@@ -129,6 +131,7 @@ impl Trainer {
             skipped_steps: 0,
             eval_before: None,
             loss_scale: learner.loss_scale.clone(),
+            final_eval: None,
         };
         Ok(Self {
             reward: reward::from_config(&cfg)?,
@@ -345,8 +348,55 @@ impl Trainer {
         )
     }
 
+    /// The end-of-run evaluation: greedy held-out accuracy and, with
+    /// `run.final_pass_at_k_samples` > 0, pass@k and avg@n, logged in one record at the last step
+    /// and kept in the trainer state (rewritten into the checkpoint `ck`). A resumed run that had
+    /// already finished reports the recorded values and samples nothing.
+    fn final_eval(&mut self, ck: Option<&Path>) -> Result<FinalEval> {
+        let step = self.state.step;
+        if let Some(done) = self.state.final_eval.clone().filter(|f| f.step == step) {
+            return Ok(done);
+        }
+        let accuracy = match self.state.eval_before {
+            // No step taken: the policy is the one measured before training.
+            Some(acc) if step == 0 => Some(acc),
+            _ if self.eval.is_empty() => None,
+            _ => Some(self.evaluate()?),
+        };
+        let n = self.cfg.run.final_pass_at_k_samples;
+        let pass_at_k = if n > 0 && !self.eval.is_empty() {
+            let seed = |k| self.seed(step, Stream::PassAtK, k);
+            Some(self.actor().pass_at_k(&self.eval, n, seed)?)
+        } else {
+            None
+        };
+        let mut m = StepMetrics::new(step);
+        if let Some(acc) = accuracy {
+            m.set(names::EVAL_ACCURACY, acc);
+        }
+        if let Some(p) = &pass_at_k {
+            for &(k, v) in &p.pass_at_k {
+                m.set(&names::pass_at(k), v);
+            }
+            m.set(&names::avg_at(p.n), p.avg_at_n);
+        }
+        if !m.values.is_empty() {
+            self.logger.log(&m)?;
+        }
+        let done = FinalEval {
+            step,
+            accuracy,
+            pass_at_k,
+        };
+        self.state.final_eval = Some(done.clone());
+        if let Some(ck) = ck {
+            checkpoint::update_state(ck, &self.state)?;
+        }
+        Ok(done)
+    }
+
     /// Runs to `run.steps` (or until the stop flag), checkpointing every `run.save_every` steps,
-    /// at the end and on interrupt. Evaluates after training.
+    /// at the end and on interrupt, then evaluates (`final_eval`).
     pub fn run(&mut self) -> Result<RunSummary> {
         let start = Instant::now();
         let total = self.cfg.run.steps as u64;
@@ -370,22 +420,26 @@ impl Trainer {
             }
         }
         progress.finish();
-        let eval_after = if !interrupted && !self.eval.is_empty() {
-            let acc = self.evaluate()?;
-            self.log_eval(acc)?;
-            Some(acc)
+        // The checkpoint comes before the final evaluation, so a crash during that long sampling
+        // loses no training; the evaluation is then added to its state.
+        let ck = if self.state.step > 0 || interrupted {
+            let ck = self.save_checkpoint()?;
+            tracing::info!("checkpoint {}", ck.display());
+            Some(ck)
         } else {
             None
         };
-        if self.state.step > 0 || interrupted {
-            let ck = self.save_checkpoint()?;
-            tracing::info!("checkpoint {}", ck.display());
-        }
+        let done = if interrupted {
+            None
+        } else {
+            Some(self.final_eval(ck.as_deref())?)
+        };
         Ok(RunSummary {
             run_dir: self.run_dir.clone(),
             steps_done: self.state.step,
             eval_before: self.state.eval_before,
-            eval_after,
+            eval_after: done.as_ref().and_then(|f| f.accuracy),
+            pass_at_k: done.and_then(|f| f.pass_at_k),
             interrupted,
             wall_s: start.elapsed().as_secs_f64(),
         })

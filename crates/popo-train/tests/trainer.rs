@@ -63,6 +63,7 @@ fn resume_reproduces_an_uninterrupted_run() {
         ("dapo", "f32"),
         ("popo", "bf16"),
         ("grpo", "f16"),
+        ("w_reinforce", "f32"),
     ] {
         let a = root.path().join(format!("{preset}-{dtype}-a"));
         let b = root.path().join(format!("{preset}-{dtype}-b"));
@@ -294,7 +295,7 @@ fn trains_an_hf_checkpoint_on_jsonl_data() {
     let ck = popo_train::checkpoint::list(&first).unwrap().pop().unwrap();
     let data = root.path().join("d.jsonl");
     std::fs::write(&data, "{\"q\": \"Compute 2+3.\", \"a\": \"5\"}\n{\"q\": \"Compute 4*2.\", \"a\": 8}\n\n{\"q\": \"Compute 9-1.\", \"a\": \"8\"}\n").unwrap();
-    for preset in ["popo", "grpo", "dr_grpo", "dapo", "raft"] {
+    for preset in popo_train::config::PRESETS {
         let dir = root.path().join(preset);
         let cfg = tiny(
             &dir,
@@ -338,10 +339,11 @@ fn trains_an_hf_checkpoint_on_jsonl_data() {
     assert!(e.contains("d.jsonl") && e.contains(":2"), "{e}");
 }
 
-/// Every parameter of a real Qwen2-shaped popo_model::Model, and of the predictor, gets a
-/// non-zero gradient from POPO's loss (fused candle ops would silently cut some of them off).
+/// Every parameter of a real Qwen2-shaped popo_model::Model, and of POPO's predictor, gets a
+/// non-zero gradient from every preset's loss (fused candle ops would silently cut some of them
+/// off; nsr trains on the one negative alone).
 #[test]
-fn popo_loss_reaches_every_real_model_parameter() {
+fn every_loss_reaches_every_real_model_parameter() {
     use popo_train::algo::{PrepareCtx, Rollout, RolloutBatch};
     use popo_train::policy::Policy;
     let dev = candle_core::Device::Cpu;
@@ -349,12 +351,6 @@ fn popo_loss_reaches_every_real_model_parameter() {
     let (varmap, model) =
         popo_model::Model::new_seeded(&mcfg, &dev, candle_core::DType::F32, 3, 0.1).unwrap();
     let policy = popo_train::lm::LmPolicy::new(model, varmap);
-    let cfg = ConfigBuilder::new()
-        .set("algo.predictor_hidden=8")
-        .unwrap()
-        .build()
-        .unwrap();
-    let algo = popo_train::algo::build(&cfg, &policy, &dev).unwrap();
     let mk = |group, completion: Vec<u32>, reward| Rollout {
         group,
         prompt: vec![1, 2, 3],
@@ -381,25 +377,34 @@ fn popo_loss_reaches_every_real_model_parameter() {
         seed: 1,
         max_completion_len: 8,
     };
-    let prep = algo.prepare(&batch, &ctx).unwrap();
-    let rows = prep.included();
-    let mb = batch.seq_batch(&rows, 0, &dev).unwrap();
-    let out = policy.forward(&mb, 1.0).unwrap();
-    let grads = algo
-        .loss(&out, &mb, &prep, &rows)
-        .unwrap()
-        .loss
-        .backward()
-        .unwrap();
-    let mut vars = policy.named_vars();
-    vars.extend(algo.extra_vars());
-    assert!(vars.len() > 20);
-    for (name, v) in vars {
-        let g = grads
-            .get(v.as_tensor())
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let n = common::abs_sum(g);
-        assert!(n > 0.0 && n.is_finite(), "{name}: |grad| = {n}");
+    for preset in popo_train::config::PRESETS {
+        let cfg = ConfigBuilder::new()
+            .preset(Some(preset))
+            .set("algo.predictor_hidden=8")
+            .unwrap()
+            .build()
+            .unwrap();
+        let algo = popo_train::algo::build(&cfg, &policy, &dev).unwrap();
+        let prep = algo.prepare(&batch, &ctx).unwrap();
+        let rows = prep.included();
+        let mb = batch.seq_batch(&rows, 0, &dev).unwrap();
+        let out = policy.forward(&mb, 1.0).unwrap();
+        let grads = algo
+            .loss(&out, &mb, &prep, &rows)
+            .unwrap()
+            .loss
+            .backward()
+            .unwrap();
+        let mut vars = policy.named_vars();
+        vars.extend(algo.extra_vars());
+        assert!(vars.len() > 20);
+        for (name, v) in vars {
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{preset} {name}: no gradient"));
+            let n = common::abs_sum(g);
+            assert!(n > 0.0 && n.is_finite(), "{preset} {name}: |grad| = {n}");
+        }
     }
 }
 
@@ -621,4 +626,78 @@ fn gradient_checkpointing_gives_the_same_update() {
             "{preset} grad norm {a:?} vs {b:?}"
         );
     }
+}
+
+/// Correct when the completion has an even number of characters: about half of a random model's
+/// samples, so pass@k climbs with k.
+struct EvenLength;
+impl Reward for EvenLength {
+    fn score(&self, c: &str, _g: &str) -> RewardOut {
+        let ok = c.chars().count().is_multiple_of(2);
+        RewardOut {
+            reward: ok as u8 as f32,
+            correct: ok,
+            extracted: None,
+        }
+    }
+}
+
+/// The end of a run samples `run.final_pass_at_k_samples` (4) completions per held-out problem
+/// and logs pass@1, 2, 4 and avg@4 beside the final accuracy; the checkpoint records them, so
+/// resuming the finished run reports them again without sampling (its reward would differ) and
+/// logs nothing new. A run of 0 steps (the experiment's base model) measures the same at step 0.
+#[test]
+fn final_pass_at_k_is_logged_recorded_and_not_resampled_on_resume() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let mut t = quiet(tiny(&dir, "nsr", &["run.steps=2"]));
+    t.set_reward(Box::new(EvenLength));
+    let s = t.run().unwrap();
+    drop(t);
+    let p = s.pass_at_k.clone().unwrap();
+    assert_eq!((p.n, p.num_problems), (4, 8));
+    let ks: Vec<usize> = p.pass_at_k.iter().map(|x| x.0).collect();
+    assert_eq!(ks, [1, 2, 4]);
+    assert!((p.pass_at_k[0].1 - p.avg_at_n).abs() < 1e-12);
+    assert!(p.pass_at_k.windows(2).all(|w| w[0].1 <= w[1].1));
+    assert!(p.avg_at_n > 0.0 && p.pass_at_k[2].1 < 1.0 + 1e-12);
+    let recs = read_metrics(&dir).unwrap();
+    let last = recs.last().unwrap();
+    assert_eq!(last.step, 2);
+    let get = |k: &str| last.values.get(k).copied().flatten();
+    assert_eq!(get(names::EVAL_ACCURACY), s.eval_after);
+    for &(k, v) in &p.pass_at_k {
+        assert_eq!(get(&names::pass_at(k)), Some(v), "pass@{k}");
+    }
+    assert_eq!(get(&names::avg_at(4)), Some(p.avg_at_n));
+    let ck = popo_train::checkpoint::list(&dir).unwrap().pop().unwrap();
+    let state = popo_train::checkpoint::load_state(&ck).unwrap();
+    let fin = state.final_eval.unwrap();
+    assert_eq!((fin.step, fin.accuracy), (2, s.eval_after));
+    assert_eq!(fin.pass_at_k.as_ref(), Some(&p));
+
+    let again = quiet_resume(&dir).run().unwrap();
+    assert_eq!((again.eval_after, again.pass_at_k), (s.eval_after, Some(p)));
+    assert_eq!(read_metrics(&dir).unwrap(), recs, "nothing logged again");
+
+    let base = root.path().join("base");
+    let mut t = quiet(tiny(&base, "popo", &["run.steps=0"]));
+    t.set_reward(Box::new(EvenLength));
+    let s = t.run().unwrap();
+    assert_eq!((s.steps_done, s.eval_after), (0, s.eval_before));
+    assert_eq!(s.pass_at_k.unwrap().pass_at_k.len(), 3);
+    // run.final_pass_at_k_samples = 0 turns it off.
+    let off = root.path().join("off");
+    let mut t = Trainer::new(
+        tiny(
+            &off,
+            "popo",
+            &["run.steps=1", "run.final_pass_at_k_samples=0"],
+        ),
+        flag(),
+    )
+    .unwrap();
+    t.set_quiet(true);
+    let s = t.run().unwrap();
+    assert!(s.pass_at_k.is_none() && s.eval_after.is_some());
 }

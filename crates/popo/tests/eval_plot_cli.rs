@@ -161,26 +161,56 @@ fn plot_draws_svg_and_png_from_metrics_jsonl() {
     }
 }
 
-/// The committed experiment file stays valid: every run's config resolves (keys, presets).
+/// The committed experiment files stay valid: every run's config resolves (keys, presets), and
+/// each seed has its base cell (the runs end with pass@k).
 #[test]
-fn committed_experiment_file_resolves() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/experiment.toml");
-    let o = popo()
-        .args(["experiment", file, "--dry-run"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(stdout.lines().count(), 11 * 3, "{stdout}");
-    for name in [
-        "popo",
-        "grpo",
-        "dr_grpo",
-        "dapo",
-        "raft",
-        "popo-tau0",
-        "popo-no-predictor",
+fn committed_experiment_files_resolve() {
+    for (file, variants, names) in [
+        (
+            "experiment.toml",
+            11,
+            &[
+                "popo",
+                "grpo",
+                "dr_grpo",
+                "dapo",
+                "raft",
+                "popo-tau0",
+                "popo-no-predictor",
+            ][..],
+        ),
+        (
+            "experiment-400.toml",
+            13,
+            &[
+                "popo",
+                "raft",
+                "grpo",
+                "dr_grpo",
+                "dapo",
+                "nsr",
+                "w_reinforce",
+                "popo-beta-ent0",
+            ][..],
+        ),
     ] {
-        assert!(stdout.contains(&format!("{name} seed 2:")), "{name}");
+        let path = format!("{}/../../results/{file}", env!("CARGO_MANIFEST_DIR"));
+        let o = popo()
+            .args(["experiment", &path, "--dry-run"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(stdout.lines().count(), (variants + 1) * 3, "{stdout}");
+        for name in names.iter().chain(&["base"]) {
+            assert!(
+                stdout.contains(&format!("{name} seed 2:")),
+                "{file}: {name}"
+            );
+        }
     }
 }

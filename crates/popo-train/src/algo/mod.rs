@@ -9,6 +9,7 @@
 pub mod grpo;
 pub mod popo;
 pub mod raft;
+pub mod reinforce;
 
 use crate::config::{AlgoName, TrainConfig};
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
@@ -75,7 +76,7 @@ impl RolloutBatch {
 /// Per-sequence training data produced by `prepare`.
 #[derive(Clone, Debug, Default)]
 pub struct SeqPrep {
-    /// POPO / RAFT: the weight w_i (0 for negatives). GRPO: the advantage A_i.
+    /// POPO / RAFT: the weight w_i (0 for negatives). GRPO: the advantage A_i. REINFORCE: a_i.
     pub coef: f64,
     /// Whether the sequence enters the training forward at all.
     pub include: bool,
@@ -94,9 +95,11 @@ pub struct SeqPrep {
 pub struct Norms {
     /// Completion tokens of positives (POPO / RAFT NLL denominator).
     pub pos_tokens: f64,
-    /// Completion tokens of all included sequences (entropy / KL means).
+    /// Completion tokens of all included sequences (entropy / KL means; REINFORCE: of the whole
+    /// batch, its loss denominator).
     pub all_tokens: f64,
-    /// Completion tokens of loss-masked-in sequences (GRPO token-mean).
+    /// Completion tokens of loss-masked-in sequences (GRPO token-mean; REINFORCE: of the rows in
+    /// the forward, for the logged entropy).
     pub loss_tokens: f64,
     /// Sum of POPO weights (the L_sim denominator).
     pub weight_sum: f64,
@@ -183,6 +186,7 @@ pub fn build(
         AlgoName::Popo => Box::new(popo::Popo::new(cfg, policy, device)?),
         AlgoName::Grpo => Box::new(grpo::Grpo::new(cfg, policy)?),
         AlgoName::Raft => Box::new(raft::Raft::new(cfg)),
+        AlgoName::Reinforce => Box::new(reinforce::Reinforce::new(cfg)),
     })
 }
 
@@ -261,6 +265,12 @@ pub(crate) fn weighted_nll_sum(
     Ok(tok.broadcast_mul(&w)?.sum_all()?)
 }
 
+/// The policy's entropy summed over the micro-batch's completion tokens (a logged diagnostic).
+pub(crate) fn entropy_sum(out: &PolicyOutput, mb: &SeqBatch) -> Result<f64> {
+    let m = mb.completion_mask().to_dtype(out.entropy.dtype())?;
+    scalar(&(&out.entropy * &m)?.sum_all()?)
+}
+
 /// A normaliser that leaves a zero sum at zero when the batch holds none of what it counts.
 pub(crate) fn nz(v: f64) -> f64 {
     if v > 0.0 {
@@ -277,6 +287,44 @@ pub(crate) fn positives(batch: &RolloutBatch, threshold: f64) -> Vec<bool> {
         .iter()
         .map(|r| r.reward > threshold)
         .collect()
+}
+
+/// Per-sequence data of the losses that need a coefficient alone (RAFT, REINFORCE): `coef[i]`,
+/// in the training forward when `include[i]`, with the rollout-time log-probs when the batch is
+/// trained on more than once (`num_iterations > 1`, for the truncated ratio).
+pub(crate) fn coef_seqs(
+    batch: &RolloutBatch,
+    ctx: &PrepareCtx,
+    coef: &[f64],
+    include: &[bool],
+    num_iterations: usize,
+) -> Result<Vec<SeqPrep>> {
+    let mut old = if num_iterations > 1 {
+        Some(old_logprobs(batch, ctx)?)
+    } else {
+        None
+    };
+    Ok((0..batch.len())
+        .map(|i| SeqPrep {
+            coef: coef[i],
+            include: include[i],
+            loss_mask: include[i],
+            old_logprobs: old.as_mut().map(|o| std::mem::take(&mut o[i])),
+            aux_logprobs: None,
+            target_feature: None,
+        })
+        .collect())
+}
+
+/// Completion tokens of the rows where `keep` holds.
+pub(crate) fn tokens_where(batch: &RolloutBatch, keep: &[bool]) -> f64 {
+    batch
+        .rollouts
+        .iter()
+        .zip(keep)
+        .filter(|(_, &k)| k)
+        .map(|(r, _)| r.completion.len() as f64)
+        .sum()
 }
 
 /// Old log-probs from a no-graph forward with the rollout-time weights.

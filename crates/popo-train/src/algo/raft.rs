@@ -39,25 +39,8 @@ impl Algorithm for Raft {
             1.0,
             false,
         );
-        let mut old = if self.num_iterations > 1 {
-            Some(old_logprobs(batch, ctx)?)
-        } else {
-            None
-        };
-        let seqs = (0..batch.len())
-            .map(|i| SeqPrep {
-                coef: w[i],
-                include: pos[i],
-                loss_mask: pos[i],
-                old_logprobs: old.as_mut().map(|o| std::mem::take(&mut o[i])),
-                aux_logprobs: None,
-                target_feature: None,
-            })
-            .collect();
-        let pos_tokens: f64 = (0..lens.len())
-            .filter(|&i| pos[i])
-            .map(|i| lens[i] as f64)
-            .sum();
+        let seqs = coef_seqs(batch, ctx, &w, &pos, self.num_iterations)?;
+        let pos_tokens = tokens_where(batch, &pos);
         let norm = Norms {
             pos_tokens,
             all_tokens: pos_tokens,
@@ -80,8 +63,7 @@ impl Algorithm for Raft {
         let lp = &out.logprobs;
         let denom = nz(prep.norm.pos_tokens);
         let nll = (weighted_nll_sum(lp, mb, prep, rows, self.ratio_clip)? / denom)?;
-        let m = mb.completion_mask().to_dtype(lp.dtype())?;
-        let ent = scalar(&(&out.entropy * &m)?.sum_all()?)? / denom;
+        let ent = entropy_sum(out, mb)? / denom;
         let v = scalar(&nll)?;
         Ok(LossOutput {
             loss: nll,

@@ -1,5 +1,6 @@
-//! `popo experiment FILE.toml`: a grid of `popo train` runs (variants x seeds), then report.md,
-//! summary.json and plots with a band over seeds.
+//! `popo experiment FILE.toml`: a grid of `popo train` runs (variants x seeds, plus a base cell
+//! per seed when the runs report pass@k), then report.md, summary.json and plots with a band over
+//! seeds.
 
 use anyhow::Result;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ pub struct Args {
     /// Output directory (overrides `out_dir` in the file).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Rerun finished runs too.
+    /// Rerun finished runs (and base cells) too.
     #[arg(long)]
     pub force: bool,
     /// Only rebuild report.md, summary.json and the plots from finished runs.
@@ -32,6 +33,14 @@ pub fn run(args: Args) -> Result<i32> {
         spec.out_dir = o.clone();
     }
     if args.dry_run {
+        if spec.has_base()? {
+            for &seed in &spec.seeds {
+                println!(
+                    "base seed {seed}: {} (the starting model, 0 steps: pass@k before training)",
+                    spec.base_dir(seed).display()
+                );
+            }
+        }
         for r in &spec.runs {
             for &seed in &spec.seeds {
                 spec.train_config(r, seed)?;

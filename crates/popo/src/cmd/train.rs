@@ -13,8 +13,9 @@ pub struct Args {
     /// TOML config file (any subset of the keys; see config.toml in a run directory).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// popo | grpo | dr_grpo | dapo | raft. Applied over --config (so it wins over a run's resolved
-    /// config.toml) and under --set.
+    /// popo | grpo | dr_grpo | dapo | raft | nsr | w_reinforce (nsr: REINFORCE on negatives only;
+    /// w_reinforce: negatives plus positives weighted by algo.psr_weight = 0.1). Applied over
+    /// --config (so it wins over a run's resolved config.toml) and under --set.
     #[arg(long)]
     pub preset: Option<String>,
     /// HF model directory (default: the built-in tiny model).
@@ -107,6 +108,20 @@ pub fn run(args: Args) -> Result<i32> {
     };
     println!("held-out accuracy before: {}", pct(summary.eval_before));
     println!("held-out accuracy after:  {}", pct(summary.eval_after));
+    if let Some(p) = &summary.pass_at_k {
+        let ks: Vec<String> = p
+            .pass_at_k
+            .iter()
+            .map(|(k, v)| format!("pass@{k} {:.1}%", 100.0 * v))
+            .collect();
+        println!(
+            "held-out, {} samples at T = 1: avg@{} {:.1}%, {}",
+            p.n,
+            p.n,
+            100.0 * p.avg_at_n,
+            ks.join(", ")
+        );
+    }
     println!(
         "steps: {}  wall: {:.0}s (RL loop {:.0}s)",
         summary.steps_done,
