@@ -9,7 +9,7 @@
 //! entropy terms all run) over `train_batch` sequences of `train_len` tokens. Each figure is the
 //! median of `repeats` runs after a warm-up run.
 
-use crate::algo::{self, PrepareCtx, Rollout, RolloutBatch};
+use crate::algo::{self, MicroBatch, PrepareCtx, Rollout, RolloutBatch};
 use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{LmPolicy, SamplingParams, Tokenizer};
 use crate::params::Params;
@@ -209,7 +209,7 @@ fn time_update(
         let micro = |k: usize, view: &LearnerView| -> Result<MicroLoss> {
             let mb = batch.seq_batch(chunks[k], 0, device)?;
             MicroLoss::backward(view, policy, &mb, 1.0, cfg.checkpoint, |out| {
-                algo.loss(out, &mb, &prep, chunks[k])
+                algo.loss(out, &MicroBatch::new(&mb, &prep, chunks[k]))
             })
         };
         let t = Instant::now();

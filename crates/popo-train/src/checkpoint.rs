@@ -50,7 +50,44 @@ pub struct FinalEval {
     pub pass_at_k: Option<popo_model::passk::PassAtK>,
 }
 
+impl FinalEval {
+    /// The record it is logged as: `eval/accuracy`, `eval/pass@k` and `eval/avg@n`.
+    pub fn metrics(&self) -> crate::metrics::StepMetrics {
+        use crate::metrics::names;
+        let mut m = crate::metrics::StepMetrics::new(self.step);
+        if let Some(acc) = self.accuracy {
+            m.set(names::EVAL_ACCURACY, acc);
+        }
+        if let Some(p) = &self.pass_at_k {
+            for &(k, v) in &p.pass_at_k {
+                m.set(&names::pass_at(k), v);
+            }
+            m.set(&names::avg_at(p.n), p.avg_at_n);
+        }
+        m
+    }
+}
+
 impl TrainerState {
+    /// The state of a run about to take its first step.
+    pub fn fresh(
+        data_cursor: DataCursor,
+        rng_seed: u64,
+        loss_scale: Option<crate::optim::LossScale>,
+    ) -> Self {
+        TrainerState {
+            step: 0,
+            optimizer_updates: 0,
+            data_cursor,
+            rng_seed,
+            nonfinite_in_row: 0,
+            skipped_steps: 0,
+            eval_before: None,
+            loss_scale,
+            final_eval: None,
+        }
+    }
+
     /// Counts an update's outcome at `step`; true when it was applied (and the run of
     /// non-finite updates is over).
     pub fn record(&mut self, outcome: crate::learner::Outcome, step: u64) -> bool {

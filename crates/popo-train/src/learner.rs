@@ -126,22 +126,22 @@ impl Learner {
         out
     }
 
-    /// Restores what [`Learner::state`] saved; `updates` is AdamW's step count.
+    /// Restores what [`Learner::state`] saved, with AdamW's step count and the f16 loss scale
+    /// from the checkpoint's trainer state.
     pub fn load_state(
         &mut self,
         tensors: &std::collections::HashMap<String, Tensor>,
-        updates: u64,
+        state: &crate::checkpoint::TrainerState,
     ) -> Result<()> {
         self.params.load_state(tensors)?;
-        self.opt.load_state(tensors, updates)
+        self.loss_scale = state.loss_scale.clone();
+        self.opt.load_state(tensors, state.optimizer_updates)
     }
 
     /// An update's diagnostics: the summed micro-batch stats, the gradient norm and (f16) the
     /// loss scale.
     pub fn log(&self, u: &Update, m: &mut StepMetrics) {
-        for (k, v) in &u.stats {
-            m.set(k, *v);
-        }
+        m.set_all(&u.stats);
         m.set(names::GRAD_NORM, u.grad_norm);
         if let Some(ls) = &self.loss_scale {
             m.set(names::LOSS_SCALE, ls.scale);

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::tensorboard::EventWriter;
 
@@ -83,49 +82,6 @@ pub mod names {
     }
 }
 
-/// Wall time per phase of a step, for the `perf/*` metrics.
-pub struct Clock {
-    start: Instant,
-    last: Instant,
-    laps: Vec<(&'static str, f64)>,
-}
-
-impl Clock {
-    pub fn start() -> Self {
-        let now = Instant::now();
-        Self {
-            start: now,
-            last: now,
-            laps: Vec::new(),
-        }
-    }
-
-    /// Ends the phase `name` (a `perf/time_*` metric).
-    pub fn lap(&mut self, name: &'static str) {
-        let now = Instant::now();
-        self.laps.push((name, (now - self.last).as_secs_f64()));
-        self.last = now;
-    }
-
-    pub fn log(&self, m: &mut StepMetrics, rollout_tokens: usize, train_tokens: usize) {
-        let time = |n| self.laps.iter().find(|(k, _)| *k == n).map_or(0.0, |l| l.1);
-        let per_s = |tokens: usize, t: f64| tokens as f64 / t.max(1e-9);
-        m.set(
-            names::ROLLOUT_TOKENS_PER_S,
-            per_s(rollout_tokens, time(names::TIME_ROLLOUT)),
-        );
-        m.set(
-            names::TRAIN_TOKENS_PER_S,
-            per_s(train_tokens, time(names::TIME_TRAIN)),
-        );
-        m.set(names::TOKENS_BACKPROP, train_tokens as f64);
-        for (k, v) in &self.laps {
-            m.set(k, *v);
-        }
-        m.set(names::TIME_STEP, self.start.elapsed().as_secs_f64());
-    }
-}
-
 /// One step's scalars, in insertion order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepMetrics {
@@ -148,6 +104,13 @@ impl StepMetrics {
             None => self.values.push((name.to_string(), value)),
         }
         self
+    }
+
+    /// Adds or replaces every `(name, value)` (an algorithm's or an update's stats).
+    pub fn set_all(&mut self, stats: &[(&str, f64)]) {
+        for (k, v) in stats {
+            self.set(k, *v);
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<f64> {

@@ -18,6 +18,22 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The probe of `step` when it is a probe step (every `run.probe_every` steps): holds
+    /// `run.probe_size` negatives and positives out of `batch`.
+    pub fn at_step(
+        run: &crate::config::RunConfig,
+        step: u64,
+        batch: &mut RolloutBatch,
+        threshold: f64,
+        seed: u64,
+        ctx: &PrepareCtx,
+    ) -> Result<Option<Self>> {
+        if run.probe_every == 0 || !step.is_multiple_of(run.probe_every as u64) {
+            return Ok(None);
+        }
+        Self::hold_out(batch, run.probe_size, threshold, seed, ctx).map(Some)
+    }
+
     /// Takes up to `k` negatives and `k` positives out of `batch` (at most one positive per
     /// group, and only from groups that keep another positive to train on) and measures them.
     /// `ctx` gives the policy, temperature and batch layout the log-probs are measured with.

@@ -1,4 +1,5 @@
-//! Progress of a training run on stderr: a bar on a terminal, a line per step otherwise.
+//! Progress of a training run on stderr: a bar on a terminal, a line per step otherwise; and the
+//! wall time of each phase of a step (`Clock`, the `perf/*` metrics).
 
 use crate::metrics::{names, StepMetrics};
 use std::io::IsTerminal;
@@ -67,5 +68,46 @@ impl Progress {
         if let Some(pb) = self.bar {
             pb.finish_and_clear();
         }
+    }
+}
+
+/// Wall time per phase of a step, for the `perf/*` metrics.
+pub struct Clock {
+    start: Instant,
+    last: Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Clock {
+    pub fn start() -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            last: now,
+            laps: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name` (a `perf/time_*` metric).
+    pub fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.laps.push((name, (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
+
+    pub fn log(&self, m: &mut StepMetrics, rollout_tokens: usize, train_tokens: usize) {
+        let time = |n| self.laps.iter().find(|(k, _)| *k == n).map_or(0.0, |l| l.1);
+        let per_s = |tokens: usize, t: f64| tokens as f64 / t.max(1e-9);
+        m.set(
+            names::ROLLOUT_TOKENS_PER_S,
+            per_s(rollout_tokens, time(names::TIME_ROLLOUT)),
+        );
+        m.set(
+            names::TRAIN_TOKENS_PER_S,
+            per_s(train_tokens, time(names::TIME_TRAIN)),
+        );
+        m.set(names::TOKENS_BACKPROP, train_tokens as f64);
+        m.set_all(&self.laps);
+        m.set(names::TIME_STEP, self.start.elapsed().as_secs_f64());
     }
 }

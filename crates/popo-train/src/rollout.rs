@@ -254,6 +254,32 @@ impl Actor<'_> {
         let correct = self.count_correct(eval, &params, 256, |_| 0)?;
         Ok(correct.iter().sum::<usize>() as f64 / eval.len().max(1) as f64)
     }
+    /// The end-of-run evaluation at `step`: greedy accuracy (`before` when the policy is the one
+    /// already measured) and, with `n` > 0, pass@k and avg@n of `n` samples per problem.
+    pub fn final_eval(
+        &self,
+        eval: &[Prompt],
+        step: u64,
+        before: Option<f64>,
+        n: usize,
+        seed: impl Fn(u64) -> u64,
+    ) -> Result<crate::checkpoint::FinalEval> {
+        let accuracy = match before {
+            Some(acc) => Some(acc),
+            None if eval.is_empty() => None,
+            None => Some(self.evaluate(eval)?),
+        };
+        let pass_at_k = if n > 0 && !eval.is_empty() {
+            Some(self.pass_at_k(eval, n, seed)?)
+        } else {
+            None
+        };
+        Ok(crate::checkpoint::FinalEval {
+            step,
+            accuracy,
+            pass_at_k,
+        })
+    }
 
     /// pass@k for k = 1, 2, 4, ..., n and avg@n on held-out prompts: `n` samples each at T = 1
     /// with no top-p / top-k truncation (the spec's evaluation temperature, whatever the rollouts

@@ -5,15 +5,16 @@
 //! Construction (`setup`, `sft`) and checkpoints live beside it; model internals stay behind
 //! `lm::LmPolicy` and `Policy`.
 
-use crate::algo::{Algorithm, PrepareCtx, Prepared, RolloutBatch};
+use crate::algo::{Algorithm, MicroBatch, PrepareCtx, Prepared, RolloutBatch};
 use crate::checkpoint::{self, FinalEval, TrainerState};
 use crate::config::TrainConfig;
 use crate::data::{stream_seed, Prompt, Shuffler, Stream};
 use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{LmPolicy, Tokenizer};
-use crate::metrics::{names, Clock, RunLogger, SampleRecord, StepMetrics};
+use crate::metrics::{names, RunLogger, SampleRecord, StepMetrics};
 use crate::optim::lr_at;
 use crate::probe::Probe;
+use crate::progress::Clock;
 use crate::reward::{self, Reward};
 use crate::rollout::Actor;
 use crate::setup::{setup, Setup};
@@ -101,8 +102,7 @@ impl Trainer {
         let algo_state = checkpoint::load_tensors(&ck.join(checkpoint::ALGO_FILE), &t.device)?;
         t.algo.load_state(&algo_state)?;
         let opt_state = checkpoint::load_tensors(&ck.join(checkpoint::OPTIMIZER_FILE), &t.device)?;
-        t.learner.load_state(&opt_state, state.optimizer_updates)?;
-        t.learner.loss_scale = state.loss_scale.clone();
+        t.learner.load_state(&opt_state, &state)?;
         t.shuffler = crate::setup::shuffler(&t.cfg, t.train.len(), Some(state.data_cursor))?;
         t.state = state;
         tracing::info!("resumed {} at step {}", ck.display(), t.state.step);
@@ -122,17 +122,8 @@ impl Trainer {
     ) -> Result<Self> {
         let (learner, algo, width) = crate::setup::build_learner(&cfg, &s, &device, warm_up)?;
         let shuffler = crate::setup::shuffler(&cfg, s.train.len(), None)?;
-        let state = TrainerState {
-            step: 0,
-            optimizer_updates: 0,
-            data_cursor: shuffler.cursor(),
-            rng_seed: cfg.run.seed,
-            nonfinite_in_row: 0,
-            skipped_steps: 0,
-            eval_before: None,
-            loss_scale: learner.loss_scale.clone(),
-            final_eval: None,
-        };
+        let state =
+            TrainerState::fresh(shuffler.cursor(), cfg.run.seed, learner.loss_scale.clone());
         Ok(Self {
             reward: reward::from_config(&cfg)?,
             quiet: false,
@@ -184,15 +175,10 @@ impl Trainer {
         }
     }
 
-    /// Greedy accuracy on the held-out prompts.
-    pub fn evaluate(&self) -> Result<f64> {
-        self.actor().evaluate(&self.eval)
-    }
-
     fn log_eval(&mut self, acc: f64) -> Result<()> {
-        let mut m = StepMetrics::new(self.state.step);
-        m.set(names::EVAL_ACCURACY, acc);
-        self.logger.log(&m)
+        let step = self.state.step;
+        self.logger
+            .log(StepMetrics::new(step).set(names::EVAL_ACCURACY, acc))
     }
 
     /// One rollout step and its optimizer update(s). Returns the step's metrics.
@@ -217,18 +203,8 @@ impl Trainer {
         // The implicit-negative probe holds some rollouts out of training.
         let ctx = self.prepare_ctx(step);
         let (run, threshold) = (&self.cfg.run, self.cfg.reward.positive_threshold);
-        let probe = if run.probe_every > 0 && step.is_multiple_of(run.probe_every as u64) {
-            let seed = self.seed(step, Stream::Probe, 0);
-            Some(Probe::hold_out(
-                &mut sampled.batch,
-                run.probe_size,
-                threshold,
-                seed,
-                &ctx,
-            )?)
-        } else {
-            None
-        };
+        let seed = self.seed(step, Stream::Probe, 0);
+        let probe = Probe::at_step(run, step, &mut sampled.batch, threshold, seed, &ctx)?;
 
         // 4. algorithm.prepare (no graph: old / reference / target forwards).
         let prep = if sampled.batch.is_empty() {
@@ -236,9 +212,7 @@ impl Trainer {
         } else {
             self.algo.prepare(&sampled.batch, &ctx)?
         };
-        for (k, v) in &prep.stats {
-            m.set(k, *v);
-        }
+        m.set_all(&prep.stats);
         clock.lap(names::TIME_PREPARE);
 
         // 5-6. per micro-batch: forward -> loss -> backward; clip + AdamW; after_step (EMA).
@@ -274,7 +248,7 @@ impl Trainer {
             let micro = |k: usize, view: &LearnerView| -> Result<MicroLoss> {
                 let mb = batch.seq_batch(chunks[k], pad, dev)?;
                 MicroLoss::backward(view, policy, &mb, temp, ckpt, |out| {
-                    algo.loss(out, &mb, prep, chunks[k])
+                    algo.loss(out, &MicroBatch::new(&mb, prep, chunks[k]))
                 })
             };
             let done = self.state.optimizer_updates as usize;
@@ -286,9 +260,7 @@ impl Trainer {
                 break;
             }
             m.set(names::LR, lr);
-            for (k, v) in self.algo.after_step(&self.learner.params.full_named()?)? {
-                m.set(k, v);
-            }
+            m.set_all(&self.algo.after_step(&self.learner.params.full_named()?)?);
         }
         Ok(tokens)
     }
@@ -357,37 +329,15 @@ impl Trainer {
         if let Some(done) = self.state.final_eval.clone().filter(|f| f.step == step) {
             return Ok(done);
         }
-        let accuracy = match self.state.eval_before {
-            // No step taken: the policy is the one measured before training.
-            Some(acc) if step == 0 => Some(acc),
-            _ if self.eval.is_empty() => None,
-            _ => Some(self.evaluate()?),
-        };
+        // No step taken: the policy is the one measured before training.
+        let before = self.state.eval_before.filter(|_| step == 0);
         let n = self.cfg.run.final_pass_at_k_samples;
-        let pass_at_k = if n > 0 && !self.eval.is_empty() {
-            let seed = |k| self.seed(step, Stream::PassAtK, k);
-            Some(self.actor().pass_at_k(&self.eval, n, seed)?)
-        } else {
-            None
-        };
-        let mut m = StepMetrics::new(step);
-        if let Some(acc) = accuracy {
-            m.set(names::EVAL_ACCURACY, acc);
-        }
-        if let Some(p) = &pass_at_k {
-            for &(k, v) in &p.pass_at_k {
-                m.set(&names::pass_at(k), v);
-            }
-            m.set(&names::avg_at(p.n), p.avg_at_n);
-        }
+        let seed = |k| self.seed(step, Stream::PassAtK, k);
+        let done = self.actor().final_eval(&self.eval, step, before, n, seed)?;
+        let m = done.metrics();
         if !m.values.is_empty() {
             self.logger.log(&m)?;
         }
-        let done = FinalEval {
-            step,
-            accuracy,
-            pass_at_k,
-        };
         self.state.final_eval = Some(done.clone());
         if let Some(ck) = ck {
             checkpoint::update_state(ck, &self.state)?;
@@ -409,13 +359,14 @@ impl Trainer {
             }
             let m = self.step()?;
             progress.step(&m);
-            let (every, at) = (self.cfg.run.save_every as u64, self.state.step);
-            if every > 0 && at.is_multiple_of(every) && at < total {
+            // Every `every` steps, except the last (the end of the run does both).
+            let due =
+                |every: usize| every > 0 && m.step.is_multiple_of(every as u64) && m.step < total;
+            if due(self.cfg.run.save_every) {
                 self.save_checkpoint()?;
             }
-            let every = self.cfg.run.eval_every as u64;
-            if every > 0 && at.is_multiple_of(every) && at < total && !self.eval.is_empty() {
-                let acc = self.evaluate()?;
+            if due(self.cfg.run.eval_every) && !self.eval.is_empty() {
+                let acc = self.actor().evaluate(&self.eval)?;
                 self.log_eval(acc)?;
             }
         }

@@ -10,7 +10,9 @@ use popo_train::algo::grpo::{advantages, Grpo};
 use popo_train::algo::popo::{mean_ess, popo_weights, Popo};
 use popo_train::algo::raft::Raft;
 use popo_train::algo::reinforce::{reinforce_coefs, Reinforce};
-use popo_train::algo::{Algorithm, Norms, PrepareCtx, Prepared, Rollout, RolloutBatch, SeqPrep};
+use popo_train::algo::{
+    Algorithm, MicroBatch, Norms, PrepareCtx, Prepared, Rollout, RolloutBatch, SeqPrep,
+};
 use popo_train::config::{
     AdvantageMode, AlgoName, ConfigBuilder, LossAgg, TrainConfig, WeightMode,
 };
@@ -102,7 +104,10 @@ fn loss_of(
 ) -> (f64, SeqBatch, PolicyOutput) {
     let mb = seq_batch(batch, rows, &Device::Cpu);
     let out = policy.forward(&mb, 1.0).unwrap();
-    let loss = algo.loss(&out, &mb, prep, rows).unwrap().loss;
+    let loss = algo
+        .loss(&out, &MicroBatch::new(&mb, prep, rows))
+        .unwrap()
+        .loss;
     (loss.to_scalar::<f64>().unwrap(), mb, out)
 }
 
@@ -256,7 +261,9 @@ fn popo_loss_golden_values() {
     );
     let policy = TinyLm::new(V, 2, 1, DType::F64);
     let algo = Popo::new(&c, &policy, &dev).unwrap();
-    let l = algo.loss(&out, &mb, &prep, &[0, 1]).unwrap();
+    let l = algo
+        .loss(&out, &MicroBatch::new(&mb, &prep, &[0, 1]))
+        .unwrap();
     // L_nll = (1 + 3) / 2 = 2. Feature of row 0 = mean([1,0],[1,2]) = [1,1]; cos with [1,0] = 1/sqrt2.
     // L_sim = -1/sqrt2. L_ent = -(2 + 1 + 3) / 3 = -2. Total = 2 - 0.5/sqrt2 - 0.2.
     let want = 2.0 - 0.5 / 2f64.sqrt() - 0.2;
@@ -384,7 +391,9 @@ fn popo_batch_without_positives_trains_entropy_only() {
     let rows: Vec<usize> = (0..batch.len()).collect();
     let mb = seq_batch(&batch, &rows, &dev);
     let out = policy.forward(&mb, 1.0).unwrap();
-    let l = algo.loss(&out, &mb, &prep, &rows).unwrap();
+    let l = algo
+        .loss(&out, &MicroBatch::new(&mb, &prep, &rows))
+        .unwrap();
     let ent = per_tok(&mb, &out.entropy);
     let n: usize = ent.iter().map(Vec::len).sum();
     let want = -0.01 * ent.iter().flatten().sum::<f64>() / n as f64;
@@ -525,7 +534,7 @@ fn grpo_loss_golden_values() {
         let policy = TinyLm::new(V, 2, 1, DType::F64);
         let algo = Grpo::new(&c, &policy).unwrap();
         let got = algo
-            .loss(&out, &mb, &prep, &[0, 1])
+            .loss(&out, &MicroBatch::new(&mb, &prep, &[0, 1]))
             .unwrap()
             .loss
             .to_scalar::<f64>()
@@ -537,7 +546,7 @@ fn grpo_loss_golden_values() {
     let policy = TinyLm::new(V, 2, 1, DType::F64);
     let got = Grpo::new(&c, &policy)
         .unwrap()
-        .loss(&out, &mb, &prep, &[0, 1])
+        .loss(&out, &MicroBatch::new(&mb, &prep, &[0, 1]))
         .unwrap()
         .loss
         .to_scalar::<f64>()
@@ -720,7 +729,9 @@ fn reinforce_loss_golden_values() {
         stats: vec![],
     };
     let c = cfg("w_reinforce", &["algo.psr_weight=0.25"]);
-    let l = Reinforce::new(&c).loss(&out, &mb, &prep, &[0, 1]).unwrap();
+    let l = Reinforce::new(&c)
+        .loss(&out, &MicroBatch::new(&mb, &prep, &[0, 1]))
+        .unwrap();
     let got = l.loss.to_scalar::<f64>().unwrap();
     assert!(close(got, 0.5 / 3.0, 1e-12), "{got}");
     let stat = |k: &str| l.stats.iter().find(|(n, _)| *n == k).unwrap().1;
@@ -868,7 +879,7 @@ fn total_loss(
     for chunk in rows.chunks(mb_size) {
         let mb = seq_batch(batch, chunk, &dev);
         let out = policy.forward(&mb, 1.0).unwrap();
-        let l = algo.loss(&out, &mb, prep, chunk).unwrap();
+        let l = algo.loss(&out, &MicroBatch::new(&mb, prep, chunk)).unwrap();
         total += l
             .loss
             .to_dtype(DType::F64)

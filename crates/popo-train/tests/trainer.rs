@@ -344,7 +344,7 @@ fn trains_an_hf_checkpoint_on_jsonl_data() {
 /// off; nsr trains on the one negative alone).
 #[test]
 fn every_loss_reaches_every_real_model_parameter() {
-    use popo_train::algo::{PrepareCtx, Rollout, RolloutBatch};
+    use popo_train::algo::{MicroBatch, PrepareCtx, Rollout, RolloutBatch};
     use popo_train::policy::Policy;
     let dev = candle_core::Device::Cpu;
     let mcfg = popo_model::ModelConfig::qwen2_tiny(40, 16, 2, 2, 1, 32);
@@ -390,7 +390,7 @@ fn every_loss_reaches_every_real_model_parameter() {
         let mb = batch.seq_batch(&rows, 0, &dev).unwrap();
         let out = policy.forward(&mb, 1.0).unwrap();
         let grads = algo
-            .loss(&out, &mb, &prep, &rows)
+            .loss(&out, &MicroBatch::new(&mb, &prep, &rows))
             .unwrap()
             .loss
             .backward()

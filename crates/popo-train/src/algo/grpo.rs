@@ -103,13 +103,8 @@ impl Algorithm for Grpo {
         })
     }
 
-    fn loss(
-        &self,
-        out: &PolicyOutput,
-        mb: &SeqBatch,
-        prep: &Prepared,
-        rows: &[usize],
-    ) -> Result<LossOutput> {
+    fn loss(&self, out: &PolicyOutput, x: &MicroBatch) -> Result<LossOutput> {
+        let (mb, prep, rows) = (x.seqs, x.prep, x.rows);
         let lp = &out.logprobs; // [b, T]
         let dtype = lp.dtype();
         let dev = mb.device();

@@ -126,6 +126,21 @@ impl Prepared {
     }
 }
 
+/// A micro-batch as a loss sees it: its padded sequences, the step's prepared values, and
+/// `rows[k]`, the `Prepared::seqs` index of row k of `seqs`.
+#[derive(Clone, Copy)]
+pub struct MicroBatch<'a> {
+    pub seqs: &'a SeqBatch,
+    pub prep: &'a Prepared,
+    pub rows: &'a [usize],
+}
+
+impl<'a> MicroBatch<'a> {
+    pub fn new(seqs: &'a SeqBatch, prep: &'a Prepared, rows: &'a [usize]) -> Self {
+        Self { seqs, prep, rows }
+    }
+}
+
 /// A micro-batch's loss. `stats` are additive over micro-batches (each is already divided by its
 /// global normaliser).
 pub struct LossOutput {
@@ -154,14 +169,8 @@ pub trait Algorithm: Send + Sync {
         Vec::new()
     }
     fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared>;
-    /// `rows[k]` is the `Prepared::seqs` index of row k of `mb`.
-    fn loss(
-        &self,
-        out: &PolicyOutput,
-        mb: &SeqBatch,
-        prep: &Prepared,
-        rows: &[usize],
-    ) -> Result<LossOutput>;
+    /// The loss of one micro-batch, from the policy's output on it.
+    fn loss(&self, out: &PolicyOutput, x: &MicroBatch) -> Result<LossOutput>;
     /// Called after every optimizer update with the policy's full-precision weights by name (the
     /// f32 masters in mixed precision); returns diagnostics.
     fn after_step(&mut self, _online: &[(String, Tensor)]) -> Result<Vec<(&'static str, f64)>> {

@@ -53,13 +53,8 @@ impl Algorithm for Raft {
         })
     }
 
-    fn loss(
-        &self,
-        out: &PolicyOutput,
-        mb: &SeqBatch,
-        prep: &Prepared,
-        rows: &[usize],
-    ) -> Result<LossOutput> {
+    fn loss(&self, out: &PolicyOutput, x: &MicroBatch) -> Result<LossOutput> {
+        let (mb, prep, rows) = (x.seqs, x.prep, x.rows);
         let lp = &out.logprobs;
         let denom = nz(prep.norm.pos_tokens);
         let nll = (weighted_nll_sum(lp, mb, prep, rows, self.ratio_clip)? / denom)?;

@@ -57,13 +57,8 @@ impl Algorithm for Reinforce {
         })
     }
 
-    fn loss(
-        &self,
-        out: &PolicyOutput,
-        mb: &SeqBatch,
-        prep: &Prepared,
-        rows: &[usize],
-    ) -> Result<LossOutput> {
+    fn loss(&self, out: &PolicyOutput, x: &MicroBatch) -> Result<LossOutput> {
+        let (mb, prep, rows) = (x.seqs, x.prep, x.rows);
         // -a_i logp summed over tokens is the weighted NLL with weights a_i; with several updates
         // per batch it carries POPO's truncated ratio sg(min(rho, c)) (item 11).
         let pg = (weighted_nll_sum(&out.logprobs, mb, prep, rows, self.ratio_clip)?
