@@ -569,9 +569,10 @@ fn candidates(text: &str) -> Vec<Candidate<'_>> {
     out
 }
 
-/// The `$...$` or `$$...$$` span opening at `i`: its content and the index past it. A `$`
-/// that opens no span is a dollar sign: unclosed, closed only after a blank line (TeX ends
-/// inline math at a paragraph), or a price (`$5 and $3`: digits then words, no command).
+/// The `$...$` or `$$...$$` span opening at `i`: its content and the index past it; an
+/// unclosed span runs to the end of the text. A `$` that opens no span is a dollar sign: closed
+/// only after a blank line (TeX ends inline math at a paragraph), or a price (`$5 and $3`:
+/// digits then words, no command).
 fn dollar_span(text: &str, i: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     let display = b.get(i + 1) == Some(&b'$');
@@ -592,7 +593,13 @@ fn dollar_span(text: &str, i: usize) -> Option<(&str, usize)> {
         }
         j += 1;
     }
-    None
+    // Nothing closes it. On the last line and inside one sentence, that is a response cut off
+    // by the token limit inside a formula: its content is one unfinished formula, not prose
+    // whose last number would be the answer. A dollar sign in prose (`costs $5 per apple`, or
+    // a stray `$` sentences before the end) stays a dollar sign.
+    let rest = &text[i + open..];
+    let one_sentence = !rest.contains('\n') && ![". ", "? ", "! "].iter().any(|e| rest.contains(e));
+    (one_sentence && (display || is_inline_math(rest))).then_some((rest, b.len()))
 }
 
 fn is_inline_math(content: &str) -> bool {

@@ -54,6 +54,7 @@ classes!(
     chains_assignments,
     matrix_arithmetic,
     digits_in_words,
+    truncated,
 );
 
 /// A table added to `classes/` without a test above would silently never run.
