@@ -250,7 +250,7 @@ pub mod safetensors {
     use candle_core::{DType, Device};
 
     /// The config.json of the built-in micro model (`popo train` on the tiny test task).
-    const CONFIG: &str = include_str!("../fixtures/config.json");
+    const CONFIG: &str = include_str!("../fixtures/run/config.json");
 
     pub fn run(data: &[u8]) {
         let dir = scratch("safetensors");
@@ -336,7 +336,7 @@ pub mod chat_template {
     use popo_model::tokenizer::render_chat_template;
     use popo_model::{ChatMessage, Tokenizer};
 
-    const TOKENIZER: &str = include_str!("../fixtures/tokenizer.json");
+    const TOKENIZER: &str = include_str!("../fixtures/run/tokenizer.json");
 
     pub fn run(data: &[u8]) {
         let messages = [
