@@ -128,6 +128,7 @@ impl Trainer {
             nonfinite_in_row: 0,
             skipped_steps: 0,
             eval_before: None,
+            eval_after: None,
             loss_scale: learner.loss_scale.clone(),
         };
         Ok(Self {
@@ -370,12 +371,16 @@ impl Trainer {
             }
         }
         progress.finish();
-        let eval_after = if !interrupted && !self.eval.is_empty() {
-            let acc = self.evaluate()?;
-            self.log_eval(acc)?;
+        let eval_after = if interrupted || self.eval.is_empty() {
+            None
+        } else if let Some(acc) = self.state.eval_after {
+            // Resumed from the final checkpoint: this evaluation is already logged.
             Some(acc)
         } else {
-            None
+            let acc = self.evaluate()?;
+            self.log_eval(acc)?;
+            self.state.eval_after = Some(acc);
+            Some(acc)
         };
         if self.state.step > 0 || interrupted {
             let ck = self.save_checkpoint()?;
