@@ -107,15 +107,23 @@ for kind in crashes hangs; do
     done
 done
 
-# The queue becomes the corpus the next run starts from: its smallest inputs, up to 600 KB a
-# target, so that the committed corpora stay small (afl-cmin would take minutes here).
-rm -rf "$corpus"
-mkdir -p "$corpus"
-budget=$((600 * 1024))
-for f in $(ls -Sr "$out"/default/queue/id* 2>/dev/null); do
-    size=$(stat -c %s "$f")
-    [ "$size" -le "$budget" ] || break
-    budget=$((budget - size))
-    cp "$f" "$corpus/$(sha1sum "$f" | cut -c1-16)"
-done
+# The queue becomes the corpus the next run starts from: the inputs that found new coverage
+# (`+cov`) first, smallest first, then the rest, up to 600 KB and 3000 files a target, so that
+# the committed corpora stay small (afl-cmin takes minutes here).
+queue=$out/default/queue
+if [ -n "$(ls -A "$queue" 2>/dev/null)" ]; then
+    rm -rf "$corpus"
+    mkdir -p "$corpus"
+    budget=$((600 * 1024))
+    files=3000
+    {
+        find "$queue" -maxdepth 1 -type f -name 'id*+cov*' -printf '%s %p\n' | sort -n
+        find "$queue" -maxdepth 1 -type f -name 'id*' ! -name '*+cov*' -printf '%s %p\n' | sort -n
+    } | while read -r size f; do
+        [ "$size" -le "$budget" ] && [ "$files" -gt 0 ] || continue
+        budget=$((budget - size))
+        files=$((files - 1))
+        cp "$f" "$corpus/$(sha1sum "$f" | cut -c1-16)"
+    done
+fi
 echo "corpus: $(ls "$corpus" | wc -l) files, $(du -sb "$corpus" | cut -f1) bytes"

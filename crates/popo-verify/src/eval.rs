@@ -105,7 +105,12 @@ fn q_pow(base: &Q, e: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
         return Err(Limit::Size);
     }
     b.tick(base_bits.saturating_mul(k) / 64 * 4 + 1)?;
-    let p = num_traits::pow(base.clone(), k as usize);
+    // Numerator and denominator apart: powers of coprime numbers stay coprime, and `Ratio`'s own
+    // multiplication would take gcds (see `integer_fast`).
+    let p = Q::new_raw(
+        num_traits::pow(base.numer().clone(), k as usize),
+        num_traits::pow(base.denom().clone(), k as usize),
+    );
     Ok(Some(if e.is_negative() { p.recip() } else { p }))
 }
 
@@ -149,6 +154,20 @@ fn binom(n: &BigInt, k: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
     Ok(Some(Q::from_integer(acc)))
 }
 
+/// `op` on two integers as integers, or `None` when either is not one. `Ratio`'s arithmetic
+/// reduces by gcds even when a denominator is 1, and num-bigint's binary gcd of a huge integer
+/// with 1 takes time quadratic in its size: `x 9999^{9999} > 68` took seconds (found by
+/// fuzzing, fuzz/crashes/verify/).
+fn integer_fast(a: &Q, b: &Q, op: impl FnOnce(&BigInt, &BigInt) -> BigInt) -> Option<Q> {
+    (a.is_integer() && b.is_integer()).then(|| Q::from_integer(op(a.numer(), b.numer())))
+}
+
+/// The steps of `Ratio`'s arithmetic on `a` and `b`: its binary gcds shift whole numbers once
+/// per bit or two, about 32 word operations per word and word.
+pub(crate) fn gcd_cost(a: &Q, b: &Q) -> u64 {
+    cost(a).saturating_mul(cost(b)).saturating_mul(32)
+}
+
 /// The exact rational value, or `None` when it is not (known to be) rational.
 pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
     b.tick(1)?;
@@ -164,7 +183,20 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
                 let Some(v) = exact(t, b)? else {
                     return Ok(None);
                 };
-                acc = check(if *neg { acc - v } else { acc + v }, b)?;
+                acc = check(
+                    match integer_fast(&acc, &v, |x, y| if *neg { x - y } else { x + y }) {
+                        Some(q) => q,
+                        None => {
+                            b.tick(gcd_cost(&acc, &v))?;
+                            if *neg {
+                                acc - v
+                            } else {
+                                acc + v
+                            }
+                        }
+                    },
+                    b,
+                )?;
             }
             Some(acc)
         }
@@ -178,9 +210,17 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
                     if v.is_zero() {
                         return Ok(None);
                     }
+                    b.tick(gcd_cost(&acc, &v))?;
                     acc = check(acc / v, b)?;
                 } else {
-                    acc = check(acc * v, b)?;
+                    acc = match integer_fast(&acc, &v, |x, y| x * y) {
+                        Some(q) => q,
+                        None => {
+                            b.tick(gcd_cost(&acc, &v))?;
+                            acc * v
+                        }
+                    };
+                    acc = check(acc, b)?;
                 }
             }
             Some(acc)
