@@ -31,3 +31,25 @@ fn a_config_too_large_to_count_is_an_error() {
         }
     }
 }
+
+/// A chat template (from a model's tokenizer_config.json) with nested loops ran for hours: every
+/// render now has an instruction budget (`TEMPLATE_FUEL`).
+#[test]
+fn a_template_that_loops_for_ever_runs_out_of_fuel() {
+    use popo_model::tokenizer::render_chat_template;
+    use popo_model::ChatMessage;
+    let messages = [ChatMessage::new("user", "What is 1+1?")];
+    let src = "{% for i in range(10000) %}{% for j in range(10000) %}{% for k in range(10000) %}\
+               {% endfor %}{% endfor %}{% endfor %}";
+    let start = std::time::Instant::now();
+    let err = render_chat_template(src, &messages, true, None, None, None).unwrap_err();
+    assert!(format!("{err:#}").contains("fuel"), "{err:#}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // A real template is far from the limit.
+    let qwen = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
+                {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    let long: Vec<ChatMessage> = (0..500)
+        .map(|i| ChatMessage::new("user", &format!("message {i}")))
+        .collect();
+    assert!(render_chat_template(qwen, &long, true, None, None, None).is_ok());
+}
