@@ -88,12 +88,12 @@ pub mod verify {
     }
 }
 
-/// The JSONL readers: training data (`popo_train::data::load_jsonl`), `popo verify --input`, and
+/// The JSONL readers: training data (`popo_model::data::load_jsonl`), `popo verify --input`, and
 /// the inputs of `popo score` / `popo generate`.
 #[cfg(feature = "jsonl")]
 pub mod jsonl {
     use super::{same_json, scratch};
-    use popo_train::data::{load_jsonl, JsonlFormat};
+    use popo_model::data::{load_jsonl, JsonlFormat};
     use std::path::Path;
 
     pub fn run(data: &[u8]) {
@@ -148,7 +148,10 @@ pub mod jsonl {
                     }
                 }
                 Err(e) => {
-                    assert!(!skip_invalid || format!("{e:#}").contains("reading"), "{e:#}");
+                    assert!(
+                        !skip_invalid || format!("{e:#}").contains("reading"),
+                        "{e:#}"
+                    );
                     assert!(format!("{e:#}").starts_with("line "), "{e:#}");
                 }
             }
@@ -196,7 +199,10 @@ pub mod config {
         let mut builder = match ConfigBuilder::new().file(&file) {
             Ok(b) => b,
             Err(e) => {
-                assert!(format!("{e:#}").contains(&file.display().to_string()), "{e:#}");
+                assert!(
+                    format!("{e:#}").contains(&file.display().to_string()),
+                    "{e:#}"
+                );
                 return;
             }
         };
@@ -237,7 +243,8 @@ pub mod model_config {
         // An accepted config can be asked its shape without overflowing.
         let _ = cfg.head_dim();
         let _ = cfg.num_parameters();
-        let back = ModelConfig::from_hf_json(&cfg.to_hf_json()).expect("a written config reads back");
+        let back =
+            ModelConfig::from_hf_json(&cfg.to_hf_json()).expect("a written config reads back");
         assert_eq!(back, cfg);
     }
 }
@@ -259,7 +266,10 @@ pub mod safetensors {
         std::fs::write(&weights, data).expect("writing the input");
         if let Err(e) = popo_model::load_pretrained(&dir, &Device::Cpu, DType::F32) {
             let msg = format!("{e:#}");
-            assert!(msg.contains(&dir.display().to_string()) || msg.contains("tensor"), "{msg}");
+            assert!(
+                msg.contains(&dir.display().to_string()) || msg.contains("tensor"),
+                "{msg}"
+            );
         }
         if let Err(e) = popo_train::checkpoint::load_tensors(&weights, &Device::Cpu) {
             let msg = format!("{e:#}");

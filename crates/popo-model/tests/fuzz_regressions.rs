@@ -8,9 +8,15 @@ use popo_model::ModelConfig;
 /// error, and counting never overflows.
 #[test]
 fn a_config_too_large_to_count_is_an_error() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/crashes/model_config");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/crashes/model_config"
+    );
     let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect())
+        .map(|d| {
+            d.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     inputs.push(
         br#"{"model_type": "qwen2", "vocab_size": 10000000000000000000, "hidden_size": 8,
