@@ -3,7 +3,7 @@
 //! prediction's favour when the prediction is itself a written decimal.
 
 use crate::eval::{
-    exact, free_symbols, gcd_cost, has_matrix, lit_value, matrix_value, numeric, C, Q,
+    exact, free_symbols, gcd_cost, has_matrix, lit_value, matrix_value, numeric, q_sub, C, Q,
 };
 use crate::expr::{Const, Expr, Fun, RelOp};
 use crate::limits::{Budget, Limit};
@@ -724,7 +724,7 @@ impl Cx<'_> {
         let half = lit_value(&ulp, self.b)?;
         self.b.tick(gcd_cost(gv, &pv))?;
         // A zero gold is never "rounded to" from a non-zero prediction.
-        let ok = (gv - &pv).abs() <= half && (pv.is_zero() || !gv.is_zero());
+        let ok = q_sub(gv, &pv).abs() <= half && (pv.is_zero() || !gv.is_zero());
         if ok {
             self.how = How::Rounded;
         }
