@@ -59,3 +59,48 @@ fn a_template_that_loops_for_ever_runs_out_of_fuel() {
         .collect();
     assert!(render_chat_template(qwen, &long, true, None, None, None).is_ok());
 }
+
+/// A template whose error minijinja 2.24 cannot point at: `{% for in messages %}` (no loop
+/// variable) fails to render, and printing the error with its source excerpt (`{e:#}`)
+/// subtracted reversed span columns, a panic with overflow checks. Errors are now printed
+/// without the excerpt. The fuzzer's inputs: a tokenizer_config.json (starting with `{`) next to
+/// the fixture's tokenizer.json, or a raw template, as the `chat_template` target reads them.
+#[test]
+fn a_template_error_without_a_clean_span_is_an_error() {
+    use popo_model::tokenizer::render_chat_template;
+    use popo_model::{ChatMessage, Tokenizer};
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz");
+    let messages = [
+        ChatMessage::new("system", "Reason step by step."),
+        ChatMessage::new("user", "What is 1+1?"),
+    ];
+    let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(format!("{root}/crashes/chat_template"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(inputs.len() >= 2);
+    inputs.push(b"{% for in messages %}{% endfor %}".to_vec());
+    inputs.push(b"{% for  in messages %}x{% endfor %}".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        format!("{root}/fixtures/run/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    for input in &inputs {
+        if input.first() == Some(&b'{') {
+            std::fs::write(dir.path().join("tokenizer_config.json"), input).unwrap();
+            if let Ok(tok) = Tokenizer::from_dir(dir.path()) {
+                for add_generation_prompt in [false, true] {
+                    let _ = tok.apply_chat_template(&messages, add_generation_prompt);
+                }
+            }
+        } else {
+            let src = String::from_utf8_lossy(input);
+            let err = render_chat_template(&src, &messages, true, None, None, None).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.starts_with("chat template "), "{msg}");
+            assert!(msg.contains("(in <string>:1)"), "{msg}");
+        }
+    }
+}
