@@ -312,6 +312,9 @@ impl ModelConfig {
             torch_dtype,
             extra,
         };
+        if cfg.checked_num_parameters().is_none() {
+            bail!("the model's shape is too large: its parameter count overflows (vocab_size, hidden_size, intermediate_size, num_hidden_layers)");
+        }
         Ok(cfg)
     }
 
@@ -423,23 +426,34 @@ impl ModelConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
-    /// Number of scalar parameters (embeddings counted once when tied).
+    /// Number of scalar parameters (embeddings counted once when tied); `usize::MAX` for a
+    /// shape too large to count, which `from_hf_json` refuses.
     pub fn num_parameters(&self) -> usize {
-        let (d, hd) = (self.hidden_size, self.head_dim());
-        let (h, kv) = (self.num_attention_heads, self.num_key_value_heads);
-        let attn = d * h * hd
-            + 2 * d * kv * hd
-            + h * hd * d
-            + if self.attention_bias {
-                (h + 2 * kv) * hd
+        self.checked_num_parameters().unwrap_or(usize::MAX)
+    }
+
+    fn checked_num_parameters(&self) -> Option<usize> {
+        let n = |x: usize| x as u128;
+        let (d, hd) = (n(self.hidden_size), n(self.head_dim()));
+        let (h, kv) = (n(self.num_attention_heads), n(self.num_key_value_heads));
+        let prod = |xs: &[u128]| xs.iter().try_fold(1u128, |a, &x| a.checked_mul(x));
+        let sum = |xs: &[Option<u128>]| xs.iter().try_fold(0u128, |a, &x| a.checked_add(x?));
+        let attn = sum(&[
+            prod(&[d, h, hd]),
+            prod(&[2, d, kv, hd]),
+            prod(&[h, hd, d]),
+            if self.attention_bias {
+                prod(&[h + 2 * kv, hd])
             } else {
-                0
-            }
-            + if self.o_proj_bias { d } else { 0 }
-            + if self.arch == Arch::Qwen3 { 2 * hd } else { 0 };
-        let mlp = 3 * d * self.intermediate_size;
-        let layer = attn + mlp + 2 * d;
-        let emb = self.vocab_size * d * if self.tie_word_embeddings { 1 } else { 2 };
-        self.num_hidden_layers * layer + emb + d
+                Some(0)
+            },
+            Some(if self.o_proj_bias { d } else { 0 }),
+            Some(if self.arch == Arch::Qwen3 { 2 * hd } else { 0 }),
+        ]);
+        let layer = sum(&[attn, prod(&[3, d, n(self.intermediate_size)]), Some(2 * d)]);
+        let tied = if self.tie_word_embeddings { 1 } else { 2 };
+        let emb = prod(&[n(self.vocab_size), d, tied]);
+        let total = sum(&[prod(&[n(self.num_hidden_layers), layer?]), emb, Some(d)])?;
+        usize::try_from(total).ok()
     }
 }

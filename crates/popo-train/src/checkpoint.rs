@@ -121,6 +121,12 @@ pub fn step_dir_name(step: u64) -> String {
 
 /// Writes `<run_dir>/checkpoints/step-NNNNNN` atomically. `write_model` writes the HF files into
 /// the directory it is given.
+///
+/// Every file goes into `checkpoints/.tmp-step-NNNNNN`, is fsynced, and the directory is renamed
+/// into place (and the rename fsynced), so a checkpoint directory is either complete and on disk
+/// or absent, whatever the moment of a crash or power loss; [`list`] never returns a temporary
+/// directory. A failed write (a full disk) removes its temporary directory, leaves the earlier
+/// checkpoints as they were, and is an error naming the checkpoint.
 pub fn save(
     run_dir: &Path,
     state: &TrainerState,
@@ -133,27 +139,100 @@ pub fn save(
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let name = step_dir_name(state.step);
     let tmp = root.join(format!(".tmp-{name}"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+    remove_leftovers(&root);
+    let written = write_files(&tmp, state, optimizer, algo, write_model);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("writing checkpoint {}", tmp.display())));
     }
-    std::fs::create_dir_all(&tmp)?;
-    write_model(&tmp)?;
-    std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
-    save_tensors(&tmp.join(OPTIMIZER_FILE), optimizer)?;
-    save_tensors(&tmp.join(ALGO_FILE), algo)?;
     let dest = root.join(&name);
     if dest.exists() {
-        std::fs::remove_dir_all(&dest)?;
+        std::fs::remove_dir_all(&dest)
+            .with_context(|| format!("replacing checkpoint {}", dest.display()))?;
     }
     std::fs::rename(&tmp, &dest)
         .with_context(|| format!("renaming {} -> {}", tmp.display(), dest.display()))?;
+    sync_dir(&root)?;
     let mut all = list(run_dir)?;
     while all.len() > keep_last.max(1) {
+        // Renamed out of `list`'s sight first: a crash mid-removal leaves no partial step-*.
         let old = all.remove(0);
-        std::fs::remove_dir_all(&old)
+        let doomed = root.join(format!(
+            ".old-{}",
+            old.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::rename(&old, &doomed)
+            .and_then(|()| std::fs::remove_dir_all(&doomed))
             .with_context(|| format!("removing old checkpoint {}", old.display()))?;
     }
     Ok(dest)
+}
+
+/// Removes what a crash may have left in `checkpoints/`: temporary directories of writes and
+/// removals that did not finish.
+fn remove_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tmp-step-") || name.starts_with(".old-step-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Test hook: `POPO_TEST_CHECKPOINT_DELAY_MS=N` sleeps N ms after each file of a checkpoint, so
+/// that a test can kill the process inside a checkpoint write (crates/popo/tests/crash_safety.rs).
+fn test_delay() {
+    if let Some(ms) = std::env::var("POPO_TEST_CHECKPOINT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Writes a checkpoint's files into `tmp` (replacing a leftover of an earlier crash) and
+/// fsyncs them and the directory.
+fn write_files(
+    tmp: &Path,
+    state: &TrainerState,
+    optimizer: &[(String, Tensor)],
+    algo: &[(String, Tensor)],
+    write_model: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp)?;
+    }
+    std::fs::create_dir_all(tmp)?;
+    write_model(tmp)?;
+    test_delay();
+    let state_path = tmp.join(STATE_FILE);
+    std::fs::write(&state_path, serde_json::to_string_pretty(state)?)
+        .with_context(|| format!("writing {}", state_path.display()))?;
+    test_delay();
+    save_tensors(&tmp.join(OPTIMIZER_FILE), optimizer)?;
+    test_delay();
+    save_tensors(&tmp.join(ALGO_FILE), algo)?;
+    test_delay();
+    for entry in std::fs::read_dir(tmp)? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", path.display()))?;
+        }
+    }
+    sync_dir(tmp)
+}
+
+/// fsync of a directory, so that the entries created or renamed in it are on disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {

@@ -166,21 +166,18 @@ pub fn truncate_after_step(path: &Path, last_step: u64) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut kept = String::new();
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let step = serde_json::from_str::<serde_json::Value>(line)
+    // Bytes, not text: a line torn by a crash may end inside a multi-byte character.
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut kept = Vec::new();
+    for line in bytes.split(|&b| b == b'\n') {
+        let step = serde_json::from_slice::<serde_json::Value>(line)
             .ok()
             .and_then(|v| v.get(names::STEP).and_then(|s| s.as_u64()));
         // A torn last line (crash mid-write) has no step and is dropped.
         if let Some(s) = step {
             if s <= last_step {
-                kept.push_str(line);
-                kept.push('\n');
+                kept.extend_from_slice(line);
+                kept.push(b'\n');
             }
         }
     }

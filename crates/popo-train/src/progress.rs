@@ -16,17 +16,8 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total: u64, done: u64, quiet: bool) -> Self {
-        let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
-            let pb = indicatif::ProgressBar::new(total);
-            pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            pb.set_position(done);
-            pb
-        });
+        let bar = (std::io::stderr().is_terminal() && !quiet)
+            .then(|| resumed_bar(total, done, indicatif::ProgressDrawTarget::stderr()));
         Self {
             bar,
             total,
@@ -55,9 +46,8 @@ impl Progress {
                 pb.set_message(line);
             }
             None if !self.quiet => {
-                let done = m.step.saturating_sub(self.first).max(1) as f64;
-                let eta = self.start.elapsed().as_secs_f64() / done
-                    * self.total.saturating_sub(m.step) as f64;
+                let elapsed = self.start.elapsed().as_secs_f64();
+                let eta = eta_secs(elapsed, self.first, m.step, self.total);
                 eprintln!("{line}  eta {eta:.0}s");
             }
             None => {}
@@ -109,5 +99,51 @@ impl Clock {
         m.set(names::TOKENS_BACKPROP, train_tokens as f64);
         m.set_all(&self.laps);
         m.set(names::TIME_STEP, self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// A bar at step `done` of `total`. The jump from 0 to `done` (a resumed run) is no progress:
+/// indicatif would read it as steps done in no time and show an ETA of seconds that then grows,
+/// so the estimate starts after it.
+fn resumed_bar(
+    total: u64,
+    done: u64,
+    target: indicatif::ProgressDrawTarget,
+) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(Some(total), target);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.set_position(done);
+    pb.tick();
+    pb.reset_eta();
+    pb
+}
+
+/// Seconds left at `step` of `total`, from the pace of the steps since the run (re)started at
+/// step `first`, `elapsed` seconds ago.
+fn eta_secs(elapsed: f64, first: u64, step: u64, total: u64) -> f64 {
+    let done = step.saturating_sub(first).max(1) as f64;
+    elapsed / done * total.saturating_sub(step) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_of_a_resumed_run_counts_its_own_steps() {
+        // Resumed at step 150 of 300: 10 steps in 20 s leave 140 steps of 2 s.
+        assert_eq!(eta_secs(20.0, 150, 160, 300), 280.0);
+        let pb = resumed_bar(300, 150, indicatif::ProgressDrawTarget::hidden());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        pb.set_position(151);
+        pb.tick();
+        // One step in >= 50 ms: >= 7 s for the 149 left (before the fix: well under a second).
+        let eta = pb.eta().as_secs_f64();
+        assert!(eta > 5.0, "eta {eta} s");
     }
 }

@@ -2,7 +2,9 @@
 //! is not: a list never matches a single value, and rounding is forgiven only in the
 //! prediction's favour when the prediction is itself a written decimal.
 
-use crate::eval::{exact, free_symbols, has_matrix, lit_value, matrix_value, numeric, C, Q};
+use crate::eval::{
+    exact, free_symbols, gcd_cost, has_matrix, lit_value, matrix_value, numeric, q_sub, C, Q,
+};
 use crate::expr::{Const, Expr, Fun, RelOp};
 use crate::limits::{Budget, Limit};
 use crate::solve::solution_set;
@@ -720,8 +722,9 @@ impl Cx<'_> {
         ulp.digits = "5".into();
         ulp.exp10 -= 1;
         let half = lit_value(&ulp, self.b)?;
+        self.b.tick(gcd_cost(gv, &pv))?;
         // A zero gold is never "rounded to" from a non-zero prediction.
-        let ok = (gv - &pv).abs() <= half && (pv.is_zero() || !gv.is_zero());
+        let ok = q_sub(gv, &pv).abs() <= half && (pv.is_zero() || !gv.is_zero());
         if ok {
             self.how = How::Rounded;
         }

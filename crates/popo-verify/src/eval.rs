@@ -28,8 +28,33 @@ pub(crate) fn lit_value(n: &NumLit, b: &mut Budget) -> Result<Q, Limit> {
     Ok(if e >= 0 {
         Q::from_integer(m * pow10(e as u64))
     } else {
-        Q::new(m, pow10(e.unsigned_abs()))
+        decimal_fraction(m, e.unsigned_abs())
     })
+}
+
+/// `m / 10^k` in lowest terms without a gcd: only factors 2 and 5 can cancel. (`Q::new`'s
+/// binary gcd of a short `m` with a huge `10^k` is quadratic in the size of `10^k`: `3e-60000`
+/// took 70 ms for a few thousand steps.) `m` has at most a few thousand digits, so dividing out
+/// its fives is cheap.
+fn decimal_fraction(m: BigInt, k: u64) -> Q {
+    if m.is_zero() {
+        return Q::zero();
+    }
+    let twos = m.trailing_zeros().unwrap_or(0).min(k);
+    let mut m = m >> twos;
+    let five = BigInt::from(5u32);
+    let mut fives = 0;
+    while fives < k {
+        let (q, r) = m.div_rem(&five);
+        if !r.is_zero() {
+            break;
+        }
+        m = q;
+        fives += 1;
+    }
+    let denom = (num_traits::pow(BigInt::from(2u32), (k - twos) as usize))
+        * num_traits::pow(five, (k - fives) as usize);
+    Q::new_raw(m, denom)
 }
 
 fn bits(q: &Q) -> u64 {
@@ -105,7 +130,12 @@ fn q_pow(base: &Q, e: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
         return Err(Limit::Size);
     }
     b.tick(base_bits.saturating_mul(k) / 64 * 4 + 1)?;
-    let p = num_traits::pow(base.clone(), k as usize);
+    // Numerator and denominator apart: powers of coprime numbers stay coprime, and `Ratio`'s own
+    // multiplication would take gcds (see `gcd`).
+    let p = Q::new_raw(
+        num_traits::pow(base.numer().clone(), k as usize),
+        num_traits::pow(base.denom().clone(), k as usize),
+    );
     Ok(Some(if e.is_negative() { p.recip() } else { p }))
 }
 
@@ -149,6 +179,56 @@ fn binom(n: &BigInt, k: &BigInt, b: &mut Budget) -> Result<Option<Q>, Limit> {
     Ok(Some(Q::from_integer(acc)))
 }
 
+/// `gcd(x, y)` (non-negative), one Euclid division first. num-integer's binary gcd shifts the
+/// larger number bit by bit, quadratic in its size even against 1: `Ratio`'s arithmetic, which
+/// takes gcds of denominators and results, spent seconds on `x 9999^{9999} > 68` and on
+/// `x < 811111111121111^-1963` (found by fuzzing, fuzz/crashes/verify/ and fuzz/crashes/jsonl/).
+/// Dividing first costs the product of the sizes; the binary gcd then runs on the smaller two.
+fn gcd(x: &BigInt, y: &BigInt) -> BigInt {
+    let (long, short) = if x.bits() >= y.bits() { (x, y) } else { (y, x) };
+    if short.is_zero() {
+        return long.abs();
+    }
+    short.gcd(&(long % short))
+}
+
+/// `a + c` in lowest terms (Henrici: the gcds are of denominators and of the sum with theirs).
+pub(crate) fn q_add(a: &Q, c: &Q) -> Q {
+    let (an, ad, cn, cd) = (a.numer(), a.denom(), c.numer(), c.denom());
+    let g = gcd(ad, cd);
+    let (adg, cdg) = (ad / &g, cd / &g);
+    let t = an * &cdg + cn * &adg;
+    if t.is_zero() {
+        return Q::zero();
+    }
+    let g2 = gcd(&t, &g);
+    Q::new_raw(t / &g2, adg * (cd / &g2))
+}
+
+pub(crate) fn q_sub(a: &Q, c: &Q) -> Q {
+    q_add(a, &-c)
+}
+
+/// `a * c` in lowest terms (the gcds are across: numerator of one, denominator of the other).
+pub(crate) fn q_mul(a: &Q, c: &Q) -> Q {
+    if a.is_zero() || c.is_zero() {
+        return Q::zero();
+    }
+    let g1 = gcd(a.numer(), c.denom());
+    let g2 = gcd(c.numer(), a.denom());
+    Q::new_raw(
+        (a.numer() / &g1) * (c.numer() / &g2),
+        (a.denom() / &g2) * (c.denom() / &g1),
+    )
+}
+
+/// The steps of rational arithmetic on `a` and `b` (`q_add`, `q_mul`, `Ratio`'s comparisons):
+/// a division of one by the other, then a binary gcd on the smaller (about 32 word operations
+/// per word and word).
+pub(crate) fn gcd_cost(a: &Q, b: &Q) -> u64 {
+    cost(a).saturating_mul(cost(b)).saturating_mul(32)
+}
+
 /// The exact rational value, or `None` when it is not (known to be) rational.
 pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
     b.tick(1)?;
@@ -164,7 +244,15 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
                 let Some(v) = exact(t, b)? else {
                     return Ok(None);
                 };
-                acc = check(if *neg { acc - v } else { acc + v }, b)?;
+                b.tick(gcd_cost(&acc, &v))?;
+                acc = check(
+                    if *neg {
+                        q_sub(&acc, &v)
+                    } else {
+                        q_add(&acc, &v)
+                    },
+                    b,
+                )?;
             }
             Some(acc)
         }
@@ -178,9 +266,11 @@ pub(crate) fn exact(e: &Expr, b: &mut Budget) -> Result<Option<Q>, Limit> {
                     if v.is_zero() {
                         return Ok(None);
                     }
-                    acc = check(acc / v, b)?;
+                    b.tick(gcd_cost(&acc, &v))?;
+                    acc = check(q_mul(&acc, &v.recip()), b)?;
                 } else {
-                    acc = check(acc * v, b)?;
+                    b.tick(gcd_cost(&acc, &v))?;
+                    acc = check(q_mul(&acc, &v), b)?;
                 }
             }
             Some(acc)
@@ -741,4 +831,73 @@ fn mat_mul(x: &[Vec<Expr>], y: &[Vec<Expr>], b: &mut Budget) -> Result<Option<Ma
             })
             .collect(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_fractions_are_in_lowest_terms() {
+        for m in [
+            0i64,
+            1,
+            2,
+            3,
+            5,
+            10,
+            25,
+            40,
+            125,
+            250,
+            1000,
+            3125,
+            7,
+            640,
+            123_456_000,
+        ] {
+            for k in [0u64, 1, 2, 3, 5, 9] {
+                let m = BigInt::from(m);
+                let q = decimal_fraction(m.clone(), k);
+                assert_eq!(q, Q::new(m, pow10(k)));
+                assert!(q.numer().gcd(q.denom()).is_one());
+            }
+        }
+    }
+
+    /// `q_add`, `q_sub` and `q_mul` agree with `Ratio`'s arithmetic and stay in lowest terms.
+    #[test]
+    fn rational_arithmetic_agrees_with_ratio() {
+        let vals: Vec<Q> = [
+            (0, 1),
+            (1, 1),
+            (-1, 1),
+            (2, 3),
+            (-4, 6),
+            (5, 12),
+            (7, 18),
+            (-35, 36),
+            (1_000_000_007, 30),
+            (6, 35),
+        ]
+        .iter()
+        .map(|&(n, d)| Q::new(n.into(), d.into()))
+        .chain([
+            Q::new(BigInt::one(), pow10(40) * 3),
+            Q::from_integer(pow10(30) * 7),
+        ])
+        .collect();
+        for a in &vals {
+            for c in &vals {
+                for (got, want) in [
+                    (q_add(a, c), a + c),
+                    (q_sub(a, c), a - c),
+                    (q_mul(a, c), a * c),
+                ] {
+                    assert_eq!(got, want, "{a} and {c}");
+                    assert_eq!((got.numer(), got.denom()), (want.numer(), want.denom()));
+                }
+            }
+        }
+    }
 }

@@ -151,9 +151,11 @@ fn norm_raw(s: &str) -> String {
     out
 }
 
-fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Option<String>, String) {
-    let mut b = Budget::new(cfg.limits);
-    let g = match parse(gold, &mut b) {
+type Comparison = (bool, Option<String>, Option<String>, String);
+
+/// Compares a gold and a prediction, spending `b`.
+fn compare(gold: &str, pred: &str, cfg: &Config, b: &mut Budget) -> Comparison {
+    let g = match parse(gold, b) {
         Ok(g) => g,
         Err(l) => {
             return (
@@ -164,7 +166,7 @@ fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Optio
             )
         }
     };
-    let p = match parse(pred, &mut b) {
+    let p = match parse(pred, b) {
         Ok(p) => p,
         Err(l) => {
             return (
@@ -178,7 +180,7 @@ fn compare(gold: &str, pred: &str, cfg: &Config) -> (bool, Option<String>, Optio
     let (ok, reason) = match (&g, &p) {
         (Parsed::Expr(ge), Parsed::Expr(pe)) => {
             let mut cx = Cx {
-                b: &mut b,
+                b,
                 rel_tol: cfg.rel_tol,
                 how: How::Structural,
             };
@@ -216,27 +218,36 @@ fn how_name(h: How) -> &'static str {
 
 /// Verify with a given configuration.
 pub fn verify_with(cfg: &Config, gold: &str, response: &str) -> Verdict {
+    verify_counted(cfg, gold, response).0
+}
+
+/// [`verify_with`], also returning the steps of the budget it spent (never more than
+/// `cfg.limits.steps`): for tests and fuzzing of the work bound.
+pub fn verify_counted(cfg: &Config, gold: &str, response: &str) -> (Verdict, u64) {
+    let mut b = Budget::new(cfg.limits);
     let g = if cfg.extract_gold {
         extract::strip_math_delims(&gold_answer(gold)).to_string()
     } else {
         extract::strip_math_delims(gold).to_string()
     };
     let Some(p) = cfg.extractor.extract(response) else {
-        return Verdict {
+        let v = Verdict {
             correct: false,
             gold_answer: Some(g),
             pred_answer: None,
             reason: "no answer found".into(),
         };
+        return (v, 0);
     };
     let p = extract::strip_math_delims(&p).to_string();
-    let (correct, gold_answer, pred_answer, reason) = compare(&g, &p, cfg);
-    Verdict {
+    let (correct, gold_answer, pred_answer, reason) = compare(&g, &p, cfg, &mut b);
+    let v = Verdict {
         correct,
         gold_answer,
         pred_answer,
         reason,
-    }
+    };
+    (v, b.spent())
 }
 
 /// Verify many `(gold, response)` pairs on `threads` threads (0 = all cores), in input order.
@@ -276,6 +287,19 @@ pub fn answers_equivalent(a: &str, b: &str) -> bool {
         extract::strip_math_delims(a),
         extract::strip_math_delims(b),
         &cfg,
+        &mut Budget::new(cfg.limits),
     )
     .0
+}
+
+/// An extracted answer as the verifier reads it, printed the way [`Verdict::gold_answer`] shows
+/// it (`\frac12` gives `1/2`); `None` when it is not mathematics the verifier parses, or a work
+/// bound was hit. The printed form is for people, not a serialization: reading it again need
+/// not give the same tree (`\te`, an unknown command, prints as `te`, which reads as `t*e`).
+pub fn normalize(answer: &str) -> Option<String> {
+    let mut b = Budget::new(Limits::default());
+    match parse(extract::strip_math_delims(answer), &mut b) {
+        Ok(Parsed::Expr(e)) => Some(e.to_string()),
+        _ => None,
+    }
 }

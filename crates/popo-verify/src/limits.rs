@@ -73,4 +73,9 @@ impl Budget {
         self.left -= n;
         Ok(())
     }
+
+    /// Steps spent so far.
+    pub fn spent(&self) -> u64 {
+        self.limits.steps - self.left
+    }
 }

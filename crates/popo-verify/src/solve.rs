@@ -8,7 +8,7 @@
 //! intersection of its links, an answer list of inequalities the union of its items. Anything
 //! else is left to the structural comparison in `equiv`.
 
-use crate::eval::{exact, free_symbols, numeric, q_root, C, Q};
+use crate::eval::{exact, free_symbols, gcd_cost, numeric, q_root, C, Q};
 use crate::expr::{Const, Expr, Fun, NumLit, RelOp};
 use crate::limits::{Budget, Limit};
 use num_bigint::BigInt;
@@ -227,6 +227,10 @@ fn quadratic(f: &Expr, x: &str, b: &mut Budget) -> R<Zeros> {
             Some(q) => v.push(q),
             None => return Ok(None),
         }
+    }
+    // About 20 operations of `Ratio` arithmetic on these values follow.
+    for q in &v {
+        b.tick(gcd_cost(q, q).saturating_mul(20))?;
     }
     let two = Q::from_integer(2.into());
     let c = v[0].clone();

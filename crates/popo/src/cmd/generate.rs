@@ -7,6 +7,7 @@
 
 use super::score::{open_output, progress, read_jsonl};
 use anyhow::{anyhow, bail, Context, Result};
+use popo::input::token_ids;
 use popo_model::{ChatMessage, SamplingParams};
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -144,17 +145,7 @@ fn prompt_ids(
     tok: Option<&popo_model::Tokenizer>,
     args: &Args,
 ) -> Result<Vec<u32>> {
-    if let Some(v) = obj.get("prompt_ids") {
-        let ids = v
-            .as_array()
-            .ok_or_else(|| anyhow!("field \"prompt_ids\" must be an array of token ids"))?
-            .iter()
-            .map(|x| {
-                x.as_u64()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(|| anyhow!("field \"prompt_ids\" must hold token ids, got {x}"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+    if let Some(ids) = token_ids(obj, "prompt_ids")? {
         return Ok(ids);
     }
     let text = obj

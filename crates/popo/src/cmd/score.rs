@@ -4,10 +4,11 @@
 //! (the prompt is encoded with special tokens, the completion without). Output lines are the input
 //! objects plus `logprobs`, one float per completion token.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use popo::input::{read_objects, token_ids};
 use serde_json::{Map, Value};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -54,29 +55,13 @@ pub fn run(args: Args) -> Result<i32> {
     Ok(0)
 }
 
-fn ids_field(obj: &Map<String, Value>, key: &str) -> Result<Option<Vec<u32>>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_u64()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(|| anyhow!("field {key:?} must hold token ids, got {x}"))
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some),
-        Some(other) => bail!("field {key:?} must be an array of token ids, got {other}"),
-    }
-}
-
 fn item_ids(
     obj: &Map<String, Value>,
     tok: Option<&popo_model::Tokenizer>,
 ) -> Result<(Vec<u32>, Vec<u32>)> {
     if let (Some(p), Some(c)) = (
-        ids_field(obj, "prompt_ids")?,
-        ids_field(obj, "completion_ids")?,
+        token_ids(obj, "prompt_ids")?,
+        token_ids(obj, "completion_ids")?,
     ) {
         return Ok((p, c));
     }
@@ -93,19 +78,7 @@ fn item_ids(
 /// Parses a JSONL file into (line number, object) pairs; blank lines are skipped.
 pub(crate) fn read_jsonl(path: &PathBuf) -> Result<Vec<(usize, Map<String, Value>)>> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Object(m)) => out.push((i + 1, m)),
-            Ok(_) => bail!("{}:{}: expected a JSON object", path.display(), i + 1),
-            Err(e) => bail!("{}:{}: invalid JSON: {e}", path.display(), i + 1),
-        }
-    }
-    Ok(out)
+    read_objects(std::io::BufReader::new(f), &path.display().to_string())
 }
 
 pub(crate) fn open_output(path: Option<&PathBuf>) -> Result<Box<dyn Write>> {

@@ -1,0 +1,4 @@
+//! AFL++ entry point of the `chat_template` target: see `popo_fuzz::chat_template`.
+fn main() {
+    afl::fuzz!(|data: &[u8]| popo_fuzz::chat_template::run(data));
+}
