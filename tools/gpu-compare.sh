@@ -129,41 +129,42 @@ def load(p):
     except Exception:
         return None
 print(f"\n### {title}\n")
-print("| measure | pair | popo | reference | popo / reference |")
-print("|---|---|---|---|---|")
+print("| measure | pair | popo | reference | popo / reference | ms/step popo | ms/step reference |")
+print("|---|---|---|---|---|---|---|")
+fmt = lambda x, d=1: "-" if x is None else f"{x:,.{d}f}"
 for prefix in prefixes:
     pairs = sorted({os.path.basename(p)[len(prefix) + 5:-5] for p in glob.glob(f"{out}/{prefix}-popo*.json")
                     if not p.endswith(".mem.json")})
-    rows = {}
+    rows = {}  # measure -> [(pair, popo, reference, popo ms/step, reference ms/step)]
     for k in pairs:
         a, b = load(f"{out}/{prefix}-popo{k}.json"), load(f"{out}/{prefix}-torch{k}.json")
         if a is None or b is None:
             continue
         mem = load(f"{out}/{prefix}-popo{k}.mem.json") or {}
+        training = a.get("train_tokens_per_s") is not None
         for bs, v in a.get("decode_tokens_per_s", {}).items():
-            if a.get("train_tokens_per_s") is not None and bs == "1" and prefix.startswith("train"):
-                continue  # the token decode a training run does
-            w = b.get("decode_tokens_per_s", {}).get(bs)
-            ms = a.get("decode_ms_per_step", {}).get(bs)
-            wms = b.get("decode_ms_per_step", {}).get(bs)
-            rows.setdefault(f"decode tok/s, batch {bs} (popo {ms:.1f} ms/step, HF {wms:.1f})"
-                            if ms is not None and wms is not None else f"decode tok/s, batch {bs}", []).append((k, v, w))
-        if a.get("train_tokens_per_s") is not None:
-            rows.setdefault(f"training tok/s, {prefix[6:] or 'update'}", []).append(
-                (k, a["train_tokens_per_s"], b.get("train_tokens_per_s")))
+            if training and prefix.startswith("train"):
+                continue  # the two-token decode a training run makes
+            rows.setdefault(f"decode tok/s, batch {bs}", []).append(
+                (k, v, b.get("decode_tokens_per_s", {}).get(bs),
+                 a.get("decode_ms_per_step", {}).get(bs), b.get("decode_ms_per_step", {}).get(bs)))
+        if training:
+            shape = prefix[len("train-"):] if prefix.startswith("train-") else "update"
+            rows.setdefault(f"training tok/s, {shape}", []).append(
+                (k, a["train_tokens_per_s"], b.get("train_tokens_per_s"), None, None))
             if "peak_gpu_mem_mb" in mem or "peak_gpu_mem_mb" in b:
-                rows.setdefault(f"peak GPU MiB, {prefix[6:]} (popo: nvidia-smi; torch: reserved)", []).append(
-                    (k, mem.get("peak_gpu_mem_mb"), b.get("peak_gpu_mem_mb")))
+                rows.setdefault(f"peak GPU MiB, {shape} (popo: nvidia-smi; torch: reserved)", []).append(
+                    (k, mem.get("peak_gpu_mem_mb"), b.get("peak_gpu_mem_mb"), None, None))
     for name, vals in rows.items():
         ratios = []
-        for k, v, w in vals:
+        for k, v, w, ms, wms in vals:
             r = v / w if v and w else None
             if r:
                 ratios.append(r)
-            fmt = lambda x: "-" if x is None else f"{x:,.1f}"
-            print(f"| {name} | {k or '-'} | {fmt(v)} | {fmt(w)} | {'-' if r is None else f'{r:.2f}x'} |")
+            print(f"| {name} | {k or '-'} | {fmt(v)} | {fmt(w)} | {'-' if r is None else f'{r:.2f}x'} "
+                  f"| {fmt(ms)} | {fmt(wms)} |")
         if len(ratios) > 1:
-            print(f"| {name} | median | | | **{statistics.median(ratios):.2f}x** |")
+            print(f"| {name} | median | | | **{statistics.median(ratios):.2f}x** | | |")
 PY
 }
 

@@ -385,7 +385,7 @@ impl KvCache {
     }
 
     /// A cache holding rows `rows` of this one, in that order (repeats allowed: this is how `n`
-    /// samples share one prompt prefill, and how finished rows leave the batch).
+    /// samples share one prompt prefill, and how finished rows leave the batch, many at a time).
     pub fn select_rows(&self, rows: &[u32]) -> Result<KvCache> {
         let n = self.batch_size() as u32;
         ensure!(rows.iter().all(|&r| r < n), "row index out of range");

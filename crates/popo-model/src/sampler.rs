@@ -180,10 +180,10 @@ pub fn generate_with_progress(
 /// Continuous batching over many requests, at most `max_rows` rows decoding at once.
 ///
 /// Requests are admitted longest prompt first, so that prompts prefilled together have similar
-/// lengths (little padding) and the longest caches are allocated early. Whenever rows finish they
-/// leave the batch, and once an eighth of `max_rows` is free (or every waiting row fits) the next
-/// waiting rows join it: their prompts are prefilled together and their caches merged with the
-/// running one (`KvCache::merge`). The batch therefore stays full until the queue runs dry,
+/// lengths (little padding) and the longest caches are allocated early. Once an eighth of
+/// `max_rows` is free (or every waiting row fits) the finished rows leave the batch and the next
+/// waiting rows join it: their prompts are prefilled together and their caches merged with
+/// the running one (`KvCache::merge`). The batch therefore stays full until the queue runs dry,
 /// instead of draining down to its longest completion as separate batches would. A request's rows
 /// may be split across admissions when they do not fit at once (each part prefills the prompt).
 ///
