@@ -100,11 +100,14 @@ run_popo() {
 }
 
 # run_torch NAME DEVICE DTYPE MODEL [bench args...]: tools/torch_bench.py into $OUT/NAME.json.
+# On a CPU shared with other work, libgomp's default spin-waiting at every parallel region makes
+# PyTorch several times slower (SmolLM2, 2 cores at load 8: a 128-token forward 2.9 s, 0.6 s with
+# OMP_WAIT_POLICY=PASSIVE), so the reference runs in its best setting unless told otherwise.
 run_torch() {
     local name=$1 dev=$2 dt=$3 model=$4
     shift 4
     stamp "torch bench $name"
-    timeout "${RUN_TIMEOUT:-1800}" "$PY" "$R/tools/torch_bench.py" "$model" --device "$dev" --dtype "$dt" --json "$@" \
+    OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} timeout "${RUN_TIMEOUT:-1800}" "$PY" "$R/tools/torch_bench.py" "$model" --device "$dev" --dtype "$dt" --json "$@" \
         >"$OUT/$name.json" 2>"$W/$name.err" || { echo "torch bench $name failed:"; tail -5 "$W/$name.err"; }
 }
 

@@ -606,6 +606,11 @@ fn device_sampling_follows_the_softmax_and_the_host_sampler() {
     assert_eq!(got[1].unwrap().0 as usize, argmax);
     assert!(got[2].is_some());
     assert!(sample_rows(&t, &picks).is_err(), "picks must match rows");
+    let one = t.narrow(0, 0, 1).unwrap();
+    for (temperature, u) in [(0.0, 0.5), (f64::NAN, 0.5), (1.0, 1.0)] {
+        let bad = [Pick::Sample { temperature, u }];
+        assert!(sample_rows(&one, &bad).is_err(), "T={temperature} u={u}");
+    }
 }
 
 /// The on-device path decodes what the host sampler decodes: same seeds, same tokens, log-probs

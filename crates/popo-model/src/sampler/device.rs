@@ -45,6 +45,15 @@ pub fn sample_rows(logits: &Tensor, picks: &[Pick]) -> Result<Vec<Option<(u32, f
         picks.len()
     );
     ensure!(v > 0, "empty vocabulary");
+    for p in picks {
+        if let Pick::Sample { temperature, u } = *p {
+            ensure!(
+                temperature > 0.0 && temperature.is_finite() && (0.0..1.0).contains(&u),
+                "sampling needs a positive finite temperature and a uniform in [0, 1), got \
+                 {temperature} and {u}"
+            );
+        }
+    }
     let dev = logits.device();
     // Greedy and skipped rows keep temperature 1: argmax does not depend on it, and a greedy
     // row's log-prob is taken at 1.
@@ -56,7 +65,7 @@ pub fn sample_rows(logits: &Tensor, picks: &[Pick]) -> Result<Vec<Option<(u32, f
         })
         .collect();
     let sampled = picks.iter().any(|p| matches!(p, Pick::Sample { .. }));
-    let greedy = picks.iter().any(|p| *p == Pick::Greedy);
+    let greedy = picks.contains(&Pick::Greedy);
     let z = logits.to_dtype(DType::F32)?; // [rows, v]
     let z = if temps.iter().all(|&t| t == 1.0) {
         z
@@ -122,7 +131,8 @@ pub fn sample_rows(logits: &Tensor, picks: &[Pick]) -> Result<Vec<Option<(u32, f
 fn inverse_cdf(weights: impl Iterator<Item = f64>, mut target: f64) -> (usize, f64) {
     let mut last = (0, 0.0);
     for (i, w) in weights.enumerate() {
-        if !(w > 0.0) {
+        // NaN included: it is not positive.
+        if w.is_nan() || w <= 0.0 {
             continue;
         }
         if target < w {
