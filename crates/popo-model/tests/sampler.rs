@@ -310,6 +310,28 @@ fn stop_strings_end_a_sequence_at_their_first_occurrence() {
         .all(|c| c.tokens.is_empty() && c.finish_reason == FinishReason::Length));
 }
 
+/// Asserts that two decodes agree row by row: the same tokens and finish reasons, log-probs
+/// within `tol`.
+fn assert_same_rows(
+    got: &[popo_model::Completion],
+    want: &[popo_model::Completion],
+    tol: f32,
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        let at = format!(
+            "{what}, request {} sample {}",
+            w.prompt_index, w.sample_index
+        );
+        assert_eq!(g.tokens, w.tokens, "{at}");
+        assert_eq!(g.finish_reason, w.finish_reason, "{at}");
+        for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+            assert!((a - b).abs() < tol, "{at}: {a} vs {b}");
+        }
+    }
+}
+
 /// Runs `generate_requests` and returns its rows ordered by (request, sample), checking that each
 /// row is reported exactly once.
 fn requests(
@@ -406,17 +428,7 @@ fn requests_sample_as_they_would_alone_whatever_the_batch() {
         );
         for max_rows in [1, 2, 3, 5, 100] {
             let got = requests(&model, &reqs, &params, max_rows);
-            for (g, w) in got.iter().zip(&want) {
-                let at = format!(
-                    "{name}, batch {max_rows}, request {} sample {}",
-                    w.prompt_index, w.sample_index
-                );
-                assert_eq!(g.tokens, w.tokens, "{at}");
-                assert_eq!(g.finish_reason, w.finish_reason, "{at}");
-                for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
-                    assert!((a - b).abs() < 1e-4, "{at}: {a} vs {b}");
-                }
-            }
+            assert_same_rows(&got, &want, 1e-4, &format!("{name}, batch {max_rows}"));
         }
     }
 }
@@ -658,18 +670,7 @@ fn device_and_host_sampling_decode_the_same_rows() {
             ),
         ];
         for (case, (dev, host)) in cases.iter().enumerate() {
-            assert_eq!(dev.len(), host.len());
-            for (d, h) in dev.iter().zip(host) {
-                let at = format!(
-                    "{name} case {case} row {:?}",
-                    (d.prompt_index, d.sample_index)
-                );
-                assert_eq!(d.tokens, h.tokens, "{at}");
-                assert_eq!(d.finish_reason, h.finish_reason, "{at}");
-                for (a, b) in d.logprobs.iter().zip(&h.logprobs) {
-                    assert!((a - b).abs() < 1e-5, "{at}: {a} vs {b}");
-                }
-            }
+            assert_same_rows(dev, host, 1e-5, &format!("{name} case {case}"));
         }
     }
 }
@@ -766,12 +767,11 @@ fn finished_rows_leave_the_cache_in_few_compactions() {
             ..params.clone()
         };
         let alone = generate(&model, std::slice::from_ref(p), &one, None).unwrap();
-        for (s, c) in alone.iter().enumerate() {
-            let b = &all[i * 8 + s];
-            assert_eq!(b.tokens, c.tokens, "prompt {i} sample {s}");
-            for (x, y) in b.logprobs.iter().zip(&c.logprobs) {
-                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
-            }
-        }
+        assert_same_rows(
+            &all[i * 8..(i + 1) * 8],
+            &alone,
+            1e-4,
+            &format!("prompt {i}"),
+        );
     }
 }
