@@ -8,7 +8,9 @@
 # Each side is measured by its own bench at the same shapes: `popo bench --json` (decode tok/s
 # per batch, sampled at T = 1 to the full length; one timed training update) and
 # tools/torch_bench.py (HF `generate` with the same settings; PyTorch eager forward + backward +
-# AdamW over the same sequences). The table gives popo / reference ratios.
+# AdamW over the same sequences). The table gives popo / reference ratios. On the GPU a second
+# table sets popo's on-device token choice beside its host sampler (`--host-sampling`, the path
+# every decode step took before), from the same binary.
 #
 # GPU machine (PyTorch + transformers + CUDA 13 libraries, no Rust, no network): run from the
 # repository root with the release binary built by scripts/build-cuda.sh carried as
@@ -25,6 +27,7 @@
 # Shapes (environment; defaults are the issue's):
 #   GPU_BATCH=1,64,256 GPU_PROMPT=128 GPU_NEW=256 GPU_TRAIN="16x512 64x320"  REPEATS=3
 #   CPU_BATCH=1,32     CPU_PROMPT=128 CPU_NEW=64  CPU_TRAIN=8x256  PAIRS=3  CPU_REPEATS=1
+# GPU_DEVICE=cpu GPU_LAYERS=2 (and small shapes) dry-runs the GPU flow on a machine without one.
 # A training shape BxL is B sequences of L tokens (a quarter prompt), in micro-batches of
 # MICRO (default 8); 64x320 is a GRPO step of 8 prompts x 8 samples x 240 completion tokens.
 # Results: $OUT (default /tmp/gpu-compare): one JSON per run, log.txt, compare.md.
@@ -171,8 +174,29 @@ for prefix in prefixes:
 PY
 }
 
+# sampling_table DEVICE_JSON HOST_JSON: popo's decode with tokens chosen on the device against the
+# host sampler (`popo bench --host-sampling`: what every step did before on-device sampling).
+sampling_table() {
+    "$PY" - "$OUT/$1.json" "$OUT/$2.json" <<'PY' | tee -a "$OUT/compare.md"
+import json, sys
+try:
+    dev, host = (json.load(open(p)) for p in sys.argv[1:])
+except Exception as e:
+    sys.exit(f"no sampling comparison: {e}")
+print("\n### popo decode: tokens chosen on the device vs on the host\n")
+print("| batch | ms/step device | ms/step host | tok/s device | tok/s host | host bytes/step device | host bytes/step host |")
+print("|---|---|---|---|---|---|---|")
+for b in dev["decode_tokens_per_s"]:
+    g = lambda r, k: r.get(k, {}).get(b, float("nan"))
+    print(f"| {b} | {g(dev, 'decode_ms_per_step'):.1f} | {g(host, 'decode_ms_per_step'):.1f} "
+          f"| {g(dev, 'decode_tokens_per_s'):,.0f} | {g(host, 'decode_tokens_per_s'):,.0f} "
+          f"| {g(dev, 'decode_host_bytes_per_step'):,.0f} | {g(host, 'decode_host_bytes_per_step'):,.0f} |")
+PY
+}
+
 gpu() {
-    stamp "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+    local D=${GPU_DEVICE:-cuda} L=${GPU_LAYERS:-24}
+    stamp "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo none), running on $D"
     export LD_LIBRARY_PATH=$("$PY" - <<'PY'
 import glob, os
 try:
@@ -189,17 +213,17 @@ PY
 )${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     ldd "$P" | grep -E "not found|cuda|cublas|curand" || true
-    local M=$W/qwen25-05b-random
+    local M=$W/qwen25-05b-random-$L
     if [ ! -f "$M/.complete" ]; then
-        stamp "building a random Qwen2.5-0.5B-shaped model (seed 0, bf16) in $M"
-        "$PY" - "$M" <<'PY' || { echo "model build failed"; return 1; }
+        stamp "building a random Qwen2.5-0.5B-shaped model ($L layers, seed 0, bf16) in $M"
+        "$PY" - "$M" "$L" <<'PY' || { echo "model build failed"; return 1; }
 import json, os, sys, torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from tokenizers import Tokenizer, models, pre_tokenizers
-out = sys.argv[1]
+out, layers = sys.argv[1], int(sys.argv[2])
 torch.manual_seed(0)
 V = 151936
-cfg = Qwen2Config(vocab_size=V, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+cfg = Qwen2Config(vocab_size=V, hidden_size=896, intermediate_size=4864, num_hidden_layers=layers,
                   num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
                   rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True,
                   bos_token_id=151643, eos_token_id=151643)
@@ -214,15 +238,17 @@ open(f"{out}/.complete", "w").close()
 PY
     fi
     local B=${GPU_BATCH:-1,64,256} PL=${GPU_PROMPT:-128} N=${GPU_NEW:-256} RP=${REPEATS:-3}
-    run_popo decode-popo cuda bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP"
-    run_torch decode-torch cuda bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP"
+    run_popo decode-popo "$D" bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP"
+    run_torch decode-torch "$D" bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP"
+    run_popo hostsampling-decode "$D" bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP" --host-sampling
     local shapes=()
     for s in ${GPU_TRAIN:-16x512 64x320}; do
-        run_popo "train-$s-popo" cuda bf16 "$M" $(train_args "$s") --repeats "$RP"
-        run_torch "train-$s-torch" cuda bf16 "$M" $(train_args "$s") --repeats "$RP"
+        run_popo "train-$s-popo" "$D" bf16 "$M" $(train_args "$s") --repeats "$RP"
+        run_torch "train-$s-torch" "$D" bf16 "$M" $(train_args "$s") --repeats "$RP"
         shapes+=("train-$s")
     done
     table "GPU: Qwen2.5-0.5B-shaped (random, bf16), popo vs HF generate / PyTorch eager" decode "${shapes[@]}"
+    sampling_table decode-popo hostsampling-decode
 }
 
 cpu() {

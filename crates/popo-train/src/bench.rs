@@ -11,7 +11,7 @@
 
 use crate::algo::{self, MicroBatch, PrepareCtx, Rollout, RolloutBatch};
 use crate::learner::{Learner, LearnerView, MicroLoss};
-use crate::lm::{decode_stats, LmPolicy, SamplingParams, Tokenizer};
+use crate::lm::{decode_stats, with_host_sampling, LmPolicy, SamplingParams, Tokenizer};
 use crate::params::Params;
 use crate::policy::Policy;
 use anyhow::{ensure, Result};
@@ -31,6 +31,9 @@ pub struct BenchConfig {
     pub micro_batch: usize,
     /// Per-layer activation recomputation in the update (`optim.gradient_checkpointing`).
     pub checkpoint: bool,
+    /// Choose decode tokens on the host from copied logits (the path top-k, top-p and min-p
+    /// take, and every step's before on-device sampling), to measure what the device path saves.
+    pub host_sampling: bool,
     pub repeats: usize,
     pub seed: u64,
 }
@@ -86,6 +89,7 @@ fn time_generate(
     prompts: &[Vec<u32>],
     new: usize,
     seed: u64,
+    host_sampling: bool,
 ) -> Result<(f64, f64)> {
     let params = SamplingParams {
         n: 1,
@@ -96,7 +100,12 @@ fn time_generate(
     };
     let before = decode_stats();
     let t = Instant::now();
-    let out = policy.generate(prompts, &params, tokenizer)?;
+    let generate = || policy.generate(prompts, &params, tokenizer);
+    let out = if host_sampling {
+        with_host_sampling(generate)?
+    } else {
+        generate()?
+    };
     let secs = t.elapsed().as_secs_f64();
     let after = decode_stats();
     ensure!(
@@ -138,16 +147,18 @@ pub fn run(
         let prompts: Vec<Vec<u32>> = (0..b)
             .map(|_| random_ids(cfg.prompt_len, vocab, &avoid, &mut rng))
             .collect();
-        time_generate(policy, tokenizer, &prompts, 2, cfg.seed)?; // warm-up
+        let host = cfg.host_sampling;
+        time_generate(policy, tokenizer, &prompts, 2, cfg.seed, host)?; // warm-up
         let mut full = Vec::new();
         let mut one = Vec::new();
         let mut host_bytes = 0.0;
         for r in 0..cfg.repeats {
             let seed = cfg.seed + r as u64;
-            let (secs, bytes) = time_generate(policy, tokenizer, &prompts, cfg.new_tokens, seed)?;
+            let (secs, bytes) =
+                time_generate(policy, tokenizer, &prompts, cfg.new_tokens, seed, host)?;
             full.push(secs);
             host_bytes = bytes;
-            one.push(time_generate(policy, tokenizer, &prompts, 1, seed)?.0);
+            one.push(time_generate(policy, tokenizer, &prompts, 1, seed, host)?.0);
         }
         report.decode_host_bytes_per_step.insert(b, host_bytes);
         let (full, one) = (median(full), median(one));
