@@ -105,6 +105,8 @@ def main():
         t = statistics.median(update() for _ in range(a.repeats))
         report["train_tokens_per_s"] = a.train_batch * a.train_len / t
     report["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if dev.type == "cuda":
+        report["peak_gpu_mem_mb"] = torch.cuda.max_memory_reserved() / 2**20
     report["torch"] = torch.__version__
     report["threads"] = torch.get_num_threads()
     if a.json:

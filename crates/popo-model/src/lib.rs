@@ -15,6 +15,8 @@
 //! agreed. Additions: `Model::new_seeded` (reproducible init, returns the VarMap),
 //! `Model::forward_cached` + `KvCache` (incremental inference), `Model::forward_hidden`,
 //! `Model::forward_logits`, `Model::lm_head`, `save_pretrained_sharded`, `sampler::sample_token`,
+//! `sampler::sample_rows` (token choice on the logits' device), `sampler::decode_stats` and
+//! `sampler::with_host_sampling` (host traffic counters and the host-sampler reference),
 //! `ChatMessage::new`. One precision detail: `TrainOutput` log-probs/entropy are f32 for f32/bf16/f16
 //! models and f64 for an f64 model (used by the finite-difference gradient test).
 //! `resolve_model_path` resolves local directories and the local Hugging Face cache; downloads go

@@ -376,9 +376,16 @@ impl KvCache {
     pub fn real_lengths(&self) -> &[u32] {
         &self.n_real
     }
+    /// Bytes held by the key and value tensors (capacity included).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.k.elem_count() + l.v.elem_count()) * l.k.dtype().size_in_bytes())
+            .sum()
+    }
 
     /// A cache holding rows `rows` of this one, in that order (repeats allowed: this is how `n`
-    /// samples share one prompt prefill, and how finished rows leave the batch).
+    /// samples share one prompt prefill, and how finished rows leave the batch, many at a time).
     pub fn select_rows(&self, rows: &[u32]) -> Result<KvCache> {
         let n = self.batch_size() as u32;
         ensure!(rows.iter().all(|&r| r < n), "row index out of range");

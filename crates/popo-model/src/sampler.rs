@@ -2,18 +2,29 @@
 //!
 //! Prompts are left-padded to one length and prefilled (in row chunks that bound attention memory);
 //! the `n` samples of a prompt then share that prefill by duplicating its cache rows. Every decode
-//! step runs only the rows still active: a finished row leaves the batch and its cache rows are
-//! dropped. Each row draws from its own RNG seeded by (seed, prompt, sample), so results do not
+//! step runs the rows of the batch; a finished row stays in it, masked and ignored, until at
+//! least a quarter of the batch has finished, and then all finished rows leave in one compaction
+//! (one batched row selection per cache tensor) instead of a copy of the whole cache each time a
+//! row ends. Each row draws from its own RNG seeded by (seed, prompt, sample), so results do not
 //! depend on batch composition.
+//!
+//! Tokens are chosen on the logits' device (`device::sample_rows`) for greedy rows and for plain
+//! temperature sampling: only the chosen ids, their log-probs and about 2 sqrt(vocab) floats per
+//! row reach the host, not the `[rows, vocab]` logits. top-k, top-p and min-p keep the host
+//! sampler (`sample_token`), which copies the logits.
 //!
 //! `generate` decodes all its rows as one batch (the trainer's rollouts). `generate_requests` is
 //! continuous batching for long lists of prompts (`popo eval`): at most `max_rows` rows decode at
 //! once, and waiting prompts join the running batch as rows finish. Each request carries its own
 //! seed, so its samples are the same whatever else is in the batch.
 
+mod device;
+
+pub use device::{block_size, sample_rows, Pick};
+
 use crate::model::{KvCache, Model};
 use crate::tokenizer::Tokenizer;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -169,10 +180,10 @@ pub fn generate_with_progress(
 /// Continuous batching over many requests, at most `max_rows` rows decoding at once.
 ///
 /// Requests are admitted longest prompt first, so that prompts prefilled together have similar
-/// lengths (little padding) and the longest caches are allocated early. Whenever rows finish they
-/// leave the batch, and once an eighth of `max_rows` is free (or every waiting row fits) the next
-/// waiting rows join it: their prompts are prefilled together and their caches merged with the
-/// running one (`KvCache::merge`). The batch therefore stays full until the queue runs dry,
+/// lengths (little padding) and the longest caches are allocated early. Once an eighth of
+/// `max_rows` is free (or every waiting row fits) the finished rows leave the batch and the next
+/// waiting rows join it: their prompts are prefilled together and their caches merged with
+/// the running one (`KvCache::merge`). The batch therefore stays full until the queue runs dry,
 /// instead of draining down to its longest completion as separate batches would. A request's rows
 /// may be split across admissions when they do not fit at once (each part prefills the prompt).
 ///
@@ -214,6 +225,75 @@ struct Row {
     prompt_len: usize,
 }
 
+/// Finished rows stay in the batch until they are at least this fraction (1 / `COMPACT_EVERY`)
+/// of it. Compacting copies the whole cache once; keeping a finished row costs its share of each
+/// step (on a GPU, near nothing: a decode step costs about the same for any number of rows up to
+/// a few hundred). Compactions happen about log_{4/3}(rows) times per batch instead of once per
+/// step in which a row ends, and a finished row never costs more than a third of a step's work.
+const COMPACT_EVERY: usize = 4;
+
+/// What the decode loop moved, counted per thread (the engine runs on its caller's thread, so
+/// tests running side by side do not mix their counts). A diagnostic: `popo bench`, the tests
+/// and BENCHMARKS.md read it; nothing depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Token choices made, one per batch of rows (the step after a prefill included).
+    pub steps: u64,
+    /// Bytes of logits, block sums and ids copied to the host to choose tokens.
+    pub host_bytes: u64,
+    /// Times finished rows were dropped from the KV cache (each copies the rows kept).
+    pub kv_compactions: u64,
+    /// Bytes those compactions wrote.
+    pub kv_bytes_copied: u64,
+}
+
+thread_local! {
+    static STATS: std::cell::Cell<DecodeStats> = const {
+        std::cell::Cell::new(DecodeStats {
+            steps: 0,
+            host_bytes: 0,
+            kv_compactions: 0,
+            kv_bytes_copied: 0,
+        })
+    };
+}
+
+/// This thread's decode counters since it started (subtract two readings for one call).
+pub fn decode_stats() -> DecodeStats {
+    STATS.with(|s| s.get())
+}
+
+fn count(f: impl FnOnce(&mut DecodeStats)) {
+    STATS.with(|s| {
+        let mut v = s.get();
+        f(&mut v);
+        s.set(v);
+    });
+}
+
+thread_local! {
+    static HOST_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every token of this thread's decodes chosen by the host sampler
+/// (`sample_token` over copied logits), as before on-device sampling: the reference the tests
+/// compare the device path with, and the "before" of BENCHMARKS.md's transfer counts.
+pub fn with_host_sampling<R>(f: impl FnOnce() -> R) -> R {
+    // Restores the flag even if `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            HOST_ONLY.with(|h| h.set(self.0));
+        }
+    }
+    let _restore = Restore(HOST_ONLY.with(|h| h.replace(true)));
+    f()
+}
+
+fn note_host_bytes(n: usize) {
+    count(|s| s.host_bytes += n as u64);
+}
+
 /// The engine behind `generate` and `generate_requests`: admits the rows of `requests` in
 /// `order`, at most `max_rows` at a time; after each admission the cache has room for `headroom`
 /// more slots before it must grow.
@@ -245,11 +325,8 @@ fn run(
         return Ok(());
     }
     let model = model.detached();
+    let dev = model.device().clone();
     let max_pos = model.config().max_position_embeddings;
-    let greedy_params = SamplingParams {
-        greedy: true,
-        ..params.clone()
-    };
     let stop_window = params
         .stop_strings
         .iter()
@@ -265,14 +342,21 @@ fn run(
     // Admitting costs a prefill and a copy of the cache, so rows join in groups.
     let refill_at = (max_rows / 8).max(1);
 
+    // The batch: one slot per cache row, `None` once its row has finished (until compaction).
     let mut cache: Option<KvCache> = None;
-    let mut rows: Vec<Row> = Vec::new();
-    let mut logits: Vec<Vec<f32>> = Vec::new();
+    let mut slots: Vec<Option<Row>> = Vec::new();
+    let mut live = 0usize;
+    let mut logits: Option<Tensor> = None; // [slots, vocab]: each slot's next-token logits
     loop {
-        let free = max_rows.saturating_sub(rows.len());
-        if waiting > 0 && free > 0 && (rows.is_empty() || free >= refill_at || waiting <= free) {
+        let free = max_rows.saturating_sub(live);
+        if waiting > 0 && free > 0 && (live == 0 || free >= refill_at || waiting <= free) {
+            // Finished rows leave before new ones join, so the batch never exceeds `max_rows`.
+            if live < slots.len() {
+                compact(&mut slots, &mut cache, &mut logits)?;
+            }
             let take = free.min(waiting);
             waiting -= take;
+            live += take;
             // Consecutive rows of one request share a prefill.
             let mut prompts: Vec<usize> = Vec::new();
             let mut repeat: Vec<u32> = Vec::with_capacity(take);
@@ -282,19 +366,22 @@ fn run(
                 }
                 repeat.push((prompts.len() - 1) as u32);
                 let r = &requests[q];
-                let greedy = s == r.n;
-                rows.push(Row {
+                slots.push(Some(Row {
                     out: empty(q, s),
                     rng: StdRng::seed_from_u64(row_seed(r.seed, 0, s)),
-                    greedy,
+                    greedy: s == r.n || params.greedy || params.temperature == 0.0,
                     prompt_len: r.prompt.len(),
-                });
+                }));
             }
             let group: Vec<&[u32]> = prompts.iter().map(|&q| &requests[q].prompt[..]).collect();
             let max_len = group.iter().map(|p| p.len()).max().unwrap_or(0);
             let (fresh, first_logits) = prefill(&model, &group, max_len)?;
             let mut fresh = fresh.select_rows(&repeat)?;
-            logits.extend(repeat.iter().map(|&p| first_logits[p as usize].clone()));
+            let first = first_logits.index_select(&Tensor::new(repeat.as_slice(), &dev)?, 0)?;
+            logits = Some(match logits.take() {
+                None => first,
+                Some(running) => Tensor::cat(&[&running, &first], 0)?,
+            });
             cache = Some(match cache.take() {
                 None => {
                     fresh.reserve(max_len + headroom)?;
@@ -303,70 +390,132 @@ fn run(
                 Some(running) => KvCache::merge(&[running, fresh], headroom)?,
             });
         }
-        if rows.is_empty() {
+        if live == 0 {
             return Ok(()); // nothing running and nothing waiting
         }
 
-        // Rows are independent (own RNG), so they are drawn in parallel: with a 150k vocabulary
-        // the softmax over each row dominates a CPU decode step otherwise.
-        let drawn: Vec<(u32, f32, StdRng)> = rows
-            .par_iter()
-            .zip(logits.par_iter())
-            .map(|(row, l)| {
-                let mut rng = row.rng.clone();
-                let p = if row.greedy { &greedy_params } else { params };
-                let (tok, lp) = sample_token(l, p, &mut rng);
-                (tok, lp, rng)
-            })
-            .collect();
-        let mut keep = Vec::with_capacity(rows.len());
-        let mut next = Vec::with_capacity(rows.len());
-        let mut finished = Vec::new();
-        for (i, (row, (tok, lp, rng))) in rows.iter_mut().zip(drawn).enumerate() {
-            row.rng = rng;
+        let step_logits = logits.as_ref().context("no logits for a running batch")?;
+        let drawn = choose_tokens(step_logits, &mut slots, params)?;
+        for (slot, drawn) in slots.iter_mut().zip(drawn) {
+            let Some(row) = slot.as_mut() else {
+                continue;
+            };
+            let (tok, lp) = drawn.context("a running row drew no token")?;
             let c = &mut row.out;
             c.tokens.push(tok);
             c.logprobs.push(lp);
             let stopped = params.stop_token_ids.contains(&tok)
                 || hits_stop_string(c, params, tokenizer, stop_window)?;
-            if stopped {
-                c.finish_reason = FinishReason::Stop;
-                finished.push(i);
-            } else if c.tokens.len() >= params.max_new_tokens
-                || row.prompt_len + c.tokens.len() >= max_pos
-            {
-                c.finish_reason = FinishReason::Length;
-                finished.push(i);
-            } else {
-                keep.push(i as u32);
-                next.push(tok);
+            let full = c.tokens.len() >= params.max_new_tokens
+                || row.prompt_len + c.tokens.len() >= max_pos;
+            if stopped || full {
+                c.finish_reason = if stopped {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                };
+                live -= 1;
+                if let Some(done) = slot.take() {
+                    on_finish(done.out)?;
+                }
             }
         }
-        if !finished.is_empty() {
-            let mut old: Vec<Option<Row>> =
-                std::mem::take(&mut rows).into_iter().map(Some).collect();
-            for &i in &finished {
-                on_finish(old[i].take().expect("a row finishes once").out)?;
-            }
-            rows = keep
-                .iter()
-                .map(|&i| old[i as usize].take().expect("a row is kept once"))
-                .collect();
-            // Finished rows leave the batch (and their cache rows are dropped).
-            cache = match cache.take() {
-                Some(kv) if !keep.is_empty() => Some(kv.select_rows(&keep)?),
-                _ => None,
-            };
+        if live == 0 {
+            // The batch is empty: admit the next rows, if any.
+            slots.clear();
+            cache = None;
+            logits = None;
+            continue;
         }
-        let Some(kv) = cache.as_mut() else {
-            logits.clear();
-            continue; // the batch is empty: admit the next rows, if any
-        };
-        let a = rows.len();
-        let ids = Tensor::from_vec(next, (a, 1), model.device())?;
-        let hidden = model.forward_cached(&ids, &vec![vec![1u8]; a], kv)?; // [a, 1, d]
-        logits = logits_to_host(&model, &hidden)?;
+        let finished = slots.len() - live;
+        if finished > 0 && finished * COMPACT_EVERY >= slots.len() {
+            compact(&mut slots, &mut cache, &mut None)?;
+        }
+        let kv = cache.as_mut().context("no cache for a running batch")?;
+        // Finished rows get a masked dummy token: their cache row only grows by a slot that no
+        // attention reads, and their position does not move (it may sit at the model's limit).
+        let (next, mask): (Vec<u32>, Vec<Vec<u8>>) = slots
+            .iter()
+            .map(|s| match s.as_ref().and_then(|row| row.out.tokens.last()) {
+                Some(&tok) => (tok, vec![1u8]),
+                None => (0, vec![0u8]),
+            })
+            .unzip();
+        let a = slots.len();
+        let ids = Tensor::from_vec(next, (a, 1), &dev)?;
+        let hidden = model.forward_cached(&ids, &mask, kv)?; // [a, 1, d]
+        logits = Some(last_logits(&model, &hidden)?);
     }
+}
+
+/// Drops the finished slots from the batch, its cache and (when given) its logits, with one row
+/// selection per tensor.
+fn compact(
+    slots: &mut Vec<Option<Row>>,
+    cache: &mut Option<KvCache>,
+    logits: &mut Option<Tensor>,
+) -> Result<()> {
+    let keep: Vec<u32> = (0..slots.len() as u32)
+        .filter(|&i| slots[i as usize].is_some())
+        .collect();
+    slots.retain(Option::is_some);
+    if let Some(kv) = cache.take() {
+        let kept = kv.select_rows(&keep)?;
+        count(|s| {
+            s.kv_compactions += 1;
+            s.kv_bytes_copied += kept.bytes() as u64;
+        });
+        *cache = Some(kept);
+    }
+    if let Some(l) = logits.take() {
+        let idx = Tensor::new(keep.as_slice(), l.device())?;
+        *logits = Some(l.index_select(&idx, 0)?);
+    }
+    Ok(())
+}
+
+/// Each live slot's next token and log-prob (`None` for finished slots), from `logits`
+/// [slots, vocab]. Draws advance each sampled row's RNG by one uniform, on either path.
+fn choose_tokens(
+    logits: &Tensor,
+    slots: &mut [Option<Row>],
+    params: &SamplingParams,
+) -> Result<Vec<Option<(u32, f32)>>> {
+    count(|s| s.steps += 1);
+    let filtered = params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0;
+    let all_greedy = slots.iter().flatten().all(|r| r.greedy);
+    if (!filtered || all_greedy) && !HOST_ONLY.with(|h| h.get()) {
+        let picks: Vec<Pick> = slots
+            .iter_mut()
+            .map(|s| match s {
+                None => Pick::Skip,
+                Some(r) if r.greedy => Pick::Greedy,
+                Some(r) => Pick::Sample {
+                    temperature: params.temperature,
+                    u: r.rng.random::<f64>(),
+                },
+            })
+            .collect();
+        return sample_rows(logits, &picks);
+    }
+    // top-k / top-p / min-p: the host sampler over the copied logits. Rows are independent (own
+    // RNG), so they are drawn in parallel: with a 150k vocabulary the softmax over each row
+    // dominates a CPU decode step otherwise.
+    let host = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?; // [slots][vocab]
+    note_host_bytes(4 * host.iter().map(Vec::len).sum::<usize>());
+    let greedy_params = SamplingParams {
+        greedy: true,
+        ..params.clone()
+    };
+    Ok(slots
+        .par_iter_mut()
+        .zip(host.par_iter())
+        .map(|(slot, l)| {
+            let row = slot.as_mut()?;
+            let p = if row.greedy { &greedy_params } else { params };
+            Some(sample_token(l, p, &mut row.rng))
+        })
+        .collect())
 }
 
 fn validate(
@@ -429,13 +578,13 @@ fn row_seed(seed: u64, prompt: usize, sample: usize) -> u64 {
 }
 
 /// Left-pads all prompts to `max_len` and runs them through the model in chunks; returns one
-/// cache over all prompts and each prompt's next-token logits.
-fn prefill(model: &Model, prompts: &[&[u32]], max_len: usize) -> Result<(KvCache, Vec<Vec<f32>>)> {
+/// cache over all prompts and each prompt's next-token logits [prompts, vocab], left on the device.
+fn prefill(model: &Model, prompts: &[&[u32]], max_len: usize) -> Result<(KvCache, Tensor)> {
     let heads = model.config().num_attention_heads;
     let per_row = heads * max_len * max_len;
     let chunk = (PREFILL_SCORE_ELEMS / per_row.max(1)).max(1);
     let mut caches = Vec::new();
-    let mut logits = Vec::with_capacity(prompts.len());
+    let mut logits = Vec::new();
     for group in prompts.chunks(chunk) {
         let b = group.len();
         let mut ids = Vec::with_capacity(b * max_len);
@@ -451,20 +600,18 @@ fn prefill(model: &Model, prompts: &[&[u32]], max_len: usize) -> Result<(KvCache
         let ids = Tensor::from_vec(ids, (b, max_len), model.device())?;
         let mut cache = model.new_cache(b, max_len)?;
         let hidden = model.forward_cached(&ids, &mask, &mut cache)?; // [b, max_len, d]
+                                                                     // The LM head runs on the last position only.
         let last = hidden.narrow(1, max_len - 1, 1)?; // [b, 1, d]
-        logits.extend(logits_to_host(model, &last)?);
+        logits.push(last_logits(model, &last)?);
         caches.push(cache);
     }
-    Ok((KvCache::cat(&caches)?, logits))
+    Ok((KvCache::cat(&caches)?, Tensor::cat(&logits, 0)?))
 }
 
-/// Last-position hidden states [a, 1, d] -> host f32 logits, one Vec per row.
-fn logits_to_host(model: &Model, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
+/// Last-position hidden states [a, 1, d] -> logits [a, vocab] in the compute dtype, on the device.
+fn last_logits(model: &Model, hidden: &Tensor) -> Result<Tensor> {
     let a = hidden.dim(0)?;
-    let logits = model
-        .lm_head(&hidden.reshape((a, hidden.dim(2)?))?)?
-        .to_dtype(DType::F32)?; // [a, vocab]
-    Ok(logits.to_vec2::<f32>()?)
+    model.lm_head(&hidden.reshape((a, hidden.dim(2)?))?)
 }
 
 fn hits_stop_string(

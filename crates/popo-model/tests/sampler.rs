@@ -310,6 +310,28 @@ fn stop_strings_end_a_sequence_at_their_first_occurrence() {
         .all(|c| c.tokens.is_empty() && c.finish_reason == FinishReason::Length));
 }
 
+/// Asserts that two decodes agree row by row: the same tokens and finish reasons, log-probs
+/// within `tol`.
+fn assert_same_rows(
+    got: &[popo_model::Completion],
+    want: &[popo_model::Completion],
+    tol: f32,
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        let at = format!(
+            "{what}, request {} sample {}",
+            w.prompt_index, w.sample_index
+        );
+        assert_eq!(g.tokens, w.tokens, "{at}");
+        assert_eq!(g.finish_reason, w.finish_reason, "{at}");
+        for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+            assert!((a - b).abs() < tol, "{at}: {a} vs {b}");
+        }
+    }
+}
+
 /// Runs `generate_requests` and returns its rows ordered by (request, sample), checking that each
 /// row is reported exactly once.
 fn requests(
@@ -406,17 +428,7 @@ fn requests_sample_as_they_would_alone_whatever_the_batch() {
         );
         for max_rows in [1, 2, 3, 5, 100] {
             let got = requests(&model, &reqs, &params, max_rows);
-            for (g, w) in got.iter().zip(&want) {
-                let at = format!(
-                    "{name}, batch {max_rows}, request {} sample {}",
-                    w.prompt_index, w.sample_index
-                );
-                assert_eq!(g.tokens, w.tokens, "{at}");
-                assert_eq!(g.finish_reason, w.finish_reason, "{at}");
-                for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
-                    assert!((a - b).abs() < 1e-4, "{at}: {a} vs {b}");
-                }
-            }
+            assert_same_rows(&got, &want, 1e-4, &format!("{name}, batch {max_rows}"));
         }
     }
 }
@@ -451,4 +463,315 @@ fn request_errors_name_the_problem() {
     })
     .unwrap_err();
     assert_eq!(err.to_string(), "disk full");
+}
+
+/// Reproducible logits in roughly [-scale, scale].
+fn random_logits(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    use rand::Rng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| scale * (2.0 * rng.random::<f32>() - 1.0))
+        .collect()
+}
+
+/// Exact softmax(logits / t), in f64.
+fn softmax(logits: &[f32], t: f64) -> Vec<f64> {
+    let z: Vec<f64> = logits.iter().map(|&x| x as f64 / t).collect();
+    let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
+/// Greedy on the device: the host sampler's argmax (lowest id on ties) and log-prob, for
+/// vocabularies that fill their blocks exactly or not, a one-token vocabulary, f32 and bf16.
+#[test]
+fn device_greedy_equals_the_host_sampler() {
+    use candle_core::Tensor;
+    use popo_model::sampler::{sample_rows, sample_token, Pick};
+    let greedy = SamplingParams {
+        greedy: true,
+        ..Default::default()
+    };
+    for v in [1usize, 7, 48, 1000] {
+        let rows = 5;
+        let mut flat = random_logits(v as u64, rows * v, 6.0);
+        if v > 3 {
+            // A tie at the maximum: the lowest id wins.
+            flat[v - 1] = 9.0;
+            flat[2] = 9.0;
+        }
+        for dtype in [DType::F32, DType::BF16] {
+            let t = Tensor::from_vec(flat.clone(), (rows, v), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let host = t.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+            let got = sample_rows(&t, &vec![Pick::Greedy; rows]).unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+            for (r, row) in host.iter().enumerate() {
+                let (want, want_lp) = sample_token(row, &greedy, &mut rng);
+                let (tok, lp) = got[r].unwrap();
+                assert_eq!(tok, want, "vocab {v} {dtype:?} row {r}");
+                assert!((lp - want_lp).abs() < 1e-5, "{lp} vs {want_lp}");
+            }
+            if v > 3 {
+                assert_eq!(got[0].unwrap().0, 2);
+            }
+        }
+    }
+}
+
+/// Sampling on the device against the host sampler, over many draws of a 37-token vocabulary
+/// (6 blocks of 7 ids, the last one padded): the same token for the same uniform (the two differ
+/// only where rounding moves a boundary), frequencies that pass a chi-square test against the
+/// exact softmax, log-probs of the drawn tokens equal to the exact ones within 1e-5, the same
+/// draws again for the same uniforms, and greedy and finished rows mixed into the batch.
+#[test]
+fn device_sampling_follows_the_softmax_and_the_host_sampler() {
+    use candle_core::Tensor;
+    use popo_model::sampler::{sample_rows, sample_token, Pick};
+    use rand::Rng;
+    let v = 37;
+    let logits = random_logits(5, v, 4.0);
+    let (rows, calls) = (50, 400);
+    let flat: Vec<f32> = (0..rows).flat_map(|_| logits.clone()).collect();
+    let t = Tensor::from_vec(flat, (rows, v), &Device::Cpu).unwrap();
+    for temperature in [1.0, 0.7, 1.6] {
+        let exact = softmax(&logits, temperature);
+        let params = SamplingParams {
+            temperature,
+            ..Default::default()
+        };
+        // The host sampler consumes one uniform per draw, as the device path does.
+        let mut dev_rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut host_rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut counts = vec![0usize; v];
+        let mut same = 0;
+        for call in 0..calls {
+            let picks: Vec<Pick> = (0..rows)
+                .map(|_| Pick::Sample {
+                    temperature,
+                    u: dev_rng.random::<f64>(),
+                })
+                .collect();
+            let got = sample_rows(&t, &picks).unwrap();
+            if call == 0 {
+                assert_eq!(got, sample_rows(&t, &picks).unwrap(), "reproducible");
+            }
+            for g in got {
+                let (tok, lp) = g.unwrap();
+                counts[tok as usize] += 1;
+                let want_lp = exact[tok as usize].ln();
+                assert!((lp as f64 - want_lp).abs() < 1e-5, "{lp} vs {want_lp}");
+                same += (sample_token(&logits, &params, &mut host_rng).0 == tok) as usize;
+            }
+        }
+        let n = (rows * calls) as f64;
+        eprintln!("T={temperature}: {same} of {n} draws equal the host sampler's");
+        assert!(
+            same as f64 >= 0.999 * n,
+            "T={temperature}: {same} of {n} draws equal the host sampler's"
+        );
+        // Chi-square over bins expecting at least 5 draws; the rest pooled into one bin.
+        let (mut chi2, mut df, mut pool_obs, mut pool_exp) = (0.0, 0usize, 0.0, 0.0);
+        for (c, p) in counts.iter().zip(&exact) {
+            let e = p * n;
+            if e >= 5.0 {
+                chi2 += (*c as f64 - e).powi(2) / e;
+                df += 1;
+            } else {
+                pool_obs += *c as f64;
+                pool_exp += e;
+            }
+        }
+        if pool_exp > 0.0 {
+            chi2 += (pool_obs - pool_exp).powi(2) / pool_exp.max(1e-12);
+            df += 1;
+        }
+        // About the 1e-6 tail of chi-square with df - 1 degrees of freedom.
+        let bound = (df - 1) as f64 + 7.0 * (2.0 * (df - 1) as f64).sqrt();
+        eprintln!(
+            "T={temperature}: chi2 {chi2:.1} on {} df (bound {bound:.0})",
+            df - 1
+        );
+        assert!(
+            chi2 < bound,
+            "T={temperature}: chi2 {chi2:.1} on {} df",
+            df - 1
+        );
+    }
+    // Greedy, sampled and finished rows in one call.
+    let picks = [
+        Pick::Skip,
+        Pick::Greedy,
+        Pick::Sample {
+            temperature: 1.0,
+            u: 0.5,
+        },
+    ];
+    let got = sample_rows(&t.narrow(0, 0, 3).unwrap(), &picks).unwrap();
+    assert!(got[0].is_none());
+    let argmax = (0..v)
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    assert_eq!(got[1].unwrap().0 as usize, argmax);
+    assert!(got[2].is_some());
+    assert!(sample_rows(&t, &picks).is_err(), "picks must match rows");
+    let one = t.narrow(0, 0, 1).unwrap();
+    for (temperature, u) in [(0.0, 0.5), (f64::NAN, 0.5), (1.0, 1.0)] {
+        let bad = [Pick::Sample { temperature, u }];
+        assert!(sample_rows(&one, &bad).is_err(), "T={temperature} u={u}");
+    }
+}
+
+/// The on-device path decodes what the host sampler decodes: same seeds, same tokens, log-probs
+/// within 1e-5, for sampled rows, greedy rows and both in one continuous batch.
+#[test]
+fn device_and_host_sampling_decode_the_same_rows() {
+    use popo_model::sampler::with_host_sampling;
+    for (name, cfg) in common::all_configs() {
+        let (_vm, model) = common::build(&cfg, DType::F32, 31);
+        let params = SamplingParams {
+            n: 3,
+            temperature: 0.9,
+            max_new_tokens: 10,
+            stop_token_ids: vec![3, 9],
+            seed: 7,
+            ..Default::default()
+        };
+        let reqs: Vec<Request> = prompts(cfg.vocab_size)
+            .into_iter()
+            .enumerate()
+            .map(|(q, prompt)| Request {
+                prompt,
+                n: 2,
+                seed: 50 + q as u64,
+                greedy_row: q % 2 == 0,
+            })
+            .collect();
+        let ps = prompts(cfg.vocab_size);
+        let greedy = SamplingParams {
+            greedy: true,
+            ..params.clone()
+        };
+        let cases: Vec<(Vec<popo_model::Completion>, Vec<popo_model::Completion>)> = vec![
+            (
+                generate(&model, &ps, &params, None).unwrap(),
+                with_host_sampling(|| generate(&model, &ps, &params, None).unwrap()),
+            ),
+            (
+                generate(&model, &ps, &greedy, None).unwrap(),
+                with_host_sampling(|| generate(&model, &ps, &greedy, None).unwrap()),
+            ),
+            (
+                requests(&model, &reqs, &params, 4),
+                with_host_sampling(|| requests(&model, &reqs, &params, 4)),
+            ),
+        ];
+        for (case, (dev, host)) in cases.iter().enumerate() {
+            assert_same_rows(dev, host, 1e-5, &format!("{name} case {case}"));
+        }
+    }
+}
+
+/// Host traffic per decode step: the host sampler copies every row's logits (rows x vocab f32,
+/// what every step did before on-device sampling); the device path copies block sums and one
+/// block per row (about 2 sqrt(vocab) floats) plus nothing else. Printed for BENCHMARKS.md.
+#[test]
+fn decode_steps_move_ids_not_logits_to_the_host() {
+    use popo_model::sampler::{block_size, decode_stats, with_host_sampling};
+    let vocab = 4096;
+    let cfg = popo_model::ModelConfig::qwen2_tiny(vocab, 32, 1, 4, 2, 64);
+    let (_vm, model) = common::build(&cfg, DType::F32, 3);
+    let ps = prompts(vocab);
+    let rows = ps.len() * 2;
+    let per_step = |params: &SamplingParams, host: bool| {
+        let before = decode_stats();
+        let run = || generate(&model, &ps, params, None).unwrap();
+        let out = if host { with_host_sampling(run) } else { run() };
+        assert!(out.iter().all(|c| c.tokens.len() == 8));
+        let after = decode_stats();
+        assert_eq!(after.steps - before.steps, 8, "one choice per step");
+        (after.host_bytes - before.host_bytes) / 8
+    };
+    let sampled = SamplingParams {
+        n: 2,
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let greedy = SamplingParams {
+        greedy: true,
+        ..sampled.clone()
+    };
+    let logits_bytes = (rows * vocab * 4) as u64;
+    let (bs, nb) = (block_size(vocab), vocab.div_ceil(block_size(vocab)));
+    assert_eq!(per_step(&sampled, true), logits_bytes);
+    assert_eq!(per_step(&sampled, false), (rows * (nb + bs) * 4) as u64);
+    // Greedy: one sum and one id per row.
+    assert_eq!(per_step(&greedy, false), (rows * 8) as u64);
+    eprintln!(
+        "host bytes per decode step, {rows} rows, vocab {vocab}: {logits_bytes} (host sampler) \
+         -> {} sampled, {} greedy (device); vocab 151,936: {} -> {} per row",
+        rows * (nb + bs) * 4,
+        rows * 8,
+        151_936 * 4,
+        (block_size(151_936) + 151_936usize.div_ceil(block_size(151_936))) * 4
+    );
+}
+
+/// Finished rows stay in the batch, masked, until a quarter of it has finished; then they leave
+/// in one compaction. Far fewer copies of the cache than one per step in which a row ends, and
+/// every row decodes as it does alone.
+#[test]
+fn finished_rows_leave_the_cache_in_few_compactions() {
+    use popo_model::sampler::decode_stats;
+    let cfg = common::qwen2();
+    let (_vm, model) = common::build(&cfg, DType::F32, 37);
+    let ps = prompts(cfg.vocab_size);
+    let params = SamplingParams {
+        n: 8,
+        temperature: 1.2,
+        max_new_tokens: 24,
+        stop_token_ids: vec![1, 3, 9, 17],
+        seed: 3,
+        ..Default::default()
+    };
+    let before = decode_stats();
+    let all = generate(&model, &ps, &params, None).unwrap();
+    let stats = decode_stats();
+    let compactions = stats.kv_compactions - before.kv_compactions;
+    // What the old engine did: one compaction in every step where a row ended and others ran on.
+    let longest = all.iter().map(|c| c.tokens.len()).max().unwrap();
+    let mut ends: Vec<usize> = all
+        .iter()
+        .map(|c| c.tokens.len())
+        .filter(|&n| n < longest)
+        .collect();
+    ends.sort();
+    ends.dedup();
+    eprintln!(
+        "32 rows: {compactions} compactions ({} bytes), one per finishing step would be {}",
+        stats.kv_bytes_copied - before.kv_bytes_copied,
+        ends.len()
+    );
+    assert!(ends.len() >= 6, "test needs rows ending at many steps");
+    assert!(compactions < ends.len() as u64 && compactions <= 12);
+    for (i, p) in ps.iter().enumerate() {
+        // Prompt i of a call draws from the streams of a one-prompt call with this seed.
+        let seed = params
+            .seed
+            .wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let one = SamplingParams {
+            seed,
+            ..params.clone()
+        };
+        let alone = generate(&model, std::slice::from_ref(p), &one, None).unwrap();
+        assert_same_rows(
+            &all[i * 8..(i + 1) * 8],
+            &alone,
+            1e-4,
+            &format!("prompt {i}"),
+        );
+    }
 }

@@ -11,7 +11,7 @@
 
 use crate::algo::{self, MicroBatch, PrepareCtx, Rollout, RolloutBatch};
 use crate::learner::{Learner, LearnerView, MicroLoss};
-use crate::lm::{LmPolicy, SamplingParams, Tokenizer};
+use crate::lm::{decode_stats, with_host_sampling, LmPolicy, SamplingParams, Tokenizer};
 use crate::params::Params;
 use crate::policy::Policy;
 use anyhow::{ensure, Result};
@@ -31,6 +31,9 @@ pub struct BenchConfig {
     pub micro_batch: usize,
     /// Per-layer activation recomputation in the update (`optim.gradient_checkpointing`).
     pub checkpoint: bool,
+    /// Choose decode tokens on the host from copied logits (the path top-k, top-p and min-p
+    /// take, and every step's before on-device sampling), to measure what the device path saves.
+    pub host_sampling: bool,
     pub repeats: usize,
     pub seed: u64,
 }
@@ -45,6 +48,9 @@ pub struct BenchReport {
     pub decode_tokens_per_s: BTreeMap<usize, f64>,
     /// Batch size -> milliseconds per decode step (prefill excluded).
     pub decode_ms_per_step: BTreeMap<usize, f64>,
+    /// Batch size -> bytes copied to the host per decode step to choose tokens (ids, log-probs
+    /// and block sums on the on-device path; whole logits rows on the host path).
+    pub decode_host_bytes_per_step: BTreeMap<usize, f64>,
     /// Tokens (prompt + completion) per second through one training update.
     pub train_tokens_per_s: Option<f64>,
     /// Seconds of `Algorithm::prepare` (POPO's no-graph target forward) for the same batch.
@@ -75,14 +81,16 @@ fn random_ids(
         .collect()
 }
 
-/// Seconds of one `generate` call of `b` prompts and `new` tokens each.
+/// Seconds of one `generate` call of `b` prompts and `new` tokens each, and the host bytes per
+/// token choice it moved.
 fn time_generate(
     policy: &LmPolicy,
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
     new: usize,
     seed: u64,
-) -> Result<f64> {
+    host_sampling: bool,
+) -> Result<(f64, f64)> {
     let params = SamplingParams {
         n: 1,
         temperature: 1.0,
@@ -90,14 +98,25 @@ fn time_generate(
         seed,
         ..Default::default()
     };
+    let before = decode_stats();
     let t = Instant::now();
-    let out = policy.generate(prompts, &params, tokenizer)?;
+    let generate = || policy.generate(prompts, &params, tokenizer);
+    let out = if host_sampling {
+        with_host_sampling(generate)?
+    } else {
+        generate()?
+    };
     let secs = t.elapsed().as_secs_f64();
+    let after = decode_stats();
     ensure!(
         out.iter().all(|c| c.tokens.len() == new),
         "a row stopped early: every row must run to {new} tokens"
     );
-    Ok(secs)
+    let steps = (after.steps - before.steps).max(1);
+    Ok((
+        secs,
+        (after.host_bytes - before.host_bytes) as f64 / steps as f64,
+    ))
 }
 
 pub fn run(
@@ -118,6 +137,7 @@ pub fn run(
         dtype: format!("{:?}", policy.dtype()).to_lowercase(),
         decode_tokens_per_s: BTreeMap::new(),
         decode_ms_per_step: BTreeMap::new(),
+        decode_host_bytes_per_step: BTreeMap::new(),
         train_tokens_per_s: None,
         prepare_s: None,
         peak_mem_mb: 0.0,
@@ -127,20 +147,20 @@ pub fn run(
         let prompts: Vec<Vec<u32>> = (0..b)
             .map(|_| random_ids(cfg.prompt_len, vocab, &avoid, &mut rng))
             .collect();
-        time_generate(policy, tokenizer, &prompts, 2, cfg.seed)?; // warm-up
+        let host = cfg.host_sampling;
+        time_generate(policy, tokenizer, &prompts, 2, cfg.seed, host)?; // warm-up
         let mut full = Vec::new();
         let mut one = Vec::new();
+        let mut host_bytes = 0.0;
         for r in 0..cfg.repeats {
             let seed = cfg.seed + r as u64;
-            full.push(time_generate(
-                policy,
-                tokenizer,
-                &prompts,
-                cfg.new_tokens,
-                seed,
-            )?);
-            one.push(time_generate(policy, tokenizer, &prompts, 1, seed)?);
+            let (secs, bytes) =
+                time_generate(policy, tokenizer, &prompts, cfg.new_tokens, seed, host)?;
+            full.push(secs);
+            host_bytes = bytes;
+            one.push(time_generate(policy, tokenizer, &prompts, 1, seed, host)?.0);
         }
+        report.decode_host_bytes_per_step.insert(b, host_bytes);
         let (full, one) = (median(full), median(one));
         let tokens = (b * cfg.new_tokens) as f64;
         report.decode_tokens_per_s.insert(b, tokens / full);
@@ -240,12 +260,17 @@ impl BenchReport {
     /// The human-readable form of the report.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "model {}  device {}  dtype {}\n\n| decode batch | tokens/s | ms/step |\n|---|---|---|\n",
+            "model {}  device {}  dtype {}\n\n| decode batch | tokens/s | ms/step | host bytes/step |\n|---|---|---|---|\n",
             self.model, self.device, self.dtype
         );
         for (b, tps) in &self.decode_tokens_per_s {
             let ms = self.decode_ms_per_step.get(b).copied().unwrap_or(f64::NAN);
-            s.push_str(&format!("| {b} | {tps:.1} | {ms:.2} |\n"));
+            let bytes = self
+                .decode_host_bytes_per_step
+                .get(b)
+                .copied()
+                .unwrap_or(f64::NAN);
+            s.push_str(&format!("| {b} | {tps:.1} | {ms:.2} | {bytes:.0} |\n"));
         }
         if let (Some(t), Some(p)) = (self.train_tokens_per_s, self.prepare_s) {
             s.push_str(&format!(

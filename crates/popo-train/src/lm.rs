@@ -11,6 +11,7 @@ use popo_model::{Model, ModelConfig};
 use std::collections::HashSet;
 use std::path::Path;
 
+pub use popo_model::sampler::{decode_stats, with_host_sampling, DecodeStats};
 pub use popo_model::{Completion, FinishReason, SamplingParams, Tokenizer};
 
 /// A checkpoint loaded for training.

@@ -28,6 +28,10 @@ pub struct Args {
     /// Recompute activations layer by layer in the update (`optim.gradient_checkpointing`).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Choose decode tokens on the host from copied logits, as top-k / top-p / min-p sampling
+    /// does (and every decode step did before on-device sampling): the "before" of a comparison.
+    #[arg(long)]
+    pub host_sampling: bool,
     /// Timed runs per measurement (the median is reported), after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -50,6 +54,7 @@ pub fn run(args: Args) -> Result<i32> {
         train_len: args.train_len,
         micro_batch: args.micro_batch,
         checkpoint: args.gradient_checkpointing,
+        host_sampling: args.host_sampling,
         repeats: args.repeats,
         seed: args.seed,
     };
