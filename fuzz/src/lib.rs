@@ -26,7 +26,7 @@ fn scratch(target: &str) -> std::path::PathBuf {
 
 /// Equal JSON values, numbers within a relative 1e-15: serde_json's default float parser is
 /// best-effort, so a float printed and read back may move by one unit in the last place.
-#[cfg(any(feature = "jsonl", feature = "metrics"))]
+#[cfg(feature = "jsonl")]
 fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (a, b) {

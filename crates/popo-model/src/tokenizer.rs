@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
 
+mod namespaces;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
@@ -260,6 +262,7 @@ pub fn render_chat_template(
     eos_token: Option<&str>,
     pad_token: Option<&str>,
 ) -> Result<String> {
+    namespaces::check(src).map_err(|r| anyhow!("chat template refused: {r}"))?;
     let env = template_env();
     let tmpl = env
         .template_from_str(src)

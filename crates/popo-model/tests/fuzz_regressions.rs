@@ -74,13 +74,11 @@ fn a_template_error_without_a_clean_span_is_an_error() {
         ChatMessage::new("system", "Reason step by step."),
         ChatMessage::new("user", "What is 1+1?"),
     ];
-    let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(format!("{root}/crashes/chat_template"))
+    let inputs: Vec<Vec<u8>> = std::fs::read_dir(format!("{root}/crashes/chat_template"))
         .unwrap()
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     assert!(inputs.len() >= 2);
-    inputs.push(b"{% for in messages %}{% endfor %}".to_vec());
-    inputs.push(b"{% for  in messages %}x{% endfor %}".to_vec());
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         format!("{root}/fixtures/run/tokenizer.json"),
@@ -97,10 +95,56 @@ fn a_template_error_without_a_clean_span_is_an_error() {
             }
         } else {
             let src = String::from_utf8_lossy(input);
-            let err = render_chat_template(&src, &messages, true, None, None, None).unwrap_err();
-            let msg = format!("{err:#}");
-            assert!(msg.starts_with("chat template "), "{msg}");
-            assert!(msg.contains("(in <string>:1)"), "{msg}");
+            if let Err(err) = render_chat_template(&src, &messages, true, None, None, None) {
+                let msg = format!("{err:#}");
+                assert!(msg.starts_with("chat template "), "{msg}");
+                assert!(msg.contains("(in <string>:"), "{msg}");
+            }
         }
     }
+    for src in [
+        "{% for in messages %}{% endfor %}",
+        "{% for  in messages %}x{% endfor %}",
+    ] {
+        let err = render_chat_template(src, &messages, true, None, None, None).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.starts_with("chat template failed to render: "), "{msg}");
+        assert!(msg.contains("(in <string>:1)"), "{msg}");
+    }
+}
+
+/// A namespace that held itself (`{% set ns.n = [ns] %}`, found as `ns.n = ns, 9 / 1`) made
+/// printing it recurse until the stack overflowed, which aborts the process. popo refuses, before
+/// rendering, a template that may assign a namespace-holding value to a namespace attribute
+/// (`tokenizer/namespaces.rs`); ordinary namespace use is unchanged.
+#[test]
+fn a_namespace_cannot_hold_itself() {
+    use popo_model::tokenizer::render_chat_template;
+    use popo_model::ChatMessage;
+    let messages = [ChatMessage::new("user", "What is 1+1?")];
+    let render = |src: &str| render_chat_template(src, &messages, true, None, None, None);
+    let ns = "{% set ns = namespace(n=1) %}";
+    for cycle in [
+        "{% set ns.n = ns %}{{ ns }}",
+        "{% set ns.n = [ns] %}{{ ns }}",
+        "{% set ns.n = (ns, 9 / 1) %}{{ ns.n }}",
+        "{% set ns.n = {'a': [1, ns]} %}{{ ns | tojson }}",
+        "{% set other = namespace(inner=[ns]) %}{% set ns.n = other %}{{ ns.n | string }}",
+        "{% set a = namespace() %}{% set ns.a = a %}{% set a.b = [ns] %}{{ ns == a }}",
+        "{% for m in messages %}{% set ns.n = ns, 9 / 1 %}{% endfor %}{{ ns.n | sort }}",
+    ] {
+        let err = render(&format!("{ns}{cycle}")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("may store a namespace inside a namespace"),
+            "{cycle}: {err:#}"
+        );
+    }
+    let ok = render(
+        "{% set ns = namespace(n=0, seen=[], last=none) %}{% set other = namespace(inner=ns, k=5) %}\
+         {% for m in messages %}{% set ns.n = ns.n + 1 %}{% set ns.seen = ns.seen + [m] %}\
+         {% set ns.last = m %}{% endfor %}{{ ns.n }} {{ ns.seen | length }} {{ ns.last.role }}\
+         {% set ns.copy = other.k %} {{ ns.copy }} {{ other.inner.n }}",
+    )
+    .unwrap();
+    assert_eq!(ok, "1 1 user 5 1");
 }
