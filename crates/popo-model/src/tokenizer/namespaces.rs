@@ -164,13 +164,19 @@ impl Walk<'_> {
         *s = s.join(shape);
     }
 
-    /// A `{% set obj.attr = value %}`: refused when the value may hold a namespace.
-    fn assign_attr(&mut self, target: &Expr, value: Shape, line: u32) {
-        if value.any() && self.refusal.is_none() {
-            self.refusal = Some(Refusal {
-                line,
-                target: describe(target),
-            });
+    /// `{% set target = value %}`: a name binds; an attribute (`ns.attr`) is refused when the
+    /// value may hold a namespace.
+    fn set(&mut self, target: &Expr, value: Shape, line: u32) {
+        match target {
+            Expr::GetAttr(_) | Expr::GetItem(_) => {
+                if value.any() && self.refusal.is_none() {
+                    self.refusal = Some(Refusal {
+                        line,
+                        target: describe(target),
+                    });
+                }
+            }
+            t => self.bind(t, value),
         }
     }
 
@@ -212,23 +218,13 @@ impl Walk<'_> {
             }
             Stmt::Set(set) => {
                 let v = self.expr(&set.expr);
-                match &set.target {
-                    Expr::GetAttr(_) | Expr::GetItem(_) => {
-                        self.assign_attr(&set.target, v, set.span().start_line.into())
-                    }
-                    t => self.bind(t, v),
-                }
+                self.set(&set.target, v, set.span().start_line.into());
             }
             Stmt::SetBlock(set) => {
                 self.stmts(&set.body);
                 // The captured body is a string; a filter on it may add its arguments.
                 let v = set.filter.as_ref().map_or(Shape::NONE, |f| self.expr(f));
-                match &set.target {
-                    Expr::GetAttr(_) | Expr::GetItem(_) => {
-                        self.assign_attr(&set.target, v, set.span().start_line.into())
-                    }
-                    t => self.bind(t, v),
-                }
+                self.set(&set.target, v, set.span().start_line.into());
             }
             Stmt::AutoEscape(a) => {
                 self.expr(&a.enabled);
