@@ -810,6 +810,15 @@ fn prose_number<'a>(text: &'a str, i: usize, out: &mut Vec<Candidate<'a>>) -> us
         // Digits inside a word (`XK7Q`, `w12`) or a LaTeX argument (`x^{2}`).
         return word_end(i).max(i + 1);
     }
+    // An operand of a product or quotient with a variable (`x/3`, `(a+b)*2`): the number is part
+    // of an expression, and the last number of a response cut off after "costs x/3." is not 3.
+    let by_letter = |op: Option<&u8>, next: Option<&u8>| {
+        matches!(op, Some(b'/' | b'*'))
+            && next.is_some_and(|c| c.is_ascii_alphabetic() || *c == b')')
+    };
+    if i > 1 && by_letter(b.get(i - 1), b.get(i - 2)) {
+        return crate::lex::number_end(text, i).max(i + 1);
+    }
     let mut s = i;
     if i > 0 && b[i - 1] == b'-' && (i < 2 || !(glued(b[i - 2]) || matches!(b[i - 2], b')' | b'}')))
     {
@@ -819,6 +828,9 @@ fn prose_number<'a>(text: &'a str, i: usize, out: &mut Vec<Candidate<'a>>) -> us
     // `3/4`, `2^5`: one number written with an operator and no spaces.
     while matches!(b.get(e), Some(b'/' | b'^')) && b.get(e + 1).is_some_and(u8::is_ascii_digit) {
         e = crate::lex::number_end(text, e + 1);
+    }
+    if matches!(b.get(e), Some(b'/' | b'*')) && b.get(e + 1).is_some_and(u8::is_ascii_alphabetic) {
+        return e; // `3/x`, `2*n`
     }
     if b.get(e).is_some_and(u8::is_ascii_alphabetic) {
         // A unit or an ordinal (`5cm`, `3rd`) ends the number; letters then digits (`7Q9`) are
