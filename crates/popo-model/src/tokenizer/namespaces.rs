@@ -16,7 +16,6 @@
 
 use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt};
 use minijinja::machinery::{parse, WhitespaceConfig};
-use minijinja::syntax::SyntaxConfig;
 use std::collections::{HashMap, HashSet};
 
 /// What an expression may evaluate to, as far as namespaces go.
@@ -95,7 +94,7 @@ pub(crate) fn check(src: &str) -> Result<(), Refusal> {
     let Ok(ast) = parse(
         src,
         "<string>",
-        SyntaxConfig::default(),
+        Default::default(), // SyntaxConfig: a unit struct unless minijinja's custom_syntax is on
         WhitespaceConfig::default(),
     ) else {
         return Ok(());
