@@ -812,11 +812,10 @@ fn prose_number<'a>(text: &'a str, i: usize, out: &mut Vec<Candidate<'a>>) -> us
     }
     // An operand of a product or quotient with a variable (`x/3`, `(a+b)*2`): the number is part
     // of an expression, and the last number of a response cut off after "costs x/3." is not 3.
-    let by_letter = |op: Option<&u8>, next: Option<&u8>| {
-        matches!(op, Some(b'/' | b'*'))
-            && next.is_some_and(|c| c.is_ascii_alphabetic() || *c == b')')
-    };
-    if i > 1 && by_letter(b.get(i - 1), b.get(i - 2)) {
+    if i > 1
+        && matches!(b[i - 1], b'/' | b'*')
+        && (b[i - 2].is_ascii_alphabetic() || b[i - 2] == b')')
+    {
         return crate::lex::number_end(text, i).max(i + 1);
     }
     let mut s = i;

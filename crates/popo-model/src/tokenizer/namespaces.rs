@@ -39,6 +39,14 @@ impl Shape {
     fn any(self) -> bool {
         self.ns || self.holds
     }
+    /// Anything at all when `may` (an unknown value made of namespaces), else nothing.
+    fn anything_if(may: bool) -> Shape {
+        if may {
+            Shape::ANY
+        } else {
+            Shape::NONE
+        }
+    }
     fn join(self, o: Shape) -> Shape {
         Shape {
             ns: self.ns || o.ns,
@@ -55,7 +63,7 @@ impl Shape {
 }
 
 /// The facts the fixed point grows: they only ever gain namespaces, so it ends.
-#[derive(Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 struct Facts {
     /// Every binding of a name, joined.
     names: HashMap<String, Shape>,
@@ -103,12 +111,7 @@ pub(crate) fn check(src: &str) -> Result<(), Refusal> {
     loop {
         let mut walk = Walk {
             facts: &facts,
-            next: Facts {
-                names: facts.names.clone(),
-                ns_attrs: facts.ns_attrs.clone(),
-                macros: facts.macros.clone(),
-                ..facts
-            },
+            next: facts.clone(),
             refusal: None,
         };
         walk.stmt(&ast);
@@ -129,13 +132,10 @@ struct Walk<'f> {
 impl Walk<'_> {
     fn bind(&mut self, target: &Expr, shape: Shape) {
         match target {
-            Expr::Var(v) => {
-                let s = self.next.names.entry(v.id.to_string()).or_default();
-                *s = s.join(shape);
-            }
+            Expr::Var(v) => self.bind_name(v.id, shape),
             // Unpacking (`a, b = x`, `for k, v in x`): each name may be any element.
             Expr::List(l) => {
-                let elem = if shape.any() { Shape::ANY } else { Shape::NONE };
+                let elem = Shape::anything_if(shape.any());
                 for t in &l.items {
                     self.bind(t, elem);
                 }
@@ -145,11 +145,7 @@ impl Walk<'_> {
     }
 
     fn bind_params(&mut self, params: &[Expr]) {
-        let shape = if self.facts.calls_pass_ns {
-            Shape::ANY
-        } else {
-            Shape::NONE
-        };
+        let shape = Shape::anything_if(self.facts.calls_pass_ns);
         for p in params {
             self.bind(p, shape);
         }
@@ -194,7 +190,7 @@ impl Walk<'_> {
             Stmt::EmitRaw(_) | Stmt::Continue(_) | Stmt::Break(_) => {}
             Stmt::ForLoop(f) => {
                 let iter = self.expr(&f.iter);
-                self.bind(&f.target, if iter.any() { Shape::ANY } else { Shape::NONE });
+                self.bind(&f.target, Shape::anything_if(iter.any()));
                 // `loop` keeps the iterator (`loop.previtem`, `loop.nextitem`).
                 self.bind_name("loop", iter.contained());
                 if let Some(e) = &f.filter_expr {
@@ -317,11 +313,7 @@ impl Walk<'_> {
         }
         // A builtin (`dict`, `cycler`), a method or a macro returns something made of its
         // arguments and its receiver at most.
-        if a.any() || f.any() {
-            Shape::ANY
-        } else {
-            Shape::NONE
-        }
+        Shape::anything_if(a.any() || f.any())
     }
 
     /// An attribute or item of a value of shape `of`; `name` when it is known.
@@ -330,11 +322,7 @@ impl Walk<'_> {
             Some(n) => self.facts.ns_any_attr || self.facts.ns_attrs.contains(n),
             None => self.facts.ns_any_attr || !self.facts.ns_attrs.is_empty(),
         };
-        if of.holds || (of.ns && ns_attr) {
-            Shape::ANY
-        } else {
-            Shape::NONE
-        }
+        Shape::anything_if(of.holds || (of.ns && ns_attr))
     }
 
     fn expr(&mut self, e: &Expr) -> Shape {
@@ -382,11 +370,7 @@ impl Walk<'_> {
             Expr::Filter(f) => {
                 let v = f.expr.as_ref().map_or(Shape::NONE, |e| self.expr(e));
                 let a = self.args(&f.args);
-                if v.any() || a.any() {
-                    Shape::ANY
-                } else {
-                    Shape::NONE
-                }
+                Shape::anything_if(v.any() || a.any())
             }
             Expr::Test(t) => {
                 self.expr(&t.expr);
