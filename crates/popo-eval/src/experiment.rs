@@ -432,7 +432,7 @@ pub struct Summary {
     /// has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<VariantSummary>,
-    /// Plain-language comparisons of POPO against GRPO and RAFT.
+    /// A plain verdict on each of the paper's claims (`crate::claims`).
     pub verdicts: Vec<String>,
 }
 
@@ -566,7 +566,7 @@ pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
     let (base, base_curves) =
         summarize(&base_run, spec.seeds.iter().map(|&s| (s, spec.base_dir(s))))?;
     let base = (!base.seeds.is_empty()).then_some(base);
-    let verdicts = compare(&variants);
+    let verdicts = crate::claims::judge(&variants, base.as_ref());
     let summary = Summary {
         variants,
         base,
@@ -636,51 +636,6 @@ pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
     let md = render_markdown(spec, &summary, command, &plot_files);
     std::fs::write(spec.out_dir.join("report.md"), md)?;
     Ok(summary)
-}
-
-fn find<'a>(v: &'a [VariantSummary], preset: &str) -> Option<&'a VariantSummary> {
-    v.iter().find(|s| s.name == preset).or_else(|| {
-        v.iter()
-            .find(|s| s.preset == preset && s.group == "algorithms")
-    })
-}
-
-/// POPO against GRPO and RAFT: the difference of mean final accuracy, set against the spread
-/// between seeds (the larger of the two standard deviations).
-pub fn compare(variants: &[VariantSummary]) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(popo) = find(variants, "popo").and_then(|p| Some((p, p.accuracy_after?))) else {
-        return out;
-    };
-    for other in ["grpo", "raft"] {
-        let Some((o, oa)) = find(variants, other).and_then(|o| Some((o, o.accuracy_after?))) else {
-            continue;
-        };
-        let (pa, name) = (popo.1, &o.name);
-        let diff = 100.0 * (pa.mean - oa.mean);
-        let spread = 100.0 * pa.std.max(oa.std);
-        let verb = if diff.abs() < 0.05 {
-            "tied with"
-        } else if diff > 0.0 {
-            "beat"
-        } else {
-            "did not beat"
-        };
-        let within = if diff.abs() <= spread {
-            "within the spread between seeds, so not a clear difference"
-        } else {
-            "larger than the spread between seeds"
-        };
-        out.push(format!(
-            "POPO {verb} {name}: {:.1}% vs {:.1}% final held-out accuracy ({diff:+.1} points; \
-             largest seed std {spread:.1} points: {within}; {} vs {} seeds).",
-            100.0 * pa.mean,
-            100.0 * oa.mean,
-            pa.n,
-            oa.n
-        ));
-    }
-    out
 }
 
 fn fmt_pct(s: &Option<Stat>) -> String {
@@ -781,7 +736,10 @@ fn render_markdown(
         ));
     }
     if !summary.verdicts.is_empty() {
-        md.push_str("## Verdict\n\n");
+        md.push_str(
+            "## Verdicts\n\nEach claim judged on the finished runs. A difference counts only when \
+             it is larger than the larger seed standard deviation of the two sides.\n\n",
+        );
         for v in &summary.verdicts {
             md.push_str(&format!("- {v}\n"));
         }
@@ -970,19 +928,18 @@ set = ["algo.alpha=0.0"]
         assert!((change.mean - 0.45).abs() < 1e-12 && change.n == 2);
         assert!((popo.wall_s.unwrap().mean - 10.5).abs() < 1e-12);
 
-        assert_eq!(sum.verdicts.len(), 2);
+        assert_eq!(sum.verdicts.len(), 5);
         assert!(
-            sum.verdicts[0].starts_with("POPO beat grpo: 65.0% vs 42.0%")
-                && sum.verdicts[0].contains("+23.0 points")
-                && sum.verdicts[0].contains("larger than the spread"),
+            sum.verdicts[0].starts_with("**1. POPO matches or beats GRPO: holds.**")
+                && sum.verdicts[0].contains("65.0% vs 42.0% (+23.0 points, seed spread 7.1"),
             "{}",
             sum.verdicts[0]
         );
         assert!(
-            sum.verdicts[1].starts_with("POPO beat raft: 65.0% vs 64.0%")
-                && sum.verdicts[1].contains("within the spread"),
+            sum.verdicts[3].contains("(POPO vs RAFT): not shown (within the spread).**")
+                && sum.verdicts[3].contains("65.0% vs 64.0% (+1.0 points"),
             "{}",
-            sum.verdicts[1]
+            sum.verdicts[3]
         );
         let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
         assert!(

@@ -2,6 +2,7 @@
 //! reports and plots.
 
 pub mod bench;
+pub mod claims;
 pub mod experiment;
 pub mod metrics;
 pub mod plot;
