@@ -269,7 +269,7 @@ fn quadratic(f: &Expr, x: &str, b: &mut Budget) -> R<Zeros> {
                     signs: vec![s, s],
                 },
                 _ => {
-                    let mut roots = match q_root(&d, 2) {
+                    let mut roots = match q_root(&d, 2, b)? {
                         Some(r) => vec![root((-&bq - &r) / &two_a), root((-&bq + &r) / &two_a)],
                         None => {
                             let sq = f64_of(&d).sqrt();
