@@ -699,20 +699,28 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
     (tok as u32, (z[tok] - lse) as f32)
 }
 
-/// Inverse-CDF draw from unnormalised weights.
+/// Inverse-CDF draw from unnormalised `(index, weight)` pairs.
 fn draw(rng: &mut impl Rng, weights: impl Iterator<Item = (usize, f64)> + Clone) -> usize {
-    let total: f64 = weights.clone().map(|w| w.1).sum();
-    let mut u = rng.random::<f64>() * total;
-    let mut last = 0;
+    let total: f64 = weights.clone().map(|w| w.1).filter(|&w| w > 0.0).sum();
+    inverse_cdf(weights, rng.random::<f64>() * total).0
+}
+
+/// The index of the `(index, weight)` pair in which the cumulative mass passes `target`, and
+/// what is left of `target` inside it. Zero and NaN weights are never chosen; if rounding leaves
+/// `target` past the end, the last positive weight is chosen. Shared by the host sampler and the
+/// device sampler's two-level draw, so both treat such weights alike.
+fn inverse_cdf(weights: impl Iterator<Item = (usize, f64)>, mut target: f64) -> (usize, f64) {
+    let mut last = (0, 0.0);
     for (i, w) in weights {
-        if w <= 0.0 {
+        // NaN included: it is not positive.
+        if w.is_nan() || w <= 0.0 {
             continue;
         }
-        last = i;
-        if u < w {
-            return i;
+        if target < w {
+            return (i, target);
         }
-        u -= w;
+        target -= w;
+        last = (i, w);
     }
     last
 }

@@ -12,7 +12,7 @@
 //! `sample_token` picks, except when the uniform falls within float rounding of a boundary
 //! between two tokens' cumulative masses (the device sums in f32, the host in f64).
 
-use super::note_host_bytes;
+use super::{inverse_cdf, note_host_bytes};
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor};
 
@@ -104,7 +104,8 @@ pub fn sample_rows(logits: &Tensor, picks: &[Pick]) -> Result<Vec<Option<(u32, f
                 out[r] = Some((id, -(total.ln()) as f32));
             }
             Pick::Sample { u, .. } => {
-                let (k, residual) = inverse_cdf(blocks.iter().map(|&s| s as f64), u * total);
+                let (k, residual) =
+                    inverse_cdf(blocks.iter().map(|&s| s as f64).enumerate(), u * total);
                 gather.push((r * nb + k) as u32);
                 pending.push((r, k, residual, total.ln()));
             }
@@ -117,31 +118,12 @@ pub fn sample_rows(logits: &Tensor, picks: &[Pick]) -> Result<Vec<Option<(u32, f
             // The padding past the vocabulary is never a candidate.
             let n = bs.min(v - k * bs);
             let values = &block[i * bs..i * bs + n];
-            let (j, _) = inverse_cdf(values.iter().map(|&w| w as f64), residual);
+            let (j, _) = inverse_cdf(values.iter().map(|&w| w as f64).enumerate(), residual);
             let lp = (values[j] as f64).ln() - ln_total;
             out[r] = Some(((k * bs + j) as u32, lp as f32));
         }
     }
     Ok(out)
-}
-
-/// Index of the weight in which the cumulative mass passes `target`, and what is left of
-/// `target` inside it. Zero (and NaN) weights are never chosen; if rounding leaves `target`
-/// past the end, the last positive weight is chosen (the host sampler's `draw` does the same).
-fn inverse_cdf(weights: impl Iterator<Item = f64>, mut target: f64) -> (usize, f64) {
-    let mut last = (0, 0.0);
-    for (i, w) in weights.enumerate() {
-        // NaN included: it is not positive.
-        if w.is_nan() || w <= 0.0 {
-            continue;
-        }
-        if target < w {
-            return (i, target);
-        }
-        target -= w;
-        last = (i, w);
-    }
-    last
 }
 
 /// A tensor's f32 values on the host, counted as sampler traffic.
