@@ -20,7 +20,7 @@
 
 mod device;
 
-pub use device::{block_size, sample_rows, Pick};
+pub use device::{block_size, sample_rows, Filter, Pick};
 
 use crate::model::{KvCache, Model};
 use crate::tokenizer::Tokenizer;
@@ -482,9 +482,16 @@ fn choose_tokens(
     params: &SamplingParams,
 ) -> Result<Vec<Option<(u32, f32)>>> {
     count(|s| s.steps += 1);
-    let filtered = params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0;
+    let filter = Filter {
+        top_k: params.top_k,
+        top_p: params.top_p,
+        min_p: params.min_p,
+    };
     let all_greedy = slots.iter().flatten().all(|r| r.greedy);
-    if (!filtered || all_greedy) && !HOST_ONLY.with(|h| h.get()) {
+    // A filter on the device costs more arithmetic than the host sort (device.rs), which pays
+    // off only where the logits would otherwise cross to the host.
+    let filter_on_device = filter.is_off() || all_greedy || !logits.device().is_cpu();
+    if filter_on_device && !HOST_ONLY.with(|h| h.get()) {
         let picks: Vec<Pick> = slots
             .iter_mut()
             .map(|s| match s {
@@ -496,9 +503,9 @@ fn choose_tokens(
                 },
             })
             .collect();
-        return sample_rows(logits, &picks);
+        return sample_rows(logits, &picks, &filter);
     }
-    // top-k / top-p / min-p: the host sampler over the copied logits. Rows are independent (own
+    // top-k / top-p / min-p on the CPU: the host sampler over the logits. Rows are independent (own
     // RNG), so they are drawn in parallel: with a 150k vocabulary the softmax over each row
     // dominates a CPU decode step otherwise.
     let host = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?; // [slots][vocab]
@@ -661,28 +668,43 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
     let tok = if !filtered {
         draw(rng, probs.iter().cloned().enumerate())
     } else {
-        let pmax = (max - lse).exp();
-        // Tokens below this mass cut can never be inside the nucleus: all of them together hold
-        // less than 1 - top_p, so skipping them before sorting is exact.
-        let mut cut = params.min_p * pmax;
-        if params.top_p < 1.0 {
-            cut = cut.max(0.5 * (1.0 - params.top_p) / probs.len() as f64);
+        // min-p, then top-k, then top-p over the mass that those keep, as the device's filter
+        // (device.rs), and the draw walks the kept ids in id order as it does, so for the same
+        // uniform both pick the same token (up to ties and rounding at a cut).
+        let floor = params.min_p * (max - lse).exp();
+        let mut cand: Vec<(usize, f64)>;
+        let total: f64;
+        if params.top_k > 0 {
+            cand = probs
+                .iter()
+                .cloned()
+                .enumerate()
+                .filter(|&(_, p)| p >= floor)
+                .collect();
+            if cand.len() > params.top_k {
+                cand.select_nth_unstable_by(params.top_k - 1, |a, b| {
+                    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+                });
+                cand.truncate(params.top_k);
+            }
+            total = cand.iter().map(|c| c.1).sum();
+        } else {
+            total = probs.iter().filter(|&&p| p >= floor).sum();
+            // Ids below this cut hold less than (1 - top_p) / 2 of `total` together, so the
+            // nucleus ends before reaching them: skipping them before the sort is exact.
+            let mut cut = floor;
+            if params.top_p < 1.0 {
+                cut = cut.max(0.5 * (1.0 - params.top_p) * total / probs.len() as f64);
+            }
+            cand = probs
+                .iter()
+                .cloned()
+                .enumerate()
+                .filter(|&(_, p)| p >= cut)
+                .collect();
         }
-        let mut cand: Vec<(usize, f64)> = probs
-            .iter()
-            .cloned()
-            .enumerate()
-            .filter(|&(_, p)| p >= cut)
-            .collect();
-        if params.top_k > 0 && cand.len() > params.top_k {
-            cand.select_nth_unstable_by(params.top_k - 1, |a, b| {
-                b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-            });
-            cand.truncate(params.top_k);
-        }
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if params.top_p < 1.0 {
-            let total: f64 = cand.iter().map(|c| c.1).sum();
+            cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             let mut acc = 0.0;
             let mut keep = cand.len();
             for (i, c) in cand.iter().enumerate() {
@@ -694,6 +716,7 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
             }
             cand.truncate(keep);
         }
+        cand.sort_unstable_by_key(|c| c.0);
         draw(rng, cand.into_iter())
     };
     (tok as u32, (z[tok] - lse) as f32)
