@@ -249,18 +249,49 @@ fn ablations(variants: &[VariantSummary]) -> String {
     s
 }
 
+/// Below this pass@k (at the largest k), a run has collapsed: it answers almost nothing.
+const COLLAPSED: f64 = 0.01;
+
+fn collapsed_note(runs: &[(&str, (usize, Stat))]) -> String {
+    let list: Vec<String> = runs
+        .iter()
+        .map(|(n, (k, s))| format!("`{n}` (pass@{k} {})", pct(*s)))
+        .collect();
+    format!(
+        " Left out as collapsed (no correct answer left): {}.",
+        list.join(", ")
+    )
+}
+
 /// Claim 5 (arXiv 2506.01347): learning from positives only narrows coverage, so POPO and RAFT
 /// end below the methods that use negatives at the largest k.
-fn pass_at_large_k(variants: &[VariantSummary], base: Option<&VariantSummary>) -> String {
+fn pass_at_large_k<'a>(variants: &'a [VariantSummary], base: Option<&VariantSummary>) -> String {
     let claim = "5. Positive-only methods lower pass@k at large k";
-    let top = |name| find(variants, name).and_then(|v| Some((v.name.as_str(), pass_top(v)?)));
-    let pos: Vec<_> = POSITIVE_ONLY.iter().filter_map(|n| top(n)).collect();
-    let neg: Vec<_> = WITH_NEGATIVES.iter().filter_map(|n| top(n)).collect();
+    let top = |v: &'a VariantSummary| Some((v.name.as_str(), pass_top(v)?));
+    let pos: Vec<_> = POSITIVE_ONLY
+        .iter()
+        .filter_map(|n| find(variants, n).and_then(top))
+        .collect();
+    // Every variant of a method with negatives outside the ablations: the main rows and any
+    // controls (e.g. at another learning rate).
+    let all_neg: Vec<_> = variants
+        .iter()
+        .filter(|v| WITH_NEGATIVES.contains(&v.preset.as_str()) && v.group != "ablations")
+        .filter_map(top)
+        .collect();
+    // A run that lost every answer (pass@k ~ 0) says nothing about coverage: it is named, and
+    // left out of the comparison.
+    let (collapsed, neg): (Vec<_>, Vec<_>) = all_neg
+        .into_iter()
+        .partition(|(_, (_, s))| s.mean < COLLAPSED);
     if pos.is_empty() || neg.is_empty() {
-        return not_measured(
-            claim,
-            "Needs pass@k from a positive-only run (`popo`, `raft`) and from one that uses negatives (`grpo`, `nsr`, `w_reinforce`).",
-        );
+        let mut why = "Needs pass@k from a positive-only run (`popo`, `raft`) and from one that \
+                       uses negatives (`grpo`, `nsr`, `w_reinforce`) and did not collapse."
+            .to_string();
+        if !collapsed.is_empty() {
+            why.push_str(&collapsed_note(&collapsed));
+        }
+        return not_measured(claim, &why);
     }
     let mut sides = Vec::new();
     let mut pairs = Vec::new();
@@ -301,6 +332,9 @@ fn pass_at_large_k(variants: &[VariantSummary], base: Option<&VariantSummary>) -
         "**{claim}: {verdict}.** pass@{k} at T = 1: {}.",
         pairs.join("; ")
     );
+    if !collapsed.is_empty() {
+        s.push_str(&collapsed_note(&collapsed));
+    }
     // Coverage lost to training at all, whatever the method: every algorithm against the base.
     if let Some((kb, sb)) = base.and_then(pass_top).filter(|&(kb, _)| kb == k) {
         let all: Vec<Stat> = variants
@@ -489,6 +523,32 @@ mod tests {
         assert!(
             out.contains("reaches 91.0% at pass@64; 3 of the 4 trained methods end below it"),
             "{out}"
+        );
+        let mut dead = with_pass(
+            variant("w_reinforce", "algorithms", 0.0, 0.0),
+            0.0,
+            0.0,
+            0.0,
+        );
+        dead.preset = "w_reinforce".into();
+        let mut control = with_pass(variant("nsr-lr2e-5", "controls", 0.4, 0.0), 0.3, 0.95, 0.01);
+        control.preset = "nsr".into();
+        let with_dead = [v[0].clone(), dead.clone(), control];
+        let out = pass_at_large_k(&with_dead, None);
+        assert!(
+            out.contains(": holds.**") && out.contains("popo vs nsr-lr2e-5 77.0% vs 95.0%"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with(
+                "Left out as collapsed (no correct answer left): `w_reinforce` (pass@64 0.0%)."
+            ),
+            "{out}"
+        );
+        let only_dead = pass_at_large_k(&[v[0].clone(), dead], None);
+        assert!(
+            only_dead.contains(": not measured.**") && only_dead.contains("`w_reinforce`"),
+            "{only_dead}"
         );
         let below = [v[0].clone(), v[3].clone()];
         assert!(pass_at_large_k(&below, None).contains(": holds.**"));

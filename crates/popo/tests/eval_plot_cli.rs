@@ -181,7 +181,7 @@ fn committed_experiment_files_resolve() {
         ),
         (
             "experiment-400.toml",
-            13,
+            15,
             &[
                 "popo",
                 "raft",
@@ -190,6 +190,8 @@ fn committed_experiment_files_resolve() {
                 "dapo",
                 "nsr",
                 "w_reinforce",
+                "nsr-lr2e-5",
+                "w_reinforce-lr2e-5",
                 "popo-beta-ent0",
             ][..],
         ),
