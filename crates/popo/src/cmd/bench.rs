@@ -35,6 +35,7 @@ pub struct Args {
     /// Timed runs per measurement (the median is reported), after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Seed of the random prompts and of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print one JSON object (stable keys) instead of the table.

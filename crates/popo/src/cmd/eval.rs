@@ -22,15 +22,19 @@ pub struct Args {
     /// Samples per problem (0 with --greedy: greedy only).
     #[arg(long, default_value_t = 16)]
     pub n: usize,
+    /// Sampling temperature of the n samples (the greedy row ignores it).
     #[arg(long, default_value_t = 0.6)]
     pub temperature: f64,
+    /// Nucleus sampling: draw from the most likely tokens holding this share of the mass (1 = off).
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f64,
+    /// Most tokens generated per sample.
     #[arg(long, default_value_t = 4096)]
     pub max_new_tokens: usize,
     /// qwen_math | r1_zero | chat | plain.
     #[arg(long, default_value = "qwen_math")]
     pub template: String,
+    /// Problem i's samples are seeded from (seed, i) alone, whatever the batch or subset.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Also decode greedily and report greedy accuracy.
@@ -45,8 +49,10 @@ pub struct Args {
     /// Only the first N problems of each benchmark.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// The JSONL field holding the problem text.
     #[arg(long, default_value = "problem")]
     pub problem_field: String,
+    /// The JSONL field holding the gold answer.
     #[arg(long, default_value = "answer")]
     pub answer_field: String,
     /// cpu | cuda | cuda:N

@@ -38,14 +38,17 @@ pub struct Args {
     /// 0 = greedy.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Nucleus sampling: the most likely tokens holding this share of the mass (1 = off); applied
+    /// after top-k and min-p.
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f64,
-    /// 0 = off.
+    /// Only the k most likely tokens (0 = off).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
-    /// 0 = off.
+    /// Only tokens at least this share of the most likely one's probability (0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub min_p: f64,
+    /// Most tokens generated per sample.
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
     /// Stop string (repeatable). EOS ids from the config/tokenizer always stop.
@@ -54,6 +57,7 @@ pub struct Args {
     /// Argmax decoding.
     #[arg(long)]
     pub greedy: bool,
+    /// Sampler seed: every sampled row draws from its own stream derived from it.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Prompts per sampling batch.
