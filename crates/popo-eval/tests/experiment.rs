@@ -78,7 +78,13 @@ set = ["algo.tau=1.0"]
         let ks: Vec<usize> = p.pass_at_k.iter().map(|x| x.0).collect();
         assert_eq!((p.n, ks), (4, vec![1, 2, 4]), "{}", v.name);
     }
-    assert_eq!(summary.verdicts.len(), 1, "{:?}", summary.verdicts);
+    // One verdict per claim; with popo and grpo both finished, the first is judged.
+    assert_eq!(summary.verdicts.len(), 5, "{:?}", summary.verdicts);
+    assert!(
+        summary.verdicts[0].starts_with("**1. POPO matches or beats GRPO: holds"),
+        "{}",
+        summary.verdicts[0]
+    );
     let out = tmp.path().join("out");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## algorithms") && md.contains("## ablations"));

@@ -672,37 +672,30 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
         // (device.rs), and the draw walks the kept ids in id order as it does, so for the same
         // uniform both pick the same token (up to ties and rounding at a cut).
         let floor = params.min_p * (max - lse).exp();
-        let mut cand: Vec<(usize, f64)>;
-        let total: f64;
-        if params.top_k > 0 {
-            cand = probs
-                .iter()
-                .cloned()
-                .enumerate()
-                .filter(|&(_, p)| p >= floor)
-                .collect();
+        let above = |cut: f64| -> Vec<(usize, f64)> {
+            let ids = probs.iter().cloned().enumerate();
+            ids.filter(|&(_, p)| p >= cut).collect()
+        };
+        let (mut cand, total) = if params.top_k > 0 {
+            let mut cand = above(floor);
             if cand.len() > params.top_k {
                 cand.select_nth_unstable_by(params.top_k - 1, |a, b| {
                     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
                 });
                 cand.truncate(params.top_k);
             }
-            total = cand.iter().map(|c| c.1).sum();
+            let total: f64 = cand.iter().map(|c| c.1).sum();
+            (cand, total)
         } else {
-            total = probs.iter().filter(|&&p| p >= floor).sum();
+            let total: f64 = probs.iter().filter(|&&p| p >= floor).sum();
             // Ids below this cut hold less than (1 - top_p) / 2 of `total` together, so the
             // nucleus ends before reaching them: skipping them before the sort is exact.
             let mut cut = floor;
             if params.top_p < 1.0 {
                 cut = cut.max(0.5 * (1.0 - params.top_p) * total / probs.len() as f64);
             }
-            cand = probs
-                .iter()
-                .cloned()
-                .enumerate()
-                .filter(|&(_, p)| p >= cut)
-                .collect();
-        }
+            (above(cut), total)
+        };
         if params.top_p < 1.0 {
             cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             let mut acc = 0.0;
