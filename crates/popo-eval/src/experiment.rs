@@ -735,6 +735,23 @@ fn render_markdown(
             total / 3600.0
         ));
     }
+    // Cells of the grid with no finished record: what the report does not cover.
+    let missing: Vec<String> = spec
+        .runs
+        .iter()
+        .flat_map(|r| spec.seeds.iter().map(move |&s| (r, s)))
+        .filter(|&(r, s)| !spec.run_dir(r, s).join(RUN_DONE_FILE).exists())
+        .map(|(r, s)| format!("{} s{s}", r.name))
+        .collect();
+    if !missing.is_empty() {
+        md.push_str(&format!(
+            "Not run ({} of {} cells; the same command runs them, finished ones are skipped): \
+             {}.\n\n",
+            missing.len(),
+            spec.runs.len() * spec.seeds.len(),
+            missing.join(", ")
+        ));
+    }
     if !summary.verdicts.is_empty() {
         md.push_str(
             "## Verdicts\n\nEach claim judged on the finished runs. A difference counts only when \
@@ -962,6 +979,14 @@ set = ["algo.alpha=0.0"]
         assert!(sum.base.is_none() && sum.variants.iter().all(|v| v.pass_at_k.is_none()));
         assert!(!md.contains("## pass@k"));
         assert!(md.contains("Wall time: 8 finished runs, 84 s"), "{md}");
+        assert!(!md.contains("Not run"), "{md}");
+        std::fs::remove_file(s.run_dir(&s.runs[3], 1).join(RUN_DONE_FILE)).unwrap();
+        write_report(&s, "popo experiment x.toml").unwrap();
+        let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+        assert!(
+            md.contains("Not run (1 of 8 cells; the same command runs them, finished ones are skipped): popo-alpha0 s1."),
+            "{md}"
+        );
         for f in [
             "algorithms_eval_accuracy.svg",
             "algorithms_eval_accuracy.png",
