@@ -53,6 +53,17 @@ pub struct SamplingParams {
     pub seed: u64,
 }
 
+impl SamplingParams {
+    /// The top-k / top-p / min-p part, which the host and the device sampler both apply.
+    pub fn filter(&self) -> Filter {
+        Filter {
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+        }
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {
@@ -482,11 +493,7 @@ fn choose_tokens(
     params: &SamplingParams,
 ) -> Result<Vec<Option<(u32, f32)>>> {
     count(|s| s.steps += 1);
-    let filter = Filter {
-        top_k: params.top_k,
-        top_p: params.top_p,
-        min_p: params.min_p,
-    };
+    let filter = params.filter();
     let all_greedy = slots.iter().flatten().all(|r| r.greedy);
     // A filter on the device costs more arithmetic than the host sort (device.rs), which pays
     // off only where the logits would otherwise cross to the host.
@@ -664,8 +671,7 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
     let sum: f64 = z.iter().map(|&x| (x - max).exp()).sum();
     let lse = max + sum.ln();
     let probs: Vec<f64> = z.iter().map(|&x| (x - lse).exp()).collect();
-    let filtered = params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0;
-    let tok = if !filtered {
+    let tok = if params.filter().is_off() {
         draw(rng, probs.iter().cloned().enumerate())
     } else {
         // min-p, then top-k, then top-p over the mass that those keep, as the device's filter

@@ -1,8 +1,8 @@
 //! Token selection on the logits' device: only the chosen ids and their log-probs reach the host.
 //!
 //! Greedy rows take the argmax. Sampled rows use a two-level inverse CDF of softmax(logits / T),
-//! restricted by the `Filter` (top-k, top-p, min-p) when one is set. With a vocabulary of V split into `nb` blocks of
-//! `bs` ~ sqrt(V) ids, the device computes `e = exp(z - max z)` and its block sums `[rows, nb]`;
+//! restricted by the `Filter` (top-k, top-p, min-p) when one is set. With a vocabulary of V
+//! split into `nb` blocks of `bs` ~ sqrt(V) ids, the device computes `e = exp(z - max z)` and its block sums `[rows, nb]`;
 //! the host picks a block from those with the row's uniform, and only that block's `bs` values
 //! cross next. A row thus moves about 2 sqrt(V) floats to the host instead of V (151,936 ->
 //! 780 for Qwen2.5), and the host work per row is as small.
@@ -68,16 +68,25 @@ const BISECT_STEPS: usize = 40;
 /// `exp(-105)` is 0 in f32: lower logits carry no mass, so no threshold needs to go below.
 const FLOOR: f64 = -105.0;
 
-/// Per row, the largest threshold `s` in [lo, 1] with `sum(weights where d >= s) >= target`,
-/// by bisection on the device. With unit weights that is a count, with `e` a mass. If even `lo`
+/// `weights` where `d >= s` (a threshold per row) and 0 elsewhere; without weights, 1 where
+/// kept. [rows, v]
+fn kept(d: &Tensor, s: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    let mask = d.broadcast_ge(s)?.to_dtype(DType::F32)?;
+    Ok(match weights {
+        Some(w) => (mask * w)?,
+        None => mask,
+    })
+}
+
+/// Per row, the largest threshold `s` in [lo, 1] whose kept weights (`kept`) sum to at least
+/// `target`, by bisection on the device: without weights a count, with `e` a mass. If even `lo`
 /// misses the target, `lo` is returned (keep all that `lo` keeps).
-fn bisect(d: &Tensor, weights: &Tensor, lo: Tensor, target: &Tensor) -> Result<Tensor> {
+fn bisect(d: &Tensor, weights: Option<&Tensor>, lo: Tensor, target: &Tensor) -> Result<Tensor> {
     let mut lo = lo; // [rows, 1]
     let mut hi = lo.ones_like()?; // above every d (max 0)
     for _ in 0..BISECT_STEPS {
         let mid = ((&lo + &hi)? * 0.5)?;
-        let kept = d.broadcast_ge(&mid)?.to_dtype(DType::F32)?; // [rows, v]
-        let measure = (kept * weights)?.sum_keepdim(1)?; // [rows, 1]
+        let measure = kept(d, &mid, weights)?.sum_keepdim(1)?; // [rows, 1]
         let ok = measure.ge(target)?;
         lo = ok.where_cond(&mid, &lo)?;
         hi = ok.where_cond(&hi, &mid)?;
@@ -95,12 +104,12 @@ fn threshold(d: &Tensor, e: &Tensor, f: &Filter) -> Result<Tensor> {
     let mut s = Tensor::full(floor as f32, (rows, 1), dev)?;
     if f.top_k > 0 && f.top_k < v {
         let k = Tensor::full(f.top_k as f32, (rows, 1), dev)?;
-        s = bisect(d, &e.ones_like()?, s, &k)?;
+        s = bisect(d, None, s, &k)?;
     }
     if f.top_p < 1.0 {
-        let kept = d.broadcast_ge(&s)?.to_dtype(DType::F32)?;
-        let target = ((kept * e)?.sum_keepdim(1)? * f.top_p)?; // of what min-p and top-k keep
-        s = bisect(d, e, s, &target)?;
+        // top_p of the mass that min-p and top-k keep.
+        let target = (kept(d, &s, Some(e))?.sum_keepdim(1)? * f.top_p)?;
+        s = bisect(d, Some(e), s, &target)?;
     }
     Ok(s)
 }
@@ -166,10 +175,8 @@ pub fn sample_rows(
             filter.top_p,
             filter.min_p
         );
-        let kept = d
-            .broadcast_ge(&threshold(&d, &e, filter)?)?
-            .to_dtype(DType::F32)?;
-        ((kept * &e)?, Some(to_host(&e.sum(1)?)?))
+        let s = threshold(&d, &e, filter)?;
+        (kept(&d, &s, Some(&e))?, Some(to_host(&e.sum(1)?)?))
     } else {
         (e, None)
     };
