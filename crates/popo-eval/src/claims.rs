@@ -87,21 +87,23 @@ fn not_measured(claim: &str, missing: &str) -> String {
 /// issue 15's report: POPO vs GRPO, implicit negatives, the ablations, POPO vs RAFT, pass@k.
 pub fn judge(variants: &[VariantSummary], base: Option<&VariantSummary>) -> Vec<String> {
     vec![
-        popo_vs(variants, "grpo", "1. POPO matches or beats GRPO"),
+        popo_vs(variants, "grpo", "1. POPO matches or beats GRPO", false),
         implicit_negatives(variants),
         ablations(variants),
         popo_vs(
             variants,
             "raft",
             "4. POPO is more than positive-only SFT (POPO vs RAFT)",
+            true,
         ),
         pass_at_large_k(variants, base),
     ]
 }
 
 /// Claims 1 and 4: POPO against one baseline on final greedy accuracy, with pass@1 at T = 1 and
-/// the cost beside it.
-fn popo_vs(variants: &[VariantSummary], other: &str, claim: &str) -> String {
+/// the cost beside it. A tie within the spread settles a claim of a match (claim 1), not one
+/// that asks for more (`wants_more`, claim 4).
+fn popo_vs(variants: &[VariantSummary], other: &str, claim: &str, wants_more: bool) -> String {
     let pair = find(variants, "popo").zip(find(variants, other));
     let Some(((p, pa), (o, oa))) =
         pair.and_then(|(p, o)| Some(((p, p.accuracy_after?), (o, o.accuracy_after?))))
@@ -109,8 +111,6 @@ fn popo_vs(variants: &[VariantSummary], other: &str, claim: &str) -> String {
         return not_measured(claim, &format!("Needs finished `popo` and `{other}` runs."));
     };
     let gap = Gap::of(pa, oa);
-    // Claim 1 asks for a match, claim 4 for more than RAFT: a tie settles the first, not the second.
-    let wants_more = other == "raft";
     let verdict = match (gap.side(), wants_more) {
         (Side::Above, _) => "holds",
         (Side::Within, false) => "holds (a match, within the spread)",
@@ -159,8 +159,8 @@ fn implicit_negatives(variants: &[VariantSummary]) -> String {
     let (Some((pn, pp, p_ok)), Some((rn, rp, r_ok))) = (probe("popo"), probe("raft")) else {
         return not_measured(claim, "Needs `popo` and `raft` runs with the probe on.");
     };
-    // "More" compares how far each pushes negatives down per unit it pulls positives up, since
-    // the raw sizes scale with each method's step size.
+    // "More" is judged on the raw delta_neg against the spread; the ratios to each method's
+    // delta_pos are reported beside it, since raw sizes scale with each method's step size.
     let (p_ratio, r_ratio) = (-pn.mean / pp.mean, -rn.mean / rp.mean);
     let more = Gap::of(rn, pn).side();
     let verdict = match (p_ok, more) {
