@@ -27,6 +27,9 @@
 # Shapes (environment; defaults are the issue's):
 #   GPU_BATCH=1,64,256 GPU_PROMPT=128 GPU_NEW=256 GPU_TRAIN="16x512 64x320"  REPEATS=3
 #   CPU_BATCH=1,32     CPU_PROMPT=128 CPU_NEW=64  CPU_TRAIN=8x256  PAIRS=3  CPU_REPEATS=1
+#   GROUP=8 GPU_GROUP_BATCH=64,256 CPU_GROUP_BATCH=32: the rollout shape of an RL step, B / GROUP
+#   prompts x GROUP samples (popo prefills each prompt once; the reference gets each prompt
+#   repeated GROUP times, as TRL's GRPO trainer calls `generate`). GROUP=1 skips it.
 # GPU_DEVICE=cpu GPU_LAYERS=2 (and small shapes) dry-runs the GPU flow on a machine without one.
 # A training shape BxL is B sequences of L tokens (a quarter prompt), in micro-batches of
 # MICRO (default 8); 64x320 is a GRPO step of 8 prompts x 8 samples x 240 completion tokens.
@@ -148,10 +151,12 @@ for prefix in prefixes:
             continue
         mem = load(f"{out}/{prefix}-popo{k}.mem.json") or {}
         training = a.get("train_tokens_per_s") is not None
+        g = a.get("group_size", 1)
         for bs, v in a.get("decode_tokens_per_s", {}).items():
             if training and prefix.startswith("train"):
                 continue  # the two-token decode a training run makes
-            rows.setdefault(f"decode tok/s, batch {bs}", []).append(
+            shape = f" ({int(bs) // g} prompts x {g})" if g > 1 and int(bs) >= g else ""
+            rows.setdefault(f"decode tok/s, batch {bs}{shape}", []).append(
                 (k, v, b.get("decode_tokens_per_s", {}).get(bs),
                  a.get("decode_ms_per_step", {}).get(bs), b.get("decode_ms_per_step", {}).get(bs)))
         if training:
@@ -241,7 +246,13 @@ PY
     run_popo decode-popo "$D" bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP"
     run_torch decode-torch "$D" bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP"
     run_popo hostsampling-decode "$D" bf16 "$M" $(decode_args "$B" "$PL" "$N") --repeats "$RP" --host-sampling
-    local shapes=()
+    local G=${GROUP:-8} shapes=()
+    if [ "$G" -gt 1 ]; then
+        local GB=${GPU_GROUP_BATCH:-64,256}
+        run_popo rollouts-popo "$D" bf16 "$M" $(decode_args "$GB" "$PL" "$N") --repeats "$RP" --group-size "$G"
+        run_torch rollouts-torch "$D" bf16 "$M" $(decode_args "$GB" "$PL" "$N") --repeats "$RP" --group-size "$G"
+        shapes+=(rollouts)
+    fi
     for s in ${GPU_TRAIN:-16x512 64x320}; do
         run_popo "train-$s-popo" "$D" bf16 "$M" $(train_args "$s") --repeats "$RP"
         run_torch "train-$s-torch" "$D" bf16 "$M" $(train_args "$s") --repeats "$RP"
@@ -261,14 +272,21 @@ cpu() {
     local B=${CPU_BATCH:-1,32} PL=${CPU_PROMPT:-128} N=${CPU_NEW:-64} T=${CPU_TRAIN:-8x256} RP=${CPU_REPEATS:-1}
     local tb=${T%x*} tl=${T#*x}
     local args="--batch $B --prompt-len $PL --new-tokens $N --train-batch $tb --train-len $tl --micro-batch $MICRO --repeats $RP"
+    local G=${GROUP:-8} GB=${CPU_GROUP_BATCH:-32}
     for i in $(seq 1 "${PAIRS:-3}"); do
         # shellcheck disable=SC2086
         run_popo "cpu-popo$i" cpu f32 "$M" $args
         # shellcheck disable=SC2086
         run_torch "cpu-torch$i" cpu f32 "$M" $args
+        if [ "$G" -gt 1 ]; then
+            # shellcheck disable=SC2046
+            run_popo "rollouts-popo$i" cpu f32 "$M" $(decode_args "$GB" "$PL" "$N") --repeats "$RP" --group-size "$G"
+            # shellcheck disable=SC2046
+            run_torch "rollouts-torch$i" cpu f32 "$M" $(decode_args "$GB" "$PL" "$N") --repeats "$RP" --group-size "$G"
+        fi
         stamp "load $(cut -d' ' -f1-3 /proc/loadavg)"
     done
-    table "CPU: SmolLM2-135M-Instruct, f32, popo vs HF generate / PyTorch CPU ($T training)" cpu
+    table "CPU: SmolLM2-135M-Instruct, f32, popo vs HF generate / PyTorch CPU ($T training)" cpu rollouts
 }
 
 case $MODE in

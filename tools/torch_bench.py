@@ -5,7 +5,9 @@
 
 Decode: HF `generate` on random prompts, sampled at T = 1 (top-k and top-p off) with every row
 forced to the full length (min_new_tokens = max_new_tokens), timed over the whole call as popo
-times its own; ms/step subtracts a one-token call. Train: forward, token-mean NLL plus a 0.01
+times its own; ms/step subtracts a one-token call. With --group-size G a batch of B rows is B / G
+prompts each repeated G times, which is how TRL's GRPO trainer hands a step's rollouts to
+`generate` (it prefills every copy; popo prefills each prompt once). Train: forward, token-mean NLL plus a 0.01
 entropy term over every completion token (what POPO's loss asks of the logits), backward,
 gradient clip and AdamW over `train-batch` sequences of `train-len` tokens in micro-batches,
 the model in eager mode. Medians of `repeats` after a warm-up, as popo bench does.
@@ -25,6 +27,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--batch", default="1,64,256")
+    ap.add_argument("--group-size", type=int, default=1)
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--train-batch", type=int, default=16)
@@ -55,10 +58,12 @@ def main():
             torch.cuda.synchronize()
 
     report = {"model": a.model, "device": a.device, "dtype": a.dtype,
-              "decode_tokens_per_s": {}, "decode_ms_per_step": {}}
+              "group_size": a.group_size, "decode_tokens_per_s": {}, "decode_ms_per_step": {}}
     model.eval()
     for b in [int(x) for x in a.batch.split(",")]:
-        prompts = ids(b, a.prompt_len)
+        n = min(a.group_size, b)
+        assert b % n == 0, f"decode batch {b} is not a whole number of groups of {n}"
+        prompts = ids(b // n, a.prompt_len).repeat_interleave(n, dim=0)
         mask = torch.ones_like(prompts)
 
         def gen(n):

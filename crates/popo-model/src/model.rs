@@ -63,6 +63,21 @@ impl Linear {
             bias: self.bias.as_ref().map(|b| b.detach()),
         }
     }
+
+    /// One projection whose outputs are those of `parts`, side by side (a copy of the weights:
+    /// it does not follow later optimizer updates).
+    fn stacked(parts: &[&Linear]) -> Result<Self> {
+        let weights: Vec<Tensor> = parts.iter().map(|l| l.weight.detach()).collect();
+        let weight = Tensor::cat(&weights, 0)?; // [sum out, in]
+        // The projections of one block share `attention_bias`: all have a bias or none has.
+        let biases: Vec<Tensor> = parts.iter().filter_map(|l| l.bias.clone()).collect();
+        let bias = match biases.len() {
+            0 => None,
+            n if n == parts.len() => Some(Tensor::cat(&biases, 0)?.detach()),
+            _ => bail!("cannot stack projections where only some have a bias"),
+        };
+        Ok(Self { weight, bias })
+    }
 }
 
 #[derive(Clone)]
@@ -162,6 +177,8 @@ struct Attention {
     head_dim: usize,
     /// No-graph copies only: candle's fused softmax and RoPE kernels.
     fused: bool,
+    /// Decoding copies only (`Model::for_decoding`): q, k and v in one matmul.
+    qkv: Option<Linear>,
 }
 
 impl Attention {
@@ -188,6 +205,7 @@ impl Attention {
             n_kv: kv,
             head_dim: hd,
             fused: false,
+            qkv: None,
         })
     }
 
@@ -200,9 +218,18 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kv, hd) = (self.n_heads, self.n_kv, self.head_dim);
-        let mut q = self.q_proj.forward(x)?.reshape((b, t, h, hd))?;
-        let mut k = self.k_proj.forward(x)?.reshape((b, t, kv, hd))?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, kv, hd))?;
+        let (mut q, mut k, v) = match &self.qkv {
+            Some(qkv) => {
+                // Views of one [b, t, h + 2 kv, hd]: the head split below copies them anyway.
+                let y = qkv.forward(x)?.reshape((b, t, h + 2 * kv, hd))?;
+                (y.narrow(2, 0, h)?, y.narrow(2, h, kv)?, y.narrow(2, h + kv, kv)?)
+            }
+            None => (
+                self.q_proj.forward(x)?.reshape((b, t, h, hd))?,
+                self.k_proj.forward(x)?.reshape((b, t, kv, hd))?,
+                self.v_proj.forward(x)?.reshape((b, t, kv, hd))?,
+            ),
+        };
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
@@ -264,8 +291,16 @@ impl Attention {
             k_norm: self.k_norm.as_ref().map(|n| n.detached()),
             // f64 models (finite-difference tests) keep every op primitive.
             fused: self.q_proj.weight.dtype() != DType::F64,
+            qkv: None,
             ..*self
         }
+    }
+
+    fn for_decoding(&self) -> Result<Self> {
+        Ok(Self {
+            qkv: Some(Linear::stacked(&[&self.q_proj, &self.k_proj, &self.v_proj])?),
+            ..self.detached()
+        })
     }
 }
 
@@ -274,6 +309,8 @@ struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    /// Decoding copies only (`Model::for_decoding`): gate and up in one matmul.
+    gate_up: Option<Linear>,
 }
 
 impl Mlp {
@@ -283,18 +320,33 @@ impl Mlp {
             gate_proj: Linear::new(vb.pp("gate_proj"), d, i, false)?,
             up_proj: Linear::new(vb.pp("up_proj"), d, i, false)?,
             down_proj: Linear::new(vb.pp("down_proj"), i, d, false)?,
+            gate_up: None,
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(g * self.up_proj.forward(x)?)?)
+        let (g, u) = match &self.gate_up {
+            Some(gate_up) => {
+                let i = self.up_proj.weight.dim(0)?;
+                let y = gate_up.forward(x)?; // [b, t, 2i]
+                (y.narrow(2, 0, i)?, y.narrow(2, i, i)?)
+            }
+            None => (self.gate_proj.forward(x)?, self.up_proj.forward(x)?),
+        };
+        self.down_proj.forward(&(g.silu()? * u)?)
     }
     fn detached(&self) -> Self {
         Self {
             gate_proj: self.gate_proj.detached(),
             up_proj: self.up_proj.detached(),
             down_proj: self.down_proj.detached(),
+            gate_up: None,
         }
+    }
+    fn for_decoding(&self) -> Result<Self> {
+        Ok(Self {
+            gate_up: Some(Linear::stacked(&[&self.gate_proj, &self.up_proj])?),
+            ..self.detached()
+        })
     }
 }
 
@@ -341,6 +393,13 @@ impl Layer {
             input_layernorm: self.input_layernorm.detached(),
             post_attention_layernorm: self.post_attention_layernorm.detached(),
         }
+    }
+    fn for_decoding(&self) -> Result<Self> {
+        Ok(Self {
+            attn: self.attn.for_decoding()?,
+            mlp: self.mlp.for_decoding()?,
+            ..self.detached()
+        })
     }
 }
 
@@ -725,6 +784,22 @@ impl Model {
             dtype: self.dtype,
             no_grad: true,
         }
+    }
+
+    /// A `detached()` model whose q/k/v and gate/up projections each run as one matmul: fewer,
+    /// wider matmuls per layer (2 kernel launches fewer on a GPU). The stacked weights are a
+    /// copy, so the result must not outlive an optimizer step: make one per generation call.
+    /// f64 models (finite-difference tests) get the plain detached model.
+    pub fn for_decoding(&self) -> Result<Model> {
+        let mut model = self.detached();
+        if self.dtype != DType::F64 {
+            model.layers = self
+                .layers
+                .iter()
+                .map(|l| l.for_decoding())
+                .collect::<Result<_>>()?;
+        }
+        Ok(model)
     }
 
     /// Whether the forward uses candle's fused kernels (a `detached()` model, not f64).

@@ -335,7 +335,8 @@ fn run(
         }
         return Ok(());
     }
-    let model = model.detached();
+    // Weights are fixed for the length of a call, so the stacked projections stay current.
+    let model = model.for_decoding()?;
     let dev = model.device().clone();
     let max_pos = model.config().max_position_embeddings;
     let stop_window = params

@@ -37,7 +37,12 @@ fn buffers_per_step(layers: usize, fused: bool) -> usize {
     // Wide enough that every per-token tensor is at least MIN_BYTES (256 f32).
     let cfg = ModelConfig::qwen2_tiny(512, 256, layers, 4, 2, 512);
     let (_vm, model) = Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 1, 0.02).unwrap();
-    let model = if fused { model.detached() } else { model };
+    // The sampler decodes with `for_decoding()`: fused kernels and stacked projections.
+    let model = if fused {
+        model.for_decoding().unwrap()
+    } else {
+        model
+    };
     let b = 4;
     let ids = Tensor::from_vec(
         (0..b * 16).map(|i| (i % 500) as u32).collect(),
@@ -72,6 +77,6 @@ fn ops_per_layer_per_decode_step() {
          no-graph (fused) decode path; {rest} outside the layers"
     );
     assert!(fused < primitive, "{fused} vs {primitive}");
-    // A regression guard: the decode layer stays lean.
-    assert!(fused <= 40, "{fused} ops per layer");
+    // A regression guard: the decode layer stays lean (35 with stacked q/k/v and gate/up).
+    assert!(fused <= 35, "{fused} ops per layer");
 }

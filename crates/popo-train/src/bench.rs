@@ -2,7 +2,9 @@
 //! instrument behind every speed figure in BENCHMARKS.md.
 //!
 //! Decode: random prompts of `prompt_len` tokens, `new_tokens` sampled at T = 1 with no stop
-//! token, so every row runs to the full length; tokens/s counts every generated token over the
+//! token, so every row runs to the full length. A batch of `b` rows is `b / group_size` prompts
+//! with `group_size` samples each, as an RL step's rollouts are (group size 1: `b` distinct
+//! prompts, the shape of HF `generate` on a plain batch); tokens/s counts every generated token over the
 //! whole call (prefill included, as HF `generate` is timed), and ms/step is the decode step alone
 //! (the call minus a one-token call, over `new_tokens - 1` steps). Train: one POPO update
 //! (forward, loss, backward, clip, AdamW; every completion positive, so the NLL, similarity and
@@ -23,6 +25,8 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
     pub batches: Vec<usize>,
+    /// Samples per prompt in a decode batch (a batch smaller than this is one prompt's samples).
+    pub group_size: usize,
     pub prompt_len: usize,
     pub new_tokens: usize,
     pub train_batch: usize,
@@ -44,6 +48,8 @@ pub struct BenchReport {
     pub model: String,
     pub device: String,
     pub dtype: String,
+    /// Samples per prompt in each decode batch.
+    pub group_size: usize,
     /// Batch size -> generated tokens per second (prefill included).
     pub decode_tokens_per_s: BTreeMap<usize, f64>,
     /// Batch size -> milliseconds per decode step (prefill excluded).
@@ -81,18 +87,19 @@ fn random_ids(
         .collect()
 }
 
-/// Seconds of one `generate` call of `b` prompts and `new` tokens each, and the host bytes per
-/// token choice it moved.
+/// Seconds of one `generate` call of `n` samples of each prompt, `new` tokens each, and the
+/// host bytes per token choice it moved.
 fn time_generate(
     policy: &LmPolicy,
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
+    n: usize,
     new: usize,
     seed: u64,
     host_sampling: bool,
 ) -> Result<(f64, f64)> {
     let params = SamplingParams {
-        n: 1,
+        n,
         temperature: 1.0,
         max_new_tokens: new,
         seed,
@@ -128,6 +135,14 @@ pub fn run(
 ) -> Result<BenchReport> {
     ensure!(cfg.repeats >= 1, "repeats must be at least 1");
     ensure!(cfg.new_tokens >= 2, "new tokens must be at least 2");
+    ensure!(cfg.group_size >= 1, "group size must be at least 1");
+    for &b in &cfg.batches {
+        ensure!(
+            b <= cfg.group_size || b % cfg.group_size == 0,
+            "decode batch {b} is not a whole number of groups of {}",
+            cfg.group_size
+        );
+    }
     let vocab = policy.vocab_size();
     let avoid: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
     let mut rng = crate::data::SplitMix64(cfg.seed);
@@ -135,6 +150,7 @@ pub fn run(
         model: String::new(),
         device: format!("{device:?}"),
         dtype: format!("{:?}", policy.dtype()).to_lowercase(),
+        group_size: cfg.group_size,
         decode_tokens_per_s: BTreeMap::new(),
         decode_ms_per_step: BTreeMap::new(),
         decode_host_bytes_per_step: BTreeMap::new(),
@@ -144,21 +160,22 @@ pub fn run(
     };
     for &b in &cfg.batches {
         progress(&format!("decode, batch {b}"));
-        let prompts: Vec<Vec<u32>> = (0..b)
+        let n = cfg.group_size.min(b);
+        let prompts: Vec<Vec<u32>> = (0..b / n)
             .map(|_| random_ids(cfg.prompt_len, vocab, &avoid, &mut rng))
             .collect();
         let host = cfg.host_sampling;
-        time_generate(policy, tokenizer, &prompts, 2, cfg.seed, host)?; // warm-up
+        time_generate(policy, tokenizer, &prompts, n, 2, cfg.seed, host)?; // warm-up
         let mut full = Vec::new();
         let mut one = Vec::new();
         let mut host_bytes = 0.0;
         for r in 0..cfg.repeats {
             let seed = cfg.seed + r as u64;
             let (secs, bytes) =
-                time_generate(policy, tokenizer, &prompts, cfg.new_tokens, seed, host)?;
+                time_generate(policy, tokenizer, &prompts, n, cfg.new_tokens, seed, host)?;
             full.push(secs);
             host_bytes = bytes;
-            one.push(time_generate(policy, tokenizer, &prompts, 1, seed, host)?.0);
+            one.push(time_generate(policy, tokenizer, &prompts, n, 1, seed, host)?.0);
         }
         report.decode_host_bytes_per_step.insert(b, host_bytes);
         let (full, one) = (median(full), median(one));
@@ -260,8 +277,8 @@ impl BenchReport {
     /// The human-readable form of the report.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "model {}  device {}  dtype {}\n\n| decode batch | tokens/s | ms/step | host bytes/step |\n|---|---|---|---|\n",
-            self.model, self.device, self.dtype
+            "model {}  device {}  dtype {}  samples per prompt {}\n\n| decode batch | tokens/s | ms/step | host bytes/step |\n|---|---|---|---|\n",
+            self.model, self.device, self.dtype, self.group_size
         );
         for (b, tps) in &self.decode_tokens_per_s {
             let ms = self.decode_ms_per_step.get(b).copied().unwrap_or(f64::NAN);

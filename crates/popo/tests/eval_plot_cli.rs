@@ -216,3 +216,58 @@ fn committed_experiment_files_resolve() {
         }
     }
 }
+
+/// `popo bench --json` on a tiny checkpoint: the stable keys, one figure per decode batch, and
+/// a batch that is not a whole number of groups refused by name.
+#[test]
+fn bench_reports_every_batch_and_checks_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    tiny_checkpoint(&model);
+    let common = [
+        "--prompt-len",
+        "6",
+        "--new-tokens",
+        "4",
+        "--train-batch",
+        "2",
+        "--train-len",
+        "12",
+        "--micro-batch",
+        "1",
+        "--repeats",
+        "1",
+        "--json",
+    ];
+    let o = popo()
+        .args(["bench", "--model"])
+        .arg(&model)
+        .args(["--batch", "1,4", "--group-size", "2"])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["group_size"], 2);
+    for b in ["1", "4"] {
+        let tps = r["decode_tokens_per_s"][b].as_f64().unwrap();
+        assert!(tps.is_finite() && tps > 0.0, "batch {b}: {tps}");
+        assert!(r["decode_host_bytes_per_step"][b].as_f64().unwrap() > 0.0);
+    }
+    assert!(r["train_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["peak_mem_mb"].as_f64().unwrap() > 0.0);
+
+    let o = popo()
+        .args(["bench", "--model"])
+        .arg(&model)
+        .args(["--batch", "6", "--group-size", "4"])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("decode batch 6 is not a whole number of groups of 4"),
+        "{stderr}"
+    );
+}

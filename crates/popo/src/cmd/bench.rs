@@ -10,6 +10,10 @@ pub struct Args {
     /// Decode batch sizes, comma-separated; each row samples at T = 1 to the full length.
     #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
     pub batch: Vec<usize>,
+    /// Samples per prompt in a decode batch: a batch of B rows is B / G prompts with G samples
+    /// each, as an RL step's rollouts are (their prompt is prefilled once). 1: B distinct prompts.
+    #[arg(long, default_value_t = 1)]
+    pub group_size: usize,
     /// Prompt tokens per row (random ids).
     #[arg(long, default_value_t = 128)]
     pub prompt_len: usize,
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> Result<i32> {
     let loaded = popo_train::lm::Loaded::from(pre)?;
     let cfg = BenchConfig {
         batches: args.batch.clone(),
+        group_size: args.group_size,
         prompt_len: args.prompt_len,
         new_tokens: args.new_tokens,
         train_batch: args.train_batch,
