@@ -26,6 +26,11 @@ const INIT_STD: f64 = 0.02;
 struct Linear {
     weight: Tensor, // [out, in]
     bias: Option<Tensor>,
+    /// Decoding copies on the CPU only: the weight transposed, [in, out] contiguous. gemm packs
+    /// `x W^T` element by element from the [out, in] layout on every call, which at 2-64 rows
+    /// cost more than the product (38% of a SmolLM2 decode step); from [in, out] it packs by rows
+    /// (BENCHMARKS.md). Training keeps [out, in]: at thousands of rows the packing is amortised.
+    weight_t: Option<Tensor>,
 }
 
 impl Linear {
@@ -43,13 +48,21 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            weight_t: None,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d_in) = x.dims3()?;
         let d_out = self.weight.dim(0)?;
-        let y = x.reshape((b * t, d_in))?.matmul(&self.weight.t()?)?; // [b*t, out]
+        let x = x.reshape((b * t, d_in))?;
+        let y = match &self.weight_t {
+            Some(wt) => x.matmul(wt)?,
+            None => x.matmul(&self.weight.t()?)?,
+        }; // [b*t, out]
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
@@ -61,23 +74,45 @@ impl Linear {
         Self {
             weight: self.weight.detach(),
             bias: self.bias.as_ref().map(|b| b.detach()),
+            weight_t: None,
         }
+    }
+
+    /// A detached copy that keeps its weight transposed when `layout.transpose`.
+    fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
+        let mut l = self.detached();
+        if layout.transpose {
+            l.weight_t = Some(l.weight.t()?.contiguous()?);
+        }
+        Ok(l)
     }
 
     /// One projection whose outputs are those of `parts`, side by side (a copy of the weights:
     /// it does not follow later optimizer updates).
-    fn stacked(parts: &[&Linear]) -> Result<Self> {
+    fn stacked(parts: &[&Linear], layout: DecodeLayout) -> Result<Self> {
         let weights: Vec<Tensor> = parts.iter().map(|l| l.weight.detach()).collect();
         let weight = Tensor::cat(&weights, 0)?; // [sum out, in]
-        // The projections of one block share `attention_bias`: all have a bias or none has.
+                                                // The projections of one block share `attention_bias`: all have a bias or none has.
         let biases: Vec<Tensor> = parts.iter().filter_map(|l| l.bias.clone()).collect();
         let bias = match biases.len() {
             0 => None,
             n if n == parts.len() => Some(Tensor::cat(&biases, 0)?.detach()),
             _ => bail!("cannot stack projections where only some have a bias"),
         };
-        Ok(Self { weight, bias })
+        Self {
+            weight,
+            bias,
+            weight_t: None,
+        }
+        .for_decoding(layout)
     }
+}
+
+/// How `Model::for_decoding` lays out its copies of the weights.
+#[derive(Clone, Copy, Debug)]
+struct DecodeLayout {
+    /// Keep every layer matrix as [in, out] (`Linear::weight_t`).
+    transpose: bool,
 }
 
 #[derive(Clone)]
@@ -222,7 +257,11 @@ impl Attention {
             Some(qkv) => {
                 // Views of one [b, t, h + 2 kv, hd]: the head split below copies them anyway.
                 let y = qkv.forward(x)?.reshape((b, t, h + 2 * kv, hd))?;
-                (y.narrow(2, 0, h)?, y.narrow(2, h, kv)?, y.narrow(2, h + kv, kv)?)
+                (
+                    y.narrow(2, 0, h)?,
+                    y.narrow(2, h, kv)?,
+                    y.narrow(2, h + kv, kv)?,
+                )
             }
             None => (
                 self.q_proj.forward(x)?.reshape((b, t, h, hd))?,
@@ -296,9 +335,11 @@ impl Attention {
         }
     }
 
-    fn for_decoding(&self) -> Result<Self> {
+    fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
+        let qkv = [&self.q_proj, &self.k_proj, &self.v_proj];
         Ok(Self {
-            qkv: Some(Linear::stacked(&[&self.q_proj, &self.k_proj, &self.v_proj])?),
+            qkv: Some(Linear::stacked(&qkv, layout)?),
+            o_proj: self.o_proj.for_decoding(layout)?,
             ..self.detached()
         })
     }
@@ -342,9 +383,10 @@ impl Mlp {
             gate_up: None,
         }
     }
-    fn for_decoding(&self) -> Result<Self> {
+    fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
         Ok(Self {
-            gate_up: Some(Linear::stacked(&[&self.gate_proj, &self.up_proj])?),
+            gate_up: Some(Linear::stacked(&[&self.gate_proj, &self.up_proj], layout)?),
+            down_proj: self.down_proj.for_decoding(layout)?,
             ..self.detached()
         })
     }
@@ -394,10 +436,10 @@ impl Layer {
             post_attention_layernorm: self.post_attention_layernorm.detached(),
         }
     }
-    fn for_decoding(&self) -> Result<Self> {
+    fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
         Ok(Self {
-            attn: self.attn.for_decoding()?,
-            mlp: self.mlp.for_decoding()?,
+            attn: self.attn.for_decoding(layout)?,
+            mlp: self.mlp.for_decoding(layout)?,
             ..self.detached()
         })
     }
@@ -786,17 +828,22 @@ impl Model {
         }
     }
 
-    /// A `detached()` model whose q/k/v and gate/up projections each run as one matmul: fewer,
-    /// wider matmuls per layer (2 kernel launches fewer on a GPU). The stacked weights are a
-    /// copy, so the result must not outlive an optimizer step: make one per generation call.
-    /// f64 models (finite-difference tests) get the plain detached model.
+    /// A `detached()` model for decoding: its q/k/v and gate/up projections each run as one
+    /// matmul (fewer, wider matmuls; 2 kernel launches fewer per layer on a GPU), and on the CPU
+    /// every layer matrix is kept transposed (`Linear::weight_t`). The same layout whatever the
+    /// batch, so that a row's floats do not depend on the rows beside it. The copies (about 2/3
+    /// of the layers' weights; all of them on the CPU) must not outlive an optimizer step: make
+    /// one per generation call. f64 models (finite-difference tests) get the plain detached model.
     pub fn for_decoding(&self) -> Result<Model> {
         let mut model = self.detached();
         if self.dtype != DType::F64 {
+            let layout = DecodeLayout {
+                transpose: self.device.is_cpu(),
+            };
             model.layers = self
                 .layers
                 .iter()
-                .map(|l| l.for_decoding())
+                .map(|l| l.for_decoding(layout))
                 .collect::<Result<_>>()?;
         }
         Ok(model)

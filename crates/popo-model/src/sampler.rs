@@ -335,7 +335,7 @@ fn run(
         }
         return Ok(());
     }
-    // Weights are fixed for the length of a call, so the stacked projections stay current.
+    // Weights are fixed for the length of a call, so the decoding copies stay current.
     let model = model.for_decoding()?;
     let dev = model.device().clone();
     let max_pos = model.config().max_position_embeddings;

@@ -38,12 +38,12 @@ fn buffers_per_step(layers: usize, fused: bool) -> usize {
     let cfg = ModelConfig::qwen2_tiny(512, 256, layers, 4, 2, 512);
     let (_vm, model) = Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 1, 0.02).unwrap();
     // The sampler decodes with `for_decoding()`: fused kernels and stacked projections.
+    let b = 4;
     let model = if fused {
         model.for_decoding().unwrap()
     } else {
         model
     };
-    let b = 4;
     let ids = Tensor::from_vec(
         (0..b * 16).map(|i| (i % 500) as u32).collect(),
         (b, 16),
