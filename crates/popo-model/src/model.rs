@@ -288,20 +288,24 @@ impl Attention {
         let q = rotate(&q)?; // [b, h, t, hd]
         let k = rotate(&k)?; // [b, kv, t, hd]
         let v = v.transpose(1, 2)?.contiguous()?; // [b, kv, t, hd]
-        let (k, v) = match cache {
+        let (k_t, v) = match cache {
             Some((c, past)) => {
-                c.k.slice_set(&k, 2, past)?;
+                if c.k_dim == 3 {
+                    c.k.slice_set(&k.transpose(2, 3)?.contiguous()?, 3, past)?;
+                } else {
+                    c.k.slice_set(&k, 2, past)?;
+                }
                 c.v.slice_set(&v, 2, past)?;
-                (c.k.narrow(2, 0, past + t)?, c.v.narrow(2, 0, past + t)?) // [b, kv, s, hd]
+                c.keys_t_values(past + t)? // [b, kv, hd, s], [b, kv, s, hd]
             }
-            None => (k, v),
+            None => (k.t()?, v),
         };
-        let s = k.dim(2)?;
+        let s = v.dim(2)?;
         // GQA without copying k/v: query head g*rep + r reads kv head g, so fold the `rep`
         // query heads of a group into the row dimension of one matmul per kv head.
         let rep = h / kv;
         let q = q.reshape((b, kv, rep * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, kv, rep*t, s]
+        let scores = (q.matmul(&k_t)? * (1.0 / (hd as f64).sqrt()))?; // [b, kv, rep*t, s]
         let scores = scores.reshape((b, h, t, s))?;
         let dt = scores.dtype();
         let scores = match dt {
@@ -449,8 +453,22 @@ impl Layer {
 }
 
 struct LayerCache {
-    k: Tensor, // [b, kv, cap, hd]
+    k: Tensor, // [b, kv, cap, hd]; [b, kv, hd, cap] when `k_dim` is 3
     v: Tensor, // [b, kv, cap, hd]
+    /// The slot dimension of `k`. 3 on the CPU: `q k^T` then reads k^T by rows, where from
+    /// [.., cap, hd] gemm packs it element by element on every step, for every row and head
+    /// (most of what was left of that packing in a batched SmolLM2 evaluation). 2 elsewhere:
+    /// CUDA's matmul wants the slots of a row contiguous, which a narrowed [.., hd, cap] is not.
+    k_dim: usize,
+}
+
+impl LayerCache {
+    /// The first `len` slots of k and v, as k^T [b, kv, hd, len] and v [b, kv, len, hd].
+    fn keys_t_values(&self, len: usize) -> Result<(Tensor, Tensor)> {
+        let k = self.k.narrow(self.k_dim, 0, len)?;
+        let k = if self.k_dim == 3 { k } else { k.t()? };
+        Ok((k, self.v.narrow(2, 0, len)?))
+    }
 }
 
 /// Key/value cache for incremental decoding. It also tracks, per row, which cached slots are real
@@ -504,6 +522,7 @@ impl KvCache {
                         Ok(LayerCache {
                             k: l.k.index_select(&idx, 0)?,
                             v: l.v.index_select(&idx, 0)?,
+                            k_dim: l.k_dim,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?
@@ -531,9 +550,10 @@ impl KvCache {
         let len = first.len;
         let layers = (0..first.layers.len())
             .map(|i| {
+                let k_dim = first.layers[i].k_dim;
                 let ks: Vec<Tensor> = parts
                     .iter()
-                    .map(|p| p.layers[i].k.narrow(2, 0, len.max(1)))
+                    .map(|p| p.layers[i].k.narrow(k_dim, 0, len.max(1)))
                     .collect::<candle_core::Result<_>>()?;
                 let vs: Vec<Tensor> = parts
                     .iter()
@@ -542,6 +562,7 @@ impl KvCache {
                 Ok(LayerCache {
                     k: Tensor::cat(&ks, 0)?,
                     v: Tensor::cat(&vs, 0)?,
+                    k_dim,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -579,13 +600,13 @@ impl KvCache {
         let cap = (len + extra).max(1);
         let layers = (0..parts[0].layers.len())
             .map(|i| {
-                let stack = |kv: fn(&LayerCache) -> &Tensor| -> Result<Tensor> {
+                let stack = |kv: fn(&LayerCache) -> &Tensor, dim: usize| -> Result<Tensor> {
                     let padded = parts
                         .iter()
                         .zip(&spans)
                         .map(|(p, &(lead, kept))| {
-                            kv(&p.layers[i]).narrow(2, lead, kept)?.pad_with_zeros(
-                                2,
+                            kv(&p.layers[i]).narrow(dim, lead, kept)?.pad_with_zeros(
+                                dim,
                                 len - kept,
                                 cap - len,
                             )
@@ -593,9 +614,11 @@ impl KvCache {
                         .collect::<candle_core::Result<Vec<_>>>()?;
                     Ok(Tensor::cat(&padded, 0)?)
                 };
+                let k_dim = parts[0].layers[i].k_dim;
                 Ok(LayerCache {
-                    k: stack(|l| &l.k)?,
-                    v: stack(|l| &l.v)?,
+                    k: stack(|l| &l.k, k_dim)?,
+                    v: stack(|l| &l.v, 2)?,
+                    k_dim,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -633,14 +656,24 @@ impl KvCache {
         // it unused; a quarter keeps the copies amortised.
         let new_cap = need.max(self.cap + self.cap / 4 + 64);
         for l in self.layers.iter_mut() {
-            let (b, kv, _, hd) = l.k.dims4()?;
-            let k = Tensor::zeros((b, kv, new_cap, hd), l.k.dtype(), l.k.device())?;
+            let (b, kv, _, hd) = l.v.dims4()?;
+            let mut k_shape = [b, kv, hd, hd];
+            k_shape[l.k_dim] = new_cap;
+            let k = Tensor::zeros(&k_shape[..], l.k.dtype(), l.k.device())?;
             let v = Tensor::zeros((b, kv, new_cap, hd), l.v.dtype(), l.v.device())?;
             if self.len > 0 {
-                k.slice_set(&l.k.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                v.slice_set(&l.v.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                let (k_old, v_old) = (
+                    l.k.narrow(l.k_dim, 0, self.len)?,
+                    l.v.narrow(2, 0, self.len)?,
+                );
+                k.slice_set(&k_old.contiguous()?, l.k_dim, 0)?;
+                v.slice_set(&v_old.contiguous()?, 2, 0)?;
             }
-            *l = LayerCache { k, v };
+            *l = LayerCache {
+                k,
+                v,
+                k_dim: l.k_dim,
+            };
         }
         self.cap = new_cap;
         Ok(())
@@ -989,11 +1022,15 @@ impl Model {
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
         let cap = capacity.max(1);
         let (kv, hd) = (self.cfg.num_key_value_heads, self.cfg.head_dim());
+        let k_dim = if self.device.is_cpu() { 3 } else { 2 };
+        let mut k_shape = [batch, kv, hd, hd];
+        k_shape[k_dim] = cap;
         let layers = (0..self.layers.len())
             .map(|_| {
                 Ok(LayerCache {
-                    k: Tensor::zeros((batch, kv, cap, hd), self.dtype, &self.device)?,
+                    k: Tensor::zeros(&k_shape[..], self.dtype, &self.device)?,
                     v: Tensor::zeros((batch, kv, cap, hd), self.dtype, &self.device)?,
+                    k_dim,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
