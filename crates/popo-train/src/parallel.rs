@@ -20,6 +20,28 @@ pub fn configure_process(cfg: &TrainConfig) {
         mode == CpuParallel::MicroBatches || (mode == CpuParallel::Auto && small_on_cpu);
     if one_core_ops && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+        // candle's matmuls split over `RAYON_NUM_THREADS` rayon threads, read at every call:
+        // size rayon's pool by the cores first (micro-batches go side by side by that count),
+        // then keep each matmul on its caller's core. Without this each micro-batch thread's
+        // matmuls woke rayon's workers, two threads per core.
+        let cores = candle_core::utils::get_num_threads();
+        // An error means the pool exists already, with its size.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(cores)
+            .build_global();
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+/// candle asks how many threads to use at every matmul and, unless `RAYON_NUM_THREADS` is set,
+/// counts the physical cores anew each time by reading /proc/cpuinfo (2.5% of a step of the
+/// built-in run went to the kernel formatting that file). Setting the variable once, to the
+/// count candle finds, answers it from the environment. Call first thing in `main`, before any
+/// thread exists.
+pub fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
 }
 

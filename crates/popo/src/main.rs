@@ -43,6 +43,7 @@ enum Command {
 fn main() {
     restore_sigpipe();
     tune_allocator();
+    popo_train::parallel::fix_thread_count();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
