@@ -9,6 +9,13 @@ pub struct TokenBatch {
     pub input_ids: Tensor,       // [B, T] u32, right-padded with pad_id
     pub attention_mask: Tensor,  // [B, T] f32, 1 = real token
     pub completion_mask: Tensor, // [B, T] f32, 1 = completion token (EOS included), 0 prompt/pad
+    /// `forward_train` computes log-probs and entropies at completion tokens only (0 at prompt
+    /// tokens too). Off by default; the trainer, whose losses read no others, turns it on: the
+    /// log-softmax over the vocabulary and the LM head then skip the prompt positions.
+    pub completion_only: bool,
+    /// Flat indices into the [B, T-1] grid of next-token targets (row r, target position i >= 1
+    /// at r * (T-1) + i - 1) whose target is a completion token.
+    completion_targets: Vec<u32>,
 }
 
 impl TokenBatch {
@@ -36,12 +43,16 @@ impl TokenBatch {
         let mut ids = vec![pad_id; b * t];
         let mut attn = vec![0f32; b * t];
         let mut comp = vec![0f32; b * t];
+        let mut completion_targets = Vec::new();
         for (r, (p, c)) in prompts.iter().zip(completions).enumerate() {
             for (i, &tok) in p.iter().chain(c.iter()).enumerate() {
                 ids[r * t + i] = tok;
                 attn[r * t + i] = 1.0;
                 if i >= p.len() {
                     comp[r * t + i] = 1.0;
+                    if i >= 1 {
+                        completion_targets.push((r * (t - 1) + i - 1) as u32);
+                    }
                 }
             }
         }
@@ -49,7 +60,14 @@ impl TokenBatch {
             input_ids: Tensor::from_vec(ids, (b, t), device)?,
             attention_mask: Tensor::from_vec(attn, (b, t), device)?,
             completion_mask: Tensor::from_vec(comp, (b, t), device)?,
+            completion_only: false,
+            completion_targets,
         })
+    }
+
+    /// See `completion_targets`.
+    pub(crate) fn completion_targets(&self) -> &[u32] {
+        &self.completion_targets
     }
 
     pub fn batch_size(&self) -> usize {

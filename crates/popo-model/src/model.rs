@@ -1166,23 +1166,54 @@ impl Model {
         let rows = b * (t - 1);
         let prev = hidden.narrow(1, 0, t - 1)?.reshape((rows, d))?; // [b*(t-1), d]
         let targets = ids.narrow(1, 1, t - 1)?.reshape((rows, 1))?; // [b*(t-1), 1]
+                                                                    // With `completion_only`, the rows whose target is a completion token: [n].
+        let picked = if batch.completion_only {
+            Some(Tensor::new(batch.completion_targets(), &self.device)?)
+        } else {
+            None
+        };
+        let (prev, targets) = match &picked {
+            Some(idx) => (prev.index_select(idx, 0)?, targets.index_select(idx, 0)?),
+            None => (prev, targets),
+        };
+        let n = prev.dim(0)?;
         let chunk = (LOGIT_CHUNK_ELEMS / self.cfg.vocab_size).max(1);
         let mut lps = Vec::new();
         let mut ents = Vec::new();
         let mut start = 0;
-        while start < rows {
-            let n = chunk.min(rows - start);
+        while start < n {
+            let len = chunk.min(n - start);
             let (lp, ent) = self.chunk_logprob_entropy(
-                &prev.narrow(0, start, n)?,
-                &targets.narrow(0, start, n)?.squeeze(1)?,
+                &prev.narrow(0, start, len)?,
+                &targets.narrow(0, start, len)?.squeeze(1)?,
                 temperature,
             )?;
             lps.push(lp);
             ents.push(ent);
-            start += n;
+            start += len;
         }
-        let shift = |parts: Vec<Tensor>| -> Result<Tensor> {
-            let x = Tensor::cat(&parts, 0)?.reshape((b, t - 1))?; // [b, t-1]
+        // Back to [b, t-1]: picked rows to their places (through index_select, which has a
+        // backward), zero elsewhere.
+        let place = match &picked {
+            None => None,
+            Some(_) => {
+                let mut at = vec![n as u32; rows];
+                for (k, &r) in batch.completion_targets().iter().enumerate() {
+                    at[r as usize] = k as u32;
+                }
+                Some(Tensor::from_vec(at, rows, &self.device)?)
+            }
+        };
+        let zero = Tensor::zeros((1, 1), fdt, &self.device)?;
+        let shift = |mut parts: Vec<Tensor>| -> Result<Tensor> {
+            let x = match &place {
+                None => Tensor::cat(&parts, 0)?, // [b*(t-1), 1]
+                Some(at) => {
+                    parts.push(zero.clone());
+                    Tensor::cat(&parts, 0)?.index_select(at, 0)?
+                }
+            };
+            let x = x.reshape((b, t - 1))?; // [b, t-1]
             Ok(x.pad_with_zeros(1, 1, 0)?.mul(&mask)?) // [b, t]
         };
         Ok(TrainOutput {

@@ -505,3 +505,37 @@ fn decoding_copies_match_and_rows_stay_independent() {
         }
     }
 }
+
+/// `completion_only` computes the same log-probs and entropies at completion tokens, zeros at
+/// prompt tokens, and the same gradients for a loss over completion tokens.
+#[test]
+fn completion_only_matches_the_full_head_on_completions() {
+    for (name, cfg) in common::all_configs() {
+        let (varmap, model) = common::build(&cfg, DType::F32, 13);
+        let (p, c) = batch(cfg.vocab_size);
+        let full = make_batch(&p, &c);
+        let mut only = full.clone();
+        only.completion_only = true;
+        let m = &full.completion_mask;
+        let run = |b: &TokenBatch| {
+            let out = model.forward_train(b, 0.9).unwrap();
+            let loss = ((&out.logprobs * m).unwrap().sum_all().unwrap()
+                + (&out.entropy * m).unwrap().sum_all().unwrap())
+            .unwrap();
+            (out, loss.backward().unwrap())
+        };
+        let ((a, ga), (b, gb)) = (run(&full), run(&only));
+        for (what, x, y) in [
+            ("logprobs", &a.logprobs, &b.logprobs),
+            ("entropy", &a.entropy, &b.entropy),
+        ] {
+            let d = common::max_abs_diff(&(x * m).unwrap(), y);
+            assert!(d <= 1e-6, "{name} {what}: {d}");
+        }
+        for (vname, var) in varmap.data().lock().unwrap().iter() {
+            let (x, y) = (ga.get(var.as_tensor()), gb.get(var.as_tensor()));
+            let d = common::max_abs_diff(x.unwrap(), y.unwrap());
+            assert!(d <= 1e-5, "{name} gradient of {vname}: {d}");
+        }
+    }
+}

@@ -39,8 +39,11 @@ impl SeqBatch {
         {
             bail!("SeqBatch: every row is empty");
         }
+        let mut tokens = TokenBatch::new(prompts, completions, pad_id, device)?;
+        // Every loss and diagnostic reads completion tokens only.
+        tokens.completion_only = true;
         Ok(Self {
-            tokens: TokenBatch::new(prompts, completions, pad_id, device)?,
+            tokens,
             prompt_lens: prompts.iter().map(|p| p.len()).collect(),
             completion_lens: completions.iter().map(|c| c.len()).collect(),
         })
