@@ -35,8 +35,8 @@ pub use batch::{TokenBatch, TrainOutput};
 pub use config::{Arch, ModelConfig, RopeScaling};
 pub use model::{KvCache, Model};
 pub use sampler::{
-    generate, generate_requests, generate_with_progress, Completion, FinishReason, Request,
-    SamplingParams,
+    generate, generate_parts, generate_requests, generate_with_progress, Completion, FinishReason,
+    Request, SamplingParams,
 };
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub mod hub;

@@ -188,6 +188,59 @@ pub fn generate_with_progress(
         .collect())
 }
 
+/// `generate` with the prompts cut into `parts` contiguous runs, each decoded on its own thread.
+/// For a CPU whose ops each run on one core (the trainer's micro-batch mode), where one batch
+/// leaves the other cores idle. Every prompt keeps the seeds it has in one `generate` call, but a
+/// row's floats can differ in the last bits (its prompt is left-padded to another length), so
+/// results depend on `parts`: callers fix it, never derive it from the core count.
+pub fn generate_parts(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    tokenizer: Option<&Tokenizer>,
+    parts: usize,
+) -> Result<Vec<Completion>> {
+    let parts = parts.clamp(1, prompts.len().max(1));
+    if parts == 1 {
+        return generate(model, prompts, params, tokenizer);
+    }
+    let chunk = prompts.len().div_ceil(parts);
+    let results: Vec<Result<Vec<Completion>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts
+            .chunks(chunk)
+            .enumerate()
+            .map(|(k, part)| {
+                let first = k * chunk;
+                let params = SamplingParams {
+                    seed: params
+                        .seed
+                        .wrapping_add((first as u64).wrapping_mul(PROMPT_STRIDE)),
+                    ..params.clone()
+                };
+                s.spawn(move || -> Result<Vec<Completion>> {
+                    let mut out = generate(model, part, &params, tokenizer)?;
+                    for c in &mut out {
+                        c.prompt_index += first;
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a generation thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(prompts.len() * params.n);
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
 /// Continuous batching over many requests, at most `max_rows` rows decoding at once.
 ///
 /// Requests are admitted longest prompt first, so that prompts prefilled together have similar

@@ -4,7 +4,9 @@
 mod common;
 
 use candle_core::{DType, Device};
-use popo_model::{generate, generate_requests, FinishReason, Request, SamplingParams, TokenBatch};
+use popo_model::{
+    generate, generate_parts, generate_requests, FinishReason, Request, SamplingParams, TokenBatch,
+};
 use rand::SeedableRng;
 
 fn prompts(vocab: usize) -> Vec<Vec<u32>> {
@@ -884,5 +886,41 @@ fn finished_rows_leave_the_cache_in_few_compactions() {
             1e-4,
             &format!("prompt {i}"),
         );
+    }
+}
+
+/// `generate_parts` gives every prompt the seeds it has in one `generate` call: with prompts of
+/// one length (the same padding either way) the tokens are identical, in the same order, and the
+/// log-probs equal up to the LM head's rounding at another row count.
+#[test]
+fn generation_in_parts_keeps_each_prompts_samples() {
+    for (name, cfg) in common::all_configs() {
+        let (_vm, model) = common::build(&cfg, DType::F32, 17);
+        let ps: Vec<Vec<u32>> = (0..5)
+            .map(|i| common::tokens(40 + i, 4, cfg.vocab_size))
+            .collect();
+        let params = SamplingParams {
+            n: 3,
+            temperature: 1.3,
+            max_new_tokens: 8,
+            stop_token_ids: vec![5],
+            seed: 9,
+            ..Default::default()
+        };
+        let one = generate(&model, &ps, &params, None).unwrap();
+        for parts in [1, 2, 3, 7] {
+            let split = generate_parts(&model, &ps, &params, None, parts).unwrap();
+            assert_eq!(split.len(), one.len(), "{name} parts {parts}");
+            for (a, b) in one.iter().zip(&split) {
+                assert_eq!(
+                    (a.prompt_index, a.sample_index, &a.tokens),
+                    (b.prompt_index, b.sample_index, &b.tokens),
+                    "{name} parts {parts}"
+                );
+                for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                    assert!((x - y).abs() < 1e-5, "{name} parts {parts}: {x} vs {y}");
+                }
+            }
+        }
     }
 }

@@ -116,6 +116,17 @@ impl LmPolicy {
         popo_model::generate(&self.model, prompts, params, Some(tokenizer))
     }
 
+    /// `generate` over `parts` runs of prompts decoded side by side (`popo_model::generate_parts`).
+    pub fn generate_parts(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        tokenizer: &Tokenizer,
+        parts: usize,
+    ) -> Result<Vec<Completion>> {
+        popo_model::generate_parts(&self.model, prompts, params, Some(tokenizer), parts)
+    }
+
     /// Writes an HF checkpoint of this model. The weights are the full-precision ones in
     /// `params` (the f32 masters in mixed precision), rounded once to `save_dtype`, so that
     /// `save_dtype = "f32"` after bf16 training keeps every update.

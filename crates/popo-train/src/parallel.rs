@@ -45,6 +45,23 @@ pub fn fix_thread_count() {
     }
 }
 
+/// Into how many runs a step's prompts are cut for decoding side by side: 2 where ops run on
+/// one core each (micro-batch mode on a CPU), else 1. A constant rather than the core count,
+/// because the cut changes a row's floats in the last bits and a run must not depend on the
+/// machine; two runs are what the project's 2-core machine can use (BENCHMARKS.md).
+pub fn rollout_parts(mode: CpuParallel, device: &Device) -> usize {
+    let one_core_ops = match mode {
+        CpuParallel::Ops => false,
+        CpuParallel::MicroBatches => true,
+        CpuParallel::Auto => candle_core::utils::barrier_pool().n_workers() == 0,
+    };
+    if device.is_cpu() && one_core_ops {
+        2
+    } else {
+        1
+    }
+}
+
 /// How many micro-batches run at once on `device`.
 pub fn micro_batch_width(mode: CpuParallel, device: &Device) -> usize {
     if !device.is_cpu() {

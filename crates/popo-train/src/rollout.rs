@@ -18,6 +18,8 @@ pub struct Actor<'a> {
     pub tokenizer: &'a Tokenizer,
     pub reward: &'a dyn Reward,
     pub stop_ids: &'a [u32],
+    /// Runs of prompts decoded side by side (`parallel::rollout_parts`).
+    pub parts: usize,
 }
 
 /// A step's scored rollouts.
@@ -185,7 +187,9 @@ impl Actor<'_> {
             ..Default::default()
         };
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
-        let comps = self.policy.generate(&ids, &params, self.tokenizer)?;
+        let comps = self
+            .policy
+            .generate_parts(&ids, &params, self.tokenizer, self.parts)?;
         let texts: Vec<String> = comps
             .iter()
             .map(|c| self.tokenizer.decode(&c.tokens, true))

@@ -172,6 +172,7 @@ impl Trainer {
             tokenizer: &self.tokenizer,
             reward: self.reward.as_ref(),
             stop_ids: &self.stop_ids,
+            parts: crate::parallel::rollout_parts(self.cfg.run.cpu_parallel, &self.device),
         }
     }
 
