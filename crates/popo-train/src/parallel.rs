@@ -7,6 +7,10 @@
 use crate::config::{CpuParallel, TrainConfig};
 use anyhow::{bail, Result};
 use candle_core::Device;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether `configure_process` set `RAYON_NUM_THREADS` to 1 (see there).
+static MATMULS_ON_ONE_CORE: AtomicBool = AtomicBool::new(false);
 
 /// Sets up the process for a training config. Call it before the first candle op (candle sizes its
 /// op thread pool once, from `CANDLE_NUM_THREADS`) and before other threads read the environment. With
@@ -30,6 +34,14 @@ pub fn configure_process(cfg: &TrainConfig) {
             .num_threads(cores)
             .build_global();
         std::env::set_var("RAYON_NUM_THREADS", "1");
+        MATMULS_ON_ONE_CORE.store(true, Ordering::SeqCst);
+    } else if !one_core_ops && MATMULS_ON_ONE_CORE.swap(false, Ordering::SeqCst) {
+        // A later run of the same process (`popo experiment`) that splits ops: give its
+        // matmuls the cores back. (candle's op pool keeps the size it was first given.)
+        std::env::set_var(
+            "RAYON_NUM_THREADS",
+            rayon::current_num_threads().to_string(),
+        );
     }
 }
 

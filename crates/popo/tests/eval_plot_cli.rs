@@ -239,13 +239,16 @@ fn bench_reports_every_batch_and_checks_groups() {
         "1",
         "--json",
     ];
-    let o = popo()
-        .args(["bench", "--model"])
-        .arg(&model)
-        .args(["--batch", "1,4", "--group-size", "2"])
-        .args(common)
-        .output()
-        .unwrap();
+    let bench = |shape: [&str; 4]| {
+        popo()
+            .args(["bench", "--model"])
+            .arg(&model)
+            .args(shape)
+            .args(common)
+            .output()
+            .unwrap()
+    };
+    let o = bench(["--batch", "1,4", "--group-size", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["group_size"], 2);
@@ -257,13 +260,7 @@ fn bench_reports_every_batch_and_checks_groups() {
     assert!(r["train_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(r["peak_mem_mb"].as_f64().unwrap() > 0.0);
 
-    let o = popo()
-        .args(["bench", "--model"])
-        .arg(&model)
-        .args(["--batch", "6", "--group-size", "4"])
-        .args(common)
-        .output()
-        .unwrap();
+    let o = bench(["--batch", "6", "--group-size", "4"]);
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
