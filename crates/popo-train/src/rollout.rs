@@ -332,7 +332,9 @@ impl Actor<'_> {
                 ..params.clone()
             };
             let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
-            let out = self.policy.generate(&ids, &params, self.tokenizer)?;
+            let out = self
+                .policy
+                .generate_parts(&ids, &params, self.tokenizer, self.parts)?;
             let texts: Vec<String> = out
                 .iter()
                 .map(|c| self.tokenizer.decode(&c.tokens, true))
