@@ -67,6 +67,7 @@ impl Linear {
             None => x.matmul(&self.weight.t()?)?,
         }; // [b*t, out]
         let y = match &self.bias {
+            Some(bias) if bias.track_op() => (&y + spread_rows(bias, &y)?)?,
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
         };
@@ -165,8 +166,12 @@ impl RmsNorm {
             });
         }
         let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(y.to_dtype(dt)?.broadcast_mul(&self.weight)?)
+        let y = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dt)?;
+        Ok(if self.weight.track_op() {
+            (&y * spread_rows(&self.weight, &y)?)?
+        } else {
+            y.broadcast_mul(&self.weight)?
+        })
     }
 
     fn detached(&self) -> Self {
@@ -183,6 +188,17 @@ impl RmsNorm {
             ones: self.ones.clone(),
         }
     }
+}
+
+/// A per-column weight `w` [d] laid over every row of `like` [.., d], for an op whose result
+/// needs w's gradient. A plain broadcast sends that gradient through candle's sum over the
+/// leading dims, which reduces element by element with two integer divisions each (0.69 ms for
+/// a [16, 62, 128] sum against 0.011 ms as a matmul; BENCHMARKS.md); an outer product with a
+/// ones column has a matmul for a backward. Exact: each entry is the single product 1 * w_j.
+fn spread_rows(w: &Tensor, like: &Tensor) -> Result<Tensor> {
+    let d = w.elem_count();
+    let ones = Tensor::ones((like.elem_count() / d, 1), w.dtype(), w.device())?;
+    Ok(ones.matmul(&w.reshape((1, d))?)?.reshape(like.shape())?) // [.., d]
 }
 
 /// rotate_half convention (first half / second half), as in transformers.
