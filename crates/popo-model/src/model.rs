@@ -306,12 +306,7 @@ impl Attention {
         let v = v.transpose(1, 2)?.contiguous()?; // [b, kv, t, hd]
         let (k_t, v) = match cache {
             Some((c, past)) => {
-                if c.k_dim == 3 {
-                    c.k.slice_set(&k.transpose(2, 3)?.contiguous()?, 3, past)?;
-                } else {
-                    c.k.slice_set(&k, 2, past)?;
-                }
-                c.v.slice_set(&v, 2, past)?;
+                c.append(&k, &v, past)?;
                 c.keys_t_values(past + t)? // [b, kv, hd, s], [b, kv, s, hd]
             }
             None => (k.t()?, v),
@@ -479,6 +474,35 @@ struct LayerCache {
 }
 
 impl LayerCache {
+    /// An empty cache layer of `cap` slots with keys along `k_dim`.
+    fn zeros(
+        like: (usize, usize, usize),
+        cap: usize,
+        k_dim: usize,
+        dt: DType,
+        dev: &Device,
+    ) -> Result<Self> {
+        let (b, kv, hd) = like;
+        let mut k_shape = [b, kv, hd, hd];
+        k_shape[k_dim] = cap;
+        Ok(Self {
+            k: Tensor::zeros(&k_shape[..], dt, dev)?,
+            v: Tensor::zeros((b, kv, cap, hd), dt, dev)?,
+            k_dim,
+        })
+    }
+
+    /// Writes `k` and `v` [b, kv, t, hd] at slot `past`.
+    fn append(&self, k: &Tensor, v: &Tensor, past: usize) -> Result<()> {
+        if self.k_dim == 3 {
+            self.k
+                .slice_set(&k.transpose(2, 3)?.contiguous()?, 3, past)?;
+        } else {
+            self.k.slice_set(k, 2, past)?;
+        }
+        Ok(self.v.slice_set(v, 2, past)?)
+    }
+
     /// The first `len` slots of k and v, as k^T [b, kv, hd, len] and v [b, kv, len, hd].
     fn keys_t_values(&self, len: usize) -> Result<(Tensor, Tensor)> {
         let k = self.k.narrow(self.k_dim, 0, len)?;
@@ -673,23 +697,17 @@ impl KvCache {
         let new_cap = need.max(self.cap + self.cap / 4 + 64);
         for l in self.layers.iter_mut() {
             let (b, kv, _, hd) = l.v.dims4()?;
-            let mut k_shape = [b, kv, hd, hd];
-            k_shape[l.k_dim] = new_cap;
-            let k = Tensor::zeros(&k_shape[..], l.k.dtype(), l.k.device())?;
-            let v = Tensor::zeros((b, kv, new_cap, hd), l.v.dtype(), l.v.device())?;
+            let grown =
+                LayerCache::zeros((b, kv, hd), new_cap, l.k_dim, l.v.dtype(), l.v.device())?;
             if self.len > 0 {
                 let (k_old, v_old) = (
                     l.k.narrow(l.k_dim, 0, self.len)?,
                     l.v.narrow(2, 0, self.len)?,
                 );
-                k.slice_set(&k_old.contiguous()?, l.k_dim, 0)?;
-                v.slice_set(&v_old.contiguous()?, 2, 0)?;
+                grown.k.slice_set(&k_old.contiguous()?, l.k_dim, 0)?;
+                grown.v.slice_set(&v_old.contiguous()?, 2, 0)?;
             }
-            *l = LayerCache {
-                k,
-                v,
-                k_dim: l.k_dim,
-            };
+            *l = grown;
         }
         self.cap = new_cap;
         Ok(())
@@ -1039,16 +1057,8 @@ impl Model {
         let cap = capacity.max(1);
         let (kv, hd) = (self.cfg.num_key_value_heads, self.cfg.head_dim());
         let k_dim = if self.device.is_cpu() { 3 } else { 2 };
-        let mut k_shape = [batch, kv, hd, hd];
-        k_shape[k_dim] = cap;
         let layers = (0..self.layers.len())
-            .map(|_| {
-                Ok(LayerCache {
-                    k: Tensor::zeros(&k_shape[..], self.dtype, &self.device)?,
-                    v: Tensor::zeros((batch, kv, cap, hd), self.dtype, &self.device)?,
-                    k_dim,
-                })
-            })
+            .map(|_| LayerCache::zeros((batch, kv, hd), cap, k_dim, self.dtype, &self.device))
             .collect::<Result<Vec<_>>>()?;
         Ok(KvCache {
             layers,

@@ -57,17 +57,24 @@ pub fn fix_thread_count() {
     }
 }
 
+/// Whether ops run on one core each on `device` while micro-batches (and decode runs) go side
+/// by side: micro-batch mode on a CPU, or `auto` where candle will not split the ops itself
+/// (both at once contend for candle's op pool, which takes one caller at a time).
+fn ops_on_one_core(mode: CpuParallel, device: &Device) -> bool {
+    device.is_cpu()
+        && match mode {
+            CpuParallel::Ops => false,
+            CpuParallel::MicroBatches => true,
+            CpuParallel::Auto => candle_core::utils::barrier_pool().n_workers() == 0,
+        }
+}
+
 /// Into how many runs a step's prompts are cut for decoding side by side: 2 where ops run on
-/// one core each (micro-batch mode on a CPU), else 1. A constant rather than the core count,
-/// because the cut changes a row's floats in the last bits and a run must not depend on the
-/// machine; two runs are what the project's 2-core machine can use (BENCHMARKS.md).
+/// one core each, else 1. A constant rather than the core count, because the cut changes a
+/// row's floats in the last bits and a run must not depend on the machine; two runs are what
+/// the project's 2-core machine can use (BENCHMARKS.md).
 pub fn rollout_parts(mode: CpuParallel, device: &Device) -> usize {
-    let one_core_ops = match mode {
-        CpuParallel::Ops => false,
-        CpuParallel::MicroBatches => true,
-        CpuParallel::Auto => candle_core::utils::barrier_pool().n_workers() == 0,
-    };
-    if device.is_cpu() && one_core_ops {
+    if ops_on_one_core(mode, device) {
         2
     } else {
         1
@@ -76,22 +83,10 @@ pub fn rollout_parts(mode: CpuParallel, device: &Device) -> usize {
 
 /// How many micro-batches run at once on `device`.
 pub fn micro_batch_width(mode: CpuParallel, device: &Device) -> usize {
-    if !device.is_cpu() {
-        return 1;
-    }
-    let cores = rayon::current_num_threads().max(1);
-    match mode {
-        CpuParallel::Ops => 1,
-        CpuParallel::MicroBatches => cores,
-        CpuParallel::Auto => {
-            // Side by side only when candle will not split the ops too: both at once contend
-            // for candle's op pool, which takes one caller at a time.
-            if candle_core::utils::barrier_pool().n_workers() == 0 {
-                cores
-            } else {
-                1
-            }
-        }
+    if ops_on_one_core(mode, device) {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
     }
 }
 
