@@ -383,10 +383,19 @@ pub fn save_weights(
     Ok(())
 }
 
+/// `~/x` as `$HOME/x` (as a shell would), so configs and experiment files can name the user's
+/// cache (`~/.cache/popo/...`) without a machine's absolute path. Other paths are unchanged.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
 /// A local directory, or a hub id (`org/name`): found in the local Hugging Face cache, or, in a
 /// build with the `hub` feature, downloaded through hf-hub (into that same cache).
 pub fn resolve_model_path(name_or_dir: &str) -> Result<PathBuf> {
-    let p = PathBuf::from(name_or_dir);
+    let p = expand_home(name_or_dir);
     if p.is_dir() {
         return Ok(p);
     }

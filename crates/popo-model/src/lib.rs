@@ -42,7 +42,7 @@ pub use tokenizer::{ChatMessage, Tokenizer};
 pub mod hub;
 pub mod score;
 pub use hub::{
-    device_from_str, dtype_from_str, load_pretrained, resolve_model_path, save_pretrained,
-    save_pretrained_sharded, save_weights, stop_ids, Pretrained,
+    device_from_str, dtype_from_str, expand_home, load_pretrained, resolve_model_path,
+    save_pretrained, save_pretrained_sharded, save_weights, stop_ids, Pretrained,
 };
 pub use score::score;

@@ -72,6 +72,9 @@ pub struct RunConfig {
     /// At the end of a run, this many samples per held-out problem at T = 1, reported as
     /// `eval/pass@k` (k = 1, 2, 4, ... up to it) and `eval/avg@n`; 0 = off.
     pub final_pass_at_k_samples: usize,
+    /// The first N held-out problems get those samples (0: all `run.eval_size` of them): pass@k
+    /// at large k costs many samples per problem, greedy accuracy one.
+    pub pass_at_k_problems: usize,
     /// `cpu` or `cuda` (`cuda:N`).
     pub device: DeviceName,
     /// Compute dtype of the policy: `auto` (bf16 on CUDA, f32 on CPU), `f32`, `bf16`, `f16`.
@@ -305,6 +308,20 @@ pub enum WeightMode {
     Uniform,
 }
 
+/// `algo.entropy_scope`: which completion tokens POPO's entropy bonus averages over.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EntropyScope {
+    /// Every completion token of the step, positives and negatives (the spec's item 7); a step
+    /// with no positive trains on the entropy bonus alone.
+    All,
+    /// The tokens of the groups that hold at least one positive: a group (and a step) with no
+    /// positive contributes nothing and is left out of the training forward.
+    PositiveGroups,
+    /// The positive completions' tokens only.
+    Positives,
+}
+
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FeaturePool {
@@ -344,6 +361,10 @@ pub struct AlgoConfig {
     pub length_normalize_weights: bool,
     pub alpha: f64,
     pub beta_ent: f64,
+    /// Tokens the entropy bonus covers: `all` (the spec), `positive_groups` (groups with a
+    /// positive; the reference code's rule, which skips a micro-batch without a positive, made
+    /// independent of the micro-batch split) or `positives`.
+    pub entropy_scope: EntropyScope,
     /// EMA momentum of the target: xi <- tau xi + (1 - tau) theta.
     pub tau: f64,
     /// BYOL predictor on the online branch (false: identity).
@@ -412,6 +433,7 @@ impl Default for RunConfig {
             eval_every: 0,
             eval_size: 200,
             final_pass_at_k_samples: 64,
+            pass_at_k_problems: 0,
             device: DeviceName::Cpu,
             dtype: ComputeDtype::Auto,
             master_weights: MasterWeights::Auto,
@@ -503,6 +525,7 @@ impl Default for AlgoConfig {
             length_normalize_weights: false,
             alpha: 0.1,
             beta_ent: 0.01,
+            entropy_scope: EntropyScope::All,
             tau: 0.995,
             predictor: true,
             predictor_layers: 2,

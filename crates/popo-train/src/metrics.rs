@@ -43,6 +43,8 @@ pub mod names {
     pub const KL_TARGET: &str = "popo/kl_target";
     pub const WEIGHT_MAX: &str = "popo/weight_max";
     pub const ESS: &str = "popo/ess";
+    /// 1 for a step with no positive completion (what POPO does then: `algo.entropy_scope`).
+    pub const NO_POSITIVE_STEP: &str = "popo/no_positive_step";
     pub const CLIP_RATIO: &str = "train/clip_ratio";
     // optimisation
     pub const GRAD_NORM: &str = "optim/grad_norm";

@@ -29,13 +29,17 @@ impl Progress {
 
     pub fn step(&mut self, m: &StepMetrics) {
         let get = |k| m.get(k).unwrap_or(f64::NAN);
+        // A step with nothing to train on (POPO with no positive outside `entropy_scope = all`,
+        // GRPO with only flat groups) has no loss.
+        let loss = m
+            .get(names::LOSS)
+            .map_or_else(|| "none".to_string(), |l| format!("{l:.4}"));
         let line = format!(
-            "step {}/{}  reward {:.3}  pos {:.3}  loss {:.4}  tok/s {:.0}/{:.0}  {:.1}s",
+            "step {}/{}  reward {:.3}  pos {:.3}  loss {loss}  tok/s {:.0}/{:.0}  {:.1}s",
             m.step,
             self.total,
             get(names::REWARD_MEAN),
             get(names::POSITIVE_RATIO),
-            get(names::LOSS),
             get(names::ROLLOUT_TOKENS_PER_S),
             get(names::TRAIN_TOKENS_PER_S),
             get(names::TIME_STEP)

@@ -273,8 +273,12 @@ impl Actor<'_> {
             None if eval.is_empty() => None,
             None => Some(self.evaluate(eval)?),
         };
-        let pass_at_k = if n > 0 && !eval.is_empty() {
-            Some(self.pass_at_k(eval, n, seed)?)
+        let problems = match self.cfg.run.pass_at_k_problems {
+            0 => eval.len(),
+            p => p.min(eval.len()),
+        };
+        let pass_at_k = if n > 0 && problems > 0 {
+            Some(self.pass_at_k(&eval[..problems], n, seed)?)
         } else {
             None
         };

@@ -98,12 +98,12 @@ fn prompts(cfg: &TrainConfig, tokenizer: &Tokenizer) -> Result<(Vec<Prompt>, Vec
             answer_field: cfg.data.answer_field.clone(),
             skip_invalid: cfg.data.skip_invalid,
         };
-        let (examples, st) = data::load_jsonl(Path::new(&cfg.data.path), &fmt)?;
+        let (examples, st) = data::load_jsonl(&popo_model::expand_home(&cfg.data.path), &fmt)?;
         let train = prepare(&examples)?;
         let eval = if cfg.data.eval_path.is_empty() {
             Vec::new()
         } else {
-            prepare(&data::load_jsonl(Path::new(&cfg.data.eval_path), &fmt)?.0)?
+            prepare(&data::load_jsonl(&popo_model::expand_home(&cfg.data.eval_path), &fmt)?.0)?
         };
         stats.skipped_invalid += st.skipped_invalid;
         (train, eval)

@@ -71,6 +71,13 @@ impl RolloutBatch {
     pub fn is_empty(&self) -> bool {
         self.rollouts.is_empty()
     }
+
+    /// The rows `rows`, in that order, as a batch of their own.
+    pub fn subset(&self, rows: &[usize]) -> RolloutBatch {
+        RolloutBatch {
+            rollouts: rows.iter().map(|&i| self.rollouts[i].clone()).collect(),
+        }
+    }
 }
 
 /// Per-sequence training data produced by `prepare`.

@@ -3,7 +3,8 @@
 //! k3 KL(theta || xi) logged for monitoring only.
 
 use super::*;
-use crate::config::{AlgoConfig, FeaturePool, WeightMode};
+use crate::config::{AlgoConfig, EntropyScope, FeaturePool, WeightMode};
+use crate::metrics::names;
 use crate::params::Params;
 use crate::predictor::Predictor;
 use rand::SeedableRng;
@@ -95,6 +96,22 @@ pub fn popo_weights(
     w
 }
 
+/// The rows POPO's entropy bonus covers (`algo.entropy_scope`), which are also the rows of the
+/// training forward: negatives contribute through the entropy bonus alone.
+pub fn entropy_rows(scope: EntropyScope, groups: &[Vec<usize>], positive: &[bool]) -> Vec<bool> {
+    match scope {
+        EntropyScope::All => vec![true; positive.len()],
+        EntropyScope::Positives => positive.to_vec(),
+        EntropyScope::PositiveGroups => {
+            let mut keep = vec![false; positive.len()];
+            for g in groups.iter().filter(|g| g.iter().any(|&i| positive[i])) {
+                g.iter().for_each(|&i| keep[i] = true);
+            }
+            keep
+        }
+    }
+}
+
 /// Mean over groups with positives of the effective sample size 1 / sum w^2.
 pub fn mean_ess(groups: &[Vec<usize>], w: &[f64]) -> f64 {
     let ess: Vec<f64> = groups
@@ -154,34 +171,42 @@ impl Algorithm for Popo {
             self.cfg.length_normalize_weights,
         );
 
+        // The rows in the training forward: those the entropy bonus covers (every positive is
+        // among them). The target scores only these.
+        let include = entropy_rows(self.cfg.entropy_scope, &groups, &pos);
+        let rows: Vec<usize> = (0..n).filter(|&i| include[i]).collect();
         let pool_last = self.cfg.feature_pool == FeaturePool::Last;
-        let target = score_rows(self.target.as_ref(), batch, ctx, pool_last)?;
+        let mut target =
+            score_rows(self.target.as_ref(), &batch.subset(&rows), ctx, pool_last)?.into_iter();
         let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.seed);
         let noise = Normal::new(0.0f32, self.cfg.sim_noise_std as f32)?;
         let mut old = old.map(|o| o.into_iter().map(Some).collect::<Vec<_>>());
-        let seqs = target
-            .into_iter()
-            .enumerate()
-            .map(|(i, (lp, mut feat))| {
-                let target_feature = pos[i].then(|| {
-                    if self.cfg.sim_noise_std > 0.0 {
-                        feat.iter_mut().for_each(|v| *v += noise.sample(&mut rng));
-                    }
-                    feat
-                });
-                SeqPrep {
-                    coef: w[i],
-                    include: true,
-                    loss_mask: true,
-                    old_logprobs: old.as_mut().and_then(|o| o[i].take()),
-                    aux_logprobs: Some(lp),
-                    target_feature,
+        let mut seqs = Vec::with_capacity(n);
+        for i in 0..n {
+            let (aux_logprobs, target_feature) = match include[i].then(|| target.next()) {
+                Some(Some((lp, mut feat))) => {
+                    let f = pos[i].then(|| {
+                        if self.cfg.sim_noise_std > 0.0 {
+                            feat.iter_mut().for_each(|v| *v += noise.sample(&mut rng));
+                        }
+                        feat
+                    });
+                    (Some(lp), f)
                 }
-            })
-            .collect();
+                _ => (None, None),
+            };
+            seqs.push(SeqPrep {
+                coef: w[i],
+                include: include[i],
+                loss_mask: include[i],
+                old_logprobs: old.as_mut().and_then(|o| o[i].take()),
+                aux_logprobs,
+                target_feature,
+            });
+        }
         let norm = Norms {
             pos_tokens: (0..n).filter(|&i| pos[i]).map(|i| lens[i] as f64).sum(),
-            all_tokens: lens.iter().sum::<usize>() as f64,
+            all_tokens: tokens_where(batch, &include),
             loss_tokens: 0.0,
             weight_sum: w.iter().sum(),
             loss_seqs: 0.0,
@@ -191,6 +216,9 @@ impl Algorithm for Popo {
             ("popo/weight_max", w.iter().cloned().fold(0.0, f64::max)),
             ("popo/ess", mean_ess(&groups, &w)),
             ("popo/tau", self.cfg.tau),
+            // 1 when the step holds no positive: with `entropy_scope = all` its update is the
+            // entropy bonus alone, otherwise there is no update (and no EMA step).
+            (names::NO_POSITIVE_STEP, f64::from(!pos.iter().any(|&p| p))),
         ];
         Ok(Prepared { seqs, norm, stats })
     }
@@ -289,5 +317,29 @@ impl Algorithm for Popo {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_rows_follow_the_scope() {
+        // Three groups: one with a positive, one without, one all positive.
+        let groups = vec![vec![0, 1, 2], vec![3, 4], vec![5, 6]];
+        let pos = [false, true, false, false, false, true, true];
+        let rows = |s| entropy_rows(s, &groups, &pos);
+        assert_eq!(rows(EntropyScope::All), vec![true; 7]);
+        assert_eq!(
+            rows(EntropyScope::PositiveGroups),
+            vec![true, true, true, false, false, true, true]
+        );
+        assert_eq!(rows(EntropyScope::Positives), pos.to_vec());
+        // A step with no positive trains nothing outside `all`.
+        let none = [false; 7];
+        assert!(!entropy_rows(EntropyScope::PositiveGroups, &groups, &none)
+            .iter()
+            .any(|&k| k));
     }
 }
