@@ -2,12 +2,12 @@
 //! is not: a list never matches a single value, and rounding is forgiven only in the
 //! prediction's favour when the prediction is itself a written decimal.
 
-use crate::eval::{
-    exact, free_symbols, gcd_cost, has_matrix, lit_value, matrix_value, numeric, q_sub, C, Q,
-};
+use crate::approx::approximated;
+use crate::eval::{exact, free_symbols, gcd_cost, lit_value, numeric, q_sub, C, Q};
 use crate::expr::{Const, Expr, Fun, RelOp};
 use crate::limits::{Budget, Limit};
-use crate::solve::solution_set;
+use crate::matrix::{has_matrix, matrix_value};
+use crate::solve::{expression_solution_set, solution_set};
 use num_bigint::BigInt;
 use num_traits::{Signed, Zero};
 
@@ -205,29 +205,9 @@ fn assigned_value(e: &Expr) -> Option<&Expr> {
     (named || chain || computation || matrix).then_some(last)
 }
 
-/// `x = \frac{7}{3} \approx 2.3` (`\approx` reads as `=`): the exact member before a final
-/// decimal that is it rounded to the decimal's own precision.
-fn approximated<'e>(e: &'e Expr, b: &mut Budget) -> Result<Option<&'e Expr>, Limit> {
-    let Expr::Rel(es, _) = e else { return Ok(None) };
-    let [.., prev, last] = es.as_slice() else {
-        return Ok(None);
-    };
-    let Some(lit) = last.as_decimal() else {
-        return Ok(None);
-    };
-    if prev.as_decimal().is_some() || !is_const(prev) {
-        return Ok(None);
-    }
-    let (Some(x), Some(d)) = (numeric(prev, &[], b)?, numeric(last, &[], b)?) else {
-        return Ok(None);
-    };
-    let half = 0.5 * 10f64.powi(lit.ulp_exp().clamp(-300, 300) as i32);
-    Ok((x.im.abs() < 1e-12 && (x.re - d.re).abs() <= half * (1.0 + 1e-9)).then_some(prev))
-}
-
 /// Left sides that name a quantity rather than constrain one: `x`, `f(2)`, `P(A)`,
 /// `\text{Area}`, `AB`, `\angle ABC`, the ratio `AB:CD`, `|PQ|`, the tuple `(a, b)`.
-fn names_a_quantity(e: &Expr) -> bool {
+pub(crate) fn names_a_quantity(e: &Expr) -> bool {
     match e {
         Expr::Sym(_) | Expr::Apply(..) | Expr::Text(_) => true,
         // Letters multiplied or divided, led by a letter (`x2` too, but not `2x` or `x/2`).
@@ -247,7 +227,7 @@ fn names_a_quantity(e: &Expr) -> bool {
     }
 }
 
-fn is_const(e: &Expr) -> bool {
+pub(crate) fn is_const(e: &Expr) -> bool {
     let mut syms = Vec::new();
     free_symbols(e, &mut syms);
     syms.is_empty() && !matches!(e, Expr::Text(_))
@@ -379,10 +359,7 @@ impl Cx<'_> {
             }
             (Expr::Base(..), _) | (_, Expr::Base(..)) => Ok(false),
             (Expr::Rel(ge, gops), Expr::Rel(pe, pops)) => self.relations(ge, gops, pe, pops, g, p),
-            (Expr::Rel(..), _) | (_, Expr::Rel(..)) => match (self.as_set(g)?, self.as_set(p)?) {
-                (Some(gs), Some(ps)) => self.equiv(&gs, &ps),
-                _ => Ok(false),
-            },
+            (Expr::Rel(..), _) | (_, Expr::Rel(..)) => self.sets(g, p),
             (Expr::Union(_) | Expr::Interval { .. }, Expr::List(pi)) => {
                 match solution_set(pi, self.b)? {
                     Some(ps) => self.equiv(g, &ps),
@@ -395,7 +372,7 @@ impl Cx<'_> {
                 {
                     return self.equiv(&gs, &ps);
                 }
-                self.unordered(gi, pi)
+                self.lists(gi, pi)
             }
             (Expr::List(gi), Expr::Union(_) | Expr::Interval { .. }) => {
                 match solution_set(gi, self.b)? {
@@ -467,6 +444,29 @@ impl Cx<'_> {
         })
     }
 
+    /// A relation against a set: both read as sets of reals. A relation is read in its variable
+    /// first; if that does not match, with the function value or absolute value it bounds as its
+    /// unknown (`-2 < g(t) \le 5` is `(-2, 5]`, and so is `-2 < |x-1| \le 5`).
+    fn sets(&mut self, g: &Expr, p: &Expr) -> R {
+        let (gs, ps) = (self.as_set(g)?, self.as_set(p)?);
+        if let (Some(a), Some(b)) = (&gs, &ps) {
+            if self.equiv(a, b)? {
+                return Ok(true);
+            }
+        }
+        let (gx, px) = (
+            expression_solution_set(g, self.b)?,
+            expression_solution_set(p, self.b)?,
+        );
+        if gx.is_none() && px.is_none() {
+            return Ok(false);
+        }
+        match (gx.or(gs), px.or(ps)) {
+            (Some(a), Some(b)) => self.equiv(&a, &b),
+            _ => Ok(false),
+        }
+    }
+
     fn text(&mut self, g: &Expr, p: &Expr) -> R {
         self.how = How::Text;
         if let (Some(a), Some(b)) = (choice_letter(g), choice_letter(p)) {
@@ -479,6 +479,7 @@ impl Cx<'_> {
                 let s = a.to_string();
                 if s.chars().any(|c| c.is_ascii_digit()) && s.len() < 64 {
                     if let Ok(e) = crate::parse::parse_answer(&s, self.b) {
+                        let e = crate::approx::settle(e, self.b)?;
                         if !matches!(e, Expr::Text(_)) {
                             return if matches!(g, Expr::Text(_)) {
                                 self.equiv(&e, other)
@@ -492,42 +493,6 @@ impl Cx<'_> {
             }
             _ => Ok(false),
         }
-    }
-
-    fn ordered(&mut self, g: &[Expr], p: &[Expr]) -> R {
-        if g.len() != p.len() {
-            return Ok(false);
-        }
-        for (a, b) in g.iter().zip(p) {
-            if !self.equiv(a, b)? {
-                return Ok(false);
-            }
-        }
-        self.how = How::Structural;
-        Ok(true)
-    }
-
-    /// Multiset equality: every gold item matched by a distinct prediction item.
-    fn unordered(&mut self, g: &[Expr], p: &[Expr]) -> R {
-        if g.len() != p.len() || g.len() > 64 {
-            return Ok(false);
-        }
-        let mut used = vec![false; p.len()];
-        for a in g {
-            let mut found = false;
-            for (j, b) in p.iter().enumerate() {
-                if !used[j] && self.equiv(a, b)? {
-                    used[j] = true;
-                    found = true;
-                    break;
-                }
-            }
-            if !found {
-                return Ok(false);
-            }
-        }
-        self.how = How::Structural;
-        Ok(true)
     }
 
     fn relations(
@@ -576,6 +541,14 @@ impl Cx<'_> {
         );
         if let (Some(gs), Some(ps)) = (gs, ps) {
             return self.equiv(&gs, &ps);
+        }
+        // Bounds on one function value each (`-2 < g(t) \le 5`, `g(t) \in (-2, 5]`).
+        let (gx, px) = (
+            expression_solution_set(g, self.b)?,
+            expression_solution_set(p, self.b)?,
+        );
+        if let (Some(gx), Some(px)) = (gx, px) {
+            return self.equiv(&gx, &px);
         }
         // Same chain, side by side; or mirrored (`a < b` is `b > a`).
         if gops.len() == pops.len() && gops == pops {

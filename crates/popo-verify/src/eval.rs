@@ -538,7 +538,7 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
             acc
         }
         Expr::Pow(x, p) => match (numeric(x, env, b)?, numeric(p, env, b)?) {
-            (Some(x), Some(p)) => x.pow(p),
+            (Some(xv), Some(pv)) => power(xv, pv, p, b)?,
             _ => return Ok(None),
         },
         Expr::Root(x, n) => match (numeric(x, env, b)?, numeric(n, env, b)?) {
@@ -617,6 +617,38 @@ pub(crate) fn numeric(e: &Expr, env: &[(&str, C)], b: &mut Budget) -> Result<Opt
     })
 }
 
+/// `x^p` (`p` is the exponent's tree, `pv` its value).
+fn power(x: C, pv: C, p: &Expr, b: &mut Budget) -> Result<C, Limit> {
+    Ok(real_odd_root_power(x, p, b)?.unwrap_or_else(|| x.pow(pv)))
+}
+
+/// `y^{2/3}` at a negative `y`: the real value, as `\sqrt[3]{y}^2` has it (and as `exact` computes
+/// `(-8)^{2/3} = 4`), not the principal complex branch, when the exponent is a rational with an
+/// odd denominator. Otherwise `None`: even denominators keep the principal branch, which
+/// `\sqrt{y}` shares with `y^{1/2}`, so `\sqrt{y^2}` stays `|y|` and apart from `y`.
+fn real_odd_root_power(base: C, ex: &Expr, b: &mut Budget) -> Result<Option<C>, Limit> {
+    if !base.is_real() || base.re >= 0.0 {
+        return Ok(None);
+    }
+    let q = match exact(ex, b) {
+        Ok(Some(q)) => q,
+        Ok(None) | Err(Limit::Size) => return Ok(None),
+        Err(l) => return Err(l),
+    };
+    if q.is_integer() || q.denom().is_even() {
+        return Ok(None);
+    }
+    let (Some(n), Some(d)) = (q.numer().to_f64(), q.denom().to_f64()) else {
+        return Ok(None);
+    };
+    let magnitude = (-base.re).powf(n / d);
+    Ok(Some(C::real(if q.numer().is_odd() {
+        -magnitude
+    } else {
+        magnitude
+    })))
+}
+
 /// Free symbols of a tree, deduplicated, in first-seen order.
 pub(crate) fn free_symbols<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
     match e {
@@ -648,203 +680,6 @@ pub(crate) fn free_symbols<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
         Expr::Matrix(rows) => rows.iter().flatten().for_each(|x| free_symbols(x, out)),
         Expr::Apply(_, args) => args.iter().for_each(|x| free_symbols(x, out)),
     }
-}
-
-/// A value during matrix arithmetic.
-enum MatVal {
-    Scalar(Expr),
-    Matrix(Vec<Vec<Expr>>),
-}
-
-/// Largest matrix side and power multiplied out.
-const MAX_MATRIX_SIDE: usize = 8;
-const MAX_MATRIX_POWER: u32 = 6;
-
-/// `A + B`, `2A`, `AB`, `A^2` over explicit matrices, multiplied out into one matrix of element
-/// expressions (compared element by element afterwards). `None` when `e` is no such
-/// arithmetic: a plain matrix, no matrix at all, or shapes that do not fit.
-pub(crate) fn matrix_value(e: &Expr, b: &mut Budget) -> Result<Option<Expr>, Limit> {
-    if !matches!(
-        e,
-        Expr::Sum(_) | Expr::Prod(_) | Expr::Neg(_) | Expr::Pow(..)
-    ) || !has_matrix(e)
-    {
-        return Ok(None);
-    }
-    Ok(match mat(e, b)? {
-        Some(MatVal::Matrix(m)) => Some(Expr::Matrix(m)),
-        _ => None,
-    })
-}
-
-pub(crate) fn has_matrix(e: &Expr) -> bool {
-    match e {
-        Expr::Matrix(_) => true,
-        Expr::Sum(v) | Expr::Prod(v) => v.iter().any(|(_, x)| has_matrix(x)),
-        Expr::Neg(x) => has_matrix(x),
-        Expr::Pow(x, _) => has_matrix(x),
-        _ => false,
-    }
-}
-
-fn mat(e: &Expr, b: &mut Budget) -> Result<Option<MatVal>, Limit> {
-    b.tick(1)?;
-    let elementwise = |m: Vec<Vec<Expr>>, f: &dyn Fn(Expr) -> Expr| -> MatVal {
-        MatVal::Matrix(
-            m.into_iter()
-                .map(|r| r.into_iter().map(f).collect())
-                .collect(),
-        )
-    };
-    Ok(Some(match e {
-        Expr::Matrix(rows)
-            if rows.len() <= MAX_MATRIX_SIDE
-                && rows
-                    .iter()
-                    .all(|r| !r.is_empty() && r.len() <= MAX_MATRIX_SIDE) =>
-        {
-            MatVal::Matrix(rows.clone())
-        }
-        Expr::Neg(x) => match mat(x, b)? {
-            Some(MatVal::Matrix(m)) => elementwise(m, &|x| Expr::Neg(Box::new(x))),
-            Some(MatVal::Scalar(_)) => MatVal::Scalar(e.clone()),
-            None => return Ok(None),
-        },
-        Expr::Sum(ts) => {
-            let mut terms = Vec::with_capacity(ts.len());
-            for (neg, t) in ts {
-                match mat(t, b)? {
-                    Some(v) => terms.push((*neg, v)),
-                    None => return Ok(None),
-                }
-            }
-            if terms.iter().all(|(_, v)| matches!(v, MatVal::Scalar(_))) {
-                return Ok(Some(MatVal::Scalar(e.clone())));
-            }
-            let mut ms = Vec::with_capacity(terms.len());
-            for (neg, v) in terms {
-                match v {
-                    MatVal::Matrix(m) => ms.push((neg, m)),
-                    // A scalar plus a matrix is not defined.
-                    MatVal::Scalar(_) => return Ok(None),
-                }
-            }
-            let (r, c) = (ms[0].1.len(), ms[0].1[0].len());
-            if ms
-                .iter()
-                .any(|(_, m)| m.len() != r || m.iter().any(|row| row.len() != c))
-            {
-                return Ok(None);
-            }
-            b.tick((r * c * ms.len()) as u64)?;
-            MatVal::Matrix(
-                (0..r)
-                    .map(|i| {
-                        (0..c)
-                            .map(|j| {
-                                Expr::Sum(ms.iter().map(|(n, m)| (*n, m[i][j].clone())).collect())
-                            })
-                            .collect()
-                    })
-                    .collect(),
-            )
-        }
-        Expr::Prod(fs) => {
-            let mut acc: Option<MatVal> = None;
-            for (div, f) in fs {
-                let Some(v) = mat(f, b)? else {
-                    return Ok(None);
-                };
-                let Some(a) = acc.take() else {
-                    if *div {
-                        return Ok(None);
-                    }
-                    acc = Some(v);
-                    continue;
-                };
-                acc = Some(match (a, v, *div) {
-                    (MatVal::Scalar(x), MatVal::Scalar(y), d) => {
-                        MatVal::Scalar(Expr::Prod(vec![(false, x), (d, y)]))
-                    }
-                    (MatVal::Scalar(x), MatVal::Matrix(m), false) => {
-                        elementwise(m, &|y| Expr::Prod(vec![(false, x.clone()), (false, y)]))
-                    }
-                    (MatVal::Matrix(m), MatVal::Scalar(y), d) => {
-                        elementwise(m, &|x| Expr::Prod(vec![(false, x), (d, y.clone())]))
-                    }
-                    (MatVal::Matrix(x), MatVal::Matrix(y), false) => match mat_mul(&x, &y, b)? {
-                        Some(m) => m,
-                        None => return Ok(None),
-                    },
-                    // Dividing by a matrix is not defined.
-                    (_, MatVal::Matrix(_), true) => return Ok(None),
-                });
-            }
-            match acc {
-                Some(MatVal::Scalar(_)) => MatVal::Scalar(e.clone()),
-                Some(m) => m,
-                None => return Ok(None),
-            }
-        }
-        Expr::Pow(x, k) => {
-            let k = match &**k {
-                Expr::Num(n) if !n.has_point && n.exp10 == 0 => n.digits.parse::<u32>().ok(),
-                _ => None,
-            };
-            match (mat(x, b)?, k) {
-                (Some(MatVal::Matrix(m)), Some(k)) if (1..=MAX_MATRIX_POWER).contains(&k) => {
-                    let mut acc = MatVal::Matrix(m.clone());
-                    for _ in 1..k {
-                        let MatVal::Matrix(a) = acc else {
-                            return Ok(None);
-                        };
-                        acc = match mat_mul(&a, &m, b)? {
-                            Some(p) => p,
-                            None => return Ok(None),
-                        };
-                    }
-                    acc
-                }
-                (Some(MatVal::Scalar(_)), _) => MatVal::Scalar(e.clone()),
-                _ => return Ok(None),
-            }
-        }
-        Expr::Matrix(_) | Expr::Tuple(_) | Expr::List(_) | Expr::Set(_) | Expr::Rel(..) => {
-            return Ok(None)
-        }
-        _ => MatVal::Scalar(e.clone()),
-    }))
-}
-
-fn mat_mul(x: &[Vec<Expr>], y: &[Vec<Expr>], b: &mut Budget) -> Result<Option<MatVal>, Limit> {
-    let (r, k, c) = (x.len(), y.len(), y[0].len());
-    if x.iter().any(|row| row.len() != k) {
-        return Ok(None);
-    }
-    b.tick((r * k * c) as u64)?;
-    Ok(Some(MatVal::Matrix(
-        (0..r)
-            .map(|i| {
-                (0..c)
-                    .map(|j| {
-                        Expr::Sum(
-                            (0..k)
-                                .map(|l| {
-                                    (
-                                        false,
-                                        Expr::Prod(vec![
-                                            (false, x[i][l].clone()),
-                                            (false, y[l][j].clone()),
-                                        ]),
-                                    )
-                                })
-                                .collect(),
-                        )
-                    })
-                    .collect()
-            })
-            .collect(),
-    )))
 }
 
 #[cfg(test)]

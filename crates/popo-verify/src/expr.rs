@@ -116,6 +116,8 @@ impl Fun {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RelOp {
     Eq,
+    /// `\approx`: settled right after parsing (`approx::settle`), never compared.
+    Approx,
     Ne,
     Lt,
     Le,
@@ -139,6 +141,7 @@ impl RelOp {
     fn as_str(self) -> &'static str {
         match self {
             RelOp::Eq => "=",
+            RelOp::Approx => "≈",
             RelOp::Ne => "!=",
             RelOp::Lt => "<",
             RelOp::Le => "<=",

@@ -32,6 +32,8 @@ pub(crate) enum Tok {
     Percent,
     Degree,
     Eq,
+    /// `\approx`, `≈`: an approximation of what comes before.
+    Approx,
     Ne,
     Lt,
     Le,
@@ -293,6 +295,7 @@ fn unicode_tok(ch: char) -> Option<Tok> {
         '≤' | '⩽' => Tok::Le,
         '≥' | '⩾' => Tok::Ge,
         '≠' => Tok::Ne,
+        '≈' => Tok::Approx,
         '∞' => Tok::Infty,
         'π' => Tok::Pi,
         '°' => Tok::Degree,
@@ -384,7 +387,8 @@ fn lex_number(s: &str, start: usize, plain_groups: bool) -> (NumLit, usize) {
 }
 
 /// Length of a thousands separator at the start of `b` (0 if none), and whether it is TeX's
-/// explicit kind, which never separates list items.
+/// explicit kind, which never separates list items. Spaces after an explicit one are layout
+/// (`45,\\! 600`, `7,\\! 250,\\! 000`): still one number.
 fn group_sep(b: &[u8]) -> (usize, bool) {
     for (sep, explicit) in [
         (&b",\\!"[..], true),
@@ -395,7 +399,12 @@ fn group_sep(b: &[u8]) -> (usize, bool) {
         (b" ", false),
     ] {
         if b.starts_with(sep) {
-            return (sep.len(), explicit);
+            let pad = if explicit {
+                b[sep.len()..].iter().take_while(|&&c| c == b' ').count()
+            } else {
+                0
+            };
+            return (sep.len() + pad, explicit);
         }
     }
     (0, false)
@@ -466,6 +475,10 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         j += 1;
     }
     let name = &s[i + 1..j];
+    if let Some(t) = relation_command(name) {
+        out.push(t);
+        return Ok(j);
+    }
     let t = match name {
         "frac" | "dfrac" | "tfrac" | "cfrac" => Tok::Frac,
         "sqrt" => Tok::Sqrt,
@@ -476,14 +489,7 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         "div" => Tok::Slash,
         "pm" => Tok::Pm,
         "mp" => Tok::Mp,
-        "le" | "leq" | "leqslant" | "leqq" => Tok::Le,
-        "ge" | "geq" | "geqslant" | "geqq" => Tok::Ge,
-        "lt" => Tok::Lt,
-        "gt" => Tok::Gt,
-        "ne" | "neq" => Tok::Ne,
-        "approx" | "simeq" | "equiv" | "doteq" => Tok::Eq,
         "cup" => Tok::Cup,
-        "in" => Tok::In,
         "circ" | "degree" => Tok::Degree,
         "log" => Tok::Log,
         "emptyset" | "varnothing" => Tok::Emptyset,
@@ -598,6 +604,21 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
     };
     out.push(t);
     Ok(j)
+}
+
+/// The relation a command names: `\le`, `\neq`, `\approx`, `\in`...
+fn relation_command(name: &str) -> Option<Tok> {
+    Some(match name {
+        "le" | "leq" | "leqslant" | "leqq" => Tok::Le,
+        "ge" | "geq" | "geqslant" | "geqq" => Tok::Ge,
+        "lt" => Tok::Lt,
+        "gt" => Tok::Gt,
+        "ne" | "neq" => Tok::Ne,
+        "approx" | "simeq" => Tok::Approx,
+        "equiv" | "doteq" => Tok::Eq,
+        "in" => Tok::In,
+        _ => return None,
+    })
 }
 
 fn push_text(c: &str, out: &mut Vec<Tok>) {

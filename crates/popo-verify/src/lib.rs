@@ -24,14 +24,26 @@
 //! sides; a comma is never a decimal point; `\log` is base 10; a number with a base subscript
 //! (`1011_2`) only matches the same number in a base; `f(2)`, `I(0)` (single letters `f g h`
 //! or capitals before a parenthesis) are function values, not products.
+//!
+//! Since issue 31: the exact value before an approximation is the answer (`x = \frac{2}{7}
+//! \approx 0.5` is right for 2/7, wrong for 0.5; a correctly rounded decimal also matches a
+//! decimal gold); a closing "The final answer is X" after every box wins over them; a set's
+//! repeated element counts once when the gold's elements are distinct; assignments of several
+//! solutions (`a=1,b=4;a=3,b=2`) are the tuples they assign; a relation may bound a function
+//! value or an absolute value (`-2 < g(t) \le 5` is `(-2, 5]`); `y^{2/3}` is real at a negative
+//! `y`, as `\sqrt[3]{y}^2` is; `45,\! 600` (a space after TeX's separator) is one number.
 
+mod approx;
 pub mod bench;
+mod candidates;
 mod equiv;
 mod eval;
 mod expr;
 mod extract;
 mod lex;
 mod limits;
+mod lists;
+mod matrix;
 mod parse;
 mod solve;
 
@@ -113,7 +125,7 @@ impl Parsed {
 
 fn parse(s: &str, b: &mut Budget) -> Result<Parsed, Limit> {
     match parse_answer(s, b) {
-        Ok(e) => Ok(Parsed::Expr(expand_answer(e))),
+        Ok(e) => Ok(Parsed::Expr(expand_answer(approx::settle(e, b)?))),
         Err(ParseError::Syntax) => Ok(Parsed::Raw(s.trim().to_string())),
         Err(ParseError::Limit(l)) => Err(l),
     }

@@ -181,6 +181,7 @@ impl Parser<'_> {
         loop {
             let op = match self.peek() {
                 Some(Tok::Eq) => RelOp::Eq,
+                Some(Tok::Approx) => RelOp::Approx,
                 Some(Tok::Ne) => RelOp::Ne,
                 Some(Tok::Lt) => RelOp::Lt,
                 Some(Tok::Le) => RelOp::Le,

@@ -64,8 +64,49 @@ pub(crate) fn solution_set(rels: &[Expr], b: &mut Budget) -> R<Expr> {
     Ok(Some(to_expr(acc)))
 }
 
+/// A chain whose every non-constant member is one function value or absolute value
+/// (`-2 < g(t) \le 5`, `0 \le |x-1| \le 5`, `f(x) \in [0, 4]`), read with that expression as its
+/// unknown: the set of values it is bounded to. `None` for any other answer.
+pub(crate) fn expression_solution_set(e: &Expr, b: &mut Budget) -> R<Expr> {
+    let Expr::Rel(es, ops) = e else {
+        return Ok(None);
+    };
+    if ops.iter().any(|o| matches!(o, RelOp::Eq | RelOp::Approx)) {
+        return Ok(None);
+    }
+    let mut unknown: Option<&Expr> = None;
+    for m in es {
+        match m {
+            Expr::Apply(..) | Expr::Func(Fun::Abs, _) => match unknown {
+                None => unknown = Some(m),
+                Some(u) if u == m => {}
+                Some(_) => return Ok(None),
+            },
+            _ => {
+                let mut syms = Vec::new();
+                free_symbols(m, &mut syms);
+                if !syms.is_empty() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    let Some(u) = unknown else {
+        return Ok(None);
+    };
+    // A name no answer can spell.
+    let x = Expr::Sym("\u{1}".into());
+    let es = es
+        .iter()
+        .map(|m| if m == u { x.clone() } else { m.clone() });
+    solution_set(&[Expr::Rel(es.collect(), ops.clone())], b)
+}
+
 fn chain(es: &[Expr], ops: &[RelOp], b: &mut Budget) -> R<Set> {
-    if ops.iter().any(|o| matches!(o, RelOp::Eq | RelOp::In)) {
+    if ops
+        .iter()
+        .any(|o| matches!(o, RelOp::Eq | RelOp::Approx | RelOp::In))
+    {
         return Ok(None);
     }
     let mut syms = Vec::new();
@@ -147,7 +188,7 @@ fn abs_link(u: &Expr, op: RelOp, ce: &Expr, c: f64, x: &str, b: &mut Budget) -> 
                 two(b, RelOp::Ne, &neg_c, RelOp::Ne, ce)?.map(|(s1, s2)| intersect(&s1, &s2))
             }
         }
-        RelOp::Eq | RelOp::In => None,
+        RelOp::Eq | RelOp::Approx | RelOp::In => None,
     })
 }
 
@@ -376,7 +417,7 @@ fn from_zeros(z: &Zeros, op: RelOp) -> Set {
         RelOp::Gt => s > 0,
         RelOp::Ge => s >= 0,
         RelOp::Ne => s != 0,
-        RelOp::Eq | RelOp::In => false,
+        RelOp::Eq | RelOp::Approx | RelOp::In => false,
     };
     let at = |k: usize, open: bool| End {
         e: z.roots[k].0.clone(),

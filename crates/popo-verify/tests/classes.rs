@@ -1,4 +1,4 @@
-//! One table per class of real-response behaviour (issue 12), in `classes/*.txt`: every line is
+//! One table per class of real-response behaviour (issues 12 and 31), in `classes/*.txt`: every line is
 //! `gold @@ response @@ Y|N`, the response given to `verify` as written (`⏎` stands for a line
 //! break). Each class keeps at least 15 cases, with both verdicts.
 
@@ -55,6 +55,13 @@ classes!(
     matrix_arithmetic,
     digits_in_words,
     truncated,
+    thin_space_groups,
+    final_statement,
+    repeated_elements,
+    expression_variable,
+    assignment_lists,
+    radical_powers,
+    approximations,
 );
 
 /// A table added to `classes/` without a test above would silently never run.
