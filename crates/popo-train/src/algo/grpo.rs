@@ -75,12 +75,20 @@ impl Algorithm for Grpo {
             }
             None => None,
         };
+        // A completion with a zero advantage (a group whose rewards are all equal) adds nothing
+        // to the loss or its gradient unless a KL term is on: it still counts in the normalisers,
+        // but stays out of the forward. A step whose advantages are all zero keeps every
+        // completion, so that its (zero-gradient) AdamW update still happens, as in TRL and verl.
+        let any_signal = adv.iter().any(|&a| a != 0.0);
         let mut norm = Norms::default();
         let mut seqs = Vec::with_capacity(batch.len());
         for (i, r) in batch.rollouts.iter().enumerate() {
             let loss_mask = !(self.overlong_filter && r.truncated);
             let len = r.completion.len() as f64;
-            norm.all_tokens += len;
+            let include = adv[i] != 0.0 || self.reference.is_some() || !any_signal;
+            if include {
+                norm.all_tokens += len;
+            }
             if loss_mask {
                 norm.loss_tokens += len;
                 norm.loss_seqs += 1.0;
@@ -88,7 +96,7 @@ impl Algorithm for Grpo {
             norm.sum_norm += ctx.max_completion_len as f64;
             seqs.push(SeqPrep {
                 coef: adv[i],
-                include: true,
+                include,
                 loss_mask,
                 old_logprobs: old.as_mut().map(|o| std::mem::take(&mut o[i])),
                 aux_logprobs: refs.as_mut().map(|o| std::mem::take(&mut o[i])),
