@@ -7,7 +7,8 @@ use popo_train::config::{ConfigBuilder, TrainConfig};
 use popo_train::metrics::{names, read_metrics, MetricRecord};
 use popo_train::reward::{Reward, RewardOut};
 use popo_train::trainer::Trainer;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -53,22 +54,79 @@ fn comparable(records: &[MetricRecord]) -> Comparable {
         .collect()
 }
 
-/// 4 steps straight vs 2 steps + checkpoint + resume for 2: identical metrics (perf/* aside),
-/// in f32, in bf16 (f32 masters and EMA target restored) and in f16 (the loss scale too).
+/// A checkpoint's model weights by name, as f32.
+fn weights(ck: &Path) -> BTreeMap<String, Vec<f32>> {
+    let dev = candle_core::Device::Cpu;
+    candle_core::safetensors::load(ck.join("model.safetensors"), &dev)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = t.to_dtype(candle_core::DType::F32).unwrap();
+            (n, t.flatten_all().unwrap().to_vec1().unwrap())
+        })
+        .collect()
+}
+
+/// The last checkpoint of `run`.
+fn last_checkpoint(run: &Path) -> PathBuf {
+    popo_train::checkpoint::list(run).unwrap().pop().unwrap()
+}
+
+/// The resumed run's final checkpoint holds the uninterrupted run's bytes; the weights moved
+/// from the initial model `initial`.
+fn assert_same_checkpoint(resumed: &Path, straight: &Path, initial: &Path, what: &str) {
+    let (got, want) = (last_checkpoint(resumed), last_checkpoint(straight));
+    assert!(got.ends_with("step-000004"), "{what}: {}", got.display());
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "algo_state.safetensors",
+        "trainer_state.json",
+    ] {
+        let (g, w) = (got.join(f), want.join(f));
+        assert!(
+            std::fs::read(&g).unwrap() == std::fs::read(&w).unwrap(),
+            "{what}: {} differs from the uninterrupted run's {}",
+            g.display(),
+            w.display()
+        );
+    }
+    let (start, end) = (weights(initial), weights(&want));
+    assert_eq!(
+        start.keys().collect::<Vec<_>>(),
+        end.keys().collect::<Vec<_>>()
+    );
+    let moved = start.iter().filter(|(n, w)| end[*n] != **w).count();
+    assert!(
+        moved > 0,
+        "{what}: no tensor of the final model differs from the initial one"
+    );
+}
+
+/// 4 steps straight vs 2 steps + checkpoint + resume for 2: identical metrics (perf/* aside)
+/// and final checkpoint (weights, optimizer moments, algorithm and trainer state, byte for
+/// byte), in f32, in bf16 (f32 masters and EMA target restored) and in f16 (the loss scale too);
+/// the weights moved from the initial model.
 #[test]
 fn resume_reproduces_an_uninterrupted_run() {
     let root = tempfile::tempdir().unwrap();
-    for (preset, dtype) in [
-        ("popo", "f32"),
-        ("dapo", "f32"),
-        ("popo", "bf16"),
-        ("grpo", "f16"),
-        ("w_reinforce", "f32"),
+    // GRPO gets DAPO's length shaping: on the random model every reward is 0, so without it its
+    // advantages, gradients and updates are all zero and the weights never move.
+    for (preset, dtype, extra) in [
+        ("popo", "f32", None),
+        ("dapo", "f32", None),
+        ("popo", "bf16", None),
+        ("grpo", "f16", Some("reward.overlong_shaping=true")),
+        ("w_reinforce", "f32", None),
     ] {
         let a = root.path().join(format!("{preset}-{dtype}-a"));
         let b = root.path().join(format!("{preset}-{dtype}-b"));
         let dt = format!("run.dtype={dtype}");
-        let sets = ["algo.num_iterations=2", "run.save_every=0", dt.as_str()];
+        let mut sets = vec!["algo.num_iterations=2", "run.save_every=0", &dt];
+        sets.extend(extra);
+        // The initial model: a run's checkpoint before its first step.
+        let init = root.path().join(format!("{preset}-{dtype}-init"));
+        let initial = quiet(tiny(&init, preset, &sets)).save_checkpoint().unwrap();
         let mut t = quiet(tiny(&a, preset, &sets));
         t.run().unwrap();
 
@@ -91,12 +149,13 @@ fn resume_reproduces_an_uninterrupted_run() {
             comparable(&rb),
             "{preset} {dtype}: resumed run diverged"
         );
-        // The run trained: weights moved, so losses are not all equal.
+        // A loss at every step (that the weights moved is checked below).
         let losses: Vec<f64> = ra
             .iter()
             .filter_map(|r| r.values.get(names::LOSS).copied().flatten())
             .collect();
         assert_eq!(losses.len(), 4);
+        assert_same_checkpoint(&b, &a, &initial, &format!("{preset} {dtype}"));
     }
 }
 
