@@ -50,6 +50,7 @@ pub struct TrainConfig {
 pub struct RunConfig {
     /// Run directory. Empty: `runs/<preset>-<unix time>`.
     pub out_dir: String,
+    /// Seed of every random stream: sampling, shuffling, noise, the built-in model's weights.
     pub seed: u64,
     /// Number of rollout steps (each does `algo.num_iterations` optimizer updates).
     pub steps: usize,
@@ -105,14 +106,18 @@ pub struct ModelSection {
 pub struct DataSection {
     /// JSONL training set. Empty: the built-in synthetic arithmetic task.
     pub path: String,
-    /// JSONL held-out set for evaluation. Empty: a held-out slice of `path` (or the built-in eval split).
+    /// JSONL held-out set for evaluation. Empty: the built-in task's held-out split, or no
+    /// held-out evaluation at all when `path` is set.
     pub eval_path: String,
+    /// The JSONL field holding the problem text.
     pub problem_field: String,
+    /// The JSONL field holding the gold answer.
     pub answer_field: String,
     /// `qwen_math` | `r1_zero` | `chat` (the tokenizer's template) | `plain`.
     pub template: PromptTemplate,
     /// Prompts longer than this (in tokens) are counted and skipped.
     pub max_prompt_len: usize,
+    /// Draw training prompts in a seeded shuffled order (false: file order).
     pub shuffle: bool,
     /// Count and skip lines that do not parse instead of failing.
     pub skip_invalid: bool,
@@ -125,9 +130,13 @@ pub struct RolloutConfig {
     pub batch_prompts: usize,
     /// G: completions per prompt.
     pub group_size: usize,
+    /// Sampling temperature; the log-probs the losses use are taken at it.
     pub temperature: f64,
+    /// Nucleus sampling (1: off).
     pub top_p: f64,
+    /// Sample among the k most likely tokens (0: off).
     pub top_k: usize,
+    /// Most tokens per completion; longer ones are cut (`train/truncated_ratio`).
     pub max_completion_len: usize,
     /// DAPO: drop groups whose rewards are all equal and draw more prompts.
     pub dynamic_sampling: bool,
@@ -152,7 +161,9 @@ pub struct RewardConfig {
     pub format_weight: f64,
     /// DAPO overlong shaping: linear penalty inside the last `overlong_cache_len` tokens.
     pub overlong_shaping: bool,
+    /// Length of that window, in tokens (below `rollout.max_completion_len`).
     pub overlong_cache_len: usize,
+    /// The penalty at the length limit.
     pub overlong_penalty: f64,
     /// DAPO overlong filtering: truncated completions are masked out of the loss.
     pub overlong_filter: bool,
@@ -161,10 +172,15 @@ pub struct RewardConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
+    /// Peak learning rate of AdamW.
     pub lr: f64,
+    /// AdamW weight decay.
     pub weight_decay: f64,
+    /// AdamW first-moment decay.
     pub beta1: f64,
+    /// AdamW second-moment decay.
     pub beta2: f64,
+    /// AdamW epsilon.
     pub eps: f64,
     /// Share of total updates spent in linear warmup, then cosine decay.
     pub warmup_ratio: f64,
@@ -355,11 +371,15 @@ pub struct AlgoConfig {
     /// Optimizer updates per rollout batch.
     pub num_iterations: usize,
     // --- POPO ---
+    /// Weights over a group's positives: `softmax` (of length-normalised log-probs) or `uniform`.
     pub weight_mode: WeightMode,
     /// T_w of the softmax weights.
     pub weight_temperature: f64,
+    /// Divide each weight by its completion's length, then renormalise.
     pub length_normalize_weights: bool,
+    /// Weight of the similarity term.
     pub alpha: f64,
+    /// Weight of the entropy bonus.
     pub beta_ent: f64,
     /// Tokens the entropy bonus covers: `all` (the spec), `positive_groups` (groups with a
     /// positive; the reference code's rule, which skips a micro-batch without a positive, made
@@ -371,16 +391,22 @@ pub struct AlgoConfig {
     pub predictor: bool,
     /// L: number of Linear layers of the predictor.
     pub predictor_layers: usize,
+    /// Hidden width of the predictor.
     pub predictor_hidden: usize,
     /// sigma of the N(0, sigma^2) noise added to target features.
     pub sim_noise_std: f64,
+    /// Features pooled over the completion tokens: `mean` or `last`.
     pub feature_pool: FeaturePool,
     /// c of the truncated ratio sg(min(rho, c)) used when num_iterations > 1.
     pub ratio_clip: f64,
     // --- GRPO family ---
+    /// `grpo` (group-normalised) or `dr_grpo` (centred) advantages.
     pub advantage: AdvantageMode,
+    /// `token-mean`, `seq-mean-token-mean` or `seq-mean-token-sum-norm`.
     pub loss_agg: LossAgg,
+    /// Lower clip range of the ratio: clip(rho, 1 - eps_low, 1 + eps_high).
     pub eps_low: f64,
+    /// Upper clip range of the ratio (DAPO's clip-higher raises it).
     pub eps_high: f64,
     /// k3 KL to a frozen reference; 0 means no reference model at all.
     pub beta_kl: f64,
@@ -396,7 +422,9 @@ pub struct AlgoConfig {
 pub struct SftConfig {
     /// Optimizer steps of SFT before RL (0: none).
     pub steps: usize,
+    /// Peak learning rate of the warm-up (cosine-decayed to a tenth).
     pub lr: f64,
+    /// Sequences per warm-up step.
     pub batch_size: usize,
 }
 

@@ -12,7 +12,8 @@ mod cmd;
     about = "Positive-Only Policy Optimization (and GRPO, Dr. GRPO, DAPO, RAFT) for language models",
     long_about = None
 )]
-struct Cli {
+// pub: tests/docs.rs includes this file to check the user guide against every flag.
+pub struct Cli {
     /// Log filter, as in RUST_LOG (e.g. `info`, `popo_train=debug`).
     #[arg(long, global = true, default_value = "info", env = "POPO_LOG")]
     log: String,

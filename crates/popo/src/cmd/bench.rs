@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     pub gradient_checkpointing: bool,
     /// Choose decode tokens on the host from copied logits, as top-k / top-p / min-p sampling
-    /// does (and every decode step did before on-device sampling): the "before" of a comparison.
+    /// does, instead of on the logits' device: measures what on-device sampling saves.
     #[arg(long)]
     pub host_sampling: bool,
     /// Timed runs per measurement (the median is reported), after one warm-up run.

@@ -24,10 +24,10 @@ pub struct Args {
     /// JSONL training set with `problem` and `answer` (default: the built-in arithmetic task).
     #[arg(long)]
     pub data: Option<String>,
-    /// JSONL held-out set for evaluation.
+    /// JSONL held-out set for evaluation (without one, a run on --data has no held-out evaluation).
     #[arg(long)]
     pub eval_data: Option<String>,
-    /// Run directory.
+    /// Run directory (default: runs/<preset>-<unix time>).
     #[arg(long)]
     pub out: Option<String>,
     /// Number of rollout steps.
@@ -39,7 +39,8 @@ pub struct Args {
     /// Override any config key, e.g. `--set optim.lr=1e-5 --set algo.alpha=0` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Continue a run: its directory or one of its checkpoints.
+    /// Continue a run: its directory or one of its checkpoints. The run's own config.toml holds;
+    /// the other flags are refused or ignored.
     #[arg(long, conflicts_with_all = ["config", "preset", "model", "data", "set"])]
     pub resume: Option<PathBuf>,
     /// Print the resolved config and exit.
