@@ -28,7 +28,8 @@ pub enum Strategy {
     /// The whole response, when it is a formula and nothing else (`\frac{7}{3}`, `(1, 2)`).
     Bare,
     /// The last candidate by position: a math span, a LaTeX formula written without
-    /// delimiters, or a number standing in the prose as a word of its own.
+    /// delimiters, or a number standing in the prose as a word of its own; the value before an
+    /// approximation of it (`$\frac{2}{7}$, approximately $0.29$`) rather than the approximation.
     LastCandidate,
     /// The last `$...$`, `$$...$$`, `\(...\)` or `\[...\]` (not in the default order).
     LastMath,
