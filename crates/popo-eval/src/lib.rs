@@ -3,6 +3,10 @@
 
 pub mod bench;
 pub mod claims;
+pub mod collect;
 pub mod experiment;
 pub mod metrics;
 pub mod plot;
+pub mod report;
+pub mod stats;
+pub mod summary;

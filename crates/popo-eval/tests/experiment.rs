@@ -1,6 +1,7 @@
 //! A real (tiny) experiment grid through the trainer: runs, skip-on-rerun, report, summary, plots.
 
-use popo_eval::experiment::{run_grid, write_report, ExperimentSpec, RUN_DONE_FILE};
+use popo_eval::experiment::{run_grid, ExperimentSpec, RUN_DONE_FILE};
+use popo_eval::report::write_report;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -78,10 +79,13 @@ set = ["algo.tau=1.0"]
         let ks: Vec<usize> = p.pass_at_k.iter().map(|x| x.0).collect();
         assert_eq!((p.n, ks), (4, vec![1, 2, 4]), "{}", v.name);
     }
-    // One verdict per claim; with popo and grpo both finished, the first is judged.
+    // One verdict per claim; with two seeds, claim 1 compares popo and grpo seed by seed but
+    // gives no verdict.
     assert_eq!(summary.verdicts.len(), 5, "{:?}", summary.verdicts);
     assert!(
-        summary.verdicts[0].starts_with("**1. POPO matches or beats GRPO: holds"),
+        summary.verdicts[0].starts_with(
+            "**1. POPO matches or beats the GRPO family (GRPO, Dr. GRPO, DAPO): too few seeds"
+        ) && summary.verdicts[0].contains("vs `grpo`: endpoint POPO - grpo: "),
         "{}",
         summary.verdicts[0]
     );
@@ -102,7 +106,11 @@ set = ["algo.tau=1.0"]
     assert!(out.join("plots/algorithms_pass_at_k.png").is_file());
     assert!(out.join("plots/ablations_pass_at_k.svg").is_file());
 
-    // `popo eval` reads what `popo train` wrote: a run directory means its latest checkpoint.
+    popo_eval_reads_a_run_dir(&spec);
+}
+
+/// `popo eval` reads what `popo train` wrote: a run directory means its latest checkpoint.
+fn popo_eval_reads_a_run_dir(spec: &ExperimentSpec) {
     let run_dir = spec.run_dir(&spec.runs[0], 1);
     let (ckpt, step) = popo_train::checkpoint::resolve_model_dir(&run_dir).unwrap();
     assert_eq!(step, Some(2));

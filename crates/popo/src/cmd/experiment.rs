@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use popo_eval::experiment::{run_grid, write_report, ExperimentSpec};
+use popo_eval::experiment::{run_grid, ExperimentSpec};
+use popo_eval::report::write_report;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
