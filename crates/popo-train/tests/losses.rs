@@ -1007,7 +1007,9 @@ fn popo_loss_reaches_every_parameter() {
     );
     let policy = TinyLm::new(V, DM, 3, DType::F32);
     let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
-    // Move the policy off the target so the similarity term has a gradient through the features.
+    // No move is needed: the predictor (on by default) makes h_phi(f_theta) differ from f_xi even
+    // while the target equals the policy, so L_sim has a gradient through the features. Its values,
+    // with the target moved, are checked in tests/popo_reference.rs.
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
     let (_, acc) = total_loss(algo.as_ref(), &policy, &batch, &prep, 4);
     let mut names: Vec<String> = policy.named_vars().into_iter().map(|(n, _)| n).collect();
