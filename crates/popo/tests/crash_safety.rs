@@ -25,8 +25,8 @@ const DELAY_MS: u64 = 15;
 /// The least time a checkpoint write takes in a killed run (its four sleeps).
 const WRITE_MS: u64 = 4 * DELAY_MS;
 const DEFAULT_SEEDS: [u64; 5] = [16, 17, 18, 19, 20];
-/// Kills per seed: the even ones inside a checkpoint write, the odd ones at any moment.
-const KILLS_PER_SEED: usize = 4;
+/// Kills per seed: two inside a checkpoint write, two at any moment, one at a rename.
+const KILLS_PER_SEED: usize = 5;
 /// What `checkpoint::save` writes: the HF model (`LmPolicy::save_pretrained`) and the trainer
 /// state.
 const CHECKPOINT_FILES: [&str; 7] = [
@@ -259,7 +259,7 @@ fn wait_for(path: &Path, child: &mut Child, context: &str) {
             "waited {limit:?} for {}",
             path.display()
         );
-        std::thread::sleep(Duration::from_micros(500));
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -307,6 +307,8 @@ enum Moment {
     /// `wait` ms after the first checkpoint; below the `STEPS - 2` writes still to come, so
     /// the run is still going.
     After { wait: u64 },
+    /// As soon as checkpoint `step` (1..STEPS) is renamed into place: it must be complete then.
+    AtRename { step: u64 },
 }
 
 /// What one kill left and the resume made of it.
@@ -330,6 +332,7 @@ fn kill_and_resume(
     let (waited_for, wait) = match moment {
         Moment::Inside { step, wait } => (tmp_dir(run_dir, step), wait),
         Moment::After { wait } => (step_dir(run_dir, 1), wait),
+        Moment::AtRename { step } => (step_dir(run_dir, step), 0),
     };
     wait_for(&waited_for, &mut child, context);
     std::thread::sleep(Duration::from_millis(wait));
@@ -356,7 +359,7 @@ fn kill_and_resume(
             }
             inside
         }
-        Moment::After { .. } => false,
+        Moment::After { .. } | Moment::AtRename { .. } => false,
     };
     if torn {
         tear(&run_dir.join("metrics.jsonl"));
@@ -388,23 +391,23 @@ fn seeds() -> Vec<u64> {
 }
 
 /// The kill moments of one seed. The j-th kill inside a write is inside checkpoint
-/// 2 + (seed + j) % (STEPS - 1), so the default seeds hit each of checkpoints 2..=STEPS twice;
-/// the moments themselves are drawn.
+/// 2 + (seed + j) % (STEPS - 1), and the kill at a rename at checkpoint 1 + seed % (STEPS - 1),
+/// so the default seeds hit each of checkpoints 2..=STEPS twice inside its write and each of
+/// 1..STEPS once at its rename; the moments themselves are drawn.
 fn moments(seed: u64) -> Vec<Moment> {
     let mut rng = Rng(seed);
     (0..KILLS_PER_SEED as u64)
-        .map(|i| {
-            if i % 2 == 0 {
-                let step = 2 + (seed + i / 2) % (STEPS - 1);
-                Moment::Inside {
-                    step,
-                    wait: rng.below(WRITE_MS),
-                }
-            } else {
-                Moment::After {
-                    wait: rng.below((STEPS - 2) * WRITE_MS),
-                }
-            }
+        .map(|i| match i {
+            0 | 2 => Moment::Inside {
+                step: 2 + (seed + i / 2) % (STEPS - 1),
+                wait: rng.below(WRITE_MS),
+            },
+            1 | 3 => Moment::After {
+                wait: rng.below((STEPS - 2) * WRITE_MS),
+            },
+            _ => Moment::AtRename {
+                step: 1 + seed % (STEPS - 1),
+            },
         })
         .collect()
 }
