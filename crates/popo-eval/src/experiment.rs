@@ -286,6 +286,24 @@ pub struct RunRecord {
     pub pass_at_k: Option<PassAtK>,
 }
 
+/// The last checkpoint of an unfinished cell whose recorded config is the cell's config now, so
+/// that a grid stopped mid-run (a session's end, a kill) continues that run instead of starting
+/// it again. `None`: start afresh (no checkpoint, `--force`, or the experiment file changed).
+fn resumable(
+    dir: &Path,
+    cfg: &popo_train::config::TrainConfig,
+    force: bool,
+) -> Result<Option<PathBuf>> {
+    if force || !dir.join("config.toml").is_file() {
+        return Ok(None);
+    }
+    let Some(ck) = popo_train::checkpoint::list(dir)?.pop() else {
+        return Ok(None);
+    };
+    let recorded = popo_train::trainer::Trainer::resumed_config(dir)?;
+    Ok((&recorded == cfg).then_some(ck))
+}
+
 /// Runs every cell that has not finished yet, in order: the base cells (one per seed, when the
 /// runs report pass@k), then each (run, seed). `force`: rerun all.
 pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Result<()> {
@@ -307,11 +325,6 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
             eprintln!("[{k}/{total}] {name} seed {seed}: done already");
             continue;
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("clearing unfinished run {}", dir.display()))?;
-        }
-        eprintln!("[{k}/{total}] {name} seed {seed} -> {}", dir.display());
         // From here: the shared warm-up (when this cell is its seed's first) counts too.
         let started = std::time::Instant::now();
         let cfg = match run {
@@ -322,7 +335,20 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
                 cfg
             }
         };
-        let mut trainer = popo_train::trainer::Trainer::new(cfg, stop.clone())?;
+        let mut trainer = match resumable(&dir, &cfg, force)? {
+            Some(ck) => {
+                eprintln!("[{k}/{total}] {name} seed {seed}: resuming {}", ck.display());
+                popo_train::trainer::Trainer::resume(&dir, stop.clone())?
+            }
+            None => {
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("clearing unfinished run {}", dir.display()))?;
+                }
+                eprintln!("[{k}/{total}] {name} seed {seed} -> {}", dir.display());
+                popo_train::trainer::Trainer::new(cfg, stop.clone())?
+            }
+        };
         let s = trainer.run()?;
         if s.interrupted {
             bail!("interrupted during {name} seed {seed}; rerun the experiment to continue");
