@@ -337,7 +337,10 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
         };
         let mut trainer = match resumable(&dir, &cfg, force)? {
             Some(ck) => {
-                eprintln!("[{k}/{total}] {name} seed {seed}: resuming {}", ck.display());
+                eprintln!(
+                    "[{k}/{total}] {name} seed {seed}: resuming {}",
+                    ck.display()
+                );
                 popo_train::trainer::Trainer::resume(&dir, stop.clone())?
             }
             None => {
