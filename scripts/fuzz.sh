@@ -10,7 +10,8 @@
 # one core, without pinning a CPU. At the end it prints the run's numbers (executions, edges
 # covered, crashes, hangs) and appends them to fuzz/results.log, replaces fuzz/corpus/TARGET by
 # the run's queue (its smallest files), and copies crashing and hanging inputs to
-# fuzz/crashes/TARGET/ (see RELIABILITY.md).
+# fuzz/crashes/TARGET/ (see RELIABILITY.md), which `cargo test --workspace` replays through the
+# same target code (crates/popo-fuzz-harness/tests/replay.rs).
 #
 # Environment: CARGO_TARGET_DIR (default target/fuzz), FUZZ_TIMEOUT_MS (one input, default
 # 2000), FUZZ_MEM_MB (address-space limit of the target, default 4096).
@@ -103,7 +104,10 @@ for kind in crashes hangs; do
     for f in "$out"/default/$kind/id*; do
         [ -e "$f" ] || continue
         mkdir -p "fuzz/crashes/$target"
-        cp "$f" "fuzz/crashes/$target/$kind-$(sha1sum "$f" | cut -c1-16)"
+        saved=fuzz/crashes/$target/$kind-$(sha1sum "$f" | cut -c1-16)
+        cp "$f" "$saved"
+        echo "saved $saved ($(stat -c %s "$saved") bytes): once fixed, list it in SAVED," \
+            "crates/popo-fuzz-harness/tests/replay.rs"
     done
 done
 

@@ -7,10 +7,11 @@
 #   scripts/test-python.sh -k trl -x
 #
 # One test compares the wheel with the `popo verify` CLI on the 2,000 MATH500 benchmark pairs
-# (data: ../shared/data, or DATA_DIR; skipped with a message when missing). The CLI is POPO_BIN
-# if set, else the debug `popo` that `cargo test --workspace` builds: `cargo test --workspace
-# --no-run` below makes sure of it (it has nothing to do right after `cargo test --workspace`;
-# a plain `cargo build -p popo` would resolve features without dev-dependencies and rebuild).
+# (data: ../shared/data, or DATA_DIR; skipped with a message when missing, a failure when
+# CI=true). The CLI is POPO_BIN if set, else the debug `popo` that `cargo test --workspace`
+# builds: `cargo test --workspace --no-run` below makes sure of it (it has nothing to do right
+# after `cargo test --workspace`; a plain `cargo build -p popo` would resolve features without
+# dev-dependencies and rebuild).
 # Env: PYTHON (default python3), TEST_VENV (default .venv-pytest), POPO_BIN, DATA_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,12 +12,12 @@ fn a_config_too_large_to_count_is_an_error() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../fuzz/crashes/model_config"
     );
+    // Also replayed through the fuzz target itself by popo-fuzz-harness/tests/replay.rs.
     let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| std::fs::read(e.unwrap().path()).unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!inputs.is_empty(), "the fuzzer's inputs are in {dir}");
     inputs.push(
         br#"{"model_type": "qwen2", "vocab_size": 10000000000000000000, "hidden_size": 8,
             "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,

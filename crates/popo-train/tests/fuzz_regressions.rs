@@ -5,7 +5,9 @@
 use popo_train::config::{ConfigBuilder, TrainConfig};
 
 /// What the `config` fuzz target does with one input: the config file is the input up to the
-/// first NUL, each further NUL-separated part a `--set`.
+/// first NUL, each further NUL-separated part a `--set`. (The saved files also go through the
+/// target itself, `popo_fuzz_harness::config`, in popo-fuzz-harness/tests/replay.rs; this copy
+/// keeps the inline cases below in this crate's tests.)
 fn build_and_round_trip(input: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let mut parts = input.split(|&b| b == 0);

@@ -33,10 +33,19 @@ def data_dir() -> Path:
     return Path(os.environ.get("DATA_DIR") or REPO.parent / "shared" / "data")
 
 
+def under_ci() -> bool:
+    """CI=true: a test that needs the shared data fails without it instead of checking nothing."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
 def read_math500():
-    """MATH500's gold answers in file order, or None when the shared data is missing."""
+    """MATH500's gold answers in file order, or None when the shared data is missing (a failure
+    under CI=true)."""
     path = data_dir() / "math500.jsonl"
     if not path.is_file():
+        if under_ci():
+            pytest.fail(f"CI is set but {path} is missing: set DATA_DIR to the shared data",
+                        pytrace=False)
         return None
     with open(path, encoding="utf-8") as f:
         return [json.loads(line)["answer"] for line in f if line.strip()]

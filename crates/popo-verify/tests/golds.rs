@@ -4,17 +4,28 @@
 use popo_verify::{answers_equivalent, verify};
 use std::path::PathBuf;
 
+/// The shared benchmark data: `POPO_DATA` (as for `popo eval`), else `../shared/data` next to the
+/// repository. Without it these tests check nothing, which is right for a user's clone; under CI
+/// (`CI=true`) that would be a silent pass, so it fails.
 fn data_dir() -> Option<PathBuf> {
-    let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
+    let d = std::env::var_os("POPO_DATA").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
+        PathBuf::from,
+    );
     if d.is_dir() {
-        Some(d)
-    } else {
-        println!(
-            "notice: {} is missing; skipping the shared-data gold tests",
-            d.display()
-        );
-        None
+        return Some(d);
     }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+        "CI is set but the shared data ({}) is missing: the gold tests would check nothing \
+         (set POPO_DATA to the directory of math500.jsonl and the other benchmark files)",
+        d.display()
+    );
+    println!(
+        "notice: {} is missing; skipping the shared-data gold tests",
+        d.display()
+    );
+    None
 }
 
 fn golds(file: &str) -> Vec<String> {

@@ -1,8 +1,14 @@
 //! Never a panic, and bounded work: random strings, adversarial inputs, and limit hits that
 //! come back as `correct: false` with a reason.
 
-use popo_verify::{answers_equivalent, extract, verify, verify_with, Config, Limits};
+use popo_verify::{
+    answers_equivalent, extract, verify, verify_batch, verify_with, Config, Limits, Verdict,
+};
 use proptest::prelude::*;
+
+// The tables of `table.rs` and `classes.rs` (this file uses only `cases`).
+#[allow(dead_code)]
+mod common;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
@@ -131,15 +137,70 @@ fn long_answers_are_refused() {
     assert!(v.reason.contains("too long"), "{}", v.reason);
 }
 
+/// The pairs of the verifier's own tables (`table.txt` and every `classes/*.txt`), and each gold
+/// against the next case's response, which is mostly wrong.
+fn table_pairs() -> Vec<(String, String)> {
+    let mut cases = common::cases("table.txt", include_str!("table.txt"), |pred| {
+        format!("The answer is $\\boxed{{{pred}}}$.")
+    });
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/classes");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("tests/classes")
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        let table = std::fs::read_to_string(&f).unwrap();
+        let name = f.display().to_string();
+        cases.extend(common::cases(&name, &table, |r| r.replace('⏎', "\n")));
+    }
+    let n = cases.len();
+    let mut pairs: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (c.gold.clone(), c.response.clone()))
+        .collect();
+    pairs.extend((0..n).map(|i| (cases[i].gold.clone(), cases[(i + 1) % n].response.clone())));
+    pairs
+}
+
 #[test]
 fn works_inside_worker_threads() {
-    // The failure mode of signal-based timeouts: every verdict 0 off the main thread.
-    let handles: Vec<_> = (0..4)
-        .map(|i| {
-            std::thread::spawn(move || verify(&format!("{i}"), &format!("\\boxed{{{i}}}")).correct)
+    // The failure mode of signal-based timeouts or thread-local state: verdicts that change with
+    // the thread. Every verdict on several threads at once (each starting at a different pair)
+    // and through `verify_batch`'s pool must equal the verdict of a run on one thread.
+    let pairs = std::sync::Arc::new(table_pairs());
+    let want: Vec<Verdict> = pairs.iter().map(|(g, r)| verify(g, r)).collect();
+    let correct = want.iter().filter(|v| v.correct).count();
+    assert!(
+        pairs.len() >= 1000 && correct >= 300 && pairs.len() - correct >= 300,
+        "{} pairs, {correct} correct: too few of either verdict to compare",
+        pairs.len()
+    );
+    const THREADS: usize = 4;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let pairs = pairs.clone();
+            std::thread::spawn(move || {
+                let n = pairs.len();
+                let start = t * n / THREADS;
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .map(|i| (i, verify(&pairs[i].0, &pairs[i].1)))
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
-    for h in handles {
-        assert!(h.join().expect("thread"));
+    for (t, h) in handles.into_iter().enumerate() {
+        for (i, got) in h.join().expect("a worker thread panicked") {
+            assert_eq!(got, want[i], "thread {t}, pair {i}: {:?}", pairs[i]);
+        }
     }
+    for (i, got) in verify_batch(&pairs, THREADS).into_iter().enumerate() {
+        assert_eq!(got, want[i], "verify_batch, pair {i}: {:?}", pairs[i]);
+    }
+    println!(
+        "{} pairs ({correct} correct): the same verdicts on {THREADS} threads and through \
+         verify_batch as on one",
+        pairs.len()
+    );
 }

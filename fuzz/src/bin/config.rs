@@ -1,4 +1,4 @@
-//! AFL++ entry point of the `config` target: see `popo_fuzz::config`.
+//! AFL++ entry point of the `config` target: see `popo_fuzz_harness::config`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| popo_fuzz::config::run(data));
+    afl::fuzz!(|data: &[u8]| popo_fuzz_harness::config::run(data));
 }

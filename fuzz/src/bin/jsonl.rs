@@ -1,4 +1,4 @@
-//! AFL++ entry point of the `jsonl` target: see `popo_fuzz::jsonl`.
+//! AFL++ entry point of the `jsonl` target: see `popo_fuzz_harness::jsonl`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| popo_fuzz::jsonl::run(data));
+    afl::fuzz!(|data: &[u8]| popo_fuzz_harness::jsonl::run(data));
 }

@@ -1,4 +1,4 @@
-//! AFL++ entry point of the `model_config` target: see `popo_fuzz::model_config`.
+//! AFL++ entry point of the `model_config` target: see `popo_fuzz_harness::model_config`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| popo_fuzz::model_config::run(data));
+    afl::fuzz!(|data: &[u8]| popo_fuzz_harness::model_config::run(data));
 }

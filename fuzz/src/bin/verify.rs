@@ -1,4 +1,4 @@
-//! AFL++ entry point of the `verify` target: see `popo_fuzz::verify`.
+//! AFL++ entry point of the `verify` target: see `popo_fuzz_harness::verify`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| popo_fuzz::verify::run(data));
+    afl::fuzz!(|data: &[u8]| popo_fuzz_harness::verify::run(data));
 }

@@ -1,6 +1,7 @@
 //! The fuzz targets of popo: one module per parser, each a `run(&[u8])` that AFL++ calls with
-//! every input (`src/bin/<target>.rs`). A target fails by panicking: a panic inside popo on user
-//! data, or a broken property asserted here. Every target checks more than "no panic":
+//! every input (the entry points are `fuzz/src/bin/<target>.rs`, built by `scripts/fuzz.sh`). A
+//! target fails by panicking: a panic inside popo on user data, or a broken property asserted
+//! here. Every target checks more than "no panic":
 //!
 //! - errors name the file (and line, where there is one);
 //! - what parses, printed and parsed again, is the same (a stable round trip);
@@ -9,7 +10,10 @@
 //!   leaves a log that reads back.
 //!
 //! Files go to a scratch directory per target (`$TMPDIR/popo-fuzz/<target>`), overwritten by
-//! every input: run one instance per target at a time. `scripts/fuzz.sh` runs a target.
+//! every input: run one instance per target at a time. The targets that write files also have a
+//! `run_in(dir, data)` with the directory given, which `tests/replay.rs` uses to run every saved
+//! input of `fuzz/crashes/<target>/` through the same code as part of `cargo test --workspace`.
+//! Each target is behind the feature of its name (all on by default).
 
 #[cfg(any(
     feature = "jsonl",
@@ -97,7 +101,11 @@ pub mod jsonl {
     use std::path::Path;
 
     pub fn run(data: &[u8]) {
-        let dir = scratch("jsonl");
+        run_in(&scratch("jsonl"), data);
+    }
+
+    /// `run` with its files in `dir`.
+    pub fn run_in(dir: &Path, data: &[u8]) {
         let path = dir.join("data.jsonl");
         std::fs::write(&path, data).expect("writing the input");
         training_data(&path, &dir.join("again.jsonl"));
@@ -190,9 +198,14 @@ pub mod jsonl {
 pub mod config {
     use super::scratch;
     use popo_train::config::{ConfigBuilder, TrainConfig};
+    use std::path::Path;
 
     pub fn run(data: &[u8]) {
-        let dir = scratch("config");
+        run_in(&scratch("config"), data);
+    }
+
+    /// `run` with its files in `dir`.
+    pub fn run_in(dir: &Path, data: &[u8]) {
         let mut parts = data.split(|&b| b == 0);
         let file = dir.join("config.toml");
         std::fs::write(&file, parts.next().unwrap_or_default()).expect("writing the input");
@@ -255,16 +268,21 @@ pub mod model_config {
 pub mod safetensors {
     use super::scratch;
     use candle_core::{DType, Device};
+    use std::path::Path;
 
     /// The config.json of the built-in micro model (`popo train` on the tiny test task).
-    const CONFIG: &str = include_str!("../fixtures/run/config.json");
+    const CONFIG: &str = include_str!("../../../fuzz/fixtures/run/config.json");
 
     pub fn run(data: &[u8]) {
-        let dir = scratch("safetensors");
+        run_in(&scratch("safetensors"), data);
+    }
+
+    /// `run` with its files in `dir`.
+    pub fn run_in(dir: &Path, data: &[u8]) {
         std::fs::write(dir.join("config.json"), CONFIG).expect("writing config.json");
         let weights = dir.join("model.safetensors");
         std::fs::write(&weights, data).expect("writing the input");
-        if let Err(e) = popo_model::load_pretrained(&dir, &Device::Cpu, DType::F32) {
+        if let Err(e) = popo_model::load_pretrained(dir, &Device::Cpu, DType::F32) {
             let msg = format!("{e:#}");
             assert!(
                 msg.contains(&dir.display().to_string()) || msg.contains("tensor"),
@@ -288,7 +306,11 @@ pub mod metrics {
     };
 
     pub fn run(data: &[u8]) {
-        let dir = scratch("metrics");
+        run_in(&scratch("metrics"), data);
+    }
+
+    /// `run` with its files in `dir`.
+    pub fn run_in(dir: &std::path::Path, data: &[u8]) {
         let path = dir.join("metrics.jsonl");
         let last_step = u64::from(data.first().copied().unwrap_or(0) % 16);
         std::fs::write(&path, data).expect("writing the input");
@@ -349,19 +371,23 @@ pub mod chat_template {
     use popo_model::tokenizer::render_chat_template;
     use popo_model::{ChatMessage, Tokenizer};
 
-    const TOKENIZER: &str = include_str!("../fixtures/run/tokenizer.json");
+    const TOKENIZER: &str = include_str!("../../../fuzz/fixtures/run/tokenizer.json");
 
     pub fn run(data: &[u8]) {
+        run_in(&scratch("chat_template"), data);
+    }
+
+    /// `run` with its files (for an input that is a tokenizer_config.json) in `dir`.
+    pub fn run_in(dir: &std::path::Path, data: &[u8]) {
         let messages = [
             ChatMessage::new("system", "Reason step by step."),
             ChatMessage::new("user", "What is 1+1?"),
             ChatMessage::new("assistant", "\\boxed{2}"),
         ];
         if data.first() == Some(&b'{') {
-            let dir = scratch("chat_template");
             std::fs::write(dir.join("tokenizer.json"), TOKENIZER).expect("writing");
             std::fs::write(dir.join("tokenizer_config.json"), data).expect("writing the input");
-            let Ok(tok) = Tokenizer::from_dir(&dir) else {
+            let Ok(tok) = Tokenizer::from_dir(dir) else {
                 return;
             };
             if tok.chat_template().is_some() {
