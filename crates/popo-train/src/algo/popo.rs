@@ -183,8 +183,9 @@ impl Algorithm for Popo {
         let mut old = old.map(|o| o.into_iter().map(Some).collect::<Vec<_>>());
         let mut seqs = Vec::with_capacity(n);
         for i in 0..n {
-            let (aux_logprobs, target_feature) = match include[i].then(|| target.next()) {
-                Some(Some((lp, mut feat))) => {
+            let scored = if include[i] { target.next() } else { None };
+            let (aux_logprobs, target_feature) = match scored {
+                Some((lp, mut feat)) => {
                     let f = pos[i].then(|| {
                         if self.cfg.sim_noise_std > 0.0 {
                             feat.iter_mut().for_each(|v| *v += noise.sample(&mut rng));
@@ -193,7 +194,7 @@ impl Algorithm for Popo {
                     });
                     (Some(lp), f)
                 }
-                _ => (None, None),
+                None => (None, None),
             };
             seqs.push(SeqPrep {
                 coef: w[i],
