@@ -13,9 +13,7 @@ use popo_train::algo::reinforce::{reinforce_coefs, Reinforce};
 use popo_train::algo::{
     Algorithm, MicroBatch, Norms, PrepareCtx, Prepared, Rollout, RolloutBatch, SeqPrep,
 };
-use popo_train::config::{
-    AdvantageMode, AlgoName, ConfigBuilder, LossAgg, TrainConfig, WeightMode,
-};
+use popo_train::config::{AdvantageMode, AlgoName, LossAgg, TrainConfig, WeightMode};
 use popo_train::optim::GradAccum;
 use popo_train::policy::{Policy, PolicyOutput, SeqBatch};
 
@@ -25,19 +23,6 @@ const PAD: u32 = 0;
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
-}
-
-fn cfg(preset: &str, sets: &[&str]) -> TrainConfig {
-    let mut b = ConfigBuilder::new()
-        .preset(Some(preset))
-        .set("model.path=m")
-        .unwrap()
-        .set("data.path=d")
-        .unwrap();
-    for s in sets {
-        b = b.set(s).unwrap();
-    }
-    b.build().unwrap()
 }
 
 /// Groups of rollouts with given rewards and completion lengths; tokens pseudo-random.
@@ -259,7 +244,7 @@ fn popo_loss_golden_values() {
         },
         stats: vec![],
     };
-    let c = cfg(
+    let c = common::cfg(
         "popo",
         &[
             "algo.predictor=false",
@@ -304,7 +289,7 @@ fn popo_loss_matches_f64_reference() {
         ("uniform", 1.0, false, "mean"),
         ("uniform", 1.0, true, "mean"),
     ] {
-        let c = cfg(
+        let c = common::cfg(
             "popo",
             &[
                 "algo.predictor=false",
@@ -391,7 +376,7 @@ fn popo_loss_matches_f64_reference() {
 fn popo_batch_without_positives_trains_entropy_only() {
     let dev = Device::Cpu;
     let batch = make_batch(&[(2, vec![(0.0, 3), (0.0, 2)]), (3, vec![(0.0, 1)])], 9);
-    let c = cfg("popo", &[]);
+    let c = common::cfg("popo", &[]);
     let policy = TinyLm::new(V, DM, 2, DType::F64);
     let algo = Popo::new(&c, &policy, &dev).unwrap();
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 8)).unwrap();
@@ -414,7 +399,7 @@ fn popo_noise_has_the_configured_scale() {
     let dev = Device::Cpu;
     let items: Vec<(f64, usize)> = (0..40).map(|i| (1.0, 1 + i % 3)).collect();
     let batch = make_batch(&[(2, items)], 4);
-    let c = cfg("popo", &["algo.sim_noise_std=0.02", "algo.predictor=false"]);
+    let c = common::cfg("popo", &["algo.sim_noise_std=0.02", "algo.predictor=false"]);
     let policy = TinyLm::new(V, 16, 2, DType::F64);
     let algo = Popo::new(&c, &policy, &dev).unwrap();
     let prep = algo.prepare(&batch, &ctx(&policy, &dev, 64)).unwrap();
@@ -449,7 +434,7 @@ fn popo_noise_has_the_configured_scale() {
 fn popo_truncated_ratio_matches_reference() {
     let dev = Device::Cpu;
     let batch = fd_batch();
-    let c = cfg(
+    let c = common::cfg(
         "popo",
         &[
             "algo.num_iterations=2",
@@ -538,7 +523,7 @@ fn grpo_loss_golden_values() {
         ),
         ("seq-mean-token-sum-norm", toks.iter().sum::<f64>() / 8.0),
     ] {
-        let c = cfg("grpo", &[&format!("algo.loss_agg={agg}")]);
+        let c = common::cfg("grpo", &[&format!("algo.loss_agg={agg}")]);
         let policy = TinyLm::new(V, 2, 1, DType::F64);
         let algo = Grpo::new(&c, &policy).unwrap();
         let got = algo
@@ -550,7 +535,7 @@ fn grpo_loss_golden_values() {
         assert!(close(got, want, 1e-6), "{agg}: {got} vs {want}");
     }
     // Clip-higher (eps_high 0.28): token 1 becomes min(1.5, 1.28) = 1.28.
-    let c = cfg("dapo", &[]);
+    let c = common::cfg("dapo", &[]);
     let policy = TinyLm::new(V, 2, 1, DType::F64);
     let got = Grpo::new(&c, &policy)
         .unwrap()
@@ -625,7 +610,7 @@ fn grpo_family_matches_f64_reference() {
     ] {
         let mut sets = vec!["algo.num_iterations=2"];
         sets.extend(extra.iter().copied());
-        let c = cfg(preset, &sets);
+        let c = common::cfg(preset, &sets);
         let policy = TinyLm::new(V, DM, 8, DType::F64);
         let algo = Grpo::new(&c, &policy).unwrap();
         assert_eq!(algo.has_reference(), c.algo.beta_kl > 0.0);
@@ -689,7 +674,7 @@ fn raft_is_uniform_positive_nll() {
         ],
         5,
     );
-    let c = cfg("raft", &[]);
+    let c = common::cfg("raft", &[]);
     assert_eq!(c.algo.name, AlgoName::Raft);
     let policy = TinyLm::new(V, DM, 3, DType::F64);
     let algo = Raft::new(&c);
@@ -736,7 +721,7 @@ fn reinforce_loss_golden_values() {
         },
         stats: vec![],
     };
-    let c = cfg("w_reinforce", &["algo.psr_weight=0.25"]);
+    let c = common::cfg("w_reinforce", &["algo.psr_weight=0.25"]);
     let l = Reinforce::new(&c)
         .loss(&out, &MicroBatch::new(&mb, &prep, &[0, 1]))
         .unwrap();
@@ -796,7 +781,7 @@ fn reinforce_loss_matches_f64_reference() {
         ("w_reinforce", vec![], 0.1),
         ("w_reinforce", vec!["algo.psr_weight=0.7"], 0.7),
     ] {
-        let c = cfg(preset, &sets);
+        let c = common::cfg(preset, &sets);
         assert_eq!(
             (c.algo.name, c.algo.psr_weight),
             (AlgoName::Reinforce, lambda)
@@ -830,7 +815,7 @@ fn reinforce_loss_matches_f64_reference() {
 fn nsr_batch_without_negatives_trains_nothing() {
     let dev = Device::Cpu;
     let batch = make_batch(&[(2, vec![(1.0, 3), (1.0, 2)]), (3, vec![(1.0, 1)])], 2);
-    let c = cfg("nsr", &[]);
+    let c = common::cfg("nsr", &[]);
     let policy = TinyLm::new(V, DM, 2, DType::F64);
     let prep = Reinforce::new(&c)
         .prepare(&batch, &ctx(&policy, &dev, 4))
@@ -846,7 +831,7 @@ fn reinforce_truncated_ratio_matches_reference() {
     let dev = Device::Cpu;
     let batch = fd_batch();
     for preset in ["nsr", "w_reinforce"] {
-        let c = cfg(preset, &["algo.num_iterations=2", "algo.ratio_clip=1.05"]);
+        let c = common::cfg(preset, &["algo.num_iterations=2", "algo.ratio_clip=1.05"]);
         let policy = TinyLm::new(V, DM, 4, DType::F64);
         let algo = Reinforce::new(&c);
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 4)).unwrap();
@@ -929,7 +914,7 @@ fn finite_difference_gradients_f64() {
         ("grpo", vec!["algo.num_iterations=2", "algo.beta_kl=0.1"]),
         ("w_reinforce", vec!["algo.psr_weight=0.3"]),
     ] {
-        let c = cfg(preset, &sets);
+        let c = common::cfg(preset, &sets);
         let policy = TinyLm::new(V, DM, 13, DType::F64);
         let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 16)).unwrap();
@@ -980,7 +965,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
     let dev = Device::Cpu;
     let batch = fd_batch();
     for preset in popo_train::config::PRESETS {
-        let c = cfg(preset, &["algo.predictor_hidden=8"]);
+        let c = common::cfg(preset, &["algo.predictor_hidden=8"]);
         let policy = TinyLm::new(V, DM, 3, DType::F64);
         let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
@@ -1001,7 +986,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
 fn popo_loss_reaches_every_parameter() {
     let dev = Device::Cpu;
     let batch = fd_batch();
-    let c = cfg(
+    let c = common::cfg(
         "popo",
         &["algo.predictor_hidden=16", "algo.predictor_layers=3"],
     );
@@ -1027,7 +1012,7 @@ fn popo_loss_reaches_every_parameter() {
 fn popo_after_step_updates_the_target_by_ema() {
     let dev = Device::Cpu;
     for tau in [0.995, 1.0, 0.0] {
-        let c = cfg(
+        let c = common::cfg(
             "popo",
             &[&format!("algo.tau={tau}"), "algo.predictor_hidden=8"],
         );

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{lcg, TinyLm};
 use popo_train::algo::popo::Popo;
 use popo_train::algo::{Algorithm, MicroBatch, PrepareCtx, Prepared, Rollout, RolloutBatch};
-use popo_train::config::{ConfigBuilder, FeaturePool, TrainConfig, WeightMode};
+use popo_train::config::{FeaturePool, TrainConfig, WeightMode};
 use popo_train::policy::Policy;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -333,19 +333,6 @@ fn reference_loss(w: &Weights, fx: &Fixed, spec: &Spec, rho_at: &Weights) -> Ter
 
 // ---------------------------------------------------------------- the code under test
 
-fn cfg(sets: &[&str]) -> TrainConfig {
-    let mut b = ConfigBuilder::new()
-        .preset(Some("popo"))
-        .set("model.path=m")
-        .unwrap()
-        .set("data.path=d")
-        .unwrap();
-    for s in sets {
-        b = b.set(s).unwrap();
-    }
-    b.build().unwrap()
-}
-
 /// A group with two positives of different lengths and two negatives, a group with no
 /// positive, an all-positive group, a group with a single positive; length-1 completions and
 /// padding. Tokens and sampler log-probs are pseudo-random.
@@ -434,7 +421,7 @@ struct Case {
 impl Case {
     fn new(label: &str, sets: &[&str]) -> Self {
         let dev = Device::Cpu;
-        let c = cfg(sets);
+        let c = common::cfg("popo", sets);
         let spec = Spec::of(&c);
         let policy = TinyLm::new(V, DM, 5, DType::F64);
         let mut algo = Popo::new(&c, &policy, &dev).unwrap();

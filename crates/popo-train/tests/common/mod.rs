@@ -149,3 +149,18 @@ pub fn first_weights(policy: &dyn Policy) -> Vec<f32> {
     let t = vars[0].1.as_tensor().to_dtype(DType::F32).unwrap();
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
+
+/// A training config for a loaded model and dataset (names only: loss tests build no model),
+/// from `preset` and `--set` style overrides.
+pub fn cfg(preset: &str, sets: &[&str]) -> popo_train::config::TrainConfig {
+    let mut b = popo_train::config::ConfigBuilder::new()
+        .preset(Some(preset))
+        .set("model.path=m")
+        .unwrap()
+        .set("data.path=d")
+        .unwrap();
+    for s in sets {
+        b = b.set(s).unwrap();
+    }
+    b.build().unwrap()
+}
