@@ -203,6 +203,16 @@ fn render_header(spec: &ExperimentSpec, summary: &Summary, command: &str) -> Str
             total / 3600.0
         ));
     }
+    let split = split_starts(summary);
+    if !split.is_empty() {
+        md.push_str(&format!(
+            "**Starts that differ within a seed.** The variants of a seed should all start from \
+             one model (the same warm-up), which is what pairing by seed relies on. These did \
+             not, so their paired comparisons mix starting points (a run made on another \
+             machine, whose kernels round differently, is the usual cause): {}.\n\n",
+            split.join("; ")
+        ));
+    }
     // Cells of the grid with no finished record: what the report does not cover.
     let missing: Vec<String> = spec
         .runs
@@ -221,6 +231,30 @@ fn render_header(spec: &ExperimentSpec, summary: &Summary, command: &str) -> Str
         ));
     }
     md
+}
+
+/// Seeds whose finished runs (base cell included) record different held-out accuracies before
+/// training, each written as `seed S: name A%, name B%, ...`; empty when every seed has one start.
+fn split_starts(summary: &Summary) -> Vec<String> {
+    let mut by_seed: std::collections::BTreeMap<u64, Vec<(&str, f64)>> = Default::default();
+    for v in summary.base.iter().chain(&summary.variants) {
+        for x in &v.per_seed {
+            if let Some(a) = x.accuracy_before {
+                by_seed.entry(x.seed).or_default().push((&v.name, a));
+            }
+        }
+    }
+    by_seed
+        .into_iter()
+        .filter(|(_, runs)| runs.iter().any(|&(_, a)| (a - runs[0].1).abs() > 1e-9))
+        .map(|(seed, runs)| {
+            let list: Vec<String> = runs
+                .iter()
+                .map(|(n, a)| format!("{n} {:.1}%", 100.0 * a))
+                .collect();
+            format!("seed {seed}: {}", list.join(", "))
+        })
+        .collect()
 }
 
 /// One group's table (the ablations start with full POPO, for reference).

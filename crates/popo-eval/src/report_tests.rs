@@ -13,6 +13,18 @@ fn fake_run(spec: &ExperimentSpec, name: &str, seed: u64, after: f64) {
 /// accuracy 20% before and `after` at the end, evaluated at steps 1, 2, 3 as `after` x 1/3, 2/3,
 /// 1 (so the endpoint is 2/3 of `after`); per step 1 s of rollout and 3 s of update.
 fn fake_cell(spec: &ExperimentSpec, name: &str, seed: u64, after: f64, pass: Option<PassAtK>) {
+    fake_cell_from(spec, name, seed, 0.2, after, pass)
+}
+
+/// As `fake_cell`, with the held-out accuracy before training given.
+fn fake_cell_from(
+    spec: &ExperimentSpec,
+    name: &str,
+    seed: u64,
+    before: f64,
+    after: f64,
+    pass: Option<PassAtK>,
+) {
     let dir = match spec.runs.iter().find(|r| r.name == name) {
         Some(run) => spec.run_dir(run, seed),
         None => spec.base_dir(seed),
@@ -33,7 +45,7 @@ fn fake_cell(spec: &ExperimentSpec, name: &str, seed: u64, after: f64, pass: Opt
     let rec = RunRecord {
         name: name.into(),
         seed,
-        eval_before: Some(0.2),
+        eval_before: Some(before),
         eval_after: Some(after),
         steps: 3,
         wall_s: 10.0 + seed as f64,
@@ -289,5 +301,25 @@ fn wall_time_counts_trained_runs_and_base_cells_apart() {
         md.contains("Wall time: 2 trained runs and 2 base cells, 42 s (0.0 h)")
             && md.contains("Not run (6 of 8 trained cells;"),
         "{md}"
+    );
+}
+
+/// A seed whose runs start from different models (one re-made on another machine) is named in
+/// the report with each run's start; a grid whose seeds each have one start says nothing.
+#[test]
+fn report_names_a_seed_whose_runs_start_apart() {
+    let (tmp, s, _) = three_seed_grid();
+    let report = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(!report.contains("Starts that differ"), "{report}");
+    fake_cell_from(&s, "grpo", 2, 0.3, 0.4, None);
+    write_report(&s, "popo experiment x.toml").unwrap();
+    let report = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(
+        report.contains("seed 2: popo 20.0%, grpo 30.0%, raft 20.0%, popo-alpha0 20.0%"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("seed 0:") && !report.contains("seed 1:"),
+        "{report}"
     );
 }
