@@ -19,8 +19,13 @@
 //! seed, so its samples are the same whatever else is in the batch.
 
 mod device;
+mod stats;
 
 pub use device::{block_size, sample_rows, Filter, Pick};
+pub use stats::{decode_stats, with_host_sampling, DecodeStats};
+
+use device::inverse_cdf;
+use stats::{count, host_only, note_host_bytes};
 
 use crate::model::{KvCache, Model};
 use crate::tokenizer::Tokenizer;
@@ -296,68 +301,6 @@ struct Row {
 /// step in which a row ends, and a finished row never costs more than a third of a step's work.
 const COMPACT_EVERY: usize = 4;
 
-/// What the decode loop moved, counted per thread (the engine runs on its caller's thread, so
-/// tests running side by side do not mix their counts). A diagnostic: `popo bench`, the tests
-/// and BENCHMARKS.md read it; nothing depends on it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DecodeStats {
-    /// Token choices made, one per batch of rows (the step after a prefill included).
-    pub steps: u64,
-    /// Bytes of logits, block sums and ids copied to the host to choose tokens.
-    pub host_bytes: u64,
-    /// Times finished rows were dropped from the KV cache (each copies the rows kept).
-    pub kv_compactions: u64,
-    /// Bytes those compactions wrote.
-    pub kv_bytes_copied: u64,
-}
-
-thread_local! {
-    static STATS: std::cell::Cell<DecodeStats> = const {
-        std::cell::Cell::new(DecodeStats {
-            steps: 0,
-            host_bytes: 0,
-            kv_compactions: 0,
-            kv_bytes_copied: 0,
-        })
-    };
-}
-
-/// This thread's decode counters since it started (subtract two readings for one call).
-pub fn decode_stats() -> DecodeStats {
-    STATS.with(|s| s.get())
-}
-
-fn count(f: impl FnOnce(&mut DecodeStats)) {
-    STATS.with(|s| {
-        let mut v = s.get();
-        f(&mut v);
-        s.set(v);
-    });
-}
-
-thread_local! {
-    static HOST_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with every token of this thread's decodes chosen by the host sampler
-/// (`sample_token` over copied logits), as before on-device sampling: the reference the tests
-/// compare the device path with, and the "before" of BENCHMARKS.md's transfer counts.
-pub fn with_host_sampling<R>(f: impl FnOnce() -> R) -> R {
-    // Restores the flag even if `f` unwinds.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            HOST_ONLY.with(|h| h.set(self.0));
-        }
-    }
-    let _restore = Restore(HOST_ONLY.with(|h| h.replace(true)));
-    f()
-}
-
-fn note_host_bytes(n: usize) {
-    count(|s| s.host_bytes += n as u64);
-}
-
 /// The engine behind `generate` and `generate_requests`: admits the rows of `requests` in
 /// `order`, at most `max_rows` at a time; after each admission the cache has room for `headroom`
 /// more slots before it must grow.
@@ -552,7 +495,7 @@ fn choose_tokens(
     // A filter on the device costs more arithmetic than the host sort (device.rs), which pays
     // off only where the logits would otherwise cross to the host.
     let filter_on_device = filter.is_off() || all_greedy || !logits.device().is_cpu();
-    if filter_on_device && !HOST_ONLY.with(|h| h.get()) {
+    if filter_on_device && !host_only() {
         let picks: Vec<Pick> = slots
             .iter_mut()
             .map(|s| match s {
@@ -779,24 +722,4 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
 fn draw(rng: &mut impl Rng, weights: impl Iterator<Item = (usize, f64)> + Clone) -> usize {
     let total: f64 = weights.clone().map(|w| w.1).filter(|&w| w > 0.0).sum();
     inverse_cdf(weights, rng.random::<f64>() * total).0
-}
-
-/// The index of the `(index, weight)` pair in which the cumulative mass passes `target`, and
-/// what is left of `target` inside it. Zero and NaN weights are never chosen; if rounding leaves
-/// `target` past the end, the last positive weight is chosen. Shared by the host sampler and the
-/// device sampler's two-level draw, so both treat such weights alike.
-fn inverse_cdf(weights: impl Iterator<Item = (usize, f64)>, mut target: f64) -> (usize, f64) {
-    let mut last = (0, 0.0);
-    for (i, w) in weights {
-        // NaN included: it is not positive.
-        if w.is_nan() || w <= 0.0 {
-            continue;
-        }
-        if target < w {
-            return (i, target);
-        }
-        target -= w;
-        last = (i, w);
-    }
-    last
 }

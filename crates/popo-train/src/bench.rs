@@ -11,7 +11,7 @@
 //! entropy terms all run) over `train_batch` sequences of `train_len` tokens. Each figure is the
 //! median of `repeats` runs after a warm-up run.
 
-use crate::algo::{self, MicroBatch, PrepareCtx, Rollout, RolloutBatch};
+use crate::algo::{MicroBatch, PrepareCtx, Rollout, RolloutBatch};
 use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{decode_stats, with_host_sampling, LmPolicy, SamplingParams, Tokenizer};
 use crate::params::Params;
@@ -222,7 +222,7 @@ fn time_update(
         })
         .collect();
     let batch = RolloutBatch { rollouts };
-    let algo = algo::build(&tcfg, policy, device)?;
+    let algo = crate::setup::algorithm(&tcfg, policy, device)?;
     let mut params = Params::new(policy.named_vars(), true)?;
     params.extend(algo.extra_vars())?;
     let mut learner = Learner::new(params, &tcfg.optim, 1, policy.dtype())?;

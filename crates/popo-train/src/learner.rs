@@ -10,6 +10,7 @@ use crate::optim::{AdamW, GradAccum, LossScale};
 use crate::parallel::in_waves;
 use crate::params::Params;
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
+use crate::state::{Outcome, TrainerState};
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
@@ -67,16 +68,6 @@ pub struct LearnerView<'a> {
     factor: f64,
 }
 
-/// Whether an update was applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Applied,
-    /// f16 gradients overflowed under the loss scale: skipped, and the scale was halved.
-    Overflow,
-    /// A NaN / Inf loss or gradient (not the loss scale's doing): skipped.
-    NonFinite,
-}
-
 /// One update's summary.
 pub struct Update {
     pub outcome: Outcome,
@@ -131,7 +122,7 @@ impl Learner {
     pub fn load_state(
         &mut self,
         tensors: &std::collections::HashMap<String, Tensor>,
-        state: &crate::checkpoint::TrainerState,
+        state: &TrainerState,
     ) -> Result<()> {
         self.params.load_state(tensors)?;
         self.loss_scale = state.loss_scale.clone();

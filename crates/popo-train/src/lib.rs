@@ -24,6 +24,7 @@ pub mod reward;
 pub mod rollout;
 pub mod setup;
 pub mod sft;
+pub mod state;
 pub mod task;
 pub mod tensorboard;
 pub mod tiny;

@@ -4,7 +4,7 @@
 
 use crate::algo::{self, Algorithm};
 use crate::checkpoint;
-use crate::config::TrainConfig;
+use crate::config::{AlgoName, TrainConfig};
 use crate::data::{self, DataCursor, JsonlFormat, LoadStats, Prompt, Shuffler};
 use crate::learner::Learner;
 use crate::lm::{self, LmPolicy, Tokenizer};
@@ -184,9 +184,24 @@ pub fn build_learner(
         };
         params = sft::warm_up(&ctx, params)?;
     }
-    let algo = algo::build(cfg, &s.policy, device)?;
+    let algo = algorithm(cfg, &s.policy, device)?;
     params.extend(algo.extra_vars())?;
     Ok((Learner::new(params, &cfg.optim, width, dtype)?, algo, width))
+}
+
+/// Builds the configured algorithm; the policy is needed to fork a target / reference copy.
+/// Here rather than in `algo`, whose algorithms import `algo` for the trait they implement.
+pub fn algorithm(
+    cfg: &TrainConfig,
+    policy: &dyn Policy,
+    device: &Device,
+) -> Result<Box<dyn Algorithm>> {
+    Ok(match cfg.algo.name {
+        AlgoName::Popo => Box::new(algo::popo::Popo::new(cfg, policy, device)?),
+        AlgoName::Grpo => Box::new(algo::grpo::Grpo::new(cfg, policy)?),
+        AlgoName::Raft => Box::new(algo::raft::Raft::new(cfg)),
+        AlgoName::Reinforce => Box::new(algo::reinforce::Reinforce::new(cfg)),
+    })
 }
 
 /// The order prompts are drawn in: a fresh permutation each epoch, or file order with

@@ -5,11 +5,12 @@
 use crate::algo::LossOutput;
 use crate::config::{OptimConfig, TrainConfig};
 use crate::data::{self, Shuffler};
-use crate::learner::{Learner, LearnerView, MicroLoss, Outcome};
+use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{LmPolicy, Tokenizer};
 use crate::optim::lr_at;
 use crate::params::Params;
 use crate::policy::SeqBatch;
+use crate::state::Outcome;
 use crate::task;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};

@@ -787,7 +787,7 @@ fn reinforce_loss_matches_f64_reference() {
             (AlgoName::Reinforce, lambda)
         );
         let policy = TinyLm::new(V, DM, 6, DType::F64);
-        let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+        let algo = popo_train::setup::algorithm(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
         let rows = prep.included();
         let positive: Vec<usize> = (0..batch.len())
@@ -916,7 +916,7 @@ fn finite_difference_gradients_f64() {
     ] {
         let c = common::cfg(preset, &sets);
         let policy = TinyLm::new(V, DM, 13, DType::F64);
-        let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+        let algo = popo_train::setup::algorithm(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 16)).unwrap();
         // Step away from the old weights so ratios are not 1 (but stay inside the clip range).
         nudge(&policy, 0.02);
@@ -967,7 +967,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
     for preset in popo_train::config::PRESETS {
         let c = common::cfg(preset, &["algo.predictor_hidden=8"]);
         let policy = TinyLm::new(V, DM, 3, DType::F64);
-        let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+        let algo = popo_train::setup::algorithm(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev, 3)).unwrap();
         let (l1, g1) = total_loss(algo.as_ref(), &policy, &batch, &prep, 100);
         let (l2, g2) = total_loss(algo.as_ref(), &policy, &batch, &prep, 2);
@@ -991,7 +991,7 @@ fn popo_loss_reaches_every_parameter() {
         &["algo.predictor_hidden=16", "algo.predictor_layers=3"],
     );
     let policy = TinyLm::new(V, DM, 3, DType::F32);
-    let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+    let algo = popo_train::setup::algorithm(&c, &policy, &dev).unwrap();
     // No move is needed: the predictor (on by default) makes h_phi(f_theta) differ from f_xi even
     // while the target equals the policy, so L_sim has a gradient through the features. Its values,
     // with the target moved, are checked in tests/popo_reference.rs.

@@ -443,7 +443,7 @@ fn every_loss_reaches_every_real_model_parameter() {
             .unwrap()
             .build()
             .unwrap();
-        let algo = popo_train::algo::build(&cfg, &policy, &dev).unwrap();
+        let algo = popo_train::setup::algorithm(&cfg, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx).unwrap();
         let rows = prep.included();
         let mb = batch.seq_batch(&rows, 0, &dev).unwrap();

@@ -7,9 +7,8 @@
 //! is right when 2/7 is right, wrong when 2/7 is wrong, whatever the decimal says. An
 //! approximation of a name (`x \approx 0.29`) is the answer itself, read as `=`.
 
-use crate::equiv::{is_const, names_a_quantity};
-use crate::eval::numeric;
-use crate::expr::{Expr, NumLit, RelOp};
+use crate::eval::{is_const, numeric};
+use crate::expr::{names_a_quantity, Expr, NumLit, RelOp};
 use crate::limits::{Budget, Limit};
 
 /// Every `\approx` of an answer (or of the items of an answer list or set) settled as above:

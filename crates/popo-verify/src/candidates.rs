@@ -1,7 +1,7 @@
 //! Candidates: the places in a response where an answer can stand, in order of position (a
 //! math span, LaTeX written in the prose, a number standing as a word of its own).
 
-use crate::extract::braced;
+use crate::lex::braced;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {

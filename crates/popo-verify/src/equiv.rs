@@ -3,8 +3,8 @@
 //! prediction's favour when the prediction is itself a written decimal.
 
 use crate::approx::approximated;
-use crate::eval::{exact, free_symbols, gcd_cost, lit_value, numeric, q_sub, C, Q};
-use crate::expr::{Const, Expr, Fun, RelOp};
+use crate::eval::{exact, free_symbols, gcd_cost, is_const, lit_value, numeric, q_sub, C, Q};
+use crate::expr::{names_a_quantity, Const, Expr, RelOp};
 use crate::limits::{Budget, Limit};
 use crate::matrix::{has_matrix, matrix_value};
 use crate::solve::{expression_solution_set, solution_set};
@@ -203,34 +203,6 @@ fn assigned_value(e: &Expr) -> Option<&Expr> {
     // is a value, never the unknown of an equation.
     let matrix = all_eq && matches!(last, Expr::Matrix(_)) && !before.iter().any(has_matrix);
     (named || chain || computation || matrix).then_some(last)
-}
-
-/// Left sides that name a quantity rather than constrain one: `x`, `f(2)`, `P(A)`,
-/// `\text{Area}`, `AB`, `\angle ABC`, the ratio `AB:CD`, `|PQ|`, the tuple `(a, b)`.
-pub(crate) fn names_a_quantity(e: &Expr) -> bool {
-    match e {
-        Expr::Sym(_) | Expr::Apply(..) | Expr::Text(_) => true,
-        // Letters multiplied or divided, led by a letter (`x2` too, but not `2x` or `x/2`).
-        Expr::Prod(fs) => {
-            fs.len() <= 6
-                && !matches!(fs[0], (true, _) | (_, Expr::Num(_)))
-                && fs.iter().all(|(div, f)| match f {
-                    Expr::Sym(_) => true,
-                    Expr::Num(_) => !div,
-                    Expr::Prod(_) => names_a_quantity(f),
-                    _ => false,
-                })
-        }
-        Expr::Func(Fun::Abs, x) => names_a_quantity(x),
-        Expr::Tuple(v) => v.iter().all(|x| matches!(x, Expr::Sym(_))),
-        _ => false,
-    }
-}
-
-pub(crate) fn is_const(e: &Expr) -> bool {
-    let mut syms = Vec::new();
-    free_symbols(e, &mut syms);
-    syms.is_empty() && !matches!(e, Expr::Text(_))
 }
 
 fn norm_text(s: &str) -> String {

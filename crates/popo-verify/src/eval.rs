@@ -649,6 +649,13 @@ fn real_odd_root_power(base: C, ex: &Expr, b: &mut Budget) -> Result<Option<C>, 
     })))
 }
 
+/// No free symbol, and not text: a number, a constant, or arithmetic on them.
+pub(crate) fn is_const(e: &Expr) -> bool {
+    let mut syms = Vec::new();
+    free_symbols(e, &mut syms);
+    syms.is_empty() && !matches!(e, Expr::Text(_))
+}
+
 /// Free symbols of a tree, deduplicated, in first-seen order.
 pub(crate) fn free_symbols<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
     match e {

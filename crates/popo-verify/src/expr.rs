@@ -420,3 +420,25 @@ impl fmt::Display for Expr {
         }
     }
 }
+
+/// Left sides that name a quantity rather than constrain one: `x`, `f(2)`, `P(A)`,
+/// `\text{Area}`, `AB`, `\angle ABC`, the ratio `AB:CD`, `|PQ|`, the tuple `(a, b)`.
+pub(crate) fn names_a_quantity(e: &Expr) -> bool {
+    match e {
+        Expr::Sym(_) | Expr::Apply(..) | Expr::Text(_) => true,
+        // Letters multiplied or divided, led by a letter (`x2` too, but not `2x` or `x/2`).
+        Expr::Prod(fs) => {
+            fs.len() <= 6
+                && !matches!(fs[0], (true, _) | (_, Expr::Num(_)))
+                && fs.iter().all(|(div, f)| match f {
+                    Expr::Sym(_) => true,
+                    Expr::Num(_) => !div,
+                    Expr::Prod(_) => names_a_quantity(f),
+                    _ => false,
+                })
+        }
+        Expr::Func(Fun::Abs, x) => names_a_quantity(x),
+        Expr::Tuple(v) => v.iter().all(|x| matches!(x, Expr::Sym(_))),
+        _ => false,
+    }
+}

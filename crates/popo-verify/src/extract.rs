@@ -7,6 +7,7 @@
 //! is safe.
 
 use crate::candidates::{candidates, Candidate, Kind};
+use crate::lex::braced;
 
 /// One way of locating the final answer in a model response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -129,36 +130,6 @@ pub fn gold_answer(gold: &str) -> String {
         Some(b) => b.trim().to_string(),
         None => gold.trim().to_string(),
     }
-}
-
-/// Content of the balanced `{...}` group starting at byte `open` (which must be `{`).
-/// Returns the content and the index just past the closing brace.
-pub(crate) fn braced(s: &str, open: usize) -> Option<(&str, usize)> {
-    let b = s.as_bytes();
-    if b.get(open) != Some(&b'{') {
-        return None;
-    }
-    let mut depth = 0usize;
-    let mut i = open;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => {
-                // `\{` and `\}` are literal braces and do not nest.
-                i += 2;
-                continue;
-            }
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some((&s[open + 1..i], i + 1));
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 /// Every top-level `\boxed{...}` / `\fbox{...}` (also `\boxed 5`): `(start, end, content)`,

@@ -230,6 +230,36 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
     Ok(())
 }
 
+/// Content of the balanced `{...}` group starting at byte `open` (which must be `{`).
+/// Returns the content and the index just past the closing brace.
+pub(crate) fn braced(s: &str, open: usize) -> Option<(&str, usize)> {
+    let b = s.as_bytes();
+    if b.get(open) != Some(&b'{') {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut i = open;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                // `\{` and `\}` are literal braces and do not nest.
+                i += 2;
+                continue;
+            }
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((&s[open + 1..i], i + 1));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Whether `s` is a formula and nothing else: it lexes, every run of letters is a variable or
 /// a function name (no prose), and no two numbers stand side by side (`3 4` is no answer).
 pub(crate) fn is_formula(s: &str) -> bool {
@@ -420,7 +450,7 @@ pub(crate) fn raw_arg(s: &str, mut i: usize) -> (&str, usize) {
         return ("", i);
     }
     if b[i] == b'{' {
-        if let Some((c, end)) = crate::extract::braced(s, i) {
+        if let Some((c, end)) = braced(s, i) {
             return (c, end);
         }
         return (&s[i + 1..], b.len());

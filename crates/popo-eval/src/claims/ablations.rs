@@ -1,6 +1,8 @@
 //! Claim 3: each POPO component is necessary: full POPO ends above every ablation.
 
-use super::{accuracy_comparison, endpoint_diff, final_diff, find, not_measured, pct, quoted};
+use super::common::{
+    accuracy_comparison, endpoint_diff, final_diff, find, not_measured, pct, quoted,
+};
 use crate::stats::{Call, MIN_PAIRS};
 use crate::summary::VariantSummary;
 

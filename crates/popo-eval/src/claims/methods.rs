@@ -2,7 +2,7 @@
 //! pass@1 at T = 1 and the cost beside it, at the shared settings and, when the grid ran a
 //! baseline at other learning rates, at that baseline's best one.
 
-use super::{
+use super::common::{
     accuracy_comparison, endpoint_diff, final_diff, find, not_measured, pct, quoted, with_call,
     GRPO_FAMILY,
 };

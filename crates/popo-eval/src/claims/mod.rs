@@ -8,21 +8,16 @@
 //! A claim whose runs are missing is "not measured", never guessed.
 
 mod ablations;
+mod common;
 mod methods;
 mod pass_k;
 mod probe;
 #[cfg(test)]
 mod testutil;
 
-use crate::stats::{binomial_se, paired, t_quantile, Call, Paired, Unit, MIN_PAIRS};
+use crate::stats::{binomial_se, t_quantile, MIN_PAIRS};
 use crate::summary::VariantSummary;
-
-/// The methods that learn from correct completions only.
-const POSITIVE_ONLY: [&str; 2] = ["popo", "raft"];
-/// The methods that also learn from incorrect completions (directly or through a baseline).
-const WITH_NEGATIVES: [&str; 5] = ["grpo", "dr_grpo", "dapo", "nsr", "w_reinforce"];
-/// The GRPO family, POPO's baselines in claim 1.
-const GRPO_FAMILY: [&str; 3] = ["grpo", "dr_grpo", "dapo"];
+use common::{find, pct};
 
 /// One sentence per claim of the paper (and of arXiv 2506.01347 on pass@k), in the order of
 /// issue 15's report: POPO vs the GRPO family, implicit negatives, the ablations, POPO vs RAFT,
@@ -96,60 +91,4 @@ pub fn method_note(variants: &[VariantSummary], base: Option<&VariantSummary>) -
          POPO in every comparison with a baseline.",
     );
     s
-}
-
-fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
-}
-
-fn not_measured(claim: &str, missing: &str) -> String {
-    format!("**{claim}: not measured.** {missing}")
-}
-
-/// A variant by name, else the first one of that preset among the algorithms; only with a
-/// finished seed.
-fn find<'a>(v: &'a [VariantSummary], name: &str) -> Option<&'a VariantSummary> {
-    v.iter()
-        .find(|s| s.name == name)
-        .or_else(|| {
-            v.iter()
-                .find(|s| s.preset == name && s.group == "algorithms")
-        })
-        .filter(|s| !s.seeds.is_empty())
-}
-
-/// `a - b` on the endpoint (the mean of the last three held-out evaluations).
-fn endpoint_diff(a: &VariantSummary, b: &VariantSummary) -> Paired {
-    paired(
-        &a.by_seed(|s| s.accuracy_last3),
-        &b.by_seed(|s| s.accuracy_last3),
-    )
-}
-
-/// `a - b` on the final held-out evaluation.
-fn final_diff(a: &VariantSummary, b: &VariantSummary) -> Paired {
-    paired(
-        &a.by_seed(|s| s.accuracy_after),
-        &b.by_seed(|s| s.accuracy_after),
-    )
-}
-
-/// The endpoint comparison written out, the final evaluation beside it.
-fn accuracy_comparison(label: &str, end: &Paired, fin: &Paired) -> String {
-    let fin_text = fin.describe("final evaluation", Unit::Points);
-    format!("endpoint {}; {fin_text}", end.describe(label, Unit::Points))
-}
-
-/// `` `a`, `b` `` for a list of names.
-fn quoted(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The names of `calls` that made `call`.
-fn with_call<'a>(calls: &[(&'a str, Call)], call: Call) -> Vec<&'a str> {
-    calls.iter().filter(|c| c.1 == call).map(|c| c.0).collect()
 }

@@ -2,7 +2,7 @@
 //! end below the methods that use negatives at the largest k. Beside it, every method against
 //! the starting model, paired by seed.
 
-use super::{find, not_measured, pct, POSITIVE_ONLY, WITH_NEGATIVES};
+use super::common::{find, not_measured, pct, POSITIVE_ONLY, WITH_NEGATIVES};
 use crate::stats::{paired, Call, Paired, Unit};
 use crate::summary::{Stat, VariantSummary, BASE_NAME};
 

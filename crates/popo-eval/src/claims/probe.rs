@@ -1,7 +1,7 @@
 //! Claim 2: held-out negatives lose log-probability while positives gain it (the implicit
 //! negative gradient), more under POPO than under RAFT.
 
-use super::{find, not_measured};
+use super::common::{find, not_measured};
 use crate::stats::{one_sample, paired, Call, Paired, Unit};
 use crate::summary::VariantSummary;
 

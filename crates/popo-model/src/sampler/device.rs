@@ -21,7 +21,7 @@
 //! instead of a 155 MB copy at batch 256, but more arithmetic than the host sort on a CPU, where
 //! the logits are already in host memory, so the decode loop uses it off the CPU only.
 
-use super::{inverse_cdf, note_host_bytes};
+use super::stats::note_host_bytes;
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor};
 
@@ -236,4 +236,27 @@ fn to_host(t: &Tensor) -> Result<Vec<f32>> {
     let v = t.flatten_all()?.to_vec1::<f32>()?;
     note_host_bytes(4 * v.len());
     Ok(v)
+}
+
+/// The index of the `(index, weight)` pair in which the cumulative mass passes `target`, and
+/// what is left of `target` inside it. Zero and NaN weights are never chosen; if rounding leaves
+/// `target` past the end, the last positive weight is chosen. Shared by the host sampler and the
+/// device sampler's two-level draw, so both treat such weights alike.
+pub(super) fn inverse_cdf(
+    weights: impl Iterator<Item = (usize, f64)>,
+    mut target: f64,
+) -> (usize, f64) {
+    let mut last = (0, 0.0);
+    for (i, w) in weights {
+        // NaN included: it is not positive.
+        if w.is_nan() || w <= 0.0 {
+            continue;
+        }
+        if target < w {
+            return (i, target);
+        }
+        target -= w;
+        last = (i, w);
+    }
+    last
 }

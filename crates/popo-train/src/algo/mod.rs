@@ -11,7 +11,7 @@ pub mod popo;
 pub mod raft;
 pub mod reinforce;
 
-use crate::config::{AlgoName, TrainConfig};
+use crate::config::TrainConfig;
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -190,20 +190,6 @@ pub trait Algorithm: Send + Sync {
     fn load_state(&mut self, _tensors: &HashMap<String, Tensor>) -> Result<()> {
         Ok(())
     }
-}
-
-/// Builds the configured algorithm. The policy is needed to fork a target / reference copy.
-pub fn build(
-    cfg: &TrainConfig,
-    policy: &dyn Policy,
-    device: &Device,
-) -> Result<Box<dyn Algorithm>> {
-    Ok(match cfg.algo.name {
-        AlgoName::Popo => Box::new(popo::Popo::new(cfg, policy, device)?),
-        AlgoName::Grpo => Box::new(grpo::Grpo::new(cfg, policy)?),
-        AlgoName::Raft => Box::new(raft::Raft::new(cfg)),
-        AlgoName::Reinforce => Box::new(reinforce::Reinforce::new(cfg)),
-    })
 }
 
 /// Mean (or masked selection) of hidden states over the mask: `[B, T, D] x [B, T] -> [B, D]`.
