@@ -197,7 +197,7 @@ pub fn algorithm(
     device: &Device,
 ) -> Result<Box<dyn Algorithm>> {
     Ok(match cfg.algo.name {
-        AlgoName::Popo => Box::new(algo::popo::Popo::new(cfg, policy, device)?),
+        AlgoName::Popo => Box::new(algo::positive_only::Popo::new(cfg, policy, device)?),
         AlgoName::Grpo => Box::new(algo::grpo::Grpo::new(cfg, policy)?),
         AlgoName::Raft => Box::new(algo::raft::Raft::new(cfg)),
         AlgoName::Reinforce => Box::new(algo::reinforce::Reinforce::new(cfg)),

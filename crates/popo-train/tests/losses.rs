@@ -7,7 +7,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{lcg, TinyLm};
 use popo_train::algo::grpo::{advantages, Grpo};
-use popo_train::algo::popo::{mean_ess, popo_weights, Popo};
+use popo_train::algo::positive_only::{mean_ess, popo_weights, Popo};
 use popo_train::algo::raft::Raft;
 use popo_train::algo::reinforce::{reinforce_coefs, Reinforce};
 use popo_train::algo::{

@@ -12,7 +12,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{lcg, TinyLm};
-use popo_train::algo::popo::Popo;
+use popo_train::algo::positive_only::Popo;
 use popo_train::algo::{Algorithm, MicroBatch, PrepareCtx, Prepared, Rollout, RolloutBatch};
 use popo_train::config::{FeaturePool, TrainConfig, WeightMode};
 use popo_train::policy::Policy;

@@ -7,7 +7,7 @@
 //! update (POPO's EMA target). Losses do no I/O.
 
 pub mod grpo;
-pub mod popo;
+pub mod positive_only;
 pub mod raft;
 pub mod reinforce;
 

@@ -30,7 +30,7 @@ impl Algorithm for Raft {
         let groups = batch.groups();
         let pos = positives(batch, self.threshold);
         let lens: Vec<usize> = batch.rollouts.iter().map(|r| r.completion.len()).collect();
-        let w = popo::popo_weights(
+        let w = positive_only::popo_weights(
             &groups,
             &pos,
             &vec![0.0; lens.len()],
