@@ -11,7 +11,7 @@ use crate::lm::{self, LmPolicy, Tokenizer};
 use crate::parallel::micro_batch_width;
 use crate::params::Params;
 use crate::policy::Policy;
-use crate::{sft, task};
+use crate::task;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
@@ -150,16 +150,10 @@ pub fn new_run_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     Ok(run_dir)
 }
 
-/// The learner and the algorithm, each built once: the policy's parameters (with f32 masters
-/// in mixed precision), the SFT warm-up when `warm_up` (a fresh run of the built-in task), then
-/// the algorithm (its target / reference forked from the warmed-up policy) and a learner over
-/// policy + predictor. Also returns the micro-batches run at once (`run.cpu_parallel`).
-pub fn build_learner(
-    cfg: &TrainConfig,
-    s: &Setup,
-    device: &Device,
-    warm_up: bool,
-) -> Result<(Learner, Box<dyn Algorithm>, usize)> {
+/// The policy's trainable parameters (with f32 masters in mixed precision), and the
+/// micro-batches run at once (`run.cpu_parallel`). What the SFT warm-up (`sft::warm_up`) trains
+/// before [`build_learner`] takes them.
+pub fn policy_params(cfg: &TrainConfig, s: &Setup, device: &Device) -> Result<(Params, usize)> {
     let width = micro_batch_width(cfg.run.cpu_parallel, device);
     if width > 1 {
         tracing::info!("{width} micro-batches at a time, one core each (run.cpu_parallel)");
@@ -172,21 +166,22 @@ pub fn build_learner(
              {dtype:?} ULP of a weight are rounded away (at lr 1e-6, most of them)"
         );
     }
-    let mut params = Params::new(s.policy.named_vars(), keep_master)?;
-    if warm_up {
-        let ctx = sft::SftCtx {
-            cfg,
-            policy: &s.policy,
-            tokenizer: &s.tokenizer,
-            pad_id: s.pad_id,
-            device,
-            width,
-        };
-        params = sft::warm_up(&ctx, params)?;
-    }
+    Ok((Params::new(s.policy.named_vars(), keep_master)?, width))
+}
+
+/// The algorithm, its target / reference forked from the policy as it is now (after any
+/// warm-up), and a learner over `params` (the policy's) plus the algorithm's own (a predictor).
+pub fn build_learner(
+    cfg: &TrainConfig,
+    s: &Setup,
+    device: &Device,
+    mut params: Params,
+    width: usize,
+) -> Result<(Learner, Box<dyn Algorithm>)> {
     let algo = algorithm(cfg, &s.policy, device)?;
     params.extend(algo.extra_vars())?;
-    Ok((Learner::new(params, &cfg.optim, width, dtype)?, algo, width))
+    let learner = Learner::new(params, &cfg.optim, width, s.policy.dtype())?;
+    Ok((learner, algo))
 }
 
 /// Builds the configured algorithm; the policy is needed to fork a target / reference copy.

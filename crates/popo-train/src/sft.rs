@@ -10,6 +10,7 @@ use crate::lm::{LmPolicy, Tokenizer};
 use crate::optim::lr_at;
 use crate::params::Params;
 use crate::policy::SeqBatch;
+use crate::setup::Setup;
 use crate::state::Outcome;
 use crate::task;
 use anyhow::{bail, Result};
@@ -24,6 +25,20 @@ pub struct SftCtx<'a> {
     pub pad_id: u32,
     pub device: &'a Device,
     pub width: usize,
+}
+
+impl<'a> SftCtx<'a> {
+    /// The warm-up of a run being set up; `width` as `setup::policy_params` gives it.
+    pub fn new(cfg: &'a TrainConfig, s: &'a Setup, device: &'a Device, width: usize) -> Self {
+        SftCtx {
+            cfg,
+            policy: &s.policy,
+            tokenizer: &s.tokenizer,
+            pad_id: s.pad_id,
+            device,
+            width,
+        }
+    }
 }
 
 /// Runs `sft.steps` updates of `params` (the policy's, so their f32 masters carry over into

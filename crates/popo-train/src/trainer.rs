@@ -109,8 +109,9 @@ impl Trainer {
         Ok(t)
     }
 
-    /// Builds everything once, in order (`setup::build_learner`): the policy's parameters, the
-    /// SFT warm-up when `warm_up` (a fresh run), then the algorithm and the learner.
+    /// Builds everything once, in order: the policy's parameters, the SFT warm-up when
+    /// `warm_up` (a fresh run), then the algorithm (forked from the warmed-up policy) and the
+    /// learner.
     fn assemble(
         cfg: TrainConfig,
         run_dir: PathBuf,
@@ -120,7 +121,12 @@ impl Trainer {
         stop: Arc<AtomicBool>,
         warm_up: bool,
     ) -> Result<Self> {
-        let (learner, algo, width) = crate::setup::build_learner(&cfg, &s, &device, warm_up)?;
+        let (mut params, width) = crate::setup::policy_params(&cfg, &s, &device)?;
+        if warm_up {
+            params =
+                crate::sft::warm_up(&crate::sft::SftCtx::new(&cfg, &s, &device, width), params)?;
+        }
+        let (learner, algo) = crate::setup::build_learner(&cfg, &s, &device, params, width)?;
         let shuffler = crate::setup::shuffler(&cfg, s.train.len(), None)?;
         let state =
             TrainerState::fresh(shuffler.cursor(), cfg.run.seed, learner.loss_scale.clone());
