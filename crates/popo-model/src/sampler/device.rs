@@ -129,21 +129,7 @@ pub fn sample_rows(
     filter: &Filter,
 ) -> Result<Vec<Option<(u32, f32)>>> {
     let (rows, v) = logits.dims2()?;
-    ensure!(
-        picks.len() == rows,
-        "{} picks for {rows} rows of logits",
-        picks.len()
-    );
-    ensure!(v > 0, "empty vocabulary");
-    for p in picks {
-        if let Pick::Sample { temperature, u } = *p {
-            ensure!(
-                temperature > 0.0 && temperature.is_finite() && (0.0..1.0).contains(&u),
-                "sampling needs a positive finite temperature and a uniform in [0, 1), got \
-                 {temperature} and {u}"
-            );
-        }
-    }
+    check_picks(picks, rows, v)?;
     let dev = logits.device();
     // Greedy and skipped rows keep temperature 1: argmax does not depend on it, and a greedy
     // row's log-prob is taken at 1.
@@ -229,6 +215,26 @@ pub fn sample_rows(
         }
     }
     Ok(out)
+}
+
+/// One pick per row, a vocabulary, and a usable temperature and uniform for each sampled row.
+fn check_picks(picks: &[Pick], rows: usize, v: usize) -> Result<()> {
+    ensure!(
+        picks.len() == rows,
+        "{} picks for {rows} rows of logits",
+        picks.len()
+    );
+    ensure!(v > 0, "empty vocabulary");
+    for p in picks {
+        if let Pick::Sample { temperature, u } = *p {
+            ensure!(
+                temperature > 0.0 && temperature.is_finite() && (0.0..1.0).contains(&u),
+                "sampling needs a positive finite temperature and a uniform in [0, 1), got \
+                 {temperature} and {u}"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A tensor's f32 values on the host, counted as sampler traffic.
