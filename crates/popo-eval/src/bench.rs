@@ -235,7 +235,119 @@ pub fn evaluate_bench(
         bail!("{}: no problems", path.display());
     }
     let total = examples.len();
-    let requests = examples
+    let requests = requests(&examples, cfg, tokenizer, path)?;
+    // Sampled rows; the greedy row, when asked for, is sample `n` and ignores temperature/top-p.
+    let params = SamplingParams {
+        temperature: cfg.temperature,
+        top_p: cfg.top_p,
+        max_new_tokens: cfg.max_new_tokens,
+        stop_token_ids: stop_token_ids.to_vec(),
+        ..Default::default()
+    };
+    let rows_per_problem = cfg.n + cfg.greedy as usize;
+
+    let mut book = InOrder::new(total, rows_per_problem);
+    let mut on_finish = |c: popo_model::Completion| -> Result<()> {
+        let i = c.prompt_index;
+        let Some(comps) = book.add(c) else {
+            return Ok(());
+        };
+        let scored = score_completions(name, i, &examples[i], &comps, cfg, tokenizer)?;
+        progress(book.finish(i, scored, samples_out)?, total);
+        Ok(())
+    };
+    generate_requests(
+        model,
+        &requests,
+        &params,
+        Some(tokenizer),
+        batch_size,
+        &mut on_finish,
+    )
+    .with_context(|| format!("sampling {name}"))?;
+    let written = book.scores.len();
+    ensure!(
+        written == total,
+        "{name}: only {written} of {total} problems finished"
+    );
+    samples_out.flush()?;
+    Ok(BenchResult {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        metrics: aggregate(&book.scores),
+        wall_time_s: start.elapsed().as_secs_f64(),
+        generated_tokens: book.tokens,
+    })
+}
+
+/// Problems finish out of order; samples.jsonl lists them in order. Holds each unfinished
+/// problem's rows, then each finished problem until every earlier one is written.
+struct InOrder {
+    rows: Vec<Vec<Option<popo_model::Completion>>>,
+    rows_per_problem: usize,
+    scored: Vec<Option<Scored>>,
+    /// The scores written so far, in problem order.
+    scores: Vec<ProblemScore>,
+    tokens: usize,
+    done: usize,
+}
+
+impl InOrder {
+    fn new(problems: usize, rows_per_problem: usize) -> Self {
+        InOrder {
+            rows: vec![Vec::new(); problems],
+            rows_per_problem,
+            scored: (0..problems).map(|_| None).collect(),
+            scores: Vec::with_capacity(problems),
+            tokens: 0,
+            done: 0,
+        }
+    }
+
+    /// Takes a finished row; returns its problem's rows (samples in order, then the greedy one)
+    /// once it has them all.
+    fn add(&mut self, c: popo_model::Completion) -> Option<Vec<popo_model::Completion>> {
+        let got = &mut self.rows[c.prompt_index];
+        if got.is_empty() {
+            got.resize(self.rows_per_problem, None);
+        }
+        let s = c.sample_index;
+        got[s] = Some(c);
+        if got.iter().any(Option::is_none) {
+            return None;
+        }
+        Some(std::mem::take(got).into_iter().flatten().collect())
+    }
+
+    /// Files problem `i`'s result and writes every problem now next in line; returns the count of
+    /// problems finished.
+    fn finish(&mut self, i: usize, scored: Scored, out: &mut dyn Write) -> Result<usize> {
+        self.scored[i] = Some(scored);
+        self.done += 1;
+        while let Some(p) = self
+            .scored
+            .get_mut(self.scores.len())
+            .and_then(Option::take)
+        {
+            for l in &p.lines {
+                writeln!(out, "{l}")?;
+            }
+            self.scores.push(p.score);
+            self.tokens += p.tokens;
+        }
+        Ok(self.done)
+    }
+}
+
+/// One request per problem: its prompt in `cfg.template`, `cfg.n` samples seeded from
+/// `(cfg.seed, i)`, and the greedy row when `cfg.greedy`.
+fn requests(
+    examples: &[popo_model::data::Example],
+    cfg: &EvalConfig,
+    tokenizer: &Tokenizer,
+    path: &Path,
+) -> Result<Vec<Request>> {
+    examples
         .iter()
         .enumerate()
         .map(|(i, ex)| {
@@ -250,78 +362,7 @@ pub fn evaluate_bench(
                 greedy_row: cfg.greedy,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    // Sampled rows; the greedy row, when asked for, is sample `n` and ignores temperature/top-p.
-    let params = SamplingParams {
-        temperature: cfg.temperature,
-        top_p: cfg.top_p,
-        max_new_tokens: cfg.max_new_tokens,
-        stop_token_ids: stop_token_ids.to_vec(),
-        ..Default::default()
-    };
-    let rows_per_problem = cfg.n + cfg.greedy as usize;
-
-    // Rows of unfinished problems, then finished problems until every earlier one is written.
-    let mut rows: Vec<Vec<Option<popo_model::Completion>>> = vec![Vec::new(); total];
-    let mut scored: Vec<Option<Scored>> = (0..total).map(|_| None).collect();
-    let mut written = 0;
-    let mut done = 0;
-    let mut scores = Vec::with_capacity(total);
-    let mut tokens = 0;
-    let mut on_finish = |c: popo_model::Completion| -> Result<()> {
-        let i = c.prompt_index;
-        let got = &mut rows[i];
-        if got.is_empty() {
-            got.resize(rows_per_problem, None);
-        }
-        let s = c.sample_index;
-        got[s] = Some(c);
-        if got.iter().any(Option::is_none) {
-            return Ok(());
-        }
-        let comps: Vec<popo_model::Completion> =
-            std::mem::take(got).into_iter().flatten().collect();
-        scored[i] = Some(score_completions(
-            name,
-            i,
-            &examples[i],
-            &comps,
-            cfg,
-            tokenizer,
-        )?);
-        done += 1;
-        progress(done, total);
-        while let Some(p) = scored.get_mut(written).and_then(Option::take) {
-            for l in &p.lines {
-                writeln!(samples_out, "{l}")?;
-            }
-            scores.push(p.score);
-            tokens += p.tokens;
-            written += 1;
-        }
-        Ok(())
-    };
-    generate_requests(
-        model,
-        &requests,
-        &params,
-        Some(tokenizer),
-        batch_size,
-        &mut on_finish,
-    )
-    .with_context(|| format!("sampling {name}"))?;
-    ensure!(
-        written == total,
-        "{name}: only {written} of {total} problems finished"
-    );
-    samples_out.flush()?;
-    Ok(BenchResult {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        metrics: aggregate(&scores),
-        wall_time_s: start.elapsed().as_secs_f64(),
-        generated_tokens: tokens,
-    })
+        .collect()
 }
 
 /// Decodes and scores problem `i`'s completions (its `n` samples, then the greedy one when

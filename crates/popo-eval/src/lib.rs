@@ -5,6 +5,7 @@ pub mod bench;
 pub mod claims;
 pub mod collect;
 pub mod experiment;
+pub mod job;
 pub mod metrics;
 pub mod plot;
 pub mod report;

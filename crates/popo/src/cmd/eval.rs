@@ -1,14 +1,10 @@
 //! `popo eval --model DIR --bench NAME_OR_PATH[,...]`: avg@n, pass@k, maj@n and greedy accuracy.
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use popo_eval::bench::{
-    default_batch_size, evaluate_bench, markdown_table, resolve_bench, EvalConfig, EvalResults,
-    ModelInfo,
-};
+use popo_eval::bench::{default_batch_size, resolve_bench, EvalConfig, ModelInfo};
+use popo_eval::job::EvalJob;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -96,92 +92,28 @@ pub fn run(args: Args) -> Result<i32> {
     let (checkpoint, step) = popo_train::checkpoint::resolve_model_dir(&args.model)?;
     let device = popo_model::device_from_str(&args.device)?;
     let dtype = popo_model::dtype_from_str(&args.dtype)?;
-    let batch_size = args
-        .batch_size
-        .unwrap_or_else(|| default_batch_size(&device));
     let pre = popo_model::load_pretrained(&checkpoint, &device, dtype)?;
     let tokenizer = pre
         .tokenizer
         .as_ref()
         .with_context(|| format!("{}: no tokenizer.json", checkpoint.display()))?;
-    let stops = pre.stop_ids()?;
-
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let samples_path = args.out.join("samples.jsonl");
-    let mut samples = std::io::BufWriter::new(
-        std::fs::File::create(&samples_path)
-            .with_context(|| format!("creating {}", samples_path.display()))?,
-    );
-    let tty = std::io::stderr().is_terminal();
-    let mut results = EvalResults {
-        model: ModelInfo {
+    let job = EvalJob {
+        model: &pre.model,
+        tokenizer,
+        stop_token_ids: &pre.stop_ids()?,
+        info: ModelInfo {
             model: args.model.display().to_string(),
             checkpoint: checkpoint.display().to_string(),
             step,
         },
-        config: cfg.clone(),
-        benchmarks: Vec::new(),
+        cfg,
+        benches,
+        batch_size: args
+            .batch_size
+            .unwrap_or_else(|| default_batch_size(&device)),
+        out: args.out,
     };
-    for (name, path) in &benches {
-        let pb = ProgressBar::new(0);
-        pb.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} problems, eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pb.set_message(name.clone());
-        if !tty {
-            pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        let started = std::time::Instant::now();
-        let mut progress = |done: usize, total: usize| {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-            if !tty {
-                let elapsed = started.elapsed().as_secs_f64();
-                let eta = elapsed / done as f64 * (total - done) as f64;
-                eprintln!("{name}: {done}/{total} problems, {elapsed:.0}s elapsed, eta {eta:.0}s");
-            }
-        };
-        let r = evaluate_bench(
-            &pre.model,
-            tokenizer,
-            &stops,
-            name,
-            path,
-            &cfg,
-            batch_size,
-            &mut samples,
-            &mut progress,
-        )?;
-        pb.finish_and_clear();
-        eprintln!(
-            "{name}: {} problems in {:.1}s ({:.2} problems/s), {} tokens generated ({:.1} tok/s), batch size {batch_size}",
-            r.metrics.num_problems,
-            r.wall_time_s,
-            r.metrics.num_problems as f64 / r.wall_time_s,
-            r.generated_tokens,
-            r.generated_tokens as f64 / r.wall_time_s
-        );
-        results.benchmarks.push(r);
-    }
-    let json_path = args.out.join("results.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    let table = markdown_table(&results);
-    std::fs::write(args.out.join("results.md"), &table)?;
-    println!("{table}");
-    println!(
-        "model {} (checkpoint {}), template {}, temperature {}, top_p {}, n {}, max tokens {}, seed {}",
-        results.model.model,
-        results.model.checkpoint,
-        cfg.template,
-        cfg.temperature,
-        cfg.top_p,
-        cfg.n,
-        cfg.max_new_tokens,
-        cfg.seed
-    );
-    println!("wrote {}, {}", json_path.display(), samples_path.display());
+    let (_, summary) = popo_eval::job::run(&job)?;
+    println!("{summary}");
     Ok(0)
 }
