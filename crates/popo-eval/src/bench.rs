@@ -26,7 +26,8 @@ pub const KNOWN_BENCHMARKS: &[&str] = &[
     "gsm8k_test",
 ];
 
-/// A benchmark name (looked up in the data directory) or a path to a JSONL file.
+/// A path to a JSONL file, a name in the data directory, or a known benchmark name, found as
+/// `datasets::find` finds it (the data directory, popo's converted copy, the Hugging Face cache).
 /// Returns the benchmark's display name and file.
 pub fn resolve_bench(name_or_path: &str, data_dir: Option<&Path>) -> Result<(String, PathBuf)> {
     let as_path = Path::new(name_or_path);
@@ -37,22 +38,20 @@ pub fn resolve_bench(name_or_path: &str, data_dir: Option<&Path>) -> Result<(Str
             .unwrap_or_else(|| name_or_path.to_string());
         return Ok((name, as_path.to_path_buf()));
     }
-    let Some(dir) = data_dir else {
+    let file = format!("{name_or_path}.jsonl");
+    let in_data_dir = data_dir.is_some_and(|d| d.join(&file).is_file());
+    if !in_data_dir && !KNOWN_BENCHMARKS.contains(&name_or_path) {
+        let looked = match data_dir {
+            Some(d) => format!("nor is {} a file", d.join(&file).display()),
+            None => "and no data directory is set (pass --data-dir or set POPO_DATA)".into(),
+        };
         bail!(
-            "benchmark `{name_or_path}` is not a file, and no data directory is set \
-             (pass --data-dir or set POPO_DATA; known names: {})",
+            "benchmark `{name_or_path}` is not a file or a known name ({}), {looked}",
             KNOWN_BENCHMARKS.join(", ")
         );
-    };
-    let file = dir.join(format!("{name_or_path}.jsonl"));
-    if file.is_file() {
-        return Ok((name_or_path.to_string(), file));
     }
-    bail!(
-        "benchmark `{name_or_path}`: neither a file nor {} exists (known names: {})",
-        file.display(),
-        KNOWN_BENCHMARKS.join(", ")
-    )
+    let found = crate::datasets::find(name_or_path, &crate::datasets::Places::from_env(data_dir))?;
+    Ok((name_or_path.to_string(), found))
 }
 
 /// Everything that determines an evaluation's samples (recorded in results.json).

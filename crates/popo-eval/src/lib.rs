@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod claims;
 pub mod collect;
+pub mod datasets;
 pub mod experiment;
 pub mod job;
 pub mod metrics;

@@ -35,9 +35,10 @@ pub struct Args {
     /// Benchmark on the 2,000 MATH500 pairs (see BENCHMARKS.md).
     #[arg(long, conflicts_with_all = ["gold", "response"])]
     pub bench: bool,
-    /// Directory holding `math500.jsonl` for `--bench`.
-    #[arg(long, default_value = "../shared/data")]
-    pub data_dir: PathBuf,
+    /// Directory holding `math500.jsonl` for `--bench` (without one: popo's converted copy, or
+    /// the Hugging Face cache's, as for `popo eval --bench math500`).
+    #[arg(long, env = "POPO_DATA")]
+    pub data_dir: Option<PathBuf>,
     /// With `--bench`: also write the pairs as JSONL (`gold`, `pred`) to this file.
     #[arg(long, requires = "bench")]
     pub write_pairs: Option<PathBuf>,
@@ -93,9 +94,10 @@ fn run_file(path: &Path, threads: usize, skip_invalid: bool) -> anyhow::Result<i
 }
 
 fn bench(args: &Args) -> anyhow::Result<i32> {
-    let path = args.data_dir.join("math500.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (set --data-dir)", path.display()))?;
+    let places = popo_eval::datasets::Places::from_env(args.data_dir.as_deref());
+    let path = popo_eval::datasets::find("math500", &places)?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut golds = Vec::new();
     for (i, line) in text
         .lines()
