@@ -1,4 +1,4 @@
-//! Benchmark metrics (ALGORITHMS.md, "Evaluation metrics"). For one problem with `n` samples of
+//! Benchmark metrics (docs/algorithms.md, "Evaluation"). For one problem with `n` samples of
 //! which `c` are correct:
 //! - `avg@n = c / n`;
 //! - `pass@k = 1 - C(n-c, k) / C(n, k)` (the unbiased estimator of Chen et al. 2021, shared with

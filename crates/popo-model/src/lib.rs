@@ -11,9 +11,9 @@
 //! - `data`, `passk`: what training and evaluation share (JSONL problems, prompt templates,
 //!   SplitMix64; the unbiased pass@k estimator).
 //!
-//! API notes relative to the agreed contract (notes/model-api.md): all names and semantics are as
-//! agreed. Additions: `Model::new_seeded` (reproducible init, returns the VarMap),
-//! `Model::forward_cached` + `KvCache` (incremental inference), `Model::forward_hidden`,
+//! Beyond loading, training forwards and generation, the API has: `Model::new_seeded`
+//! (reproducible init, returns the VarMap), `Model::forward_cached` + `KvCache` (incremental
+//! inference), `Model::forward_hidden`,
 //! `Model::forward_logits`, `Model::lm_head`, `save_pretrained_sharded`, `sampler::sample_token`,
 //! `sampler::sample_rows` (token choice on the logits' device), `sampler::decode_stats` and
 //! `sampler::with_host_sampling` (host traffic counters and the host-sampler reference),

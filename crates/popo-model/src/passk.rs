@@ -1,4 +1,4 @@
-//! pass@k and avg@n (ALGORITHMS.md, "Evaluation metrics"). For one problem with `n` samples of
+//! pass@k and avg@n (docs/algorithms.md, "Evaluation"). For one problem with `n` samples of
 //! which `c` are correct, `avg@n = c / n` and `pass@k = 1 - C(n-c, k) / C(n, k)`, the unbiased
 //! estimator of Chen et al. 2021. It lives here, with the other things training and evaluation
 //! share, because both report it: `popo eval`'s benchmarks and the end of every training run

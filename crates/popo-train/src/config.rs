@@ -1,6 +1,6 @@
 //! One TOML-serde config holding every training setting.
 //!
-//! Resolution order (later wins): built-in defaults (from ALGORITHMS.md; the CPU demo defaults when
+//! Resolution order (later wins): built-in defaults (docs/algorithms.md; the CPU demo defaults when
 //! neither a model nor a dataset is given) -> preset named in the file -> config file -> preset
 //! given as `--preset` -> `--set key=value` overrides. An explicit `--preset` beats the file, so
 //! `--config <run>/config.toml --preset raft` runs RAFT even though a resolved config pins every key.
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use toml::Value;
 
-/// The presets of ALGORITHMS.md ("Presets").
+/// The presets (docs/guide.md, "Presets"; the losses they select in docs/algorithms.md).
 pub const PRESETS: &[&str] = &[
     "popo",
     "grpo",
@@ -626,7 +626,7 @@ pub fn preset_overrides(name: &str) -> Result<Vec<(&'static str, Value)>> {
             ("algo.beta_ent", Value::Float(0.0)),
             ("algo.predictor", Value::Boolean(false)),
         ],
-        // ALGORITHMS.md, "Negative-sample controls": one REINFORCE loss, a_i = -1 for negatives
+        // docs/algorithms.md, "Negative-sample controls": one REINFORCE loss, a_i = -1 for negatives
         // and lambda for positives.
         "nsr" => vec![
             ("algo.name", s("reinforce")),
@@ -648,14 +648,13 @@ pub fn preset_overrides(name: &str) -> Result<Vec<(&'static str, Value)>> {
 pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
     let int = |v: i64| Value::Integer(v);
     vec![
-        // 400 steps: accuracy holds for ~200 steps and climbs after (from the 31% warm-up:
-        // 28.5% at step 100, 34.5% at 200, 46.5% at 300, 55.5% at 400); about 8.5 of the 10
-        // minutes on 2 cores.
+        // Accuracy holds for about the first half and climbs after, so the run needs both
+        // halves; 400 steps fit the demo's time budget on 2 cores (BENCHMARKS.md).
         ("run.steps", int(400)),
         ("run.save_every", int(0)),
         ("run.eval_size", int(200)),
         ("run.probe_every", int(5)),
-        // 32 prompts a step: more positives per update (36.0% -> 42.5% vs 38.5% with 16).
+        // 32 prompts a step: more positives per update than 16, which learned less.
         ("rollout.batch_prompts", int(32)),
         ("rollout.group_size", int(8)),
         ("rollout.max_completion_len", int(32)),
@@ -670,17 +669,17 @@ pub fn builtin_demo_overrides() -> Vec<(&'static str, Value)> {
         // and in a third of the memory; the SFT batch of 32 splits in two as well.
         ("optim.micro_batch_size", int(16)),
         ("optim.warmup_ratio", Value::Float(0.2)),
-        // The cosine ends at half the peak: the gains come late, and from a 40% warm-up decaying
-        // to zero (56.0% after 200 steps) or not at all (59.0% after 300) did worse than half
-        // (64.5% after 300).
+        // The cosine ends at half the peak: the gains come late, and decaying to zero or not at
+        // all both did worse than half.
         ("optim.min_lr_ratio", Value::Float(0.5)),
         ("algo.predictor_hidden", int(128)),
         // One-digit operands, 2-3 of them: learnable by a 0.8M-parameter char model in minutes.
         ("task.sft.max_digits", int(1)),
         ("task.sft.max_operands", int(3)),
         ("task.rl.max_digits", int(1)),
-        // 235 steps start RL at 31%, inside the 10-40% band. The warm-up ends on the steep part
-        // of its learning curve, so the count matters: 220 steps give 22.5%, 240 45.0%, 250 43.0%.
+        // 235 steps start RL inside the 10-40% accuracy band where positive-only learning has
+        // both right and wrong groups. The warm-up ends on the steep part of its learning
+        // curve, so a few steps more or fewer move the start out of the band.
         ("sft.steps", int(235)),
         ("sft.lr", Value::Float(2e-3)),
         ("sft.batch_size", int(32)),
@@ -792,17 +791,18 @@ impl ConfigBuilder {
 
     pub fn build(self) -> Result<TrainConfig> {
         let defaults = Value::try_from(TrainConfig::default()).context("serializing defaults")?;
+        let keys = settable(&defaults);
         // The user layers: the file, and the --set overrides (which see an explicit preset).
         let mut file = Value::Table(Default::default());
         if let Some((name, v)) = &self.file {
-            check_keys(&defaults, v, "", &format!("config file {name}"))?;
+            check_keys(&keys, v, "", &format!("config file {name}"))?;
             merge(&mut file, v.clone());
         }
         let mut sets = Value::Table(Default::default());
         for (key, v) in &self.sets {
-            let v = coerce_to_default(&defaults, key, v.clone());
+            let v = coerce_to_default(&keys, key, v.clone());
             let layer = dotted(key, v);
-            check_keys(&defaults, &layer, "", &format!("--set `{key}`"))?;
+            check_keys(&keys, &layer, "", &format!("--set `{key}`"))?;
             merge(&mut sets, layer);
         }
         let mut user = file.clone();
@@ -838,6 +838,7 @@ impl ConfigBuilder {
         }
         merge(&mut merged, if explicit { sets } else { user });
         merge(&mut merged, dotted("preset", Value::String(preset)));
+        complete_task_eval(&mut merged);
         let text = toml::to_string(&merged).context("serializing merged config")?;
         let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
             match e.span().and_then(|span| key_at(&text, span.start)) {
@@ -967,6 +968,28 @@ fn coerce_to_default(defaults: &Value, key: &str, v: Value) -> Value {
     }
 }
 
+/// What a config may set: the defaults' keys, and `task.eval`, which the defaults leave out (the
+/// held-out split follows `task.rl` unless told otherwise) but which takes `task.rl`'s keys.
+fn settable(defaults: &Value) -> Value {
+    let mut keys = defaults.clone();
+    if let Some(rl) = defaults.get("task").and_then(|t| t.get("rl")) {
+        merge(&mut keys, dotted("task.eval", rl.clone()));
+    }
+    keys
+}
+
+/// A `task.eval` given in part takes its other keys from `task.rl`.
+fn complete_task_eval(merged: &mut Value) {
+    let Some(task) = merged.get_mut("task").and_then(Value::as_table_mut) else {
+        return;
+    };
+    if let (Some(rl), Some(eval)) = (task.get("rl").cloned(), task.get("eval").cloned()) {
+        let mut full = rl;
+        merge(&mut full, eval);
+        task.insert("eval".to_string(), full);
+    }
+}
+
 fn dotted(key: &str, v: Value) -> Value {
     key.rsplit('.').fold(v, |acc, part| {
         let mut t = toml::Table::new();
@@ -1028,6 +1051,26 @@ fn check_keys(defaults: &Value, layer: &Value, prefix: &str, origin: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_eval_is_settable_and_takes_its_other_keys_from_task_rl() {
+        let cfg = ConfigBuilder::new()
+            .set("task.eval.max_digits=3")
+            .unwrap()
+            .build()
+            .unwrap();
+        let eval = cfg.task.eval.clone().expect("task.eval was set");
+        assert_eq!(eval.max_digits, 3);
+        assert_eq!(eval.ops, cfg.task.rl.ops);
+        assert_eq!(eval.min_operands, cfg.task.rl.min_operands);
+        let err = ConfigBuilder::new()
+            .set("task.eval.nope=1")
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("task.eval.nope"), "{err:#}");
+        assert_eq!(ConfigBuilder::new().build().unwrap().task.eval, None);
+    }
 
     #[test]
     fn defaults_match_the_spec() {

@@ -18,7 +18,7 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const SAMPLES_FILE: &str = "samples.jsonl";
 pub const TENSORBOARD_DIR: &str = "tensorboard";
 
-/// Stable metric names (ALGORITHMS.md, "Diagnostics"). Plots, the experiment report and tests
+/// Stable metric names (docs/algorithms.md, "Diagnostics"). Plots, the experiment report and tests
 /// refer to these constants, so renaming one is a breaking change.
 pub mod names {
     pub const STEP: &str = "step";

@@ -1,5 +1,5 @@
-//! The trainable parameters and, in mixed precision, their f32 master copies (ALGORITHMS.md,
-//! "Mixed precision").
+//! The trainable parameters and, in mixed precision, their f32 master copies (docs/algorithms.md,
+//! "Optimisation").
 //!
 //! Written straight into a bf16 weight, an AdamW update smaller than half a bf16 ULP rounds away:
 //! for a weight of 0.02 that is about 6e-5, while at the spec's lr (1e-6) an update is about 1e-6,

@@ -1,4 +1,4 @@
-//! The implicit-negative probe (ALGORITHMS.md, "Diagnostics"): some of a step's negative
+//! The implicit-negative probe (docs/algorithms.md, "Diagnostics"): some of a step's negative
 //! completions, and a few positives, are held out of training; their mean per-token log-prob is
 //! measured just before and just after the update. POPO's claim holds where
 //! `delta_neg < 0 < delta_pos`: training on positives alone pushes the unseen negatives down.

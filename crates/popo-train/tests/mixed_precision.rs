@@ -1,4 +1,4 @@
-//! Mixed precision (ALGORITHMS.md, "Mixed precision"): with bf16 compute, the optimizer updates
+//! Mixed precision (docs/algorithms.md, "Optimisation"): with bf16 compute, the optimizer updates
 //! f32 master weights, so the spec's small learning rates train the whole model; f32 runs are
 //! untouched; checkpoints keep the masters and resume exactly.
 

@@ -1,5 +1,5 @@
 //! POPO's full loss as shipped (predictor on, feature noise on, a target that differs from the
-//! policy) against an independent f64 reference written from ALGORITHMS.md (POPO items 2-9 and
+//! policy) against an independent f64 reference written from docs/algorithms.md (POPO items 2-9 and
 //! 11), value and gradient.
 //!
 //! The reference is a pure f64 function of the weights: it runs the test model (TinyLm of
@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 const V: usize = 7;
 const DM: usize = 5;
 const PAD: u32 = 0;
-/// Sampling temperature: the policy's logits are divided by it (ALGORITHMS.md, Notation).
+/// Sampling temperature: the policy's logits are divided by it (docs/algorithms.md, "Notation").
 const TEMP: f64 = 0.8;
 /// `PrepareCtx::seed`: the seed of the feature noise.
 const SEED: u64 = 29;

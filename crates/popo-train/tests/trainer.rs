@@ -192,7 +192,7 @@ fn thread_count_does_not_change_a_run() {
     assert_eq!(comparable(&one), comparable(&three));
 }
 
-/// Every diagnostic of ALGORITHMS.md is logged under its stable name; run dir layout.
+/// Every diagnostic of docs/algorithms.md is logged under its stable name; run dir layout.
 #[test]
 fn popo_run_logs_every_diagnostic_and_writes_its_run_dir() {
     let root = tempfile::tempdir().unwrap();

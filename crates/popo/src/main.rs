@@ -73,9 +73,9 @@ fn main() {
 }
 
 /// candle allocates a fresh buffer for every op. glibc's defaults give large freed buffers back to
-/// the kernel and fault them in again on the next op, and with threads each arena does it: about
-/// half of a 2-core CPU training step went to the kernel (BENCHMARKS.md). Keeping freed memory
-/// for reuse costs no more than the peak a step needs anyway.
+/// the kernel and fault them in again on the next op, and with threads each arena does it, so a
+/// CPU step spends much of its time in the kernel (BENCHMARKS.md has the figures). Keeping freed
+/// memory for reuse costs no more than the peak a step needs anyway.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called first thing, on one thread.
@@ -84,8 +84,7 @@ fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
         // Buffers above 32 MiB (a prefill's attention scores, a grown KV cache) would still be
-        // mapped and unmapped each time, their pages faulted in again: a batched SmolLM2
-        // evaluation ran 11% faster with every buffer on the heap (BENCHMARKS.md).
+        // mapped and unmapped each time, their pages faulted in again.
         libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }

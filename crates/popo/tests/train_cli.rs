@@ -152,3 +152,19 @@ fn config_errors_name_the_key_and_presets_beat_a_resolved_file() {
     assert_eq!(cfg["algo"]["name"].as_str(), Some("raft"));
     assert_eq!(cfg["algo"]["alpha"].as_float(), Some(0.0));
 }
+
+#[test]
+fn resume_refuses_the_flags_that_would_change_the_run() {
+    for flag in [
+        "--steps=5",
+        "--out=elsewhere",
+        "--eval-data=x.jsonl",
+        "--skip-invalid",
+    ] {
+        let o = popo(&["train", "--resume", "no-such-run", flag]);
+        let (_, stderr) = text(&o);
+        assert!(!o.status.success(), "{flag} was accepted");
+        let name = flag.split('=').next().unwrap();
+        assert!(stderr.contains(name), "{flag}: {stderr}");
+    }
+}

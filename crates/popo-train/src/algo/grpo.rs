@@ -1,4 +1,4 @@
-//! The GRPO family (ALGORITHMS.md, "GRPO family"): group-normalised (grpo) or centred (dr_grpo)
+//! The GRPO family (docs/algorithms.md, "GRPO family"): group-normalised (grpo) or centred (dr_grpo)
 //! advantages, the clipped-ratio token loss with eps_low / eps_high, three aggregation modes, and a
 //! k3 KL to a frozen reference that exists only when beta_kl > 0. DAPO is this loss with
 //! token-mean aggregation, clip-higher and the trainer's dynamic sampling / overlong options.

@@ -1,4 +1,4 @@
-//! POPO (ALGORITHMS.md, "POPO"): weighted NLL over positives with bounded softmax weights, a BYOL
+//! POPO (docs/algorithms.md, "POPO"): weighted NLL over positives with bounded softmax weights, a BYOL
 //! similarity term against an EMA target, an entropy bonus over all completion tokens, and the
 //! k3 KL(theta || xi) logged for monitoring only.
 

@@ -1,4 +1,4 @@
-//! The negative-sample controls (ALGORITHMS.md, "Negative-sample controls"): one on-policy
+//! The negative-sample controls (docs/algorithms.md, "Negative-sample controls"): one on-policy
 //! REINFORCE loss with a per-completion coefficient and no baseline,
 //! `L = -(1 / sum_i |y_i|) sum_i a_i sum_t logp(y_i,t)`, with `a_i = -1` for negatives and
 //! `a_i = lambda` (`algo.psr_weight`) for positives. `nsr` is lambda = 0 (lower the log-probs of

@@ -39,9 +39,12 @@ pub struct Args {
     /// Override any config key, e.g. `--set optim.lr=1e-5 --set algo.alpha=0` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Continue a run: its directory or one of its checkpoints. The run's own config.toml holds;
-    /// the other flags are refused or ignored.
-    #[arg(long, conflicts_with_all = ["config", "preset", "model", "data", "set"])]
+    /// Continue a run: its directory or one of its checkpoints. The run's own config.toml holds,
+    /// so every flag that would change it is refused (a new --steps would also move the learning
+    /// rate schedule of the steps already taken); --print-config prints it.
+    #[arg(long, conflicts_with_all = [
+        "config", "preset", "model", "data", "eval_data", "out", "steps", "skip_invalid", "set",
+    ])]
     pub resume: Option<PathBuf>,
     /// Print the resolved config and exit.
     #[arg(long)]
@@ -63,7 +66,12 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let mut trainer = match &args.resume {
         Some(dir) => {
-            popo_train::parallel::configure_process(&Trainer::resumed_config(dir)?);
+            let cfg = Trainer::resumed_config(dir)?;
+            if args.print_config {
+                print!("{}", cfg.to_toml()?);
+                return Ok(0);
+            }
+            popo_train::parallel::configure_process(&cfg);
             Trainer::resume(dir, stop)?
         }
         None => {
