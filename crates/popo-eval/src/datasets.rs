@@ -96,16 +96,13 @@ pub struct Places {
 impl Places {
     /// `data_dir` (the flag, which clap fills from `POPO_DATA`), with the user's caches.
     pub fn from_env(data_dir: Option<&Path>) -> Self {
-        let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
-        let home = var("HOME");
-        let popo_cache = var("POPO_CACHE").or_else(|| home.as_ref().map(|h| h.join(".cache/popo")));
-        let hf_cache = var("HF_HUB_CACHE")
-            .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
-            .or_else(|| home.as_ref().map(|h| h.join(".cache/huggingface/hub")));
+        let popo_cache = std::env::var_os("POPO_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/popo")));
         Places {
             data_dir: data_dir.map(Path::to_path_buf),
             converted: popo_cache.map(|c| c.join("data")),
-            hf_cache,
+            hf_cache: popo_model::hub::hf_hub_cache(),
         }
     }
 }

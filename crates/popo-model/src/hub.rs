@@ -467,15 +467,21 @@ fn weight_files_from_index(index: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// The newest snapshot of `repo` in the standard Hugging Face cache (`$HF_HOME/hub` or
-/// `~/.cache/huggingface/hub`), if one holds a config.json.
-fn hf_cache_snapshot(repo: &str) -> Option<PathBuf> {
-    let hub = std::env::var_os("HF_HUB_CACHE")
+/// The standard Hugging Face hub cache: `$HF_HUB_CACHE`, `$HF_HOME/hub` or
+/// `~/.cache/huggingface/hub` (models and datasets alike).
+pub fn hf_hub_cache() -> Option<PathBuf> {
+    std::env::var_os("HF_HUB_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-        })?;
+        })
+}
+
+/// The newest snapshot of `repo` in the standard Hugging Face cache (`$HF_HOME/hub` or
+/// `~/.cache/huggingface/hub`), if one holds a config.json.
+fn hf_cache_snapshot(repo: &str) -> Option<PathBuf> {
+    let hub = hf_hub_cache()?;
     let repo_dir = hub.join(format!("models--{}", repo.replace('/', "--")));
     let rev = std::fs::read_to_string(repo_dir.join("refs/main")).ok()?;
     let snap = repo_dir.join("snapshots").join(rev.trim());
