@@ -1,0 +1,101 @@
+//! A linear projection (HF [out, in] weight, optional bias) and its decoding layouts.
+
+use super::ops::spread_rows;
+use super::INIT_STD;
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use candle_nn::{Init, VarBuilder};
+
+#[derive(Clone)]
+pub(super) struct Linear {
+    pub(super) weight: Tensor, // [out, in]
+    pub(super) bias: Option<Tensor>,
+    /// Decoding copies on the CPU only: the weight transposed, [in, out] contiguous. gemm packs
+    /// `x W^T` element by element from the [out, in] layout on every call, which at 2-64 rows
+    /// cost more than the product (38% of a SmolLM2 decode step); from [in, out] it packs by rows
+    /// (BENCHMARKS.md). Training keeps [out, in]: at thousands of rows the packing is amortised.
+    pub(super) weight_t: Option<Tensor>,
+}
+
+impl Linear {
+    pub(super) fn new(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (d_out, d_in),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: INIT_STD,
+            },
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            weight_t: None,
+        })
+    }
+
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d_in) = x.dims3()?;
+        let d_out = self.weight.dim(0)?;
+        let x = x.reshape((b * t, d_in))?;
+        let y = match &self.weight_t {
+            Some(wt) => x.matmul(wt)?,
+            None => x.matmul(&self.weight.t()?)?,
+        }; // [b*t, out]
+        let y = match &self.bias {
+            Some(bias) if bias.track_op() => (&y + spread_rows(bias, &y)?)?,
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        Ok(y.reshape((b, t, d_out))?)
+    }
+
+    pub(super) fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.as_ref().map(|b| b.detach()),
+            weight_t: None,
+        }
+    }
+
+    /// A detached copy that keeps its weight transposed when `layout.transpose`.
+    pub(super) fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
+        let mut l = self.detached();
+        if layout.transpose {
+            l.weight_t = Some(l.weight.t()?.contiguous()?);
+        }
+        Ok(l)
+    }
+
+    /// One projection whose outputs are those of `parts`, side by side (a copy of the weights:
+    /// it does not follow later optimizer updates).
+    pub(super) fn stacked(parts: &[&Linear], layout: DecodeLayout) -> Result<Self> {
+        let weights: Vec<Tensor> = parts.iter().map(|l| l.weight.detach()).collect();
+        let weight = Tensor::cat(&weights, 0)?; // [sum out, in]
+                                                // The projections of one block share `attention_bias`: all have a bias or none has.
+        let biases: Vec<Tensor> = parts.iter().filter_map(|l| l.bias.clone()).collect();
+        let bias = match biases.len() {
+            0 => None,
+            n if n == parts.len() => Some(Tensor::cat(&biases, 0)?.detach()),
+            _ => bail!("cannot stack projections where only some have a bias"),
+        };
+        Self {
+            weight,
+            bias,
+            weight_t: None,
+        }
+        .for_decoding(layout)
+    }
+}
+
+/// How `Model::for_decoding` lays out its copies of the weights.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DecodeLayout {
+    /// Keep every layer matrix as [in, out] (`Linear::weight_t`).
+    pub(super) transpose: bool,
+}
