@@ -23,6 +23,7 @@
 //! through hf-hub (ureq + rustls, no OpenSSL) only with the optional `hub` feature, and the error
 //! says so otherwise.
 
+pub mod adapter;
 pub mod batch;
 pub mod config;
 pub mod data;
@@ -31,9 +32,10 @@ pub mod passk;
 pub mod sampler;
 pub mod tokenizer;
 
+pub use adapter::{load_with_adapter, LoraSpec};
 pub use batch::{TokenBatch, TrainOutput};
 pub use config::{Arch, ModelConfig, RopeScaling};
-pub use model::{KvCache, Model};
+pub use model::{KvCache, LoraWeights, Model, LORA_MODULES};
 pub use sampler::{
     generate, generate_parts, generate_requests, generate_with_progress, Completion, FinishReason,
     Request, SamplingParams,

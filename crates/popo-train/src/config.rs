@@ -99,6 +99,8 @@ pub struct ModelSection {
     pub path: String,
     /// dtype of saved checkpoints: `same` (the compute dtype), `f32`, `bf16`, `f16`.
     pub save_dtype: SaveDtype,
+    /// LoRA adapters (`r = 0`: off, full fine-tuning).
+    pub lora: crate::lora::LoraSection,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -476,6 +478,7 @@ impl Default for ModelSection {
         Self {
             path: String::new(),
             save_dtype: SaveDtype::Same,
+            lora: Default::default(),
         }
     }
 }
@@ -868,6 +871,7 @@ impl TrainConfig {
 
     /// Range checks with messages naming the key.
     pub fn validate(&self) -> Result<()> {
+        self.model.lora.validate()?;
         let a = &self.algo;
         let checks: &[(bool, &str)] = &[
             (

@@ -12,6 +12,7 @@ pub mod data;
 pub mod ema;
 pub mod learner;
 pub mod lm;
+pub mod lora;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
-use popo_model::{Model, ModelConfig};
+use popo_model::adapter::{self, LoraSpec};
+use popo_model::{LoraWeights, Model, ModelConfig};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -50,8 +51,29 @@ pub struct LmPolicy {
     model: Model,
     /// Shares storage with `model` (sees optimizer updates) but records no graph.
     detached: Model,
+    /// The trainable Vars: every weight, or with LoRA the adapters alone.
     named: Vec<(String, Var)>,
+    lora: Option<LoraBase>,
 }
+
+/// What a LoRA policy keeps besides its adapters: the frozen base (shared by `fork`s, such as
+/// POPO's EMA target) and what its checkpoints write into adapter_config.json.
+#[derive(Clone)]
+struct LoraBase {
+    base: Model,
+    /// The base's own Vars, never updated (`frozen_vars`).
+    base_vars: Vec<(String, Var)>,
+    spec: LoraSpec,
+    /// `base_model_name_or_path`: a hub id or an absolute directory; empty for the built-in
+    /// tiny model until its first checkpoint writes it beside the checkpoints.
+    base_name: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// The suffixes of an adapter's two Var names (PEFT's, less the `base_model.model.` prefix).
+const LORA_A: &str = ".lora_A.weight";
+const LORA_B: &str = ".lora_B.weight";
+/// Where a LoRA run over the built-in tiny model writes that base, once, beside `checkpoints/`.
+pub const TINY_BASE_DIR: &str = "base-model";
 
 impl LmPolicy {
     pub fn new(model: Model, varmap: VarMap) -> Self {
@@ -68,7 +90,72 @@ impl LmPolicy {
             model,
             detached,
             named,
+            lora: None,
         }
+    }
+
+    /// This policy as a frozen base under trainable adapters `weights` (copied into new Vars).
+    /// `base_name` is what checkpoints record as the base (empty: the built-in tiny model).
+    pub fn with_lora(
+        self,
+        spec: LoraSpec,
+        weights: &LoraWeights,
+        base_name: String,
+    ) -> Result<Self> {
+        let lora = LoraBase {
+            base: self.model,
+            base_vars: self.named,
+            spec,
+            base_name: std::sync::Arc::new(std::sync::Mutex::new(base_name)),
+        };
+        Self::adapted(lora, weights)
+    }
+
+    fn adapted(lora: LoraBase, weights: &LoraWeights) -> Result<Self> {
+        let mut named = Vec::new();
+        let mut vars = LoraWeights::new();
+        for (path, (a, b)) in weights {
+            let (va, vb) = (Var::from_tensor(&a.copy()?)?, Var::from_tensor(&b.copy()?)?);
+            vars.insert(
+                path.clone(),
+                (va.as_tensor().clone(), vb.as_tensor().clone()),
+            );
+            named.push((format!("{path}{LORA_A}"), va));
+            named.push((format!("{path}{LORA_B}"), vb));
+        }
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let model = lora
+            .base
+            .with_lora(&vars, lora.spec.scale(), lora.spec.dropout)?;
+        Ok(Self {
+            detached: model.detached(),
+            model,
+            named,
+            lora: Some(lora),
+        })
+    }
+
+    /// Fresh adapters for this model (`popo_model::adapter::init_adapters`).
+    pub fn fresh_adapters(&self, spec: &LoraSpec, seed: u64) -> Result<LoraWeights> {
+        adapter::init_adapters(&self.model, spec, seed)
+    }
+
+    /// A PEFT adapter directory read onto this model's device.
+    pub fn read_adapter(&self, dir: &Path) -> Result<adapter::Adapter> {
+        adapter::read_adapter(dir, self.model.device(), self.model.dtype())
+    }
+
+    /// The LoRA hyper-parameters, when the policy trains adapters.
+    pub fn lora(&self) -> Option<&LoraSpec> {
+        self.lora.as_ref().map(|l| &l.spec)
+    }
+
+    /// The frozen base weights of a LoRA policy (empty without LoRA): what a test checks is
+    /// bit-identical after training.
+    pub fn frozen_vars(&self) -> Vec<(String, Var)> {
+        self.lora
+            .as_ref()
+            .map_or_else(Vec::new, |l| l.base_vars.clone())
     }
 
     /// Loads an HF directory (config.json, safetensors, tokenizer) with weights in `dtype`.
@@ -144,6 +231,9 @@ impl LmPolicy {
             .into_iter()
             .filter(|(n, _)| mine.contains(n.as_str()))
             .collect();
+        if let Some(lora) = &self.lora {
+            return self.save_adapter(lora, dir, weights, tokenizer);
+        }
         popo_model::save_weights(
             dir,
             self.model.config(),
@@ -172,6 +262,61 @@ impl LmPolicy {
             None,
             popo_model::hub::DEFAULT_SHARD_BYTES,
         )
+    }
+
+    /// A LoRA checkpoint: the adapters in PEFT's format and the tokenizer, not the base. The
+    /// built-in tiny model exists nowhere else, so the first checkpoint writes it once beside
+    /// `checkpoints/` and names it as the base.
+    fn save_adapter(
+        &self,
+        lora: &LoraBase,
+        dir: &Path,
+        weights: Vec<(String, Tensor)>,
+        tokenizer: &Tokenizer,
+    ) -> Result<()> {
+        let adapters = lora_pairs(weights)?;
+        let mut base_name = lora.base_name.lock().unwrap_or_else(|e| e.into_inner());
+        if base_name.is_empty() {
+            *base_name = self.write_tiny_base(lora, dir, tokenizer)?;
+        }
+        adapter::save_adapter(dir, &lora.spec, &base_name, &adapters)?;
+        tokenizer.save(dir)
+    }
+
+    /// Writes the tiny base into `<run>/base-model` (a checkpoint `dir` is
+    /// `<run>/checkpoints/.tmp-step-N`) unless there already; returns its absolute path.
+    fn write_tiny_base(
+        &self,
+        lora: &LoraBase,
+        dir: &Path,
+        tokenizer: &Tokenizer,
+    ) -> Result<String> {
+        let run = dir
+            .parent()
+            .and_then(Path::parent)
+            .context("a LoRA checkpoint of the tiny model must be inside <run>/checkpoints")?;
+        let base = run.join(TINY_BASE_DIR);
+        if !base.join("config.json").is_file() {
+            let tmp = run.join(format!(".tmp-{TINY_BASE_DIR}"));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let weights: Vec<(String, Tensor)> = lora
+                .base_vars
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
+            popo_model::save_weights(
+                &tmp,
+                lora.base.config(),
+                &weights,
+                DType::F32,
+                Some(tokenizer),
+                None,
+                popo_model::hub::DEFAULT_SHARD_BYTES,
+            )?;
+            std::fs::rename(&tmp, &base)
+                .with_context(|| format!("renaming {} -> {}", tmp.display(), base.display()))?;
+        }
+        Ok(std::fs::canonicalize(&base)?.to_string_lossy().into_owned())
     }
 
     fn run(&self, model: &Model, batch: &SeqBatch, temperature: f64) -> Result<PolicyOutput> {
@@ -220,6 +365,12 @@ impl Policy for LmPolicy {
     }
 
     fn fork(&self) -> Result<Box<dyn Policy>> {
+        if let Some(lora) = &self.lora {
+            // The copy shares the frozen base and owns copies of the adapters.
+            let named = self.named.iter();
+            let w = lora_pairs(named.map(|(n, v)| (n.clone(), v.as_tensor().clone())))?;
+            return Ok(Box::new(Self::adapted(lora.clone(), &w)?));
+        }
         let varmap = VarMap::new();
         {
             let mut data = varmap.data().lock().unwrap();
@@ -235,6 +386,25 @@ impl Policy for LmPolicy {
     fn hidden_size(&self) -> usize {
         self.model.config().hidden_size
     }
+}
+
+/// Adapter tensors named `<module>.lora_A.weight` / `.lora_B.weight` as pairs by module.
+fn lora_pairs(named: impl IntoIterator<Item = (String, Tensor)>) -> Result<LoraWeights> {
+    let mut a_of = std::collections::HashMap::new();
+    let mut b_of = std::collections::HashMap::new();
+    for (name, t) in named {
+        if let Some(p) = name.strip_suffix(LORA_A) {
+            a_of.insert(p.to_string(), t);
+        } else if let Some(p) = name.strip_suffix(LORA_B) {
+            b_of.insert(p.to_string(), t);
+        }
+    }
+    a_of.into_iter()
+        .map(|(p, a)| match b_of.remove(&p) {
+            Some(b) => Ok((p, (a, b))),
+            None => anyhow::bail!("adapter {p}: lora_B missing from the parameters"),
+        })
+        .collect()
 }
 
 /// Mean per-token log-prob of each row's completion (the probe's statistic), no graph.

@@ -33,7 +33,9 @@ pub struct Setup {
 /// `model.path` / `data.path` are empty). `checkpoint` overrides the weights (resume).
 pub fn setup(cfg: &TrainConfig, device: &Device, checkpoint: Option<&Path>) -> Result<Setup> {
     let dtype = cfg.run.dtype.resolve(device);
-    let loaded = match (checkpoint, cfg.model.path.as_str()) {
+    // A LoRA checkpoint holds adapters only: its base is loaded as at the start.
+    let weights_from = checkpoint.filter(|_| !cfg.model.lora.enabled());
+    let loaded = match (weights_from, cfg.model.path.as_str()) {
         (Some(dir), _) => LmPolicy::load(dir, device, dtype)?,
         (None, "") => {
             let tokenizer = crate::tiny::tokenizer()?;
@@ -51,6 +53,7 @@ pub fn setup(cfg: &TrainConfig, device: &Device, checkpoint: Option<&Path>) -> R
         tokenizer,
         generation_config,
     } = loaded;
+    let policy = crate::lora::apply(cfg, policy, checkpoint)?;
     let stop_ids = policy.stop_ids(generation_config.as_ref(), &tokenizer)?;
     let eos = tokenizer.eos_token_id();
     let pad_id = tokenizer.pad_token_id().or(eos).unwrap_or(0);

@@ -60,6 +60,7 @@ impl Attention {
         rope: &(Tensor, Tensor),
         bias: &Tensor,
         cache: Option<(&mut LayerCache, usize)>,
+        seed: Option<u64>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kv, hd) = (self.n_heads, self.n_kv, self.head_dim);
@@ -74,9 +75,15 @@ impl Attention {
                 )
             }
             None => (
-                self.q_proj.forward(x)?.reshape((b, t, h, hd))?,
-                self.k_proj.forward(x)?.reshape((b, t, kv, hd))?,
-                self.v_proj.forward(x)?.reshape((b, t, kv, hd))?,
+                self.q_proj
+                    .forward_seeded(x, seed)?
+                    .reshape((b, t, h, hd))?,
+                self.k_proj
+                    .forward_seeded(x, seed)?
+                    .reshape((b, t, kv, hd))?,
+                self.v_proj
+                    .forward_seeded(x, seed)?
+                    .reshape((b, t, kv, hd))?,
             ),
         };
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
@@ -126,7 +133,7 @@ impl Attention {
             .reshape((b, h, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, h * hd))?;
-        self.o_proj.forward(&y)
+        self.o_proj.forward_seeded(&y, seed)
     }
 
     pub(super) fn detached(&self) -> Self {

@@ -28,16 +28,19 @@ impl Mlp {
             gate_up: None,
         })
     }
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
         let (g, u) = match &self.gate_up {
             Some(gate_up) => {
                 let i = self.up_proj.weight.dim(0)?;
                 let y = gate_up.forward(x)?; // [b, t, 2i]
                 (y.narrow(2, 0, i)?, y.narrow(2, i, i)?)
             }
-            None => (self.gate_proj.forward(x)?, self.up_proj.forward(x)?),
+            None => (
+                self.gate_proj.forward_seeded(x, seed)?,
+                self.up_proj.forward_seeded(x, seed)?,
+            ),
         };
-        self.down_proj.forward(&(g.silu()? * u)?)
+        self.down_proj.forward_seeded(&(g.silu()? * u)?, seed)
     }
     pub(super) fn detached(&self) -> Self {
         Self {
@@ -72,11 +75,12 @@ impl Layer {
         rope: &(Tensor, Tensor),
         bias: &Tensor,
         cache: Option<(&mut LayerCache, usize)>,
+        seed: Option<u64>,
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x)?;
-        let x = (x + self.attn.forward(&h, rope, bias, cache)?)?;
+        let x = (x + self.attn.forward(&h, rope, bias, cache, seed)?)?;
         let h = self.post_attention_layernorm.forward(&x)?;
-        Ok((&x + self.mlp.forward(&h)?)?)
+        Ok((&x + self.mlp.forward(&h, seed)?)?)
     }
 
     pub(super) fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {

@@ -1,5 +1,6 @@
 //! A linear projection (HF [out, in] weight, optional bias) and its decoding layouts.
 
+use super::lora::Lora;
 use super::ops::spread_rows;
 use super::INIT_STD;
 use anyhow::{bail, Result};
@@ -15,6 +16,8 @@ pub(super) struct Linear {
     /// cost more than the product (38% of a SmolLM2 decode step); from [in, out] it packs by rows
     /// (BENCHMARKS.md). Training keeps [out, in]: at thousands of rows the packing is amortised.
     pub(super) weight_t: Option<Tensor>,
+    /// A LoRA adapter on the side (`Model::with_lora`); decoding copies merge it instead.
+    pub(super) lora: Option<Lora>,
 }
 
 impl Linear {
@@ -36,10 +39,16 @@ impl Linear {
             weight,
             bias,
             weight_t: None,
+            lora: None,
         })
     }
 
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_seeded(x, None)
+    }
+
+    /// The forward with LoRA dropout drawn from `seed` (training forwards only).
+    pub(super) fn forward_seeded(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
         let (b, t, d_in) = x.dims3()?;
         let d_out = self.weight.dim(0)?;
         let x = x.reshape((b * t, d_in))?;
@@ -47,6 +56,10 @@ impl Linear {
             Some(wt) => x.matmul(wt)?,
             None => x.matmul(&self.weight.t()?)?,
         }; // [b*t, out]
+        let y = match &self.lora {
+            Some(l) => (&y + l.forward(&x, seed)?.to_dtype(y.dtype())?)?,
+            None => y,
+        };
         let y = match &self.bias {
             Some(bias) if bias.track_op() => (&y + spread_rows(bias, &y)?)?,
             Some(bias) => y.broadcast_add(bias)?,
@@ -60,12 +73,24 @@ impl Linear {
             weight: self.weight.detach(),
             bias: self.bias.as_ref().map(|b| b.detach()),
             weight_t: None,
+            lora: self.lora.as_ref().map(Lora::detached),
         }
+    }
+
+    /// A detached copy with its adapter merged into a copy of the weight (W + s B A, summed in
+    /// the adapter's dtype and rounded once): decoding then costs what it costs without LoRA.
+    pub(super) fn merged(&self) -> Result<Self> {
+        let mut l = self.detached();
+        if let Some(lora) = l.lora.take() {
+            let w = &l.weight;
+            l.weight = (w.to_dtype(lora.a.dtype())? + lora.delta()?)?.to_dtype(w.dtype())?;
+        }
+        Ok(l)
     }
 
     /// A detached copy that keeps its weight transposed when `layout.transpose`.
     pub(super) fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
-        let mut l = self.detached();
+        let mut l = self.merged()?;
         if layout.transpose {
             l.weight_t = Some(l.weight.t()?.contiguous()?);
         }
@@ -75,7 +100,10 @@ impl Linear {
     /// One projection whose outputs are those of `parts`, side by side (a copy of the weights:
     /// it does not follow later optimizer updates).
     pub(super) fn stacked(parts: &[&Linear], layout: DecodeLayout) -> Result<Self> {
-        let weights: Vec<Tensor> = parts.iter().map(|l| l.weight.detach()).collect();
+        let weights: Vec<Tensor> = parts
+            .iter()
+            .map(|l| Ok(l.merged()?.weight))
+            .collect::<Result<_>>()?;
         let weight = Tensor::cat(&weights, 0)?; // [sum out, in]
                                                 // The projections of one block share `attention_bias`: all have a bias or none has.
         let biases: Vec<Tensor> = parts.iter().filter_map(|l| l.bias.clone()).collect();
@@ -88,6 +116,7 @@ impl Linear {
             weight,
             bias,
             weight_t: None,
+            lora: None,
         }
         .for_decoding(layout)
     }

@@ -9,12 +9,14 @@ mod attention;
 mod kv_cache;
 mod layer;
 mod linear;
+mod lora;
 mod norm;
 mod ops;
 mod rope;
 mod train;
 
 pub use kv_cache::KvCache;
+pub use lora::{lora_target_matches, LoraWeights, LORA_MODULES};
 
 use crate::config::ModelConfig;
 use anyhow::{bail, Context, Result};
@@ -50,6 +52,8 @@ pub struct Model {
     /// A `detached()` copy: no autograd graph, so the forward uses candle's fused kernels and
     /// skips the log-prob gradient carriers.
     no_grad: bool,
+    /// Some adapter has LoRA dropout (`with_lora`): training forwards draw masks.
+    dropout: bool,
 }
 
 impl Model {
@@ -94,6 +98,7 @@ impl Model {
             device: embed_tokens.device().clone(),
             dtype: embed_tokens.dtype(),
             no_grad: false,
+            dropout: false,
             embed_tokens,
             layers,
             norm,
@@ -164,6 +169,7 @@ impl Model {
             device: self.device.clone(),
             dtype: self.dtype,
             no_grad: true,
+            dropout: self.dropout,
         }
     }
 
@@ -277,12 +283,13 @@ impl Model {
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         self.check_ids(ids, positions)?;
+        let seed = self.dropout_seed(ids)?;
         let rope = self.rope_tables(positions)?;
         let mut x = self.embed(ids, b, t)?; // [b, t, d]
         let past = cache.as_ref().map_or(0, |c| c.len);
         for (i, layer) in self.layers.iter().enumerate() {
             let lc = cache.as_deref_mut().map(|c| (&mut c.layers[i], past));
-            x = layer.forward(&x, &rope, bias, lc)?;
+            x = layer.forward(&x, &rope, bias, lc, seed)?;
         }
         self.norm.forward(&x)
     }

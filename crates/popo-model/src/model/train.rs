@@ -170,13 +170,14 @@ impl Model {
         let mask = mask_to_host(&batch.attention_mask)?;
         let pos = positions_from_mask(&mask, &vec![0; mask.len()]);
         self.check_ids(ids, &pos)?;
+        let seed = self.dropout_seed(ids)?;
         let rope = self.rope_tables(&pos)?;
         let bias = self.attention_bias(&mask, 0, t)?;
         // Forward: each layer's graph is dropped as soon as its output is detached.
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut x = self.embed(ids, b, t)?.detach();
         for layer in &self.layers {
-            let next = layer.forward(&x, &rope, &bias, None)?.detach();
+            let next = layer.forward(&x, &rope, &bias, None, seed)?.detach();
             inputs.push(x);
             x = next;
         }
@@ -190,7 +191,7 @@ impl Model {
         // Layers, last first: recompute with a graph, push the gradient through.
         for (layer, input) in self.layers.iter().zip(inputs).rev() {
             let input = Var::from_tensor(&input)?;
-            let y = layer.forward(input.as_tensor(), &rope, &bias, None)?;
+            let y = layer.forward(input.as_tensor(), &rope, &bias, None, seed)?;
             let store = (y * &grad)?.sum_all()?.backward()?;
             grad = stage_grad(&store, &input)?;
             sink(store)?;
