@@ -26,6 +26,8 @@ pkgs=(
     # tools/get-smollm2.sh: transformers reads GGUF files through these
     "gguf==0.17.1"
     "accelerate==1.11.0"
+    # tools/make_lora_fixtures.py: the LoRA reference (the POPO reference code uses 0.18.1)
+    "peft==0.18.1"
 )
 
 if "$venv/bin/python" - "${pkgs[@]}" <<'PY'

@@ -427,3 +427,52 @@ fn dropout_is_a_function_of_the_batch() {
         "no dropout without a graph"
     );
 }
+
+/// In f32 and over a bf16 base (adapters f32), every adapter gets a non-zero gradient: the
+/// frozen model must not keep any fused (graph-dropping) kernel of the no-graph copy.
+#[test]
+fn every_adapter_gets_a_gradient_in_f32_and_over_bf16() {
+    for dtype in [DType::F32, DType::BF16] {
+        let cfg = common::qwen3();
+        let (_vm, base) = common::build(&cfg, dtype, 4);
+        let spec = LoraSpec {
+            r: 2,
+            alpha: 4.0,
+            dropout: 0.1,
+            target_modules: popo_model::LORA_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            use_rslora: false,
+        };
+        let mut w = LoraWeights::new();
+        let mut vars = Vec::new();
+        for (p, (a, b)) in adapter::init_adapters(&base, &spec, 2).unwrap() {
+            assert_eq!((a.dtype(), b.dtype()), (DType::F32, DType::F32));
+            let b = (b.ones_like().unwrap() * 0.05).unwrap();
+            let (va, vb) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&b).unwrap());
+            w.insert(p.clone(), (va.as_tensor().clone(), vb.as_tensor().clone()));
+            vars.push((p, va, vb));
+        }
+        let model = base.with_lora(&w, spec.scale(), spec.dropout).unwrap();
+        let ids = common::tokens(9, 10, cfg.vocab_size);
+        let batch = TokenBatch::new(&[&ids[..4]], &[&ids[4..]], 0, &Device::Cpu).unwrap();
+        let out = model.forward_train(&batch, 1.0).unwrap();
+        let loss = (out.logprobs.sum_all().unwrap() + out.entropy.sum_all().unwrap()).unwrap();
+        let g = loss.backward().unwrap();
+        for (p, va, vb) in &vars {
+            for v in [va, vb] {
+                let n = g
+                    .get(v.as_tensor())
+                    .unwrap_or_else(|| panic!("{dtype:?} {p}: no gradient"))
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(n > 0.0, "{dtype:?} {p}: zero gradient");
+            }
+        }
+    }
+}

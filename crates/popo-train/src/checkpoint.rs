@@ -187,7 +187,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
 /// A run directory of `popo train` means its latest checkpoint; anything else is an HF directory.
 pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<u64>)> {
     let step_of = |d: &Path| -> Option<u64> { load_state(d).ok().map(|s| s.step) };
-    if dir.join("config.json").is_file() {
+    if dir.join("config.json").is_file() || popo_model::adapter::is_adapter_dir(dir) {
         return Ok((dir.to_path_buf(), step_of(dir)));
     }
     if let Some(last) = list(dir)?.pop() {
@@ -195,7 +195,7 @@ pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<u64>)> {
         return Ok((last, step));
     }
     bail!(
-        "{}: no config.json (not an HF model directory) and no checkpoints/step-* (not a popo run directory)",
+        "{}: no config.json (not an HF model directory), no adapter_config.json (not a LoRA adapter) and no checkpoints/step-* (not a popo run directory)",
         dir.display()
     )
 }

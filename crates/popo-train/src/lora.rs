@@ -3,7 +3,6 @@
 //! (being f32 already) full-precision values, and checkpoints hold them in PEFT's format, not
 //! the base.
 
-use crate::config::TrainConfig;
 use crate::lm::LmPolicy;
 use anyhow::{bail, Context, Result};
 use popo_model::{LoraSpec, LORA_MODULES};
@@ -100,8 +99,13 @@ impl LoraSection {
 /// The policy under adapters when `[model.lora]` is on (else as it is): the adapters of
 /// `checkpoint` (a resumed LoRA run), of `model.lora.adapter`, or fresh ones drawn from the
 /// run's seed.
-pub fn apply(cfg: &TrainConfig, policy: LmPolicy, checkpoint: Option<&Path>) -> Result<LmPolicy> {
-    let l = &cfg.model.lora;
+pub fn apply(
+    l: &LoraSection,
+    model_path: &str,
+    seed: u64,
+    policy: LmPolicy,
+    checkpoint: Option<&Path>,
+) -> Result<LmPolicy> {
     if !l.enabled() {
         return Ok(policy);
     }
@@ -119,11 +123,11 @@ pub fn apply(cfg: &TrainConfig, policy: LmPolicy, checkpoint: Option<&Path>) -> 
         }
         None => {
             let spec = l.spec();
-            let w = policy.fresh_adapters(&spec, cfg.run.seed ^ INIT_STREAM)?;
+            let w = policy.fresh_adapters(&spec, seed ^ INIT_STREAM)?;
             (spec, w)
         }
     };
-    policy.with_lora(spec, &weights, base_name(&cfg.model.path)?)
+    policy.with_lora(spec, &weights, base_name(model_path)?)
 }
 
 /// The seed stream of fresh adapters (kept apart from the model's own initialisation).

@@ -53,7 +53,8 @@ pub fn setup(cfg: &TrainConfig, device: &Device, checkpoint: Option<&Path>) -> R
         tokenizer,
         generation_config,
     } = loaded;
-    let policy = crate::lora::apply(cfg, policy, checkpoint)?;
+    let (lora, path) = (&cfg.model.lora, cfg.model.path.as_str());
+    let policy = crate::lora::apply(lora, path, cfg.run.seed, policy, checkpoint)?;
     let stop_ids = policy.stop_ids(generation_config.as_ref(), &tokenizer)?;
     let eos = tokenizer.eos_token_id();
     let pad_id = tokenizer.pad_token_id().or(eos).unwrap_or(0);

@@ -35,6 +35,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Run a grid of training runs (algorithms x seeds x overrides) and write a report.
     Experiment(cmd::experiment::Args),
+    /// Write a LoRA checkpoint's adapters merged into its base as a plain HF model.
+    Export(cmd::export::Args),
     /// Plot metric curves of one or more run directories.
     Plot(cmd::plot::Args),
     /// Measure decode and training throughput of a model (tokens/s, peak memory).
@@ -60,6 +62,7 @@ fn main() {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Plot(a) => cmd::plot::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

@@ -123,6 +123,8 @@ impl Model {
     pub fn with_lora(&self, weights: &LoraWeights, scale: f64, dropout: f64) -> Result<Model> {
         let mut m = self.detached();
         m.no_grad = false;
+        // Back to primitive ops everywhere: a fused kernel's output carries no graph.
+        m.norm.fused = None;
         let mut used = 0;
         for (i, layer) in m.layers.iter_mut().enumerate() {
             layer.unfuse();

@@ -11,6 +11,13 @@ pub struct Args {
     /// HF model directory, a checkpoint written by `popo train`, or a run directory (its latest checkpoint).
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory to apply to --model (a LoRA run's checkpoint given as
+    /// --model needs none: it is one).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// The base model of an adapter given as --model (default: its base_model_name_or_path).
+    #[arg(long)]
+    pub base: Option<String>,
     /// Benchmarks: names (math500, aime24, aime25, amc23, minerva_math, olympiadbench, gsm8k_test)
     /// looked up in the data directory, or JSONL paths; comma-separated.
     #[arg(long, required = true, value_delimiter = ',')]
@@ -92,7 +99,13 @@ pub fn run(args: Args) -> Result<i32> {
     let (checkpoint, step) = popo_train::checkpoint::resolve_model_dir(&args.model)?;
     let device = popo_model::device_from_str(&args.device)?;
     let dtype = popo_model::dtype_from_str(&args.dtype)?;
-    let pre = popo_model::load_pretrained(&checkpoint, &device, dtype)?;
+    let pre = popo_model::load_with_adapter(
+        &checkpoint,
+        args.adapter.as_deref(),
+        args.base.as_deref(),
+        &device,
+        dtype,
+    )?;
     let tokenizer = pre
         .tokenizer
         .as_ref()

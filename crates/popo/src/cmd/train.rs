@@ -21,6 +21,10 @@ pub struct Args {
     /// HF model directory (default: the built-in tiny model).
     #[arg(long)]
     pub model: Option<String>,
+    /// A PEFT LoRA adapter directory to continue training (sets model.lora.adapter; its r,
+    /// alpha, dropout and target_modules are used; the base is --model).
+    #[arg(long)]
+    pub adapter: Option<String>,
     /// JSONL training set with `problem` and `answer` (default: the built-in arithmetic task).
     #[arg(long)]
     pub data: Option<String>,
@@ -43,7 +47,7 @@ pub struct Args {
     /// so every flag that would change it is refused (a new --steps would also move the learning
     /// rate schedule of the steps already taken); --print-config prints it.
     #[arg(long, conflicts_with_all = [
-        "config", "preset", "model", "data", "eval_data", "out", "steps", "skip_invalid", "set",
+        "config", "preset", "model", "adapter", "data", "eval_data", "out", "steps", "skip_invalid", "set",
     ])]
     pub resume: Option<PathBuf>,
     /// Print the resolved config and exit.
@@ -82,6 +86,9 @@ pub fn run(args: Args) -> Result<i32> {
             let s = |v: &str| toml::Value::String(v.to_string());
             if let Some(m) = &args.model {
                 b = b.set_value("model.path", s(m));
+            }
+            if let Some(a) = &args.adapter {
+                b = b.set_value("model.lora.adapter", s(a));
             }
             if let Some(d) = &args.data {
                 b = b.set_value("data.path", s(d));
