@@ -357,7 +357,7 @@ fn attach(mut pre: Pretrained, dir: &Path, ad: Adapter) -> Result<Pretrained> {
         .with_lora(&ad.weights, ad.spec.scale(), ad.spec.dropout)
         .with_context(|| format!("adapter in {} does not fit the base model", dir.display()))?;
     if pre.tokenizer.is_none() && dir.join("tokenizer.json").is_file() {
-        pre.tokenizer = Some(crate::Tokenizer::from_dir(dir)?);
+        pre.tokenizer = Some(crate::tokenizer::Tokenizer::from_dir(dir)?);
     }
     Ok(pre)
 }
@@ -442,7 +442,7 @@ pub fn export_merged(
     let name = out.file_name().context("--out needs a directory name")?;
     let tmp = out.with_file_name(format!(".tmp-{}", name.to_string_lossy()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let written = crate::save_weights(
+    let written = crate::hub::save_weights(
         &tmp,
         &pre.config,
         &weights,

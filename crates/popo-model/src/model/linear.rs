@@ -2,10 +2,12 @@
 
 use super::lora::Lora;
 use super::ops::spread_rows;
-use super::INIT_STD;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
+
+/// Standard deviation of freshly initialised weights (HF's `initializer_range` default).
+pub(super) const INIT_STD: f64 = 0.02;
 
 #[derive(Clone)]
 pub(super) struct Linear {

@@ -5,7 +5,9 @@
 //! Positions come from the attention mask (`cumsum - 1`), and attention adds a causal plus
 //! key-padding bias, so left-padded prompts (sampling) and right-padded sequences (training) both
 //! give each row exactly what it would get alone.
+mod attach;
 mod attention;
+mod cached;
 mod kv_cache;
 mod layer;
 mod linear;
@@ -23,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, VarBuilder, VarMap};
 use layer::Layer;
-use linear::DecodeLayout;
+use linear::{DecodeLayout, INIT_STD};
 use norm::RmsNorm;
 use rope::{positions_from_mask, rope_inv_freq};
 
@@ -37,7 +39,6 @@ const MASKED: f32 = f32::NEG_INFINITY;
 /// Upper bound on the elements of one logits chunk in `forward_train` (rows x vocab).
 pub const LOGIT_CHUNK_ELEMS: usize = 1 << 24;
 
-const INIT_STD: f64 = 0.02;
 /// Qwen2 / Qwen3 / Llama decoder with HF tensor names.
 #[derive(Clone)]
 pub struct Model {
