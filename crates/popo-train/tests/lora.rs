@@ -69,7 +69,7 @@ fn lora_runs_train_adapters_only_and_resume_exactly() {
             "only adapters train: {names:?}"
         );
         assert!(
-            !names.is_empty() && names.len() % 14 == 0,
+            !names.is_empty() && names.len().is_multiple_of(14),
             "A and B on the 7 projections of each layer"
         );
         let before = bits(&t);
