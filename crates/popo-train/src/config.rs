@@ -123,8 +123,10 @@ pub struct DataSection {
     pub skip_invalid: bool,
 }
 
+// No deny_unknown_fields here: serde cannot combine it with `flatten`; `check_keys` refuses
+// unknown keys of every user layer before serde sees them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RolloutConfig {
     /// B: prompts per step.
     pub batch_prompts: usize,
@@ -142,6 +144,9 @@ pub struct RolloutConfig {
     pub dynamic_sampling: bool,
     /// DAPO: bound on extra rollout rounds per step.
     pub max_sampling_tries: usize,
+    /// The engine keys (`rollout.engine`, `rollout.servers`, ...), in `[rollout]` itself.
+    #[serde(flatten)]
+    pub engine: crate::engine::config::EngineConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -506,6 +511,7 @@ impl Default for RolloutConfig {
             max_completion_len: 512,
             dynamic_sampling: false,
             max_sampling_tries: 4,
+            engine: Default::default(),
         }
     }
 }
@@ -938,7 +944,7 @@ impl TrainConfig {
                 bail!("invalid config: {msg}");
             }
         }
-        Ok(())
+        self.rollout.engine.validate(&self.model.path)
     }
 }
 
