@@ -182,6 +182,7 @@ fn kind(v: &Value) -> &'static str {
         Value::Float(_) => "float",
         Value::Boolean(_) => "bool",
         Value::String(_) => "string",
+        Value::Array(_) => "list",
         _ => "other",
     }
 }
