@@ -136,16 +136,15 @@ impl Servers {
     }
 }
 
+/// Fault injectors on real sockets, for this module's tests and the engine's.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+pub(crate) mod fake {
     use std::io::{Read, Write};
     use std::net::TcpListener;
-    use std::time::Instant;
+    use std::time::Duration;
 
     /// A fault injector on a real socket: each accepted connection is handled by `reply`.
-    fn fake(reply: impl Fn(std::net::TcpStream) + Send + 'static) -> String {
+    pub fn fake(reply: impl Fn(std::net::TcpStream) + Send + 'static) -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         std::thread::spawn(move || {
@@ -157,7 +156,7 @@ mod tests {
     }
 
     /// Reads one request (headers and a Content-Length body) off `s`.
-    fn read_request(s: &mut std::net::TcpStream) -> String {
+    pub fn read_request(s: &mut std::net::TcpStream) -> String {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -180,7 +179,7 @@ mod tests {
         String::from_utf8_lossy(&buf).to_string()
     }
 
-    fn ok_server(body: &'static str) -> String {
+    pub fn ok_server(body: String) -> String {
         fake(move |mut s| {
             read_request(&mut s);
             let _ = write!(
@@ -192,7 +191,7 @@ mod tests {
     }
 
     /// Accepts and never answers (a SIGSTOPped server looks like this: the kernel accepts).
-    fn hung_server() -> String {
+    pub fn hung_server() -> String {
         fake(|s| {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_secs(60));
@@ -202,11 +201,11 @@ mod tests {
     }
 
     /// Accepts and closes at once (a server that died mid-request).
-    fn closing_server() -> String {
+    pub fn closing_server() -> String {
         fake(drop)
     }
 
-    fn status_server(code: u16) -> String {
+    pub fn status_server(code: u16) -> String {
         fake(move |mut s| {
             read_request(&mut s);
             let _ = write!(s, "HTTP/1.1 {code} Oops\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope");
@@ -214,16 +213,24 @@ mod tests {
     }
 
     /// A port nothing listens on.
-    fn dead_url() -> String {
+    pub fn dead_url() -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         drop(l);
         url
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::*;
+    use super::*;
+    use serde_json::json;
+    use std::time::Instant;
 
     #[test]
     fn a_hung_server_times_out_and_the_request_goes_to_the_next() {
-        let urls = vec![hung_server(), ok_server(r#"{"ok": 1}"#)];
+        let urls = vec![hung_server(), ok_server(r#"{"ok": 1}"#.into())];
         let s = Servers::new(&urls, Duration::from_millis(500), 2);
         let t = Instant::now();
         let v = s.post_retrying(0, "/x", &json!({}), "generate prompt 0").unwrap();
@@ -260,14 +267,14 @@ mod tests {
 
     #[test]
     fn a_client_error_is_not_retried() {
-        let urls = vec![status_server(400), ok_server(r#"{"ok": 1}"#)];
+        let urls = vec![status_server(400), ok_server(r#"{"ok": 1}"#.into())];
         let s = Servers::new(&urls, Duration::from_secs(5), 3);
         let e = s.post_retrying(0, "/x", &json!({}), "generate prompt 1").unwrap_err();
         assert!(!e.retryable);
         assert_eq!(e.server, urls[0]);
         assert!(e.cause.contains("HTTP 400") && e.cause.contains("nope"), "{}", e.cause);
         // A 5xx is the server's: the next one answers.
-        let urls = vec![status_server(503), ok_server(r#"{"ok": 2}"#)];
+        let urls = vec![status_server(503), ok_server(r#"{"ok": 2}"#.into())];
         let s = Servers::new(&urls, Duration::from_secs(5), 1);
         assert_eq!(s.post_retrying(0, "/x", &json!({}), "r").unwrap(), json!({"ok": 2}));
     }
