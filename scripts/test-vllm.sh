@@ -138,6 +138,7 @@ start_server
 echo "== 2. $STEPS POPO steps through the server"
 train "$WORK/run-ok" 2>&1 | tail -n 5
 check_metrics "$WORK/run-ok" "$STEPS"
+rm -rf "$WORK/run-ok/checkpoints" # 2 GB each: a full disk would stop the next runs
 
 echo "== 3. the server suspended (SIGSTOP) mid-run"
 FAST=(--set rollout.request_timeout_s=20 --set rollout.max_retries=1)
@@ -148,12 +149,13 @@ kill -STOP -- "-$SERVER_PID"
 t0=$SECONDS
 if wait "$RUN"; then fail "the run went on with a suspended server"; fi
 echo "the run stopped $((SECONDS - t0)) s after SIGSTOP:"
-grep -E "rollout engine failed|server http" "$WORK/stop.log" | head -3
+tail -n 3 "$WORK/stop.log"
 grep -q "server $URL" "$WORK/stop.log" || fail "the error does not name the server"
 grep -q "checkpoint .* written" "$WORK/stop.log" || fail "no checkpoint before stopping"
 kill -CONT -- "-$SERVER_PID"
 "$POPO_BIN" train --resume "$WORK/run-stop" 2>&1 | tail -n 2
 check_metrics "$WORK/run-stop" "$STEPS"
+rm -rf "$WORK/run-stop/checkpoints"
 
 echo "== 4. the server killed mid-run, then restarted"
 train "$WORK/run-kill" "${FAST[@]}" >"$WORK/kill.log" 2>&1 &
@@ -162,10 +164,11 @@ wait_step "$WORK/run-kill" 1
 kill -KILL -- "-$SERVER_PID"
 SERVER_PID=""
 if wait "$RUN"; then fail "the run went on with a killed server"; fi
-grep -E "rollout engine failed|server http" "$WORK/kill.log" | head -3
+tail -n 3 "$WORK/kill.log"
 grep -q "server $URL" "$WORK/kill.log" || fail "the error does not name the server"
 start_server
 "$POPO_BIN" train --resume "$WORK/run-kill" 2>&1 | tail -n 2
 check_metrics "$WORK/run-kill" "$STEPS"
+rm -rf "$WORK/run-kill/checkpoints"
 
 echo "PASS: scripts/test-vllm.sh ($WORK)"

@@ -709,6 +709,13 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// Where the value a serde error quotes (`unknown variant `x``) is assigned: errors inside the
+/// flattened `[rollout]` engine keys come with the whole table's span, not the key's.
+fn value_offset(text: &str, message: &str) -> Option<usize> {
+    let value = message.split('`').nth(1)?;
+    text.find(&format!("= \"{value}\""))
+}
+
 /// Builds a config from layers. Used by `popo train` and tests.
 #[derive(Default)]
 pub struct ConfigBuilder {
@@ -847,7 +854,11 @@ impl ConfigBuilder {
         complete_task_eval(&mut merged);
         let text = toml::to_string(&merged).context("serializing merged config")?;
         let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
-            match e.span().and_then(|span| key_at(&text, span.start)) {
+            let key = e
+                .span()
+                .and_then(|span| key_at(&text, span.start))
+                .or_else(|| key_at(&text, value_offset(&text, e.message())?));
+            match key {
                 Some(key) => anyhow::anyhow!("invalid config: `{key}`: {}", e.message()),
                 None => anyhow::anyhow!("invalid config: {}", e.message()),
             }

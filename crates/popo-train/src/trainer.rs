@@ -256,11 +256,11 @@ impl Trainer {
         let mut m = StepMetrics::new(step);
         let mut clock = Clock::start();
 
-        // 0. The vLLM servers on the policy's weights (a barrier).
+        // 0. The vLLM servers on the policy's weights (a barrier); perf/time_sync_s is this step's
+        // share (0 when the sync came earlier, before an evaluation).
         self.sync_engine()?;
         if let Some(r) = self.remote.as_mut().and_then(Remote::take_report) {
             m.set(names::SYNC_CHECK_ABS_DIFF, r.abs_diff);
-            m.set(names::TIME_SYNC, r.seconds);
         }
         clock.lap(names::TIME_SYNC);
 
