@@ -2,13 +2,13 @@
 //! a step's rollouts (with DAPO's refill of uninformative groups), their statistics, greedy
 //! held-out accuracy and the end-of-run pass@k.
 
-use crate::rollouts::{Rollout, RolloutBatch};
 use crate::config::TrainConfig;
 use crate::data::{Prompt, Shuffler};
 use crate::engine::Engine;
 use crate::lm::{FinishReason, SamplingParams, Tokenizer};
 use crate::metrics::{names, SampleRecord, StepMetrics};
 use crate::reward::{self, Reward};
+use crate::rollouts::{Rollout, RolloutBatch};
 use anyhow::Result;
 use popo_model::passk::PassAtK;
 

@@ -6,13 +6,12 @@
 //! `lm::LmPolicy` and `Policy`.
 
 use crate::algo::{Algorithm, MicroBatch, PrepareCtx, Prepared};
-use crate::rollouts::RolloutBatch;
 use crate::checkpoint::{self, FinalEval, TrainerState};
 use crate::config::TrainConfig;
+use crate::data::{stream_seed, Prompt, Shuffler, Stream};
 use crate::engine::http::ServerError;
 use crate::engine::remote::Remote;
 use crate::engine::{Engine, InProcess};
-use crate::data::{stream_seed, Prompt, Shuffler, Stream};
 use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{LmPolicy, Tokenizer};
 use crate::metrics::{names, RunLogger, SampleRecord, StepMetrics};
@@ -21,6 +20,7 @@ use crate::probe::Probe;
 use crate::progress::Clock;
 use crate::reward::{self, Reward};
 use crate::rollout::Actor;
+use crate::rollouts::RolloutBatch;
 use crate::setup::{setup, Setup};
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -136,7 +136,11 @@ impl Trainer {
         let shuffler = crate::setup::shuffler(&cfg, s.train.len(), None)?;
         let state =
             TrainerState::fresh(shuffler.cursor(), cfg.run.seed, learner.loss_scale.clone());
-        let probe = s.train.first().map(|p| p.ids.as_slice()).unwrap_or_default();
+        let probe = s
+            .train
+            .first()
+            .map(|p| p.ids.as_slice())
+            .unwrap_or_default();
         let remote = Remote::open(&cfg, probe)?;
         Ok(Self {
             remote,

@@ -140,7 +140,11 @@ fn the_correction_measures_the_difference_and_weights_by_the_capped_ratio() {
         .map(|(o, &e)| (o - e as f64).abs())
         .collect();
     let n = diffs.len() as f64;
-    assert!(close(stat(names::ENGINE_LOGPROB_ABS_DIFF), diffs.iter().sum::<f64>() / n, 1e-6));
+    assert!(close(
+        stat(names::ENGINE_LOGPROB_ABS_DIFF),
+        diffs.iter().sum::<f64>() / n,
+        1e-6
+    ));
     let max = diffs.iter().cloned().fold(0.0, f64::max);
     assert!(close(stat(names::ENGINE_LOGPROB_ABS_DIFF_MAX), max, 1e-6));
     let tis = c.tis.as_ref().unwrap();
@@ -153,9 +157,16 @@ fn the_correction_measures_the_difference_and_weights_by_the_capped_ratio() {
             clipped += (ratio > cap) as usize;
         }
     }
-    assert!(clipped > 0 && clipped < diffs.len(), "the test must clip some tokens, not all");
+    assert!(
+        clipped > 0 && clipped < diffs.len(),
+        "the test must clip some tokens, not all"
+    );
     assert!(close(stat(names::TIS_WEIGHT_MEAN), wsum / n, 1e-5));
-    assert!(close(stat(names::TIS_CLIP_RATIO), clipped as f64 / n, 1e-12));
+    assert!(close(
+        stat(names::TIS_CLIP_RATIO),
+        clipped as f64 / n,
+        1e-12
+    ));
     // The rollouts now carry pi_old, popo's own log-probs.
     for (r, o) in batch.rollouts.iter().zip(&old) {
         for (&a, &b) in r.sampler_logprobs.iter().zip(o) {
@@ -171,7 +182,10 @@ fn the_correction_measures_the_difference_and_weights_by_the_capped_ratio() {
 
 #[test]
 fn weights_of_equal_log_probs_are_one_and_the_cap_binds() {
-    assert_eq!(tis_weights(&[-1.0, -2.0], &[-1.0, -2.0], 2.0), vec![1.0, 1.0]);
+    assert_eq!(
+        tis_weights(&[-1.0, -2.0], &[-1.0, -2.0], 2.0),
+        vec![1.0, 1.0]
+    );
     assert_eq!(tis_weights(&[-0.1], &[-5.0], 2.0), vec![2.0]);
     assert!((tis_weights(&[-5.0], &[-0.1], 2.0)[0] as f64 - (-4.9f64).exp()).abs() < 1e-7);
 }
@@ -189,8 +203,18 @@ fn loss_with(
     let mb = batch.seq_batch(rows, PAD, &Device::Cpu).unwrap();
     let out = policy.forward(&mb, 1.0).unwrap();
     let x = MicroBatch::new(&mb, prep, rows).with_tis(Some(tis));
-    let loss = algo.loss(&out, &x).unwrap().loss.to_scalar::<f64>().unwrap();
-    let lp = out.logprobs.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+    let loss = algo
+        .loss(&out, &x)
+        .unwrap()
+        .loss
+        .to_scalar::<f64>()
+        .unwrap();
+    let lp = out
+        .logprobs
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
     let per_row = (0..mb.len())
         .map(|r| {
             let p = mb.prompt_lens[r];
@@ -203,9 +227,18 @@ fn loss_with(
 #[test]
 fn grpo_weights_each_tokens_policy_gradient_term() {
     let dev = Device::Cpu;
-    let Case { policy, mut batch, .. } = case(REWARDS);
-    let tis = correct(&mut batch, &ctx(&policy, &dev), 2.0).unwrap().tis.unwrap();
-    for agg in ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] {
+    let Case {
+        policy, mut batch, ..
+    } = case(REWARDS);
+    let tis = correct(&mut batch, &ctx(&policy, &dev), 2.0)
+        .unwrap()
+        .tis
+        .unwrap();
+    for agg in [
+        "token-mean",
+        "seq-mean-token-mean",
+        "seq-mean-token-sum-norm",
+    ] {
         let c = common::cfg("grpo", &[&format!("algo.loss_agg={agg}")]);
         let algo = Grpo::new(&c, &policy).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev)).unwrap();
@@ -233,8 +266,13 @@ fn grpo_weights_each_tokens_policy_gradient_term() {
 #[test]
 fn raft_and_reinforce_weight_each_tokens_nll_term() {
     let dev = Device::Cpu;
-    let Case { policy, mut batch, .. } = case(REWARDS);
-    let tis = correct(&mut batch, &ctx(&policy, &dev), 1.5).unwrap().tis.unwrap();
+    let Case {
+        policy, mut batch, ..
+    } = case(REWARDS);
+    let tis = correct(&mut batch, &ctx(&policy, &dev), 1.5)
+        .unwrap()
+        .tis
+        .unwrap();
     // RAFT: sum_i w_i sum_t tis_it (-logp_it) / N+, w uniform over a group's positives.
     let c = common::cfg("raft", &[]);
     let algo = Raft::new(&c);
@@ -246,7 +284,13 @@ fn raft_and_reinforce_weight_each_tokens_nll_term() {
     let want: f64 = rows
         .iter()
         .zip(&lp)
-        .map(|(&i, l)| w[i] * l.iter().zip(&tis[i]).map(|(x, &t)| -x * t as f64).sum::<f64>())
+        .map(|(&i, l)| {
+            w[i] * l
+                .iter()
+                .zip(&tis[i])
+                .map(|(x, &t)| -x * t as f64)
+                .sum::<f64>()
+        })
         .sum::<f64>()
         / pos_tokens;
     assert!(close(got, want, 1e-10), "raft: {got} vs {want}");
@@ -256,13 +300,21 @@ fn raft_and_reinforce_weight_each_tokens_nll_term() {
     let prep = algo.prepare(&batch, &ctx(&policy, &dev)).unwrap();
     let rows = prep.included();
     let (got, lp) = loss_with(&algo, &policy, &batch, &prep, &rows, &tis);
-    let all_tokens: f64 = batch.rollouts.iter().map(|r| r.completion.len() as f64).sum();
+    let all_tokens: f64 = batch
+        .rollouts
+        .iter()
+        .map(|r| r.completion.len() as f64)
+        .sum();
     let want: f64 = rows
         .iter()
         .zip(&lp)
         .map(|(&i, l)| {
             let a = prep.seqs[i].coef;
-            -a * l.iter().zip(&tis[i]).map(|(x, &t)| x * t as f64).sum::<f64>()
+            -a * l
+                .iter()
+                .zip(&tis[i])
+                .map(|(x, &t)| x * t as f64)
+                .sum::<f64>()
         })
         .sum::<f64>()
         / all_tokens;
@@ -274,7 +326,11 @@ fn raft_and_reinforce_weight_each_tokens_nll_term() {
 fn weights_of_one_leave_every_loss_unchanged() {
     let dev = Device::Cpu;
     let Case { policy, batch, .. } = case(REWARDS);
-    let ones: Vec<Vec<f32>> = batch.rollouts.iter().map(|r| vec![1.0; r.completion.len()]).collect();
+    let ones: Vec<Vec<f32>> = batch
+        .rollouts
+        .iter()
+        .map(|r| vec![1.0; r.completion.len()])
+        .collect();
     for preset in ["popo", "grpo", "raft", "nsr"] {
         let c = common::cfg(preset, &["algo.predictor_hidden=8"]);
         let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
@@ -282,7 +338,10 @@ fn weights_of_one_leave_every_loss_unchanged() {
         let rows = prep.included();
         let mb = batch.seq_batch(&rows, PAD, &dev).unwrap();
         let out = policy.forward(&mb, 1.0).unwrap();
-        let plain = algo.loss(&out, &MicroBatch::new(&mb, &prep, &rows)).unwrap().loss;
+        let plain = algo
+            .loss(&out, &MicroBatch::new(&mb, &prep, &rows))
+            .unwrap()
+            .loss;
         let x = MicroBatch::new(&mb, &prep, &rows).with_tis(Some(&ones));
         let weighted = algo.loss(&out, &x).unwrap().loss;
         let d = (plain - weighted).unwrap().abs().unwrap();

@@ -208,7 +208,11 @@ pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
 /// The weighted NLL numerator shared by POPO and RAFT: `sum_b w_b sum_t coef_bt (-logp_bt) m_bt`,
 /// with `coef = sg(min(exp(logp - logp_old), c))` when old log-probs exist, else 1, times the
 /// token's truncated importance weight when the rollouts came from another engine.
-pub(crate) fn weighted_nll_sum(logprobs: &Tensor, x: &MicroBatch, ratio_clip: f64) -> Result<Tensor> {
+pub(crate) fn weighted_nll_sum(
+    logprobs: &Tensor,
+    x: &MicroBatch,
+    ratio_clip: f64,
+) -> Result<Tensor> {
     let (mb, prep, rows) = (x.seqs, x.prep, x.rows);
     let dtype = logprobs.dtype();
     let m = mb.completion_mask().to_dtype(dtype)?; // [b, T]

@@ -123,7 +123,9 @@ mod tests {
     use crate::config::{ConfigBuilder, TrainConfig};
 
     fn build(sets: &[&str]) -> Result<TrainConfig> {
-        let mut b = ConfigBuilder::new().set("model.path=m")?.set("data.path=d")?;
+        let mut b = ConfigBuilder::new()
+            .set("model.path=m")?
+            .set("data.path=d")?;
         for s in sets {
             b = b.set(s)?;
         }
@@ -170,7 +172,13 @@ mod tests {
         assert!(e.contains("rollout.engine"), "{e}");
         let tiny = ConfigBuilder::new().set("rollout.engine=vllm").unwrap();
         let tiny = tiny.set(r#"rollout.servers=["http://h:1"]"#).unwrap();
-        let msg = format!("{:#}", tiny.set("rollout.weights_dir=w").unwrap().build().unwrap_err());
+        let msg = format!(
+            "{:#}",
+            tiny.set("rollout.weights_dir=w")
+                .unwrap()
+                .build()
+                .unwrap_err()
+        );
         assert!(msg.contains("model.path"), "{msg}");
     }
 }

@@ -91,7 +91,11 @@ impl Servers {
             match self.post(server, path, body, request) {
                 Ok(v) => {
                     if !failed.is_empty() {
-                        tracing::warn!("{request}: answered by {} after {}", self.urls[server], failed.join("; "));
+                        tracing::warn!(
+                            "{request}: answered by {} after {}",
+                            self.urls[server],
+                            failed.join("; ")
+                        );
                     }
                     return Ok(v);
                 }
@@ -101,7 +105,12 @@ impl Servers {
                 }
                 Err(mut e) => {
                     if !failed.is_empty() {
-                        e.cause = format!("{} (after {} earlier tries: {})", e.cause, failed.len(), failed.join("; "));
+                        e.cause = format!(
+                            "{} (after {} earlier tries: {})",
+                            e.cause,
+                            failed.len(),
+                            failed.join("; ")
+                        );
                     }
                     return Err(e);
                 }
@@ -169,7 +178,11 @@ pub(crate) mod fake {
             if let Some(end) = text.find("\r\n\r\n") {
                 let len = text
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 if buf.len() >= end + 4 + len {
                     return text;
@@ -208,7 +221,10 @@ pub(crate) mod fake {
     pub fn status_server(code: u16) -> String {
         fake(move |mut s| {
             read_request(&mut s);
-            let _ = write!(s, "HTTP/1.1 {code} Oops\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope");
+            let _ = write!(
+                s,
+                "HTTP/1.1 {code} Oops\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
+            );
         })
     }
 
@@ -233,10 +249,15 @@ mod tests {
         let urls = vec![hung_server(), ok_server(r#"{"ok": 1}"#.into())];
         let s = Servers::new(&urls, Duration::from_millis(500), 2);
         let t = Instant::now();
-        let v = s.post_retrying(0, "/x", &json!({}), "generate prompt 0").unwrap();
+        let v = s
+            .post_retrying(0, "/x", &json!({}), "generate prompt 0")
+            .unwrap();
         assert_eq!(v, json!({"ok": 1}));
         let took = t.elapsed();
-        assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
     }
 
     #[test]
@@ -244,14 +265,19 @@ mod tests {
         let urls = vec![closing_server(), hung_server()];
         let s = Servers::new(&urls, Duration::from_millis(300), 3);
         let t = Instant::now();
-        let e = s.post_retrying(1, "/x", &json!({}), "generate prompt 7").unwrap_err();
+        let e = s
+            .post_retrying(1, "/x", &json!({}), "generate prompt 7")
+            .unwrap_err();
         // Tries: server 1 (hangs), 0 (closes), 1, 0: four, the last on server 0.
         assert!(t.elapsed() < Duration::from_secs(5));
         assert_eq!(e.server, urls[0]);
         assert_eq!(e.request, "generate prompt 7");
         assert!(e.cause.contains("3 earlier tries"), "{}", e.cause);
         let msg = e.to_string();
-        assert!(msg.contains(&urls[0]) && msg.contains("generate prompt 7"), "{msg}");
+        assert!(
+            msg.contains(&urls[0]) && msg.contains("generate prompt 7"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -269,13 +295,22 @@ mod tests {
     fn a_client_error_is_not_retried() {
         let urls = vec![status_server(400), ok_server(r#"{"ok": 1}"#.into())];
         let s = Servers::new(&urls, Duration::from_secs(5), 3);
-        let e = s.post_retrying(0, "/x", &json!({}), "generate prompt 1").unwrap_err();
+        let e = s
+            .post_retrying(0, "/x", &json!({}), "generate prompt 1")
+            .unwrap_err();
         assert!(!e.retryable);
         assert_eq!(e.server, urls[0]);
-        assert!(e.cause.contains("HTTP 400") && e.cause.contains("nope"), "{}", e.cause);
+        assert!(
+            e.cause.contains("HTTP 400") && e.cause.contains("nope"),
+            "{}",
+            e.cause
+        );
         // A 5xx is the server's: the next one answers.
         let urls = vec![status_server(503), ok_server(r#"{"ok": 2}"#.into())];
         let s = Servers::new(&urls, Duration::from_secs(5), 1);
-        assert_eq!(s.post_retrying(0, "/x", &json!({}), "r").unwrap(), json!({"ok": 2}));
+        assert_eq!(
+            s.post_retrying(0, "/x", &json!({}), "r").unwrap(),
+            json!({"ok": 2})
+        );
     }
 }

@@ -36,7 +36,9 @@ impl Remote {
             return Ok(None);
         }
         if e.sync != SyncMode::Reload {
-            bail!("rollout.sync = \"lora\" is reserved for LoRA runs, which popo does not train yet");
+            bail!(
+                "rollout.sync = \"lora\" is reserved for LoRA runs, which popo does not train yet"
+            );
         }
         let weights_dir = popo_model::expand_home(&e.weights_dir);
         let model_dir = crate::lm::resolve(&cfg.model.path)?;
@@ -91,7 +93,12 @@ impl Remote {
 
 /// popo's log-prob of every probe token after the first, at temperature 1 (what the servers'
 /// prompt log-probs are).
-fn probe_logprobs(policy: &LmPolicy, probe: &[u32], pad_id: u32, device: &Device) -> Result<Vec<f32>> {
+fn probe_logprobs(
+    policy: &LmPolicy,
+    probe: &[u32],
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<f32>> {
     let mb = SeqBatch::new(&[&probe[..1]], &[&probe[1..]], pad_id, device)?;
     let out = policy.forward_detached(&mb, 1.0)?;
     Ok(mb.gather_completion(&out.logprobs)?.remove(0))

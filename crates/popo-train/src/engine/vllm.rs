@@ -63,7 +63,10 @@ impl Vllm {
             let ids = served_ids(&v);
             if model.is_empty() {
                 model = ids.first().cloned().with_context(|| {
-                    format!("vLLM server {} lists no model at /v1/models", servers.url(s))
+                    format!(
+                        "vLLM server {} lists no model at /v1/models",
+                        servers.url(s)
+                    )
                 })?;
             }
             if !ids.contains(&model) {
@@ -101,7 +104,12 @@ impl Vllm {
         publish(&self.weights_dir, write)?;
         self.on_every_server(|s| {
             self.servers
-                .post(s, "/collective_rpc", &json!({"method": "reload_weights"}), "reload_weights")
+                .post(
+                    s,
+                    "/collective_rpc",
+                    &json!({"method": "reload_weights"}),
+                    "reload_weights",
+                )
                 .map(|_| ())
         })?;
         let answers = self.on_every_server(|s| self.probe(s, probe))?;
@@ -154,7 +162,9 @@ impl Vllm {
             "temperature": 1.0,
             "prompt_logprobs": 0,
         });
-        let v = self.servers.post(s, "/v1/completions", &body, "sync probe")?;
+        let v = self
+            .servers
+            .post(s, "/v1/completions", &body, "sync probe")?;
         parse_prompt_logprobs(&v, probe).map_err(|cause| ServerError {
             server: self.servers.url(s).to_string(),
             request: "sync probe".into(),
@@ -207,7 +217,12 @@ impl Engine for Vllm {
         let mut out = Vec::with_capacity(prompts.len() * params.n);
         let mut first_error = None;
         // Prompts skipped after a failure hold None; the failure itself is reported.
-        for r in results.into_inner().expect("results lock").into_iter().flatten() {
+        for r in results
+            .into_inner()
+            .expect("results lock")
+            .into_iter()
+            .flatten()
+        {
             match r {
                 Ok(c) => out.extend(c),
                 Err(e) => {
@@ -277,7 +292,9 @@ fn token_id(s: &str) -> Option<u32> {
 
 /// The `n` choices of one prompt's answer as completions of prompt `i`, in sample order.
 pub fn parse_completions(v: &Value, i: usize, n: usize) -> Result<Vec<Completion>, String> {
-    let choices = v["choices"].as_array().ok_or("no `choices` in the answer")?;
+    let choices = v["choices"]
+        .as_array()
+        .ok_or("no `choices` in the answer")?;
     if choices.len() != n {
         return Err(format!("{} choices for n = {n}", choices.len()));
     }
@@ -299,7 +316,11 @@ pub fn parse_completions(v: &Value, i: usize, n: usize) -> Result<Vec<Completion
             .collect::<Option<Vec<f32>>>()
             .ok_or("a token log-prob is not a number")?;
         if logprobs.len() != tokens.len() {
-            return Err(format!("{} log-probs for {} tokens", logprobs.len(), tokens.len()));
+            return Err(format!(
+                "{} log-probs for {} tokens",
+                logprobs.len(),
+                tokens.len()
+            ));
         }
         let finish_reason = match c["finish_reason"].as_str() {
             Some("length") => FinishReason::Length,
@@ -326,14 +347,20 @@ pub fn parse_prompt_logprobs(v: &Value, probe: &[u32]) -> Result<Vec<f32>, Strin
         .as_array()
         .ok_or("no `choices[0].prompt_logprobs` in the answer")?;
     if per_pos.len() != probe.len() {
-        return Err(format!("{} prompt log-probs for {} tokens", per_pos.len(), probe.len()));
+        return Err(format!(
+            "{} prompt log-probs for {} tokens",
+            per_pos.len(),
+            probe.len()
+        ));
     }
     probe
         .iter()
         .zip(per_pos)
         .skip(1)
         .map(|(id, m)| {
-            let m = m.as_object().ok_or("a prompt log-prob entry is not a map")?;
+            let m = m
+                .as_object()
+                .ok_or("a prompt log-prob entry is not a map")?;
             let e = m
                 .get(&id.to_string())
                 .or_else(|| m.get(&format!("token_id:{id}")))
@@ -364,7 +391,11 @@ pub fn check_probe(
         retryable: false,
     };
     if theirs.len() != popo.len() || theirs.is_empty() {
-        return Err(fail(format!("{} probe log-probs for {} tokens", theirs.len(), popo.len())));
+        return Err(fail(format!(
+            "{} probe log-probs for {} tokens",
+            theirs.len(),
+            popo.len()
+        )));
     }
     let diff = theirs
         .iter()
@@ -419,8 +450,13 @@ pub fn publish(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()
     // Weights last, so a server that reloads early never pairs new weights with an old index.
     names.sort_by_key(|n| n.to_string_lossy().ends_with(".safetensors"));
     for name in &names {
-        std::fs::rename(tmp.join(name), dir.join(name))
-            .with_context(|| format!("publishing {} into {}", name.to_string_lossy(), dir.display()))?;
+        std::fs::rename(tmp.join(name), dir.join(name)).with_context(|| {
+            format!(
+                "publishing {} into {}",
+                name.to_string_lossy(),
+                dir.display()
+            )
+        })?;
     }
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name();
@@ -506,10 +542,14 @@ mod tests {
         assert_eq!(c[0].finish_reason, FinishReason::Stop);
         assert_eq!(c[1].tokens, [7, 8, 9]);
         assert_eq!(c[1].finish_reason, FinishReason::Length);
-        assert!(parse_completions(&v, 3, 3).unwrap_err().contains("2 choices"));
+        assert!(parse_completions(&v, 3, 3)
+            .unwrap_err()
+            .contains("2 choices"));
         let text: Value = json!({"choices": [{"finish_reason": "stop",
             "logprobs": {"tokens": ["hello"], "token_logprobs": [-1.0]}}]});
-        assert!(parse_completions(&text, 0, 1).unwrap_err().contains("token_id"));
+        assert!(parse_completions(&text, 0, 1)
+            .unwrap_err()
+            .contains("token_id"));
     }
 
     #[test]
@@ -521,7 +561,10 @@ mod tests {
         };
         let b = completion_body("m", &[1, 2, 3], &p, 9);
         assert_eq!(b["prompt"], json!([1, 2, 3]));
-        assert_eq!((b["n"].clone(), b["max_tokens"].clone()), (json!(4), json!(3)));
+        assert_eq!(
+            (b["n"].clone(), b["max_tokens"].clone()),
+            (json!(4), json!(3))
+        );
         assert_eq!(b["temperature"], json!(0.7));
         assert_eq!(b["top_k"], json!(-1));
         assert_eq!(b["stop_token_ids"], json!([2]));
@@ -539,7 +582,9 @@ mod tests {
             {"7": {"logprob": -1.5, "rank": 3}},
             {"9": {"logprob": -0.5, "rank": 1}, "4": {"logprob": -1.0, "rank": 2}}]}]});
         assert_eq!(parse_prompt_logprobs(&v, &[1, 7, 9]).unwrap(), [-1.5, -0.5]);
-        assert!(parse_prompt_logprobs(&v, &[1, 7, 8]).unwrap_err().contains("token 8"));
+        assert!(parse_prompt_logprobs(&v, &[1, 7, 8])
+            .unwrap_err()
+            .contains("token 8"));
         assert!(parse_prompt_logprobs(&v, &[1, 7]).is_err());
     }
 
@@ -566,7 +611,10 @@ mod tests {
         std::fs::write(model.join("config.json"), "{}").unwrap();
         std::fs::write(model.join("model.safetensors"), "v0").unwrap();
         assert!(seed_weights_dir(&weights, &model).unwrap());
-        assert_eq!(std::fs::read(weights.join("model.safetensors")).unwrap(), b"v0");
+        assert_eq!(
+            std::fs::read(weights.join("model.safetensors")).unwrap(),
+            b"v0"
+        );
         assert!(!seed_weights_dir(&weights, &model).unwrap());
         // A sharded layout replaces the single file; --model's directory is never written.
         publish(&weights, |tmp| {
@@ -590,7 +638,10 @@ mod tests {
                 "model.safetensors.index.json"
             ]
         );
-        assert_eq!(std::fs::read(model.join("model.safetensors")).unwrap(), b"v0");
+        assert_eq!(
+            std::fs::read(model.join("model.safetensors")).unwrap(),
+            b"v0"
+        );
         // A failed write leaves the published weights as they were.
         let e = publish(&weights, |_| anyhow::bail!("disk full")).unwrap_err();
         assert!(format!("{e:#}").contains("disk full"));
@@ -606,10 +657,17 @@ mod tests {
             let body = if req.starts_with("GET") {
                 models.clone()
             } else {
-                answer(&[(&[4, 2], &[-0.1, -0.2], "stop"), (&[5, 6, 7], &[-1.0; 3], "length")])
+                answer(&[
+                    (&[4, 2], &[-0.1, -0.2], "stop"),
+                    (&[5, 6, 7], &[-1.0; 3], "length"),
+                ])
             };
             use std::io::Write;
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
         });
         let cfg = EngineConfig {
             kind: super::super::config::EngineKind::Vllm,
@@ -625,7 +683,10 @@ mod tests {
         let prompts = vec![vec![1u32], vec![2], vec![3]];
         let out = v.generate(&prompts, &params(2)).unwrap();
         assert_eq!(out.len(), 6);
-        let order: Vec<(usize, usize)> = out.iter().map(|c| (c.prompt_index, c.sample_index)).collect();
+        let order: Vec<(usize, usize)> = out
+            .iter()
+            .map(|c| (c.prompt_index, c.sample_index))
+            .collect();
         assert_eq!(order, [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]);
         // With no retry left the step fails, naming the server and the prompt.
         v.servers = Servers::new(&[hung_server()], cfg.timeout(), 0);
@@ -637,6 +698,9 @@ mod tests {
             ..cfg
         };
         let msg = format!("{:#}", Vllm::connect(&dead).err().unwrap());
-        assert!(msg.contains(&dead.servers[0]) && msg.contains("does not answer"), "{msg}");
+        assert!(
+            msg.contains(&dead.servers[0]) && msg.contains("does not answer"),
+            "{msg}"
+        );
     }
 }
