@@ -224,16 +224,22 @@ fn loss_with(
     (loss, per_row)
 }
 
-#[test]
-fn grpo_weights_each_tokens_policy_gradient_term() {
-    let dev = Device::Cpu;
+/// The test case after the correction at `cap`: policy, batch (now carrying pi_old) and weights.
+fn corrected(cap: f64) -> (TinyLm, RolloutBatch, Vec<Vec<f32>>) {
     let Case {
         policy, mut batch, ..
     } = case(REWARDS);
-    let tis = correct(&mut batch, &ctx(&policy, &dev), 2.0)
+    let tis = correct(&mut batch, &ctx(&policy, &Device::Cpu), cap)
         .unwrap()
         .tis
         .unwrap();
+    (policy, batch, tis)
+}
+
+#[test]
+fn grpo_weights_each_tokens_policy_gradient_term() {
+    let dev = Device::Cpu;
+    let (policy, batch, tis) = corrected(2.0);
     for agg in [
         "token-mean",
         "seq-mean-token-mean",
@@ -266,13 +272,7 @@ fn grpo_weights_each_tokens_policy_gradient_term() {
 #[test]
 fn raft_and_reinforce_weight_each_tokens_nll_term() {
     let dev = Device::Cpu;
-    let Case {
-        policy, mut batch, ..
-    } = case(REWARDS);
-    let tis = correct(&mut batch, &ctx(&policy, &dev), 1.5)
-        .unwrap()
-        .tis
-        .unwrap();
+    let (policy, batch, tis) = corrected(1.5);
     // RAFT: sum_i w_i sum_t tis_it (-logp_it) / N+, w uniform over a group's positives.
     let c = common::cfg("raft", &[]);
     let algo = Raft::new(&c);
