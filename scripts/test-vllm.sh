@@ -12,7 +12,7 @@
 #      finishes the run;
 #   5. the server is killed mid-run: the same, with a restarted server.
 #
-#   scripts/test-vllm.sh                 # about 20-30 minutes on 2 cores, most of it vLLM's start
+#   scripts/test-vllm.sh                 # about 30 minutes on 2 cores once the venv exists
 #
 # Needs the model (tools/get-smollm2.sh) and the data:
 #   tools/make-reasoning-gym-data.sh chain_sum --out ~/.cache/popo/data/chain_sum \
