@@ -130,7 +130,7 @@ fn write_files(
 }
 
 /// fsync of a directory, so that the entries created or renamed in it are on disk.
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing {}", dir.display()))

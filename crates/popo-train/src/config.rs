@@ -125,8 +125,10 @@ pub struct DataSection {
     pub skip_invalid: bool,
 }
 
+// No deny_unknown_fields here: serde cannot combine it with `flatten`; `check_keys` refuses
+// unknown keys of every user layer before serde sees them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RolloutConfig {
     /// B: prompts per step.
     pub batch_prompts: usize,
@@ -144,6 +146,9 @@ pub struct RolloutConfig {
     pub dynamic_sampling: bool,
     /// DAPO: bound on extra rollout rounds per step.
     pub max_sampling_tries: usize,
+    /// The engine keys (`rollout.engine`, `rollout.servers`, ...), in `[rollout]` itself.
+    #[serde(flatten)]
+    pub engine: crate::engine::config::EngineConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -509,6 +514,7 @@ impl Default for RolloutConfig {
             max_completion_len: 512,
             dynamic_sampling: false,
             max_sampling_tries: 4,
+            engine: Default::default(),
         }
     }
 }
@@ -706,6 +712,13 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// Where the value a serde error quotes (`unknown variant `x``) is assigned: errors inside the
+/// flattened `[rollout]` engine keys come with the whole table's span, not the key's.
+fn value_offset(text: &str, message: &str) -> Option<usize> {
+    let value = message.split('`').nth(1)?;
+    text.find(&format!("= \"{value}\""))
+}
+
 /// Builds a config from layers. Used by `popo train` and tests.
 #[derive(Default)]
 pub struct ConfigBuilder {
@@ -844,7 +857,11 @@ impl ConfigBuilder {
         complete_task_eval(&mut merged);
         let text = toml::to_string(&merged).context("serializing merged config")?;
         let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
-            match e.span().and_then(|span| key_at(&text, span.start)) {
+            let key = e
+                .span()
+                .and_then(|span| key_at(&text, span.start))
+                .or_else(|| key_at(&text, value_offset(&text, e.message())?));
+            match key {
                 Some(key) => anyhow::anyhow!("invalid config: `{key}`: {}", e.message()),
                 None => anyhow::anyhow!("invalid config: {}", e.message()),
             }
@@ -942,7 +959,7 @@ impl TrainConfig {
                 bail!("invalid config: {msg}");
             }
         }
-        Ok(())
+        self.rollout.engine.validate(&self.model.path)
     }
 }
 

@@ -63,6 +63,16 @@ pub mod names {
     pub const TIME_STEP: &str = "perf/time_step_s";
     pub const TOKENS_BACKPROP: &str = "perf/tokens_backprop";
     // DAPO dynamic sampling
+    /// Rollouts from another engine (vLLM): |log pi_engine - log pi_old| per completion token,
+    /// its mean and max over the step; the truncated importance weights' mean and the share of
+    /// tokens their cap truncated; the sync probe's difference (the worst server's mean) and the
+    /// sync's time.
+    pub const ENGINE_LOGPROB_ABS_DIFF: &str = "rollout/engine_logprob_abs_diff";
+    pub const ENGINE_LOGPROB_ABS_DIFF_MAX: &str = "rollout/engine_logprob_abs_diff_max";
+    pub const TIS_WEIGHT_MEAN: &str = "rollout/tis_weight_mean";
+    pub const TIS_CLIP_RATIO: &str = "rollout/tis_clip_ratio";
+    pub const SYNC_CHECK_ABS_DIFF: &str = "rollout/sync_check_abs_diff";
+    pub const TIME_SYNC: &str = "perf/time_sync_s";
     pub const DAPO_SAMPLING_TRIES: &str = "dapo/sampling_tries";
     pub const DAPO_GROUPS_KEPT: &str = "dapo/groups_kept";
     // implicit-negative probe

@@ -3,11 +3,12 @@
 //! measured just before and just after the update. POPO's claim holds where
 //! `delta_neg < 0 < delta_pos`: training on positives alone pushes the unseen negatives down.
 
-use crate::algo::{PrepareCtx, Rollout, RolloutBatch};
+use crate::algo::PrepareCtx;
 use crate::data::SplitMix64;
 use crate::lm::mean_token_logprob;
 use crate::metrics::{names, StepMetrics};
 use crate::policy::{Policy, SeqBatch};
+use crate::rollouts::{Rollout, RolloutBatch};
 use anyhow::Result;
 
 /// Held-out rollouts and their log-probs before the update.

@@ -2,24 +2,24 @@
 //! a step's rollouts (with DAPO's refill of uninformative groups), their statistics, greedy
 //! held-out accuracy and the end-of-run pass@k.
 
-use crate::algo::{Rollout, RolloutBatch};
 use crate::config::TrainConfig;
 use crate::data::{Prompt, Shuffler};
-use crate::lm::{FinishReason, LmPolicy, SamplingParams, Tokenizer};
+use crate::engine::Engine;
+use crate::lm::{FinishReason, SamplingParams, Tokenizer};
 use crate::metrics::{names, SampleRecord, StepMetrics};
 use crate::reward::{self, Reward};
+use crate::rollouts::{Rollout, RolloutBatch};
 use anyhow::Result;
 use popo_model::passk::PassAtK;
 
 /// What the actor needs, borrowed from the trainer for one call.
 pub struct Actor<'a> {
     pub cfg: &'a TrainConfig,
-    pub policy: &'a LmPolicy,
+    /// popo's own sampler or the vLLM servers, on the policy's current weights.
+    pub engine: &'a dyn Engine,
     pub tokenizer: &'a Tokenizer,
     pub reward: &'a dyn Reward,
     pub stop_ids: &'a [u32],
-    /// Runs of prompts decoded side by side (`parallel::rollout_parts`).
-    pub parts: usize,
 }
 
 /// A step's scored rollouts.
@@ -187,9 +187,7 @@ impl Actor<'_> {
             ..Default::default()
         };
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
-        let comps = self
-            .policy
-            .generate_parts(&ids, &params, self.tokenizer, self.parts)?;
+        let comps = self.engine.generate(&ids, &params)?;
         let texts: Vec<String> = comps
             .iter()
             .map(|c| self.tokenizer.decode(&c.tokens, true))
@@ -336,9 +334,7 @@ impl Actor<'_> {
                 ..params.clone()
             };
             let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
-            let out = self
-                .policy
-                .generate_parts(&ids, &params, self.tokenizer, self.parts)?;
+            let out = self.engine.generate(&ids, &params)?;
             let texts: Vec<String> = out
                 .iter()
                 .map(|c| self.tokenizer.decode(&c.tokens, true))

@@ -5,10 +5,13 @@
 //! Construction (`setup`, `sft`) and checkpoints live beside it; model internals stay behind
 //! `lm::LmPolicy` and `Policy`.
 
-use crate::algo::{Algorithm, MicroBatch, PrepareCtx, Prepared, RolloutBatch};
+use crate::algo::{Algorithm, MicroBatch, PrepareCtx, Prepared};
 use crate::checkpoint::{self, FinalEval, TrainerState};
 use crate::config::TrainConfig;
 use crate::data::{stream_seed, Prompt, Shuffler, Stream};
+use crate::engine::http::ServerError;
+use crate::engine::remote::Remote;
+use crate::engine::{Engine, InProcess};
 use crate::learner::{Learner, LearnerView, MicroLoss};
 use crate::lm::{LmPolicy, Tokenizer};
 use crate::metrics::{names, RunLogger, SampleRecord, StepMetrics};
@@ -17,6 +20,7 @@ use crate::probe::Probe;
 use crate::progress::Clock;
 use crate::reward::{self, Reward};
 use crate::rollout::Actor;
+use crate::rollouts::RolloutBatch;
 use crate::setup::{setup, Setup};
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -60,6 +64,8 @@ pub struct Trainer {
     quiet: bool,
     /// Micro-batches run at once (`run.cpu_parallel`), fixed when the trainer is built.
     width: usize,
+    /// `rollout.engine = "vllm"`: the servers, kept on the policy's weights; None: in-process.
+    remote: Option<Remote>,
 }
 
 impl Trainer {
@@ -73,7 +79,7 @@ impl Trainer {
         let logger = RunLogger::create(&run_dir, cfg.run.tensorboard)?;
         let mut t = Self::assemble(cfg, run_dir, device, s, logger, stop, true)?;
         if !t.eval.is_empty() {
-            let acc = t.actor().evaluate(&t.eval)?;
+            let acc = t.evaluate()?;
             t.state.eval_before = Some(acc);
             t.log_eval(acc)?;
         }
@@ -130,7 +136,14 @@ impl Trainer {
         let shuffler = crate::setup::shuffler(&cfg, s.train.len(), None)?;
         let state =
             TrainerState::fresh(shuffler.cursor(), cfg.run.seed, learner.loss_scale.clone());
+        let probe = s
+            .train
+            .first()
+            .map(|p| p.ids.as_slice())
+            .unwrap_or_default();
+        let remote = Remote::open(&cfg, probe)?;
         Ok(Self {
+            remote,
             reward: reward::from_config(&cfg)?,
             quiet: false,
             width,
@@ -171,14 +184,67 @@ impl Trainer {
         &self.policy
     }
 
-    fn actor(&self) -> Actor<'_> {
-        Actor {
-            cfg: &self.cfg,
+    /// Runs `f` with the actor on the configured engine: the vLLM servers, or popo's own
+    /// sampler on the policy. Callers sync the servers first (`sync_engine`).
+    fn with_actor<R>(&self, f: impl FnOnce(&Actor) -> R) -> R {
+        let local = InProcess {
             policy: &self.policy,
+            tokenizer: &self.tokenizer,
+            parts: crate::parallel::rollout_parts(self.cfg.run.cpu_parallel, &self.device),
+        };
+        let engine: &dyn Engine = match &self.remote {
+            Some(r) => &r.vllm,
+            None => &local,
+        };
+        f(&Actor {
+            cfg: &self.cfg,
+            engine,
             tokenizer: &self.tokenizer,
             reward: self.reward.as_ref(),
             stop_ids: &self.stop_ids,
-            parts: crate::parallel::rollout_parts(self.cfg.run.cpu_parallel, &self.device),
+        })
+    }
+
+    /// With the vLLM engine, puts every server on the policy's current weights (a no-op when
+    /// they already are): the barrier before any rollout.
+    fn sync_engine(&mut self) -> Result<()> {
+        let Some(remote) = self.remote.as_mut() else {
+            return Ok(());
+        };
+        let (policy, params) = (&self.policy, &self.learner.params);
+        let (tok, gen) = (&self.tokenizer, self.generation_config.as_ref());
+        // The compute dtype: the servers run exactly the weights popo's own forwards use.
+        let dtype = policy.dtype();
+        remote.ensure_synced(
+            self.learner.updates(),
+            policy,
+            self.pad_id,
+            &self.device,
+            |dir| policy.save_pretrained(dir, params, dtype, tok, gen),
+        )
+    }
+
+    /// Held-out greedy accuracy, on the engine's current weights.
+    fn evaluate(&mut self) -> Result<f64> {
+        self.sync_engine()?;
+        self.with_actor(|a| a.evaluate(&self.eval))
+    }
+
+    /// An error of the rollout engine (a server that failed past its retries, or a sync that
+    /// did not take) stops the run after a checkpoint of the last finished step, so that
+    /// `--resume` continues it; any other error passes through.
+    fn stop_on_engine_fault(&mut self, e: anyhow::Error) -> anyhow::Error {
+        if e.downcast_ref::<ServerError>().is_none() {
+            return e;
+        }
+        match self.save_checkpoint() {
+            Ok(ck) => e.context(format!(
+                "the rollout engine failed at step {}: checkpoint {} written; `popo train --resume {}` continues the run",
+                self.state.step + 1,
+                ck.display(),
+                self.run_dir.display()
+            )),
+            Err(ck) => e.context(format!("the rollout engine failed, and so did the checkpoint: {ck:#}")),
         }
     }
 
@@ -194,15 +260,25 @@ impl Trainer {
         let mut m = StepMetrics::new(step);
         let mut clock = Clock::start();
 
+        // 0. The vLLM servers on the policy's weights (a barrier); perf/time_sync_s is this step's
+        // share (0 when the sync came earlier, before an evaluation).
+        self.sync_engine()?;
+        if let Some(r) = self.remote.as_mut().and_then(Remote::take_report) {
+            m.set(names::SYNC_CHECK_ABS_DIFF, r.abs_diff);
+        }
+        clock.lap(names::TIME_SYNC);
+
         // 1-3. prompts -> rollouts (policy, no graph) -> rewards; DAPO refills flat groups.
         let mut shuffler = self.shuffler.clone();
-        let mut sampled = self.actor().sample_step(
-            &self.train,
-            &mut shuffler,
-            step,
-            self.seed(step, Stream::Rollout, 0),
-            |k| self.seed(step, Stream::Refill, k),
-        )?;
+        let mut sampled = self.with_actor(|a| {
+            a.sample_step(
+                &self.train,
+                &mut shuffler,
+                step,
+                self.seed(step, Stream::Rollout, 0),
+                |k| self.seed(step, Stream::Refill, k),
+            )
+        })?;
         self.shuffler = shuffler;
         sampled.log(&mut m);
         clock.lap(names::TIME_ROLLOUT);
@@ -212,6 +288,17 @@ impl Trainer {
         let (run, threshold) = (&self.cfg.run, self.cfg.reward.positive_threshold);
         let seed = self.seed(step, Stream::Probe, 0);
         let probe = Probe::at_step(run, step, &mut sampled.batch, threshold, seed, &ctx)?;
+
+        // Another engine's log-probs: popo's own become pi_old; TIS weights for the losses.
+        let tis = match &self.remote {
+            Some(_) if !sampled.batch.is_empty() => {
+                let cap = self.cfg.rollout.engine.tis_cap;
+                let c = crate::correction::correct(&mut sampled.batch, &ctx, cap)?;
+                m.set_all(&c.stats);
+                c.tis
+            }
+            _ => None,
+        };
 
         // 4. algorithm.prepare (no graph: old / reference / target forwards).
         let prep = if sampled.batch.is_empty() {
@@ -223,7 +310,7 @@ impl Trainer {
         clock.lap(names::TIME_PREPARE);
 
         // 5-6. per micro-batch: forward -> loss -> backward; clip + AdamW; after_step (EMA).
-        let train_tokens = self.train_on(&sampled.batch, &prep, &mut m)?;
+        let train_tokens = self.train_on(&sampled.batch, &prep, tis.as_deref(), &mut m)?;
         clock.lap(names::TIME_TRAIN);
         if let Some(p) = probe {
             p.finish(&self.policy, &mut m)?;
@@ -239,6 +326,7 @@ impl Trainer {
         &mut self,
         batch: &RolloutBatch,
         prep: &Prepared,
+        tis: Option<&[Vec<f32>]>,
         m: &mut StepMetrics,
     ) -> Result<usize> {
         let rows = prep.included();
@@ -255,7 +343,7 @@ impl Trainer {
             let micro = |k: usize, view: &LearnerView| -> Result<MicroLoss> {
                 let mb = batch.seq_batch(chunks[k], pad, dev)?;
                 MicroLoss::backward(view, policy, &mb, temp, ckpt, |out| {
-                    algo.loss(out, &MicroBatch::new(&mb, prep, chunks[k]))
+                    algo.loss(out, &MicroBatch::new(&mb, prep, chunks[k]).with_tis(tis))
                 })
             };
             let done = self.state.optimizer_updates as usize;
@@ -339,8 +427,9 @@ impl Trainer {
         // No step taken: the policy is the one measured before training.
         let before = self.state.eval_before.filter(|_| step == 0);
         let n = self.cfg.run.final_pass_at_k_samples;
+        self.sync_engine()?;
         let seed = |k| self.seed(step, Stream::PassAtK, k);
-        let done = self.actor().final_eval(&self.eval, step, before, n, seed)?;
+        let done = self.with_actor(|a| a.final_eval(&self.eval, step, before, n, seed))?;
         let m = done.metrics();
         if !m.values.is_empty() {
             self.logger.log(&m)?;
@@ -364,7 +453,7 @@ impl Trainer {
                 interrupted = true;
                 break;
             }
-            let m = self.step()?;
+            let m = self.step().map_err(|e| self.stop_on_engine_fault(e))?;
             progress.step(&m);
             // Every `every` steps, except the last (the end of the run does both).
             let due =
@@ -373,7 +462,7 @@ impl Trainer {
                 self.save_checkpoint()?;
             }
             if due(self.cfg.run.eval_every) && !self.eval.is_empty() {
-                let acc = self.actor().evaluate(&self.eval)?;
+                let acc = self.evaluate().map_err(|e| self.stop_on_engine_fault(e))?;
                 self.log_eval(acc)?;
             }
         }

@@ -139,6 +139,12 @@ impl Algorithm for Grpo {
             .broadcast_mul(&adv)?;
         let pg = unclipped.minimum(&clipped)?.neg()?; // [b, T]
         let was_clipped = unclipped.ne(&clipped)?.to_dtype(dtype)?;
+        // Rollouts from another engine: each token's policy-gradient term carries its truncated
+        // importance weight (the KL term does not, as in TRL).
+        let pg = match x.tis_tensor(dtype)? {
+            Some(tis) => (pg * tis)?,
+            None => pg,
+        };
 
         let kl = match &self.reference {
             Some(_) => {

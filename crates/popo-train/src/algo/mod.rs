@@ -13,72 +13,10 @@ pub mod reinforce;
 
 use crate::config::TrainConfig;
 use crate::policy::{Policy, PolicyOutput, SeqBatch};
+pub use crate::rollouts::{Rollout, RolloutBatch};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::HashMap;
-
-/// One completion with its reward.
-#[derive(Clone, Debug)]
-pub struct Rollout {
-    /// Index of the prompt group within the step.
-    pub group: usize,
-    pub prompt: Vec<u32>,
-    pub completion: Vec<u32>,
-    /// Sampler log-probs at temperature, one per completion token.
-    pub sampler_logprobs: Vec<f32>,
-    pub reward: f64,
-    /// Hit `max_completion_len` without a stop token.
-    pub truncated: bool,
-}
-
-/// The step's rollouts, ordered by group.
-#[derive(Clone, Debug, Default)]
-pub struct RolloutBatch {
-    pub rollouts: Vec<Rollout>,
-}
-
-impl RolloutBatch {
-    /// Row indices of each group, in group order.
-    pub fn groups(&self) -> Vec<Vec<usize>> {
-        let mut map: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, r) in self.rollouts.iter().enumerate() {
-            match map.iter_mut().find(|(g, _)| *g == r.group) {
-                Some((_, v)) => v.push(i),
-                None => map.push((r.group, vec![i])),
-            }
-        }
-        map.into_iter().map(|(_, v)| v).collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.rollouts.len()
-    }
-
-    /// The rows `rows` as one padded micro-batch: how every training, scoring and probe forward
-    /// builds its input.
-    pub fn seq_batch(&self, rows: &[usize], pad_id: u32, device: &Device) -> Result<SeqBatch> {
-        let prompts: Vec<&[u32]> = rows
-            .iter()
-            .map(|&i| self.rollouts[i].prompt.as_slice())
-            .collect();
-        let completions: Vec<&[u32]> = rows
-            .iter()
-            .map(|&i| self.rollouts[i].completion.as_slice())
-            .collect();
-        SeqBatch::new(&prompts, &completions, pad_id, device)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rollouts.is_empty()
-    }
-
-    /// The rows `rows`, in that order, as a batch of their own.
-    pub fn subset(&self, rows: &[usize]) -> RolloutBatch {
-        RolloutBatch {
-            rollouts: rows.iter().map(|&i| self.rollouts[i].clone()).collect(),
-        }
-    }
-}
 
 /// Per-sequence training data produced by `prepare`.
 #[derive(Clone, Debug, Default)]
@@ -134,17 +72,39 @@ impl Prepared {
 }
 
 /// A micro-batch as a loss sees it: its padded sequences, the step's prepared values, and
-/// `rows[k]`, the `Prepared::seqs` index of row k of `seqs`.
+/// `rows[k]`, the `Prepared::seqs` index of row k of `seqs`; with rollouts from another engine,
+/// the step's truncated importance weights (`tis[i]`, one per completion token of row i).
 #[derive(Clone, Copy)]
 pub struct MicroBatch<'a> {
     pub seqs: &'a SeqBatch,
     pub prep: &'a Prepared,
     pub rows: &'a [usize],
+    pub tis: Option<&'a [Vec<f32>]>,
 }
 
 impl<'a> MicroBatch<'a> {
     pub fn new(seqs: &'a SeqBatch, prep: &'a Prepared, rows: &'a [usize]) -> Self {
-        Self { seqs, prep, rows }
+        Self {
+            seqs,
+            prep,
+            rows,
+            tis: None,
+        }
+    }
+
+    /// The step's truncated importance weights (`correction::correct`), indexed like `prep.seqs`.
+    pub fn with_tis(mut self, tis: Option<&'a [Vec<f32>]>) -> Self {
+        self.tis = tis;
+        self
+    }
+
+    /// The importance weights of this micro-batch's rows as `[b, T]` (None: no correction).
+    pub fn tis_tensor(&self, dtype: DType) -> Result<Option<Tensor>> {
+        let Some(w) = self.tis else {
+            return Ok(None);
+        };
+        let vals: Vec<&[f32]> = self.rows.iter().map(|&i| w[i].as_slice()).collect();
+        Ok(Some(self.seqs.completion_values(&vals, dtype)?))
     }
 }
 
@@ -246,14 +206,14 @@ pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
 }
 
 /// The weighted NLL numerator shared by POPO and RAFT: `sum_b w_b sum_t coef_bt (-logp_bt) m_bt`,
-/// with `coef = sg(min(exp(logp - logp_old), c))` when old log-probs exist, else 1.
+/// with `coef = sg(min(exp(logp - logp_old), c))` when old log-probs exist, else 1, times the
+/// token's truncated importance weight when the rollouts came from another engine.
 pub(crate) fn weighted_nll_sum(
     logprobs: &Tensor,
-    mb: &SeqBatch,
-    prep: &Prepared,
-    rows: &[usize],
+    x: &MicroBatch,
     ratio_clip: f64,
 ) -> Result<Tensor> {
+    let (mb, prep, rows) = (x.seqs, x.prep, x.rows);
     let dtype = logprobs.dtype();
     let m = mb.completion_mask().to_dtype(dtype)?; // [b, T]
     let w: Vec<f64> = rows.iter().map(|&i| prep.seqs[i].coef).collect();
@@ -263,6 +223,9 @@ pub(crate) fn weighted_nll_sum(
         let old = token_tensor(mb, prep, rows, |s| s.old_logprobs.as_ref(), dtype)?;
         let rho = (logprobs.detach() - old)?.exp()?.clamp(0.0, ratio_clip)?; // sg(min(rho, c))
         tok = (tok * rho)?;
+    }
+    if let Some(tis) = x.tis_tensor(dtype)? {
+        tok = (tok * tis)?;
     }
     Ok(tok.broadcast_mul(&w)?.sum_all()?)
 }

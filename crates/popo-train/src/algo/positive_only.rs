@@ -232,8 +232,7 @@ impl Algorithm for Popo {
         let m = mb.completion_mask().to_dtype(dtype)?; // [b, T]
 
         // L_nll: weighted NLL over positives / positive-token count.
-        let nll = (weighted_nll_sum(lp, mb, prep, rows, self.cfg.ratio_clip)?
-            / nz(prep.norm.pos_tokens))?;
+        let nll = (weighted_nll_sum(lp, x, self.cfg.ratio_clip)? / nz(prep.norm.pos_tokens))?;
 
         // L_sim: -sum w cos(h(f_theta), sg(f_xi + eps)) / sum w, over rows with a target feature.
         let w: Vec<f64> = rows.iter().map(|&i| prep.seqs[i].coef).collect();

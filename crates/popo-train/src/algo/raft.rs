@@ -54,10 +54,10 @@ impl Algorithm for Raft {
     }
 
     fn loss(&self, out: &PolicyOutput, x: &MicroBatch) -> Result<LossOutput> {
-        let (mb, prep, rows) = (x.seqs, x.prep, x.rows);
+        let (mb, prep) = (x.seqs, x.prep);
         let lp = &out.logprobs;
         let denom = nz(prep.norm.pos_tokens);
-        let nll = (weighted_nll_sum(lp, mb, prep, rows, self.ratio_clip)? / denom)?;
+        let nll = (weighted_nll_sum(lp, x, self.ratio_clip)? / denom)?;
         let ent = entropy_sum(out, mb)? / denom;
         let v = scalar(&nll)?;
         Ok(LossOutput {

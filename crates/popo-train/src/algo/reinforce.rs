@@ -58,11 +58,10 @@ impl Algorithm for Reinforce {
     }
 
     fn loss(&self, out: &PolicyOutput, x: &MicroBatch) -> Result<LossOutput> {
-        let (mb, prep, rows) = (x.seqs, x.prep, x.rows);
+        let (mb, prep) = (x.seqs, x.prep);
         // -a_i logp summed over tokens is the weighted NLL with weights a_i; with several updates
         // per batch it carries POPO's truncated ratio sg(min(rho, c)) (item 11).
-        let pg = (weighted_nll_sum(&out.logprobs, mb, prep, rows, self.ratio_clip)?
-            / nz(prep.norm.all_tokens))?;
+        let pg = (weighted_nll_sum(&out.logprobs, x, self.ratio_clip)? / nz(prep.norm.all_tokens))?;
         let ent = entropy_sum(out, mb)? / nz(prep.norm.loss_tokens);
         let v = scalar(&pg)?;
         Ok(LossOutput {

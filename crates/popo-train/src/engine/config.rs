@@ -1,0 +1,184 @@
+//! The `[rollout]` keys that choose and reach the rollout engine. They sit in `[rollout]` (so one
+//! `--set rollout.engine="vllm"` switches a recipe) but live here, beside the engines that read
+//! them; `config.rs` flattens this struct into `RolloutConfig`.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where rollouts are generated.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// popo's own batched KV-cache sampler, in the trainer's process.
+    #[default]
+    Popo,
+    /// OpenAI-compatible vLLM servers (`rollout.servers`).
+    Vllm,
+}
+
+/// How a vLLM server gets the policy's new weights after an optimizer update.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Write the policy into `rollout.weights_dir` and ask every server to reload it.
+    #[default]
+    Reload,
+    /// Load a LoRA adapter (reserved: refused until popo trains LoRA adapters).
+    Lora,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// `popo` (the in-process sampler) or `vllm` (the servers of `rollout.servers`).
+    #[serde(rename = "engine")]
+    pub kind: EngineKind,
+    /// vLLM: base URLs of the servers (`http://host:port`); a step's prompts are spread over
+    /// them, one request per prompt.
+    pub servers: Vec<String>,
+    /// vLLM: the model name the servers serve (their `--served-model-name`). Empty: the name the
+    /// first server lists at `/v1/models`.
+    pub served_model: String,
+    /// vLLM: the limit of every call to a server (generation, reload, probe), in seconds.
+    pub request_timeout_s: f64,
+    /// vLLM: a failed or timed-out request is sent again, each time to the next server, at most
+    /// this many times; then the run checkpoints and stops.
+    pub max_retries: usize,
+    /// vLLM: how servers get new weights: `reload` (write `rollout.weights_dir`, ask each server
+    /// to reload it) or `lora` (reserved for LoRA runs).
+    pub sync: SyncMode,
+    /// vLLM with `sync = "reload"`: the directory the servers were started on. popo copies the
+    /// initial model there when it is empty and rewrites its weights after every update.
+    pub weights_dir: String,
+    /// vLLM: truncated importance sampling of the policy-gradient terms, each token weighted by
+    /// `min(pi_old / pi_engine, tis_cap)`; 0 = off.
+    pub tis_cap: f64,
+    /// vLLM: the largest mean |log-prob| difference between a server and popo on the sync probe;
+    /// above it the server is taken to run other weights and the run stops.
+    pub sync_tol: f64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            kind: EngineKind::Popo,
+            servers: Vec::new(),
+            served_model: String::new(),
+            request_timeout_s: 300.0,
+            max_retries: 2,
+            sync: SyncMode::Reload,
+            weights_dir: String::new(),
+            tis_cap: 2.0,
+            sync_tol: 0.1,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks with messages naming the key. `model_path` is `model.path` (vLLM needs a real HF
+    /// model, not the built-in tiny one).
+    pub fn validate(&self, model_path: &str) -> Result<()> {
+        if !self.tis_cap.is_finite() || self.tis_cap < 0.0 {
+            bail!("invalid config: rollout.tis_cap must be >= 0 and finite (0 = off)");
+        }
+        if self.kind == EngineKind::Popo {
+            return Ok(());
+        }
+        if self.servers.is_empty() {
+            bail!("invalid config: rollout.engine = \"vllm\" needs rollout.servers (base URLs such as \"http://127.0.0.1:8000\")");
+        }
+        for s in &self.servers {
+            if !s.starts_with("http://") {
+                bail!("invalid config: rollout.servers: `{s}` is not an http:// URL (popo speaks plain HTTP to its servers)");
+            }
+        }
+        if !self.request_timeout_s.is_finite() || self.request_timeout_s <= 0.0 {
+            bail!("invalid config: rollout.request_timeout_s must be > 0");
+        }
+        if self.sync_tol.is_nan() || self.sync_tol <= 0.0 {
+            bail!("invalid config: rollout.sync_tol must be > 0");
+        }
+        if model_path.is_empty() {
+            bail!("invalid config: rollout.engine = \"vllm\" needs model.path (an HF model the servers can load; the built-in tiny model is popo's own)");
+        }
+        match self.sync {
+            SyncMode::Lora => bail!(
+                "invalid config: rollout.sync = \"lora\" is reserved for LoRA runs, which popo does not train yet; use \"reload\""
+            ),
+            SyncMode::Reload if self.weights_dir.is_empty() => bail!(
+                "invalid config: rollout.sync = \"reload\" needs rollout.weights_dir, the directory the vLLM servers were started on"
+            ),
+            SyncMode::Reload => Ok(()),
+        }
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.request_timeout_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigBuilder, TrainConfig};
+
+    fn build(sets: &[&str]) -> Result<TrainConfig> {
+        let mut b = ConfigBuilder::new()
+            .set("model.path=m")?
+            .set("data.path=d")?;
+        for s in sets {
+            b = b.set(s)?;
+        }
+        b.build()
+    }
+
+    const VLLM: &[&str] = &[
+        "rollout.engine=vllm",
+        r#"rollout.servers=["http://127.0.0.1:8000", "http://10.0.0.2:8000/"]"#,
+        "rollout.weights_dir=/shared/w",
+    ];
+
+    #[test]
+    fn one_set_switches_the_engine_and_the_keys_round_trip() {
+        assert_eq!(build(&[]).unwrap().rollout.engine.kind, EngineKind::Popo);
+        let c = build(VLLM).unwrap();
+        let e = &c.rollout.engine;
+        assert_eq!(e.kind, EngineKind::Vllm);
+        assert_eq!(e.servers.len(), 2);
+        assert_eq!((e.tis_cap, e.sync), (2.0, SyncMode::Reload));
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("engine = \"vllm\""), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        c.save(&path).unwrap();
+        assert_eq!(TrainConfig::from_file(&path).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_engine_settings_are_errors_naming_the_key() {
+        let err = |extra: &[&str]| {
+            let mut sets = VLLM.to_vec();
+            sets.extend_from_slice(extra);
+            format!("{:#}", build(&sets).unwrap_err())
+        };
+        assert!(err(&["rollout.sync=lora"]).contains("rollout.sync = \"lora\""));
+        assert!(err(&["rollout.weights_dir="]).contains("rollout.weights_dir"));
+        assert!(err(&["rollout.servers=[]"]).contains("rollout.servers"));
+        assert!(err(&[r#"rollout.servers=["localhost:8000"]"#]).contains("localhost:8000"));
+        assert!(err(&["rollout.request_timeout_s=0"]).contains("rollout.request_timeout_s"));
+        assert!(err(&["rollout.tis_cap=-1"]).contains("rollout.tis_cap"));
+        assert!(err(&["rollout.engin=vllm"]).contains("unknown config key `rollout.engin`"));
+        let e = err(&["rollout.engine=sglang"]);
+        assert!(e.contains("rollout.engine"), "{e}");
+        let tiny = ConfigBuilder::new().set("rollout.engine=vllm").unwrap();
+        let tiny = tiny.set(r#"rollout.servers=["http://h:1"]"#).unwrap();
+        let msg = format!(
+            "{:#}",
+            tiny.set("rollout.weights_dir=w")
+                .unwrap()
+                .build()
+                .unwrap_err()
+        );
+        assert!(msg.contains("model.path"), "{msg}");
+    }
+}

@@ -1,0 +1,706 @@
+//! Rollouts from OpenAI-compatible vLLM servers (`rollout.engine = "vllm"`).
+//!
+//! Prompts go to `/v1/completions` as token ids and completions come back as token ids
+//! (`return_tokens_as_token_ids`), so no text round trip can change a token; one request per
+//! prompt with `n` samples, the prompts of a call spread over the servers and sent side by side.
+//!
+//! After every optimizer update the trainer calls [`Vllm::sync`], a barrier: the policy is
+//! written into `rollout.weights_dir` (file by file through a temporary directory and a rename),
+//! every server reloads it (`/collective_rpc` `reload_weights`, which needs the servers started
+//! with `VLLM_SERVER_DEV_MODE=1`), and every server then scores a fixed probe sequence whose
+//! log-probs must match popo's own. A server that still answers with its old probe, or that
+//! differs from popo by more than `rollout.sync_tol`, is an error, never an off-policy step.
+
+use super::config::EngineConfig;
+use super::http::{ServerError, Servers};
+use super::Engine;
+use crate::lm::{Completion, FinishReason, SamplingParams};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Requests in flight per server: enough for vLLM's scheduler to batch a step's prompts.
+const INFLIGHT_PER_SERVER: usize = 16;
+/// The name of the temporary directory inside `weights_dir` that a sync writes first.
+const SYNC_TMP: &str = ".popo-sync-tmp";
+
+pub struct Vllm {
+    servers: Servers,
+    model: String,
+    weights_dir: PathBuf,
+    sync_tol: f64,
+    /// Each server's probe log-probs at the last sync, and popo's.
+    last: Vec<Option<Vec<f32>>>,
+    last_popo: Option<Vec<f32>>,
+}
+
+/// What a sync measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncReport {
+    /// The largest, over servers, mean |log-prob difference| on the probe.
+    pub abs_diff: f64,
+    pub seconds: f64,
+}
+
+impl Vllm {
+    /// Reaches every server (an error naming the URL of any that does not answer) and learns
+    /// the served model's name.
+    pub fn connect(cfg: &EngineConfig) -> Result<Self> {
+        let servers = Servers::new(&cfg.servers, cfg.timeout(), cfg.max_retries);
+        let mut model = cfg.served_model.clone();
+        for s in 0..servers.len() {
+            let v = servers.get(s, "/v1/models", "list models").map_err(|e| {
+                anyhow::anyhow!(
+                    "rollout.servers: vLLM server {} does not answer ({}); start it on \
+                     rollout.weights_dir with VLLM_SERVER_DEV_MODE=1 (docs/guide.md, \"The vLLM engine\")",
+                    e.server,
+                    e.cause
+                )
+            })?;
+            let ids = served_ids(&v);
+            if model.is_empty() {
+                model = ids.first().cloned().with_context(|| {
+                    format!(
+                        "vLLM server {} lists no model at /v1/models",
+                        servers.url(s)
+                    )
+                })?;
+            }
+            if !ids.contains(&model) {
+                bail!(
+                    "rollout.served_model: vLLM server {} serves {ids:?}, not `{model}`",
+                    servers.url(s)
+                );
+            }
+        }
+        Ok(Self {
+            last: vec![None; servers.len()],
+            servers,
+            model,
+            weights_dir: PathBuf::from(&cfg.weights_dir),
+            sync_tol: cfg.sync_tol,
+            last_popo: None,
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Puts every server on the policy: `write` writes it as an HF directory (into a temporary
+    /// directory that is then published into `rollout.weights_dir`), every server reloads, and
+    /// every server's log-probs of `probe` must match `popo_probe`, popo's own (one per token
+    /// after the first, at temperature 1).
+    pub fn sync(
+        &mut self,
+        probe: &[u32],
+        popo_probe: &[f32],
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<SyncReport> {
+        let start = Instant::now();
+        publish(&self.weights_dir, write)?;
+        self.on_every_server(|s| {
+            self.servers
+                .post(
+                    s,
+                    "/collective_rpc",
+                    &json!({"method": "reload_weights"}),
+                    "reload_weights",
+                )
+                .map(|_| ())
+        })?;
+        let answers = self.on_every_server(|s| self.probe(s, probe))?;
+        let mut worst = 0.0f64;
+        for (s, lp) in answers.into_iter().enumerate() {
+            let diff = check_probe(
+                self.servers.url(s),
+                &lp,
+                popo_probe,
+                self.last[s].as_deref(),
+                self.last_popo.as_deref(),
+                self.sync_tol,
+            )?;
+            worst = worst.max(diff);
+            self.last[s] = Some(lp);
+        }
+        self.last_popo = Some(popo_probe.to_vec());
+        Ok(SyncReport {
+            abs_diff: worst,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs `call` for every server side by side; the first failure (in server order) is the
+    /// error. No retry elsewhere: each server must answer for itself.
+    fn on_every_server<T: Send>(
+        &self,
+        call: impl Fn(usize) -> Result<T, ServerError> + Sync,
+    ) -> Result<Vec<T>, ServerError> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..self.servers.len())
+                .map(|s| {
+                    let call = &call;
+                    scope.spawn(move || call(s))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a server call panicked"))
+                .collect()
+        })
+    }
+
+    /// Server `s`'s log-probs of every token of `probe` after the first (prompt log-probs).
+    fn probe(&self, s: usize, probe: &[u32]) -> Result<Vec<f32>, ServerError> {
+        let body = json!({
+            "model": self.model,
+            "prompt": probe,
+            "max_tokens": 1,
+            "temperature": 1.0,
+            "prompt_logprobs": 0,
+        });
+        let v = self
+            .servers
+            .post(s, "/v1/completions", &body, "sync probe")?;
+        parse_prompt_logprobs(&v, probe).map_err(|cause| ServerError {
+            server: self.servers.url(s).to_string(),
+            request: "sync probe".into(),
+            cause,
+            retryable: false,
+        })
+    }
+
+    /// One prompt's `params.n` samples, from server `first` or, after failures, the next ones.
+    fn one(&self, i: usize, prompt: &[u32], params: &SamplingParams) -> Result<Vec<Completion>> {
+        let body = completion_body(&self.model, prompt, params, prompt_seed(params.seed, i));
+        let request = format!("generate prompt {i} ({} samples)", params.n);
+        let first = i % self.servers.len();
+        let v = self
+            .servers
+            .post_retrying(first, "/v1/completions", &body, &request)?;
+        parse_completions(&v, i, params.n).map_err(|cause| {
+            ServerError {
+                server: self.servers.url(first).to_string(),
+                request,
+                cause,
+                retryable: false,
+            }
+            .into()
+        })
+    }
+}
+
+impl Engine for Vllm {
+    fn generate(&self, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Completion>> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Mutex<Vec<Option<Result<Vec<Completion>>>>> =
+            Mutex::new((0..prompts.len()).map(|_| None).collect());
+        let workers = (self.servers.len() * INFLIGHT_PER_SERVER).min(prompts.len());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    // After a failure no new request starts: the step stops anyway.
+                    if i >= prompts.len() || failed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let r = self.one(i, &prompts[i], params);
+                    failed.fetch_or(r.is_err(), Ordering::SeqCst);
+                    results.lock().expect("results lock")[i] = Some(r);
+                });
+            }
+        });
+        let mut out = Vec::with_capacity(prompts.len() * params.n);
+        let mut first_error = None;
+        // Prompts skipped after a failure hold None; the failure itself is reported.
+        for r in results
+            .into_inner()
+            .expect("results lock")
+            .into_iter()
+            .flatten()
+        {
+            match r {
+                Ok(c) => out.extend(c),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        Ok(out)
+    }
+}
+
+/// The model ids of a `/v1/models` answer.
+fn served_ids(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A seed per prompt from the call's, so that prompts sent to different servers draw
+/// different samples, and the same call draws the same ones (vLLM seeds a request's own RNG).
+fn prompt_seed(seed: u64, i: usize) -> u64 {
+    let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    // vLLM reads the seed as a signed 64-bit integer.
+    (z ^ (z >> 31)) >> 1
+}
+
+/// The `/v1/completions` request for one prompt, with popo's sampling parameters: the same
+/// temperature, top-p, top-k, min-p and limit, and stopping at popo's stop ids only (vLLM's own
+/// EOS rule is off, so an EOS popo does not stop at does not stop vLLM either).
+pub fn completion_body(model: &str, prompt: &[u32], p: &SamplingParams, seed: u64) -> Value {
+    let mut body = json!({
+        "model": model,
+        "prompt": prompt,
+        "n": p.n,
+        "max_tokens": p.max_new_tokens,
+        "temperature": if p.greedy { 0.0 } else { p.temperature },
+        "top_p": p.top_p,
+        "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
+        "min_p": p.min_p,
+        "seed": seed,
+        "logprobs": 0,
+        "return_tokens_as_token_ids": true,
+        "stop_token_ids": p.stop_token_ids,
+        "ignore_eos": true,
+        "skip_special_tokens": false,
+    });
+    if !p.stop_strings.is_empty() {
+        body["stop"] = json!(p.stop_strings);
+    }
+    body
+}
+
+/// `token_id:123` -> 123.
+fn token_id(s: &str) -> Option<u32> {
+    s.strip_prefix("token_id:")?.parse().ok()
+}
+
+/// The `n` choices of one prompt's answer as completions of prompt `i`, in sample order.
+pub fn parse_completions(v: &Value, i: usize, n: usize) -> Result<Vec<Completion>, String> {
+    let choices = v["choices"]
+        .as_array()
+        .ok_or("no `choices` in the answer")?;
+    if choices.len() != n {
+        return Err(format!("{} choices for n = {n}", choices.len()));
+    }
+    let mut out: Vec<Completion> = Vec::with_capacity(n);
+    for (k, c) in choices.iter().enumerate() {
+        let lp = &c["logprobs"];
+        let tokens = lp["tokens"]
+            .as_array()
+            .ok_or("a choice has no `logprobs.tokens` (was `logprobs` refused?)")?
+            .iter()
+            .map(|t| t.as_str().and_then(token_id))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or("a token is not `token_id:N` (the server ignored return_tokens_as_token_ids)")?;
+        let logprobs = lp["token_logprobs"]
+            .as_array()
+            .ok_or("a choice has no `logprobs.token_logprobs`")?
+            .iter()
+            .map(|x| x.as_f64().map(|f| f as f32))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or("a token log-prob is not a number")?;
+        if logprobs.len() != tokens.len() {
+            return Err(format!(
+                "{} log-probs for {} tokens",
+                logprobs.len(),
+                tokens.len()
+            ));
+        }
+        let finish_reason = match c["finish_reason"].as_str() {
+            Some("length") => FinishReason::Length,
+            Some("stop") => FinishReason::Stop,
+            other => return Err(format!("finish_reason {other:?}")),
+        };
+        let sample_index = c["index"].as_u64().map_or(k, |x| x as usize);
+        out.push(Completion {
+            prompt_index: i,
+            sample_index,
+            tokens,
+            logprobs,
+            finish_reason,
+        });
+    }
+    out.sort_by_key(|c| c.sample_index);
+    Ok(out)
+}
+
+/// The log-prob of each token of `probe` after the first, from a `prompt_logprobs` answer (a
+/// list with `null` first, then one `{token id: {logprob}}` map per position).
+pub fn parse_prompt_logprobs(v: &Value, probe: &[u32]) -> Result<Vec<f32>, String> {
+    let per_pos = v["choices"][0]["prompt_logprobs"]
+        .as_array()
+        .ok_or("no `choices[0].prompt_logprobs` in the answer")?;
+    if per_pos.len() != probe.len() {
+        return Err(format!(
+            "{} prompt log-probs for {} tokens",
+            per_pos.len(),
+            probe.len()
+        ));
+    }
+    probe
+        .iter()
+        .zip(per_pos)
+        .skip(1)
+        .map(|(id, m)| {
+            let m = m
+                .as_object()
+                .ok_or("a prompt log-prob entry is not a map")?;
+            let e = m
+                .get(&id.to_string())
+                .or_else(|| m.get(&format!("token_id:{id}")))
+                .ok_or_else(|| format!("no log-prob for probe token {id}"))?;
+            e["logprob"]
+                .as_f64()
+                .map(|f| f as f32)
+                .ok_or_else(|| format!("log-prob of token {id} is not a number"))
+        })
+        .collect()
+}
+
+/// Mean |server - popo| on the probe, or the error that stops the run: a server whose answer
+/// is bit for bit the one it gave at the last sync while popo's own log-probs moved has not
+/// loaded the new weights; one that differs by more than `tol` runs other weights.
+pub fn check_probe(
+    server: &str,
+    theirs: &[f32],
+    popo: &[f32],
+    their_last: Option<&[f32]>,
+    popo_last: Option<&[f32]>,
+    tol: f64,
+) -> Result<f64, ServerError> {
+    let fail = |cause: String| ServerError {
+        server: server.to_string(),
+        request: "sync probe".into(),
+        cause,
+        retryable: false,
+    };
+    if theirs.len() != popo.len() || theirs.is_empty() {
+        return Err(fail(format!(
+            "{} probe log-probs for {} tokens",
+            theirs.len(),
+            popo.len()
+        )));
+    }
+    let diff = theirs
+        .iter()
+        .zip(popo)
+        .map(|(&a, &b)| (a as f64 - b as f64).abs())
+        .sum::<f64>()
+        / popo.len() as f64;
+    if let (Some(tl), Some(pl)) = (their_last, popo_last) {
+        if tl == theirs && pl != popo {
+            return Err(fail(
+                "still runs the old weights after reload_weights (its probe log-probs did not move; popo's did)".into(),
+            ));
+        }
+    }
+    if diff.is_nan() || diff > tol {
+        return Err(fail(format!(
+            "runs other weights than popo's: mean |log-prob difference| {diff:.4} on the probe > \
+             rollout.sync_tol = {tol} (is it serving rollout.weights_dir, in the policy's dtype?)"
+        )));
+    }
+    Ok(diff)
+}
+
+/// Writes the policy into `dir` without a reader ever seeing a half-written file: `write` fills
+/// `dir/.popo-sync-tmp`, whose files are fsynced and renamed into `dir` one by one (each rename
+/// atomic), then weight files the new layout lacks are removed.
+pub fn publish(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = dir.join(SYNC_TMP);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("writing the policy into {}", tmp.display())));
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&tmp)? {
+        let path = entry?.path();
+        // Readable by servers running as another user (safetensors creates its files 0600).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("making {} readable", path.display()))?;
+        }
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", path.display()))?;
+        names.push(path.file_name().unwrap_or_default().to_owned());
+    }
+    // Weights last, so a server that reloads early never pairs new weights with an old index.
+    names.sort_by_key(|n| n.to_string_lossy().ends_with(".safetensors"));
+    for name in &names {
+        std::fs::rename(tmp.join(name), dir.join(name)).with_context(|| {
+            format!(
+                "publishing {} into {}",
+                name.to_string_lossy(),
+                dir.display()
+            )
+        })?;
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        let weights = n.ends_with(".safetensors") || n == "model.safetensors.index.json";
+        if weights && !names.contains(&name) {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing stale {}", entry.path().display()))?;
+        }
+    }
+    std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    crate::checkpoint::sync_dir(dir)
+}
+
+/// Fills an empty (or missing) `weights_dir` with the files of `model_dir`, the model the
+/// servers start on; a directory that holds anything is left alone, and `model_dir` is only
+/// ever read. Through a temporary directory, so an interrupted copy is never taken for a model.
+pub fn seed_weights_dir(weights_dir: &Path, model_dir: &Path) -> Result<bool> {
+    let empty = match std::fs::read_dir(weights_dir) {
+        Ok(mut it) => it.next().is_none(),
+        Err(_) => true,
+    };
+    if !empty {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(weights_dir)
+        .with_context(|| format!("creating rollout.weights_dir {}", weights_dir.display()))?;
+    publish(weights_dir, |tmp| {
+        for entry in std::fs::read_dir(model_dir)
+            .with_context(|| format!("reading {}", model_dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_file() {
+                let dest = tmp.join(path.file_name().unwrap_or_default());
+                std::fs::copy(&path, &dest)
+                    .with_context(|| format!("copying {} -> {}", path.display(), dest.display()))?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::http::fake::hung_server;
+    use super::*;
+
+    /// One prompt's answer as vLLM 0.32 gives it (fields popo does not read left out).
+    fn answer(samples: &[(&[u32], &[f64], &str)]) -> String {
+        let choices: Vec<Value> = samples
+            .iter()
+            .enumerate()
+            .map(|(k, (ids, lps, why))| {
+                let tokens: Vec<String> = ids.iter().map(|i| format!("token_id:{i}")).collect();
+                json!({"index": k, "text": "x", "finish_reason": why,
+                       "logprobs": {"tokens": tokens, "token_logprobs": lps}})
+            })
+            .collect();
+        json!({"object": "text_completion", "choices": choices}).to_string()
+    }
+
+    fn params(n: usize) -> SamplingParams {
+        SamplingParams {
+            n,
+            max_new_tokens: 3,
+            stop_token_ids: vec![2],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn completions_come_back_as_token_ids_with_their_log_probs() {
+        let v: Value = serde_json::from_str(&answer(&[
+            (&[5, 2], &[-0.5, -0.25], "stop"),
+            (&[7, 8, 9], &[-1.0, -2.0, -3.0], "length"),
+        ]))
+        .unwrap();
+        let c = parse_completions(&v, 3, 2).unwrap();
+        assert_eq!((c[0].prompt_index, c[0].sample_index), (3, 0));
+        assert_eq!(c[0].tokens, [5, 2]);
+        assert_eq!(c[0].logprobs, [-0.5, -0.25]);
+        assert_eq!(c[0].finish_reason, FinishReason::Stop);
+        assert_eq!(c[1].tokens, [7, 8, 9]);
+        assert_eq!(c[1].finish_reason, FinishReason::Length);
+        assert!(parse_completions(&v, 3, 3)
+            .unwrap_err()
+            .contains("2 choices"));
+        let text: Value = json!({"choices": [{"finish_reason": "stop",
+            "logprobs": {"tokens": ["hello"], "token_logprobs": [-1.0]}}]});
+        assert!(parse_completions(&text, 0, 1)
+            .unwrap_err()
+            .contains("token_id"));
+    }
+
+    #[test]
+    fn the_request_carries_popos_sampling_and_stop_ids() {
+        let p = SamplingParams {
+            temperature: 0.7,
+            top_k: 0,
+            ..params(4)
+        };
+        let b = completion_body("m", &[1, 2, 3], &p, 9);
+        assert_eq!(b["prompt"], json!([1, 2, 3]));
+        assert_eq!(
+            (b["n"].clone(), b["max_tokens"].clone()),
+            (json!(4), json!(3))
+        );
+        assert_eq!(b["temperature"], json!(0.7));
+        assert_eq!(b["top_k"], json!(-1));
+        assert_eq!(b["stop_token_ids"], json!([2]));
+        assert_eq!(b["ignore_eos"], json!(true));
+        assert_eq!(b["return_tokens_as_token_ids"], json!(true));
+        let greedy = completion_body("m", &[1], &SamplingParams { greedy: true, ..p }, 9);
+        assert_eq!(greedy["temperature"], json!(0.0));
+        assert!(prompt_seed(u64::MAX, 3) <= i64::MAX as u64);
+        assert_ne!(prompt_seed(1, 0), prompt_seed(1, 1));
+    }
+
+    #[test]
+    fn prompt_log_probs_are_read_per_probe_token() {
+        let v = json!({"choices": [{"prompt_logprobs": [null,
+            {"7": {"logprob": -1.5, "rank": 3}},
+            {"9": {"logprob": -0.5, "rank": 1}, "4": {"logprob": -1.0, "rank": 2}}]}]});
+        assert_eq!(parse_prompt_logprobs(&v, &[1, 7, 9]).unwrap(), [-1.5, -0.5]);
+        assert!(parse_prompt_logprobs(&v, &[1, 7, 8])
+            .unwrap_err()
+            .contains("token 8"));
+        assert!(parse_prompt_logprobs(&v, &[1, 7]).is_err());
+    }
+
+    #[test]
+    fn a_stale_or_distant_server_fails_the_sync() {
+        let popo = [-1.0f32, -2.0];
+        let ok = check_probe("s", &[-1.001, -2.001], &popo, None, None, 0.1).unwrap();
+        assert!((ok - 0.001).abs() < 1e-6);
+        let far = check_probe("s", &[-1.5, -2.5], &popo, None, None, 0.1).unwrap_err();
+        assert!(far.cause.contains("other weights") && far.server == "s");
+        // The server answers what it answered last time, popo moved: old weights.
+        let old = [-1.1f32, -2.1];
+        let stale = check_probe("s", &old, &popo, Some(&old), Some(&[-1.1, -2.1]), 1.0);
+        assert!(stale.unwrap_err().cause.contains("old weights"));
+        // Neither moved (no update took): fine.
+        assert!(check_probe("s", &popo, &popo, Some(&popo), Some(&popo), 0.1).is_ok());
+    }
+
+    #[test]
+    fn publishing_replaces_the_weights_and_seeding_copies_only_into_an_empty_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let (model, weights) = (d.path().join("model"), d.path().join("weights"));
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::write(model.join("config.json"), "{}").unwrap();
+        std::fs::write(model.join("model.safetensors"), "v0").unwrap();
+        assert!(seed_weights_dir(&weights, &model).unwrap());
+        assert_eq!(
+            std::fs::read(weights.join("model.safetensors")).unwrap(),
+            b"v0"
+        );
+        assert!(!seed_weights_dir(&weights, &model).unwrap());
+        // A sharded layout replaces the single file; --model's directory is never written.
+        publish(&weights, |tmp| {
+            std::fs::write(tmp.join("model-00001-of-00002.safetensors"), "a")?;
+            std::fs::write(tmp.join("model-00002-of-00002.safetensors"), "b")?;
+            std::fs::write(tmp.join("model.safetensors.index.json"), "{}")?;
+            Ok(())
+        })
+        .unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&weights)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "config.json",
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors",
+                "model.safetensors.index.json"
+            ]
+        );
+        assert_eq!(
+            std::fs::read(model.join("model.safetensors")).unwrap(),
+            b"v0"
+        );
+        // A failed write leaves the published weights as they were.
+        let e = publish(&weights, |_| anyhow::bail!("disk full")).unwrap_err();
+        assert!(format!("{e:#}").contains("disk full"));
+        assert!(weights.join("model-00001-of-00002.safetensors").exists());
+        assert!(!weights.join(SYNC_TMP).exists());
+    }
+
+    #[test]
+    fn a_steps_prompts_spread_over_servers_and_survive_a_hung_one() {
+        let models = json!({"data": [{"id": "m"}]}).to_string();
+        let good = crate::engine::http::fake::fake(move |mut s| {
+            let req = crate::engine::http::fake::read_request(&mut s);
+            let body = if req.starts_with("GET") {
+                models.clone()
+            } else {
+                answer(&[
+                    (&[4, 2], &[-0.1, -0.2], "stop"),
+                    (&[5, 6, 7], &[-1.0; 3], "length"),
+                ])
+            };
+            use std::io::Write;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let cfg = EngineConfig {
+            kind: super::super::config::EngineKind::Vllm,
+            servers: vec![good.clone()],
+            request_timeout_s: 0.5,
+            max_retries: 1,
+            ..Default::default()
+        };
+        let mut v = Vllm::connect(&cfg).unwrap();
+        assert_eq!(v.model(), "m");
+        // A second server that accepts and never answers: its prompts go to the first.
+        v.servers = Servers::new(&[good, hung_server()], cfg.timeout(), 1);
+        let prompts = vec![vec![1u32], vec![2], vec![3]];
+        let out = v.generate(&prompts, &params(2)).unwrap();
+        assert_eq!(out.len(), 6);
+        let order: Vec<(usize, usize)> = out
+            .iter()
+            .map(|c| (c.prompt_index, c.sample_index))
+            .collect();
+        assert_eq!(order, [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]);
+        // With no retry left the step fails, naming the server and the prompt.
+        v.servers = Servers::new(&[hung_server()], cfg.timeout(), 0);
+        let e = v.generate(&prompts, &params(2)).unwrap_err();
+        let e = e.downcast_ref::<ServerError>().unwrap();
+        assert!(e.request.starts_with("generate prompt"), "{e}");
+        let dead = EngineConfig {
+            servers: vec![crate::engine::http::fake::dead_url()],
+            ..cfg
+        };
+        let msg = format!("{:#}", Vllm::connect(&dead).err().unwrap());
+        assert!(
+            msg.contains(&dead.servers[0]) && msg.contains("does not answer"),
+            "{msg}"
+        );
+    }
+}
