@@ -333,7 +333,7 @@ fn weights_of_one_leave_every_loss_unchanged() {
         .collect();
     for preset in ["popo", "grpo", "raft", "nsr"] {
         let c = common::cfg(preset, &["algo.predictor_hidden=8"]);
-        let algo = popo_train::algo::build(&c, &policy, &dev).unwrap();
+        let algo = popo_train::setup::algorithm(&c, &policy, &dev).unwrap();
         let prep = algo.prepare(&batch, &ctx(&policy, &dev)).unwrap();
         let rows = prep.included();
         let mb = batch.seq_batch(&rows, PAD, &dev).unwrap();
