@@ -248,20 +248,7 @@ impl LmPolicy {
     /// Writes this model's own weights, in f32, as an HF checkpoint: for a model that has no
     /// optimizer state yet (a random initialisation that `--model` can start from).
     pub fn save_initial(&self, dir: &Path, tokenizer: &Tokenizer) -> Result<()> {
-        let weights: Vec<(String, Tensor)> = self
-            .named
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
-        popo_model::save_weights(
-            dir,
-            self.model.config(),
-            &weights,
-            DType::F32,
-            Some(tokenizer),
-            None,
-            popo_model::hub::DEFAULT_SHARD_BYTES,
-        )
+        save_vars_f32(dir, &self.model, &self.named, tokenizer)
     }
 
     /// A LoRA checkpoint: the adapters in PEFT's format and the tokenizer, not the base. The
@@ -299,20 +286,7 @@ impl LmPolicy {
         if !base.join("config.json").is_file() {
             let tmp = run.join(format!(".tmp-{TINY_BASE_DIR}"));
             let _ = std::fs::remove_dir_all(&tmp);
-            let weights: Vec<(String, Tensor)> = lora
-                .base_vars
-                .iter()
-                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-                .collect();
-            popo_model::save_weights(
-                &tmp,
-                lora.base.config(),
-                &weights,
-                DType::F32,
-                Some(tokenizer),
-                None,
-                popo_model::hub::DEFAULT_SHARD_BYTES,
-            )?;
+            save_vars_f32(&tmp, &lora.base, &lora.base_vars, tokenizer)?;
             std::fs::rename(&tmp, &base)
                 .with_context(|| format!("renaming {} -> {}", tmp.display(), base.display()))?;
         }
@@ -389,6 +363,28 @@ impl Policy for LmPolicy {
 }
 
 /// Adapter tensors named `<module>.lora_A.weight` / `.lora_B.weight` as pairs by module.
+/// Writes `vars` as an HF checkpoint of `model`'s architecture, in f32, with the tokenizer.
+fn save_vars_f32(
+    dir: &Path,
+    model: &Model,
+    vars: &[(String, Var)],
+    tokenizer: &Tokenizer,
+) -> Result<()> {
+    let weights: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    popo_model::save_weights(
+        dir,
+        model.config(),
+        &weights,
+        DType::F32,
+        Some(tokenizer),
+        None,
+        popo_model::hub::DEFAULT_SHARD_BYTES,
+    )
+}
+
 fn lora_pairs(named: impl IntoIterator<Item = (String, Tensor)>) -> Result<LoraWeights> {
     let mut a_of = std::collections::HashMap::new();
     let mut b_of = std::collections::HashMap::new();
