@@ -3,7 +3,8 @@
 //! prediction's favour when the prediction is itself a written decimal.
 
 use crate::approx::approximated;
-use crate::eval::{exact, free_symbols, gcd_cost, is_const, lit_value, numeric, q_sub, C, Q};
+use crate::complex::C;
+use crate::eval::{exact, free_symbols, gcd_cost, is_const, lit_value, numeric, q_sub, Q};
 use crate::expr::{names_a_quantity, Const, Expr, RelOp};
 use crate::limits::{Budget, Limit};
 use crate::matrix::{has_matrix, matrix_value};

@@ -36,6 +36,7 @@
 mod approx;
 pub mod bench;
 mod candidates;
+mod complex;
 mod equiv;
 mod eval;
 mod expr;

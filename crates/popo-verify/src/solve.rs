@@ -8,7 +8,8 @@
 //! intersection of its links, an answer list of inequalities the union of its items. Anything
 //! else is left to the structural comparison in `equiv`.
 
-use crate::eval::{exact, free_symbols, gcd_cost, numeric, q_root, C, Q};
+use crate::complex::C;
+use crate::eval::{exact, free_symbols, gcd_cost, numeric, q_root, Q};
 use crate::expr::{Const, Expr, Fun, NumLit, RelOp};
 use crate::limits::{Budget, Limit};
 use num_bigint::BigInt;
