@@ -274,34 +274,53 @@ impl Cx<'_> {
             }
             return self.equiv(g, &rest);
         }
-        // `15\frac{39}{40} and \frac{639}{40}`: one answer written twice is not a hedge.
-        if let Expr::List(items) = p {
-            if !matches!(g, Expr::List(_) | Expr::Set(_)) && items.len() <= 8 {
-                let mut same = true;
-                for it in &items[1..] {
-                    if !self.equiv(&items[0], it)? {
-                        same = false;
-                        break;
-                    }
-                }
-                if same {
-                    return self.equiv(g, &items[0]);
-                }
+        if let Some(one) = self.repeated_answer(g, p)? {
+            return self.equiv(g, one);
+        }
+        if let Some(same) = self.assignment(g, p)? {
+            return Ok(same);
+        }
+        self.by_shape(g, p)
+    }
+
+    /// `15\frac{39}{40} and \frac{639}{40}`: one answer written twice is not a hedge. The
+    /// answer, when the prediction lists (at most 8) equivalent items for a single gold.
+    fn repeated_answer<'e>(&mut self, g: &Expr, p: &'e Expr) -> Result<Option<&'e Expr>, Limit> {
+        let Expr::List(items) = p else {
+            return Ok(None);
+        };
+        if matches!(g, Expr::List(_) | Expr::Set(_)) || items.len() > 8 {
+            return Ok(None);
+        }
+        for it in &items[1..] {
+            if !self.equiv(&items[0], it)? {
+                return Ok(None);
             }
         }
-        // Relations first: an assignment compares by its value.
+        Ok(Some(&items[0]))
+    }
+
+    /// Relations first: an assignment (`x = 3`) compares by its value when the other side is
+    /// no relation. `None` when neither side is such an assignment.
+    fn assignment(&mut self, g: &Expr, p: &Expr) -> Result<Option<bool>, Limit> {
         if let (Some(gv), false) = (assigned_value(g), matches!(p, Expr::Rel(..))) {
-            return self.equiv(gv, p);
+            return self.equiv(gv, p).map(Some);
         }
         if let (false, Some(pv)) = (matches!(g, Expr::Rel(..)), assigned_value(p)) {
             if self.equiv(g, pv)? {
-                return Ok(true);
+                return Ok(Some(true));
             }
             return match approximated(p, self.b)? {
-                Some(exact) => self.equiv(g, exact),
-                None => Ok(false),
+                Some(exact) => self.equiv(g, exact).map(Some),
+                None => Ok(Some(false)),
             };
         }
+        Ok(None)
+    }
+
+    /// Two answers by their shapes: percentages, text, numbers in a base and relations first,
+    /// then collections ([`Self::collections`]), then single values.
+    fn by_shape(&mut self, g: &Expr, p: &Expr) -> R {
         match (g, p) {
             (Expr::Percent(gx), _) => {
                 let p_inner = match p {
@@ -333,6 +352,14 @@ impl Cx<'_> {
             (Expr::Base(..), _) | (_, Expr::Base(..)) => Ok(false),
             (Expr::Rel(ge, gops), Expr::Rel(pe, pops)) => self.relations(ge, gops, pe, pops, g, p),
             (Expr::Rel(..), _) | (_, Expr::Rel(..)) => self.sets(g, p),
+            _ => self.collections(g, p),
+        }
+    }
+
+    /// Lists, sets, tuples, intervals, unions and matrices against each other (solution sets
+    /// where a list is one), and single values last.
+    fn collections(&mut self, g: &Expr, p: &Expr) -> R {
+        match (g, p) {
             (Expr::Union(_) | Expr::Interval { .. }, Expr::List(pi)) => {
                 match solution_set(pi, self.b)? {
                     Some(ps) => self.equiv(g, &ps),
@@ -386,22 +413,25 @@ impl Cx<'_> {
                 Ok(glo == plo && gho == pho && self.equiv(gl, pl)? && self.equiv(gh, ph)?)
             }
             (Expr::Union(gu), Expr::Union(pu)) => self.unordered(gu, pu),
-            (Expr::Matrix(gr), Expr::Matrix(pr)) => {
-                if gr.len() != pr.len() || gr.iter().zip(pr).any(|(a, b)| a.len() != b.len()) {
-                    return Ok(false);
-                }
-                for (a, b) in gr.iter().flatten().zip(pr.iter().flatten()) {
-                    if !self.equiv(a, b)? {
-                        return Ok(false);
-                    }
-                }
-                self.how = How::Structural;
-                Ok(true)
-            }
+            (Expr::Matrix(gr), Expr::Matrix(pr)) => self.matrices(gr, pr),
             (Expr::Set(gi), Expr::Tuple(_)) if gi.is_empty() => Ok(false),
             _ if is_scalar(g) && is_scalar(p) => self.scalar(g, p),
             _ => Ok(false),
         }
+    }
+
+    /// Two matrices: the same shape, element by element.
+    fn matrices(&mut self, gr: &[Vec<Expr>], pr: &[Vec<Expr>]) -> R {
+        if gr.len() != pr.len() || gr.iter().zip(pr).any(|(a, b)| a.len() != b.len()) {
+            return Ok(false);
+        }
+        for (a, b) in gr.iter().flatten().zip(pr.iter().flatten()) {
+            if !self.equiv(a, b)? {
+                return Ok(false);
+            }
+        }
+        self.how = How::Structural;
+        Ok(true)
     }
 
     /// An answer read as a set of reals, to compare with an inequality: an inequality (or a
