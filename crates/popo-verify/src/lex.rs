@@ -84,150 +84,150 @@ pub(crate) fn lex(s: &str, out: &mut Vec<Tok>) -> Result<(), LexError> {
     let mut depth: i32 = 0;
     while i < b.len() {
         let c = b[i];
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' | b'~' | b'$' => i += 1,
+        i = match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b'~' | b'$' => i + 1,
+            // A stray period (sentence end, `\cdots` leftovers): ignore.
+            b'.' if !(i + 1 < b.len() && b[i + 1].is_ascii_digit()) => i + 1,
             b'0'..=b'9' | b'.' => {
-                if c == b'.' && !(i + 1 < b.len() && b[i + 1].is_ascii_digit()) {
-                    // A stray period (sentence end, `\cdots` leftovers): ignore.
-                    i += 1;
-                    continue;
-                }
                 let after_comma = matches!(out.last(), Some(Tok::Comma));
                 let (lit, next) = lex_number(s, i, depth == 0 && !after_comma);
                 out.push(Tok::Num(lit));
-                i = next;
+                next
             }
-            b'a'..=b'z' | b'A'..=b'Z' => {
-                let st = i;
-                while i < b.len() && is_word_byte(b[i]) {
-                    i += 1;
-                }
-                let w = &s[st..i];
-                if w.len() == 1 {
-                    out.push(Tok::Ident(w.into()));
-                } else {
-                    match w {
-                        "or" | "OR" => out.push(Tok::Or),
-                        "and" | "AND" => out.push(Tok::And),
-                        _ => out.push(Tok::Word(w.into())),
-                    }
-                }
-            }
-            b'\\' => i = lex_command(s, i, out, &mut depth)?,
-            b'_' => {
-                i += 1;
-                let (sub, next) = raw_arg(s, i);
-                out.push(Tok::Sub(
-                    sub.chars()
-                        .filter(|c| !c.is_whitespace())
-                        .collect::<String>()
-                        .into(),
-                ));
-                i = next;
-            }
-            b'^' => {
-                // `^\circ`, `^{\circ}`: degrees.
-                let rest = s[i + 1..].trim_start();
-                if let Some(r) = rest.strip_prefix("\\circ") {
-                    out.push(Tok::Degree);
-                    i = b.len() - r.len();
-                } else if let Some(r) = rest
-                    .strip_prefix('{')
-                    .map(str::trim_start)
-                    .and_then(|r| r.strip_prefix("\\circ"))
-                    .map(str::trim_start)
-                    .and_then(|r| r.strip_prefix('}'))
-                {
-                    out.push(Tok::Degree);
-                    i = b.len() - r.len();
-                } else {
-                    out.push(Tok::Caret);
-                    i += 1;
-                }
-            }
-            _ => {
-                let t = match c {
-                    b'+' => Tok::Plus,
-                    b'-' => Tok::Minus,
-                    b'*' => {
-                        if b.get(i + 1) == Some(&b'*') {
-                            i += 1;
-                            Tok::Caret
-                        } else {
-                            Tok::Star
-                        }
-                    }
-                    b'/' => Tok::Slash,
-                    // `!=` is how plain text writes `\neq`; `5! = 120` keeps its space.
-                    b'!' if b.get(i + 1) == Some(&b'=') => {
-                        i += 1;
-                        Tok::Ne
-                    }
-                    b'!' => Tok::Bang,
-                    b'%' => Tok::Percent,
-                    b'=' => Tok::Eq,
-                    b'<' => {
-                        if b.get(i + 1) == Some(&b'=') {
-                            i += 1;
-                            Tok::Le
-                        } else {
-                            Tok::Lt
-                        }
-                    }
-                    b'>' => {
-                        if b.get(i + 1) == Some(&b'=') {
-                            i += 1;
-                            Tok::Ge
-                        } else {
-                            Tok::Gt
-                        }
-                    }
-                    b'(' => {
-                        depth += 1;
-                        Tok::LParen
-                    }
-                    b')' => {
-                        depth -= 1;
-                        Tok::RParen
-                    }
-                    b'[' => {
-                        depth += 1;
-                        Tok::LBrack
-                    }
-                    b']' => {
-                        depth -= 1;
-                        Tok::RBrack
-                    }
-                    b'{' => {
-                        // `{,}` is a thousands separator in TeX; handled in lex_number.
-                        Tok::LBrace
-                    }
-                    b'}' => Tok::RBrace,
-                    b'|' => Tok::Bar,
-                    b',' => Tok::Comma,
-                    b';' => Tok::Or,
-                    b'&' => Tok::Amp,
-                    b':' => Tok::Colon,
-                    b'\'' | b'"' | b'?' | b'`' => {
-                        i += 1;
-                        continue;
-                    }
-                    _ if c >= 0x80 => {
-                        let ch = s[i..].chars().next().unwrap_or(' ');
-                        i += ch.len_utf8();
-                        if let Some(t) = unicode_tok(ch) {
-                            out.push(t);
-                        }
-                        continue;
-                    }
-                    _ => return Err(LexError),
-                };
-                out.push(t);
-                i += 1;
-            }
-        }
+            b'a'..=b'z' | b'A'..=b'Z' => lex_word(s, i, out),
+            b'\\' => lex_command(s, i, out, &mut depth)?,
+            b'_' => lex_subscript(s, i + 1, out),
+            b'^' => lex_caret(s, i, out),
+            _ => lex_symbol(s, i, out, &mut depth)?,
+        };
     }
     Ok(())
+}
+
+/// The run of letters at `start`: a variable, a list separator (`or`, `and`) or a word.
+/// Returns the index after it.
+fn lex_word(s: &str, start: usize, out: &mut Vec<Tok>) -> usize {
+    let b = s.as_bytes();
+    let mut i = start;
+    while i < b.len() && is_word_byte(b[i]) {
+        i += 1;
+    }
+    let w = &s[start..i];
+    if w.len() == 1 {
+        out.push(Tok::Ident(w.into()));
+    } else {
+        match w {
+            "or" | "OR" => out.push(Tok::Or),
+            "and" | "AND" => out.push(Tok::And),
+            _ => out.push(Tok::Word(w.into())),
+        }
+    }
+    i
+}
+
+/// The subscript whose argument starts at `i` (just after the `_`), spaces removed.
+fn lex_subscript(s: &str, i: usize, out: &mut Vec<Tok>) -> usize {
+    let (sub, next) = raw_arg(s, i);
+    out.push(Tok::Sub(
+        sub.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .into(),
+    ));
+    next
+}
+
+/// The `^` at `i`: a power, or degrees when `\circ` is its argument (`^\circ`, `^{\circ}`).
+fn lex_caret(s: &str, i: usize, out: &mut Vec<Tok>) -> usize {
+    let b = s.as_bytes();
+    let rest = s[i + 1..].trim_start();
+    if let Some(r) = rest.strip_prefix("\\circ") {
+        out.push(Tok::Degree);
+        b.len() - r.len()
+    } else if let Some(r) = rest
+        .strip_prefix('{')
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix("\\circ"))
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix('}'))
+    {
+        out.push(Tok::Degree);
+        b.len() - r.len()
+    } else {
+        out.push(Tok::Caret);
+        i + 1
+    }
+}
+
+/// The operator, bracket or punctuation at `i`, or a non-ASCII character (`×`, `≤`, `π`).
+/// Returns the index after it.
+fn lex_symbol(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result<usize, LexError> {
+    let b = s.as_bytes();
+    if let Some((t, len)) = operator(b, i) {
+        out.push(t);
+        return Ok(i + len);
+    }
+    let c = b[i];
+    let t = match c {
+        b'(' => {
+            *depth += 1;
+            Tok::LParen
+        }
+        b')' => {
+            *depth -= 1;
+            Tok::RParen
+        }
+        b'[' => {
+            *depth += 1;
+            Tok::LBrack
+        }
+        b']' => {
+            *depth -= 1;
+            Tok::RBrack
+        }
+        // `{,}` is a thousands separator in TeX; handled in lex_number.
+        b'{' => Tok::LBrace,
+        b'}' => Tok::RBrace,
+        b'|' => Tok::Bar,
+        b',' => Tok::Comma,
+        b';' => Tok::Or,
+        b'&' => Tok::Amp,
+        b':' => Tok::Colon,
+        b'\'' | b'"' | b'?' | b'`' => return Ok(i + 1),
+        _ if c >= 0x80 => {
+            let ch = s[i..].chars().next().unwrap_or(' ');
+            if let Some(t) = unicode_tok(ch) {
+                out.push(t);
+            }
+            return Ok(i + ch.len_utf8());
+        }
+        _ => return Err(LexError),
+    };
+    out.push(t);
+    Ok(i + 1)
+}
+
+/// The arithmetic or comparison operator at `i` and its length in bytes: `**` is a power
+/// (Python's), `<=` and `>=` are `\le` and `\ge`.
+fn operator(b: &[u8], i: usize) -> Option<(Tok, usize)> {
+    let next_is = |x: u8| b.get(i + 1) == Some(&x);
+    Some(match b[i] {
+        b'+' => (Tok::Plus, 1),
+        b'-' => (Tok::Minus, 1),
+        b'*' if next_is(b'*') => (Tok::Caret, 2),
+        b'*' => (Tok::Star, 1),
+        b'/' => (Tok::Slash, 1),
+        // `!=` is how plain text writes `\neq`; `5! = 120` keeps its space.
+        b'!' if next_is(b'=') => (Tok::Ne, 2),
+        b'!' => (Tok::Bang, 1),
+        b'%' => (Tok::Percent, 1),
+        b'=' => (Tok::Eq, 1),
+        b'<' if next_is(b'=') => (Tok::Le, 2),
+        b'<' => (Tok::Lt, 1),
+        b'>' if next_is(b'=') => (Tok::Ge, 2),
+        b'>' => (Tok::Gt, 1),
+        _ => return None,
+    })
 }
 
 /// Content of the balanced `{...}` group starting at byte `open` (which must be `{`).
@@ -469,6 +469,8 @@ pub(crate) fn raw_arg(s: &str, mut i: usize) -> (&str, usize) {
     (&s[i..i + ch], i + ch)
 }
 
+/// The command at `i` (a backslash): its token, if it has one. Returns the index after the
+/// command and whatever argument it consumed.
 fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result<usize, LexError> {
     let b = s.as_bytes();
     let mut j = i + 1;
@@ -476,27 +478,7 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         return Ok(j);
     }
     if !b[j].is_ascii_alphabetic() {
-        // One-character commands.
-        let t = match b[j] {
-            b'\\' => Some(Tok::RowSep),
-            b'{' => {
-                *depth += 1;
-                Some(Tok::LSet)
-            }
-            b'}' => {
-                *depth -= 1;
-                Some(Tok::RSet)
-            }
-            b'%' => Some(Tok::Percent),
-            b'|' => Some(Tok::Bar),
-            b'(' => Some(Tok::LParen),
-            b')' => Some(Tok::RParen),
-            b'[' => Some(Tok::LBrack),
-            b']' => Some(Tok::RBrack),
-            // `\,` `\;` `\:` `\!` `\ ` `\$` `\#` and the like: spacing or decoration.
-            _ => None,
-        };
-        if let Some(t) = t {
+        if let Some(t) = one_char_command(b[j], depth) {
             out.push(t);
         }
         return Ok(j + char_len(s, j));
@@ -505,11 +487,86 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         j += 1;
     }
     let name = &s[i + 1..j];
-    if let Some(t) = relation_command(name) {
+    if let Some(t) = relation_command(name).or_else(|| symbol_command(name)) {
         out.push(t);
         return Ok(j);
     }
-    let t = match name {
+    match name {
+        "text" | "textbf" | "textit" | "textrm" | "mbox" | "textnormal" | "texttt" => {
+            let (c, end) = raw_arg(s, j);
+            push_text(c, out);
+            Ok(end)
+        }
+        "mathrm" | "operatorname" | "rm" | "mathsf" | "mathtt" => upright(s, j, out),
+        "begin" => {
+            let (env, mut end) = raw_arg(s, j);
+            if env == "array" || env == "tabular" {
+                // Column spec `{cc}`.
+                end = raw_arg(s, end).1;
+            }
+            out.push(Tok::Begin(env.trim().into()));
+            Ok(end)
+        }
+        "end" => {
+            let (_, end) = raw_arg(s, j);
+            out.push(Tok::End);
+            Ok(end)
+        }
+        "left" | "right" | "bigl" | "bigr" | "Bigl" | "Bigr" | "biggl" | "biggr" | "Biggl"
+        | "Biggr" | "big" | "Big" | "bigg" | "Bigg" | "middle" => Ok(past_sizing(b, j)),
+        "dot" | "ddot" | "hat" | "bar" | "vec" | "tilde" | "overline" | "widehat" => {
+            Ok(accented(name, s, j, out))
+        }
+        "mathbb" => blackboard(s, j, out),
+        "displaystyle" | "textstyle" | "scriptstyle" | "limits" | "nolimits" | "mathbf"
+        | "boldsymbol" | "bm" | "mathit" | "mathcal" | "mathscr" | "mathfrak" | "quad"
+        | "qquad" | "hline" | "not" | "dots" | "ldots" | "cdots" | "vdots" | "ddots" | "dotsc"
+        | "dotsb" | "enspace" | "thinspace" | "negthinspace" | "hspace" | "underline"
+        | "overrightarrow" | "therefore" | "boxed" | "fbox" | "color" | "textcolor" | "phantom" => {
+            // Layout, style or decoration: gone, with the argument of those that take one
+            // that is no mathematics (`\hspace{1em}`, `\color{red}`).
+            if matches!(name, "hspace" | "color" | "phantom" | "textcolor") {
+                return Ok(raw_arg(s, j).1);
+            }
+            Ok(j)
+        }
+        "prime" => Ok(j),
+        _ => {
+            out.push(match Fun::from_name(name) {
+                Some(f) => Tok::Func(f),
+                None => Tok::Ident(name.into()),
+            });
+            Ok(j)
+        }
+    }
+}
+
+/// The token of a one-character command (`\\`, `\{`, `\%`, `\|`...); `None` for spacing and
+/// decoration (`\,` `\;` `\:` `\!` `\ ` `\$` `\#` and the like).
+fn one_char_command(c: u8, depth: &mut i32) -> Option<Tok> {
+    match c {
+        b'\\' => Some(Tok::RowSep),
+        b'{' => {
+            *depth += 1;
+            Some(Tok::LSet)
+        }
+        b'}' => {
+            *depth -= 1;
+            Some(Tok::RSet)
+        }
+        b'%' => Some(Tok::Percent),
+        b'|' => Some(Tok::Bar),
+        b'(' => Some(Tok::LParen),
+        b')' => Some(Tok::RParen),
+        b'[' => Some(Tok::LBrack),
+        b']' => Some(Tok::RBrack),
+        _ => None,
+    }
+}
+
+/// The token a command without an argument stands for: `\frac`, `\pi`, `\cdot`, `\lfloor`...
+fn symbol_command(name: &str) -> Option<Tok> {
+    Some(match name {
         "frac" | "dfrac" | "tfrac" | "cfrac" => Tok::Frac,
         "sqrt" => Tok::Sqrt,
         "binom" | "dbinom" | "tbinom" => Tok::Binom,
@@ -535,105 +592,74 @@ fn lex_command(s: &str, i: usize, out: &mut Vec<Tok>, depth: &mut i32) -> Result
         "colon" => Tok::Colon,
         "lor" | "vee" => Tok::Or,
         "land" | "wedge" => Tok::And,
-        "text" | "textbf" | "textit" | "textrm" | "mbox" | "textnormal" | "texttt" => {
-            let (c, end) = raw_arg(s, j);
-            push_text(c, out);
-            return Ok(end);
+        _ => return None,
+    })
+}
+
+/// `\mathrm{...}` and its kin at `j` (after the name): a unit spaced away from its number, a
+/// function or other word, or mathematics set upright. Returns the index after the argument.
+fn upright(s: &str, j: usize, out: &mut Vec<Tok>) -> Result<usize, LexError> {
+    let (c, end) = raw_arg(s, j);
+    // `\mathrm{~m}`, `\mathrm{ kg}`: a unit, spaced away from its number.
+    if c.starts_with(['~', ' ']) || c.starts_with("\\,") || c.contains('/') {
+        push_text(c.trim_start_matches(['~', ' ', '\\', ',']), out);
+        return Ok(end);
+    }
+    let c = c.trim();
+    if c.len() > 1 && c.bytes().all(|x| x.is_ascii_alphabetic()) {
+        match Fun::from_name(c) {
+            Some(f) => out.push(Tok::Func(f)),
+            None if c == "log" => out.push(Tok::Log),
+            None => push_text(c, out),
         }
-        "mathrm" | "operatorname" | "rm" | "mathsf" | "mathtt" => {
-            let (c, end) = raw_arg(s, j);
-            // `\mathrm{~m}`, `\mathrm{ kg}`: a unit, spaced away from its number.
-            if c.starts_with(['~', ' ']) || c.starts_with("\\,") || c.contains('/') {
-                push_text(c.trim_start_matches(['~', ' ', '\\', ',']), out);
-                return Ok(end);
-            }
-            let c = c.trim();
-            if c.len() > 1 && c.bytes().all(|x| x.is_ascii_alphabetic()) {
-                match Fun::from_name(c) {
-                    Some(f) => out.push(Tok::Func(f)),
-                    None if c == "log" => out.push(Tok::Log),
-                    None => push_text(c, out),
-                }
-            } else {
-                lex(c, out)?;
-            }
-            return Ok(end);
-        }
-        "begin" => {
-            let (env, mut end) = raw_arg(s, j);
-            if env == "array" || env == "tabular" {
-                // Column spec `{cc}`.
-                end = raw_arg(s, end).1;
-            }
-            out.push(Tok::Begin(env.trim().into()));
-            return Ok(end);
-        }
-        "end" => {
-            let (_, end) = raw_arg(s, j);
-            out.push(Tok::End);
-            return Ok(end);
-        }
-        "left" | "right" | "bigl" | "bigr" | "Bigl" | "Bigr" | "biggl" | "biggr" | "Biggl"
-        | "Biggr" | "big" | "Big" | "bigg" | "Bigg" | "middle" => {
-            // Sizing: the delimiter that follows is what counts; `\left.` is no delimiter.
-            let mut k = j;
-            while k < b.len() && b[k] == b' ' {
-                k += 1;
-            }
-            if k < b.len() && b[k] == b'.' {
-                return Ok(k + 1);
-            }
-            return Ok(j);
-        }
-        "dot" | "ddot" | "hat" | "bar" | "vec" | "tilde" | "overline" | "widehat" => {
-            // `\dot{x}` is its own variable, not x.
-            let (c, end) = raw_arg(s, j);
-            let c = c.trim().trim_start_matches('\\');
-            if !c.is_empty() && c.bytes().all(|x| x.is_ascii_alphabetic()) {
-                out.push(Tok::Ident(format!("{name}{c}").into()));
-                return Ok(end);
-            }
-            return Ok(j);
-        }
-        "mathbb" => {
-            let (c, end) = raw_arg(s, j);
-            if c.trim() == "R" {
-                // The real line.
-                out.extend([
-                    Tok::LParen,
-                    Tok::Minus,
-                    Tok::Infty,
-                    Tok::Comma,
-                    Tok::Infty,
-                    Tok::RParen,
-                ]);
-            } else {
-                lex(c, out)?;
-            }
-            return Ok(end);
-        }
-        "displaystyle" | "textstyle" | "scriptstyle" | "limits" | "nolimits" | "mathbf"
-        | "boldsymbol" | "bm" | "mathit" | "mathcal" | "mathscr" | "mathfrak" | "quad"
-        | "qquad" | "hline" | "not" | "dots" | "ldots" | "cdots" | "vdots" | "ddots" | "dotsc"
-        | "dotsb" | "enspace" | "thinspace" | "negthinspace" | "hspace" | "underline"
-        | "overrightarrow" | "therefore" | "boxed" | "fbox" | "color" | "textcolor" | "phantom" => {
-            if matches!(name, "hspace" | "color" | "phantom") {
-                return Ok(raw_arg(s, j).1);
-            }
-            if name == "textcolor" {
-                return Ok(raw_arg(s, j).1);
-            }
-            return Ok(j);
-        }
-        "prime" => return Ok(j),
-        "%" => Tok::Percent,
-        _ => match Fun::from_name(name) {
-            Some(f) => Tok::Func(f),
-            None => Tok::Ident(name.into()),
-        },
-    };
-    out.push(t);
-    Ok(j)
+    } else {
+        lex(c, out)?;
+    }
+    Ok(end)
+}
+
+/// After a sizing command (`\left`, `\big`...) at `j`: the delimiter that follows is what
+/// counts, and `\left.` is no delimiter, so its period goes too.
+fn past_sizing(b: &[u8], j: usize) -> usize {
+    let mut k = j;
+    while k < b.len() && b[k] == b' ' {
+        k += 1;
+    }
+    if k < b.len() && b[k] == b'.' {
+        return k + 1;
+    }
+    j
+}
+
+/// An accent (`\dot`, `\hat`, `\overline`...) whose argument starts at `j`: `\dot{x}` is its
+/// own variable, not x. Anything but letters under it leaves the argument to be read.
+fn accented(name: &str, s: &str, j: usize, out: &mut Vec<Tok>) -> usize {
+    let (c, end) = raw_arg(s, j);
+    let c = c.trim().trim_start_matches('\\');
+    if !c.is_empty() && c.bytes().all(|x| x.is_ascii_alphabetic()) {
+        out.push(Tok::Ident(format!("{name}{c}").into()));
+        return end;
+    }
+    j
+}
+
+/// `\mathbb{...}` at `j`: `\mathbb{R}` is the real line; other letters are read as written.
+fn blackboard(s: &str, j: usize, out: &mut Vec<Tok>) -> Result<usize, LexError> {
+    let (c, end) = raw_arg(s, j);
+    if c.trim() == "R" {
+        // The real line.
+        out.extend([
+            Tok::LParen,
+            Tok::Minus,
+            Tok::Infty,
+            Tok::Comma,
+            Tok::Infty,
+            Tok::RParen,
+        ]);
+    } else {
+        lex(c, out)?;
+    }
+    Ok(end)
 }
 
 /// The relation a command names: `\le`, `\neq`, `\approx`, `\in`...
