@@ -41,15 +41,10 @@ pub(crate) fn has_matrix(e: &Expr) -> bool {
     }
 }
 
+/// The value of `e` in matrix arithmetic: a matrix multiplied out, or a scalar (kept as
+/// written); `None` when it is no such arithmetic.
 fn mat(e: &Expr, b: &mut Budget) -> Result<Option<MatVal>, Limit> {
     b.tick(1)?;
-    let elementwise = |m: Vec<Vec<Expr>>, f: &dyn Fn(Expr) -> Expr| -> MatVal {
-        MatVal::Matrix(
-            m.into_iter()
-                .map(|r| r.into_iter().map(f).collect())
-                .collect(),
-        )
-    };
     Ok(Some(match e {
         Expr::Matrix(rows)
             if rows.len() <= MAX_MATRIX_SIDE
@@ -64,110 +59,128 @@ fn mat(e: &Expr, b: &mut Budget) -> Result<Option<MatVal>, Limit> {
             Some(MatVal::Scalar(_)) => MatVal::Scalar(e.clone()),
             None => return Ok(None),
         },
-        Expr::Sum(ts) => {
-            let mut terms = Vec::with_capacity(ts.len());
-            for (neg, t) in ts {
-                match mat(t, b)? {
-                    Some(v) => terms.push((*neg, v)),
-                    None => return Ok(None),
-                }
-            }
-            if terms.iter().all(|(_, v)| matches!(v, MatVal::Scalar(_))) {
-                return Ok(Some(MatVal::Scalar(e.clone())));
-            }
-            let mut ms = Vec::with_capacity(terms.len());
-            for (neg, v) in terms {
-                match v {
-                    MatVal::Matrix(m) => ms.push((neg, m)),
-                    // A scalar plus a matrix is not defined.
-                    MatVal::Scalar(_) => return Ok(None),
-                }
-            }
-            let (r, c) = (ms[0].1.len(), ms[0].1[0].len());
-            if ms
-                .iter()
-                .any(|(_, m)| m.len() != r || m.iter().any(|row| row.len() != c))
-            {
-                return Ok(None);
-            }
-            b.tick((r * c * ms.len()) as u64)?;
-            MatVal::Matrix(
-                (0..r)
-                    .map(|i| {
-                        (0..c)
-                            .map(|j| {
-                                Expr::Sum(ms.iter().map(|(n, m)| (*n, m[i][j].clone())).collect())
-                            })
-                            .collect()
-                    })
-                    .collect(),
-            )
-        }
-        Expr::Prod(fs) => {
-            let mut acc: Option<MatVal> = None;
-            for (div, f) in fs {
-                let Some(v) = mat(f, b)? else {
-                    return Ok(None);
-                };
-                let Some(a) = acc.take() else {
-                    if *div {
-                        return Ok(None);
-                    }
-                    acc = Some(v);
-                    continue;
-                };
-                acc = Some(match (a, v, *div) {
-                    (MatVal::Scalar(x), MatVal::Scalar(y), d) => {
-                        MatVal::Scalar(Expr::Prod(vec![(false, x), (d, y)]))
-                    }
-                    (MatVal::Scalar(x), MatVal::Matrix(m), false) => {
-                        elementwise(m, &|y| Expr::Prod(vec![(false, x.clone()), (false, y)]))
-                    }
-                    (MatVal::Matrix(m), MatVal::Scalar(y), d) => {
-                        elementwise(m, &|x| Expr::Prod(vec![(false, x), (d, y.clone())]))
-                    }
-                    (MatVal::Matrix(x), MatVal::Matrix(y), false) => match mat_mul(&x, &y, b)? {
-                        Some(m) => m,
-                        None => return Ok(None),
-                    },
-                    // Dividing by a matrix is not defined.
-                    (_, MatVal::Matrix(_), true) => return Ok(None),
-                });
-            }
-            match acc {
-                Some(MatVal::Scalar(_)) => MatVal::Scalar(e.clone()),
-                Some(m) => m,
-                None => return Ok(None),
-            }
-        }
-        Expr::Pow(x, k) => {
-            let k = match &**k {
-                Expr::Num(n) if !n.has_point && n.exp10 == 0 => n.digits.parse::<u32>().ok(),
-                _ => None,
-            };
-            match (mat(x, b)?, k) {
-                (Some(MatVal::Matrix(m)), Some(k)) if (1..=MAX_MATRIX_POWER).contains(&k) => {
-                    let mut acc = MatVal::Matrix(m.clone());
-                    for _ in 1..k {
-                        let MatVal::Matrix(a) = acc else {
-                            return Ok(None);
-                        };
-                        acc = match mat_mul(&a, &m, b)? {
-                            Some(p) => p,
-                            None => return Ok(None),
-                        };
-                    }
-                    acc
-                }
-                (Some(MatVal::Scalar(_)), _) => MatVal::Scalar(e.clone()),
-                _ => return Ok(None),
-            }
-        }
+        Expr::Sum(ts) => return mat_sum(e, ts, b),
+        Expr::Prod(fs) => return mat_prod(e, fs, b),
+        Expr::Pow(x, k) => return mat_pow(e, x, k, b),
         Expr::Matrix(_) | Expr::Tuple(_) | Expr::List(_) | Expr::Set(_) | Expr::Rel(..) => {
             return Ok(None)
         }
         _ => MatVal::Scalar(e.clone()),
     }))
+}
+
+/// `f` applied to every element of `m`.
+fn elementwise(m: Vec<Vec<Expr>>, f: &dyn Fn(Expr) -> Expr) -> MatVal {
+    MatVal::Matrix(
+        m.into_iter()
+            .map(|r| r.into_iter().map(f).collect())
+            .collect(),
+    )
+}
+
+/// The sum `e` with terms `ts`: matrices of one shape add element by element; all scalars
+/// leave `e` a scalar.
+fn mat_sum(e: &Expr, ts: &[(bool, Expr)], b: &mut Budget) -> Result<Option<MatVal>, Limit> {
+    let mut terms = Vec::with_capacity(ts.len());
+    for (neg, t) in ts {
+        match mat(t, b)? {
+            Some(v) => terms.push((*neg, v)),
+            None => return Ok(None),
+        }
+    }
+    if terms.iter().all(|(_, v)| matches!(v, MatVal::Scalar(_))) {
+        return Ok(Some(MatVal::Scalar(e.clone())));
+    }
+    let mut ms = Vec::with_capacity(terms.len());
+    for (neg, v) in terms {
+        match v {
+            MatVal::Matrix(m) => ms.push((neg, m)),
+            // A scalar plus a matrix is not defined.
+            MatVal::Scalar(_) => return Ok(None),
+        }
+    }
+    let (r, c) = (ms[0].1.len(), ms[0].1[0].len());
+    if ms
+        .iter()
+        .any(|(_, m)| m.len() != r || m.iter().any(|row| row.len() != c))
+    {
+        return Ok(None);
+    }
+    b.tick((r * c * ms.len()) as u64)?;
+    Ok(Some(MatVal::Matrix(
+        (0..r)
+            .map(|i| {
+                (0..c)
+                    .map(|j| Expr::Sum(ms.iter().map(|(n, m)| (*n, m[i][j].clone())).collect()))
+                    .collect()
+            })
+            .collect(),
+    )))
+}
+
+/// The product `e` with factors `fs`, left to right: scalars scale, matrices multiply; all
+/// scalars leave `e` a scalar.
+fn mat_prod(e: &Expr, fs: &[(bool, Expr)], b: &mut Budget) -> Result<Option<MatVal>, Limit> {
+    let mut acc: Option<MatVal> = None;
+    for (div, f) in fs {
+        let Some(v) = mat(f, b)? else {
+            return Ok(None);
+        };
+        let Some(a) = acc.take() else {
+            if *div {
+                return Ok(None);
+            }
+            acc = Some(v);
+            continue;
+        };
+        acc = Some(match (a, v, *div) {
+            (MatVal::Scalar(x), MatVal::Scalar(y), d) => {
+                MatVal::Scalar(Expr::Prod(vec![(false, x), (d, y)]))
+            }
+            (MatVal::Scalar(x), MatVal::Matrix(m), false) => {
+                elementwise(m, &|y| Expr::Prod(vec![(false, x.clone()), (false, y)]))
+            }
+            (MatVal::Matrix(m), MatVal::Scalar(y), d) => {
+                elementwise(m, &|x| Expr::Prod(vec![(false, x), (d, y.clone())]))
+            }
+            (MatVal::Matrix(x), MatVal::Matrix(y), false) => match mat_mul(&x, &y, b)? {
+                Some(m) => m,
+                None => return Ok(None),
+            },
+            // Dividing by a matrix is not defined.
+            (_, MatVal::Matrix(_), true) => return Ok(None),
+        });
+    }
+    Ok(match acc {
+        Some(MatVal::Scalar(_)) => Some(MatVal::Scalar(e.clone())),
+        Some(m) => Some(m),
+        None => None,
+    })
+}
+
+/// The power `e` = `x^k`: a square matrix to a small whole power, multiplied out.
+fn mat_pow(e: &Expr, x: &Expr, k: &Expr, b: &mut Budget) -> Result<Option<MatVal>, Limit> {
+    let k = match k {
+        Expr::Num(n) if !n.has_point && n.exp10 == 0 => n.digits.parse::<u32>().ok(),
+        _ => None,
+    };
+    Ok(match (mat(x, b)?, k) {
+        (Some(MatVal::Matrix(m)), Some(k)) if (1..=MAX_MATRIX_POWER).contains(&k) => {
+            let mut acc = MatVal::Matrix(m.clone());
+            for _ in 1..k {
+                let MatVal::Matrix(a) = acc else {
+                    return Ok(None);
+                };
+                acc = match mat_mul(&a, &m, b)? {
+                    Some(p) => p,
+                    None => return Ok(None),
+                };
+            }
+            Some(acc)
+        }
+        (Some(MatVal::Scalar(_)), _) => Some(MatVal::Scalar(e.clone())),
+        _ => None,
+    })
 }
 
 fn mat_mul(x: &[Vec<Expr>], y: &[Vec<Expr>], b: &mut Budget) -> Result<Option<MatVal>, Limit> {
