@@ -200,7 +200,17 @@ fn starts_formula(name: &str) -> bool {
 /// `3 + \sqrt2`), forward over arguments, operators, numbers and single-letter variables,
 /// stopping at a word of prose, a sentence end or a delimiter.
 fn latex_run(text: &str, cmd: usize) -> (usize, usize) {
-    let b = text.as_bytes();
+    let s = run_start(text.as_bytes(), cmd);
+    let j = run_end(text, cmd);
+    let e = s + text[s..j]
+        .trim_end_matches([' ', ',', '=', '+', '-', '*', '/', '^', '_'])
+        .len();
+    (s, e.max(s))
+}
+
+/// Where a formula whose command is at `cmd` starts: back over the number, sign or operator
+/// glued before it, then forward past leading spaces and operators other than a minus sign.
+fn run_start(b: &[u8], cmd: usize) -> usize {
     let mut s = cmd;
     while s > 0 {
         let ok = match b[s - 1] {
@@ -218,42 +228,22 @@ fn latex_run(text: &str, cmd: usize) -> (usize, usize) {
     while s < cmd && matches!(b[s], b' ' | b'+' | b'*' | b'/') {
         s += 1;
     }
+    s
+}
+
+/// Where a formula whose command is at `cmd` ends (before trimming trailing operators): at a
+/// word of prose, a sentence end, an unmatched closing bracket, a delimiter or a box.
+fn run_end(text: &str, cmd: usize) -> usize {
+    let b = text.as_bytes();
     let mut j = cmd;
     let mut parens = 0u32;
     while j < b.len() {
         let c = b[j];
         match c {
-            b'\\' => {
-                let next = b.get(j + 1).copied().unwrap_or(b' ');
-                if next.is_ascii_alphabetic() {
-                    let name_end = j
-                        + 1
-                        + text[j + 1..]
-                            .bytes()
-                            .take_while(u8::is_ascii_alphabetic)
-                            .count();
-                    let name = &text[j + 1..name_end];
-                    if matches!(name, "boxed" | "fbox" | "end") {
-                        break;
-                    }
-                    if name == "begin" {
-                        // A whole environment (`pmatrix`): through its `\end{...}`.
-                        match text[name_end..].find("\\end{") {
-                            Some(e) => {
-                                let close = name_end + e + 4;
-                                j = braced(text, close).map_or(b.len(), |(_, end)| end);
-                            }
-                            None => break,
-                        }
-                        continue;
-                    }
-                    j = name_end;
-                } else if matches!(next, b'(' | b')' | b'[' | b']' | b'\\' | b'$') {
-                    break;
-                } else {
-                    j = past_escape(text, j);
-                }
-            }
+            b'\\' => match past_command(text, j) {
+                Some(end) => j = end,
+                None => break,
+            },
             b'{' => match braced(text, j) {
                 Some((_, end)) => j = end,
                 None => break,
@@ -307,10 +297,37 @@ fn latex_run(text: &str, cmd: usize) -> (usize, usize) {
             _ => break,
         }
     }
-    let e = s + text[s..j]
-        .trim_end_matches([' ', ',', '=', '+', '-', '*', '/', '^', '_'])
-        .len();
-    (s, e.max(s))
+    j
+}
+
+/// Past the command or escape at `j` inside a formula, a whole environment included; `None`
+/// where the formula ends there (a box, an `\end`, a math delimiter, a line break).
+fn past_command(text: &str, j: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let next = b.get(j + 1).copied().unwrap_or(b' ');
+    if next.is_ascii_alphabetic() {
+        let name_end = j
+            + 1
+            + text[j + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_alphabetic)
+                .count();
+        let name = &text[j + 1..name_end];
+        if matches!(name, "boxed" | "fbox" | "end") {
+            return None;
+        }
+        if name == "begin" {
+            // A whole environment (`pmatrix`): through its `\end{...}`.
+            let e = text[name_end..].find("\\end{")?;
+            let close = name_end + e + 4;
+            return Some(braced(text, close).map_or(b.len(), |(_, end)| end));
+        }
+        Some(name_end)
+    } else if matches!(next, b'(' | b')' | b'[' | b']' | b'\\' | b'$') {
+        None
+    } else {
+        Some(past_escape(text, j))
+    }
 }
 
 /// Whether the formula continues at `k` after a space or comma: an operator, a number, a
