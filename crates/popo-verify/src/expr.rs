@@ -318,28 +318,8 @@ impl fmt::Display for Expr {
                 Const::Inf => "oo",
             }),
             Expr::Sym(s) => f.write_str(s),
-            Expr::Sum(ts) => {
-                for (i, (neg, t)) in ts.iter().enumerate() {
-                    if *neg {
-                        f.write_str("-")?;
-                    } else if i > 0 {
-                        f.write_str("+")?;
-                    }
-                    paren(f, t, 3)?;
-                }
-                Ok(())
-            }
-            Expr::Prod(fs) => {
-                for (i, (div, t)) in fs.iter().enumerate() {
-                    if *div {
-                        f.write_str("/")?;
-                    } else if i > 0 {
-                        f.write_str("*")?;
-                    }
-                    paren(f, t, 4)?;
-                }
-                Ok(())
-            }
+            Expr::Sum(ts) => signed_chain(f, ts, "+", "-", 3),
+            Expr::Prod(fs) => signed_chain(f, fs, "*", "/", 4),
             Expr::Neg(e) => {
                 f.write_str("-")?;
                 paren(f, e, 4)
@@ -369,11 +349,7 @@ impl fmt::Display for Expr {
                 f.write_str("%")
             }
             Expr::Base(d, b) => write!(f, "{d}_{b}"),
-            Expr::Tuple(v) => {
-                f.write_str("(")?;
-                join(f, v, ", ")?;
-                f.write_str(")")
-            }
+            Expr::Tuple(v) => enclosed(f, "(", v, ")"),
             Expr::Interval {
                 lo,
                 hi,
@@ -385,40 +361,68 @@ impl fmt::Display for Expr {
                 if *lo_open { "(" } else { "[" },
                 if *hi_open { ")" } else { "]" }
             ),
-            Expr::Set(v) => {
-                f.write_str("{")?;
-                join(f, v, ", ")?;
-                f.write_str("}")
-            }
+            Expr::Set(v) => enclosed(f, "{", v, "}"),
             Expr::List(v) => join(f, v, ", "),
             Expr::Union(v) => join(f, v, " U "),
-            Expr::Matrix(rows) => {
-                f.write_str("[")?;
-                for (i, r) in rows.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    join(f, r, ", ")?;
-                }
-                f.write_str("]")
-            }
-            Expr::Rel(es, ops) => {
-                for (i, e) in es.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(ops[i - 1].as_str())?;
-                    }
-                    write!(f, "{e}")?;
-                }
-                Ok(())
-            }
+            Expr::Matrix(rows) => matrix(f, rows),
+            Expr::Rel(es, ops) => chain(f, es, ops),
             Expr::Text(t) => f.write_str(t),
             Expr::Apply(name, args) => {
-                write!(f, "{name}(")?;
-                join(f, args, ", ")?;
-                f.write_str(")")
+                write!(f, "{name}")?;
+                enclosed(f, "(", args, ")")
             }
         }
     }
+}
+
+/// A sum's terms or a product's factors: `op` between them, `inverse_op` before a subtracted
+/// term or a divisor (even the first: `-x+y`); operands looser than `min` in parentheses.
+fn signed_chain(
+    f: &mut fmt::Formatter<'_>,
+    items: &[(bool, Expr)],
+    op: &str,
+    inverse_op: &str,
+    min: u8,
+) -> fmt::Result {
+    for (i, (inverse, t)) in items.iter().enumerate() {
+        if *inverse {
+            f.write_str(inverse_op)?;
+        } else if i > 0 {
+            f.write_str(op)?;
+        }
+        paren(f, t, min)?;
+    }
+    Ok(())
+}
+
+/// Items between an opening and a closing bracket, comma-separated.
+fn enclosed(f: &mut fmt::Formatter<'_>, open: &str, items: &[Expr], close: &str) -> fmt::Result {
+    f.write_str(open)?;
+    join(f, items, ", ")?;
+    f.write_str(close)
+}
+
+/// `[a, b; c, d]`: rows separated by semicolons.
+fn matrix(f: &mut fmt::Formatter<'_>, rows: &[Vec<Expr>]) -> fmt::Result {
+    f.write_str("[")?;
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            f.write_str("; ")?;
+        }
+        join(f, r, ", ")?;
+    }
+    f.write_str("]")
+}
+
+/// A relation chain, `a<b<=c`: each relation's symbol between its two sides.
+fn chain(f: &mut fmt::Formatter<'_>, es: &[Expr], ops: &[RelOp]) -> fmt::Result {
+    for (i, e) in es.iter().enumerate() {
+        if i > 0 {
+            f.write_str(ops[i - 1].as_str())?;
+        }
+        write!(f, "{e}")?;
+    }
+    Ok(())
 }
 
 /// Left sides that name a quantity rather than constrain one: `x`, `f(2)`, `P(A)`,
