@@ -10,9 +10,12 @@
 #   4. the server is suspended (SIGSTOP) mid-run: the run stops within its timeouts with an error
 #      naming the server and the request, after a checkpoint; once resumed (SIGCONT) `--resume`
 #      finishes the run;
-#   5. the server is killed mid-run: the same, with a restarted server.
+#   5. the server is killed mid-run: the same, with a restarted server;
+#   6. a LoRA run (rank 8) through a server started on the base model with LoRA on: every sync
+#      loads the adapter in place (`rollout.sync = "lora"`) and is checked as in 2.
 #
 #   scripts/test-vllm.sh                 # about 30 minutes on 2 cores once the venv exists
+#   ONLY=lora scripts/test-vllm.sh       # step 6 alone
 #
 # Needs the model (tools/get-smollm2.sh) and the data:
 #   tools/make-reasoning-gym-data.sh chain_sum --out ~/.cache/popo/data/chain_sum \
@@ -63,12 +66,16 @@ stop_server() {
 trap stop_server EXIT
 
 # The server in a session of its own, so that signals reach its engine and worker processes.
+# Arguments: the model directory (default $WEIGHTS), then extra server flags.
 start_server() {
-    echo "== starting vLLM on $WEIGHTS ($URL)"
-    VLLM_SERVER_DEV_MODE=1 VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind \
-        OMP_NUM_THREADS=1 setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
-        --model "$WEIGHTS" --host 127.0.0.1 --port "$PORT" --dtype float32 --max-model-len 512 \
-        --logprobs-mode processed_logprobs --seed 0 >>"$SERVER_LOG" 2>&1 &
+    local model=${1:-$WEIGHTS}
+    shift || true
+    echo "== starting vLLM on $model ($URL) $*"
+    VLLM_SERVER_DEV_MODE=1 VLLM_ALLOW_RUNTIME_LORA_UPDATING=True VLLM_CPU_KVCACHE_SPACE=1 \
+        VLLM_CPU_OMP_THREADS_BIND=nobind OMP_NUM_THREADS=1 \
+        setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
+        --model "$model" --host 127.0.0.1 --port "$PORT" --dtype float32 --max-model-len 512 \
+        --logprobs-mode processed_logprobs --seed 0 "$@" >>"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     local t0=$SECONDS
     until curl -sf -m 5 "$URL/v1/models" >/dev/null; do
@@ -126,6 +133,24 @@ wait_step() {
     done
 }
 
+# A LoRA run syncs its adapter only: the server runs the base model, which never changes.
+lora_check() {
+    echo "== 6. a LoRA run: the adapter loaded in place after every update"
+    stop_server
+    start_server "$MODEL" --enable-lora --max-lora-rank 8 --max-loras 1
+    local run="$WORK/run-lora"
+    train "$run" --set model.lora.r=8 --set rollout.sync=lora \
+        --set "rollout.weights_dir=$WORK/adapter" 2>&1 | tail -n 5
+    check_metrics "$run" "$STEPS"
+    [ -f "$WORK/adapter/adapter_config.json" ] || fail "no adapter in $WORK/adapter"
+    echo "server log lines naming the adapter: $(grep -c popo-policy "$SERVER_LOG" || true)"
+}
+if [ "${ONLY:-}" = lora ]; then
+    lora_check
+    echo "PASS: scripts/test-vllm.sh, LoRA ($WORK)"
+    exit 0
+fi
+
 echo "== 1. no server: a clear error naming $URL"
 if train "$WORK/run-noserver" >"$WORK/noserver.log" 2>&1; then fail "a run with no server succeeded"; fi
 grep -q "$URL" "$WORK/noserver.log" || { cat "$WORK/noserver.log"; fail "the error does not name $URL"; }
@@ -170,5 +195,7 @@ start_server
 "$POPO_BIN" train --resume "$WORK/run-kill" 2>&1 | tail -n 2
 check_metrics "$WORK/run-kill" "$STEPS"
 rm -rf "$WORK/run-kill/checkpoints"
+
+lora_check
 
 echo "PASS: scripts/test-vllm.sh ($WORK)"

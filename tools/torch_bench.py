@@ -11,6 +11,8 @@ prompts each repeated G times, which is how TRL's GRPO trainer hands a step's ro
 entropy term over every completion token (what POPO's loss asks of the logits), backward,
 gradient clip and AdamW over `train-batch` sequences of `train-len` tokens in micro-batches,
 the model in eager mode. Medians of `repeats` after a warm-up, as popo bench does.
+With --lora-r R the update trains PEFT LoRA adapters of rank R on every projection (alpha 32),
+the base frozen, as `popo bench --lora-r R` does (decoding stays on the base).
 """
 
 import argparse
@@ -36,6 +38,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -84,8 +87,16 @@ def main():
         report["decode_ms_per_step"][b] = 1e3 * max(full - one, 0) / (a.new_tokens - 1)
 
     if a.train_batch > 0:
+        if a.lora_r > 0:
+            from peft import LoraConfig, get_peft_model
+
+            targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            model = get_peft_model(model, LoraConfig(r=a.lora_r, lora_alpha=32,
+                                                     target_modules=targets, lora_dropout=0.0))
+            report["lora_r"] = a.lora_r
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.01)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=1e-6, weight_decay=0.01)
         seqs = ids(a.train_batch, a.train_len)
         prompt = max(a.train_len // 4, 1)
 
@@ -101,7 +112,7 @@ def main():
                 nll = -logp.gather(-1, x[:, prompt:, None]).sum()
                 ent = -(logp.exp() * logp).sum()
                 ((nll - 0.01 * ent) / n_tok).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             opt.step()
             sync()
             return time.perf_counter() - t

@@ -959,7 +959,9 @@ impl TrainConfig {
                 bail!("invalid config: {msg}");
             }
         }
-        self.rollout.engine.validate(&self.model.path)
+        self.rollout
+            .engine
+            .validate(&self.model.path, self.model.lora.enabled())
     }
 }
 

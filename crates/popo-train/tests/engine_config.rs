@@ -45,7 +45,13 @@ fn bad_engine_settings_are_errors_naming_the_key() {
         sets.extend_from_slice(extra);
         format!("{:#}", build(&sets).unwrap_err())
     };
-    assert!(err(&["rollout.sync=lora"]).contains("rollout.sync = \"lora\""));
+    // `lora` is for LoRA runs, and a LoRA run syncs only that way.
+    assert!(err(&["rollout.sync=lora"]).contains("model.lora.r"));
+    let e = err(&["model.lora.r=8"]);
+    assert!(e.contains("rollout.sync = \"lora\""), "{e}");
+    let mut lora = VLLM.to_vec();
+    lora.extend_from_slice(&["model.lora.r=8", "rollout.sync=lora"]);
+    assert_eq!(build(&lora).unwrap().rollout.engine.sync, SyncMode::Lora);
     assert!(err(&["rollout.weights_dir="]).contains("rollout.weights_dir"));
     assert!(err(&["rollout.servers=[]"]).contains("rollout.servers"));
     assert!(err(&[r#"rollout.servers=["localhost:8000"]"#]).contains("localhost:8000"));

@@ -23,7 +23,8 @@ pub enum SyncMode {
     /// Write the policy into `rollout.weights_dir` and ask every server to reload it.
     #[default]
     Reload,
-    /// Load a LoRA adapter (reserved: refused until popo trains LoRA adapters).
+    /// A LoRA run: write the adapter into `rollout.weights_dir` and ask every server to load it
+    /// in place (`/v1/load_lora_adapter`); servers run the base model with `--enable-lora`.
     Lora,
 }
 
@@ -44,11 +45,14 @@ pub struct EngineConfig {
     /// vLLM: a failed or timed-out request is sent again, each time to the next server, at most
     /// this many times; then the run checkpoints and stops.
     pub max_retries: usize,
-    /// vLLM: how servers get new weights: `reload` (write `rollout.weights_dir`, ask each server
-    /// to reload it) or `lora` (reserved for LoRA runs).
+    /// vLLM: how servers get new weights: `reload` (write the model into `rollout.weights_dir`,
+    /// ask each server to reload it) or `lora` (a LoRA run: write the adapter there, ask each
+    /// server to load it as `popo-policy`).
     pub sync: SyncMode,
-    /// vLLM with `sync = "reload"`: the directory the servers were started on. popo copies the
-    /// initial model there when it is empty and rewrites its weights after every update.
+    /// vLLM: with `sync = "reload"`, the directory the servers were started on (popo copies the
+    /// initial model there when it is empty and rewrites its weights after every update); with
+    /// `sync = "lora"`, where popo writes the adapter for the servers to load (a path they can
+    /// read: the same machine or a shared filesystem).
     pub weights_dir: String,
     /// vLLM: truncated importance sampling of the policy-gradient terms, each token weighted by
     /// `min(pi_old / pi_engine, tis_cap)`; 0 = off.
@@ -76,8 +80,8 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// Checks with messages naming the key. `model_path` is `model.path` (vLLM needs a real HF
-    /// model, not the built-in tiny one).
-    pub fn validate(&self, model_path: &str) -> Result<()> {
+    /// model, not the built-in tiny one); `lora_run`, whether `model.lora` trains an adapter.
+    pub fn validate(&self, model_path: &str, lora_run: bool) -> Result<()> {
         if !self.tis_cap.is_finite() || self.tis_cap < 0.0 {
             bail!("invalid config: rollout.tis_cap must be >= 0 and finite (0 = off)");
         }
@@ -101,14 +105,25 @@ impl EngineConfig {
         if model_path.is_empty() {
             bail!("invalid config: rollout.engine = \"vllm\" needs model.path (an HF model the servers can load; the built-in tiny model is popo's own)");
         }
-        match self.sync {
-            SyncMode::Lora => bail!(
-                "invalid config: rollout.sync = \"lora\" is reserved for LoRA runs, which popo does not train yet; use \"reload\""
+        match (self.sync, lora_run) {
+            (SyncMode::Lora, false) => bail!(
+                "invalid config: rollout.sync = \"lora\" loads a LoRA run's adapter into the servers: set model.lora.r (a LoRA run), or use rollout.sync = \"reload\""
             ),
-            SyncMode::Reload if self.weights_dir.is_empty() => bail!(
+            // The reload path writes whole models; an adapter there would leave the servers on
+            // the base weights.
+            (SyncMode::Reload, true) => bail!(
+                "invalid config: a LoRA run syncs vLLM servers with rollout.sync = \"lora\" (servers started on the base model with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"
+            ),
+            _ => {}
+        }
+        match self.sync {
+            _ if !self.weights_dir.is_empty() => Ok(()),
+            SyncMode::Lora => bail!(
+                "invalid config: rollout.sync = \"lora\" needs rollout.weights_dir, where popo writes the adapter for the vLLM servers to load"
+            ),
+            SyncMode::Reload => bail!(
                 "invalid config: rollout.sync = \"reload\" needs rollout.weights_dir, the directory the vLLM servers were started on"
             ),
-            SyncMode::Reload => Ok(()),
         }
     }
 

@@ -132,9 +132,15 @@ impl Servers {
             retryable,
         };
         match result {
-            Ok(resp) => resp
-                .into_json::<Value>()
-                .map_err(|e| fail(format!("reading the answer: {e}"), true)),
+            // Most answers are JSON; a few (vLLM's `/v1/load_lora_adapter`) are plain text,
+            // which comes back as a JSON string. No size limit: a step's completions with their
+            // log-probs can be tens of megabytes.
+            Ok(resp) => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut resp.into_reader(), &mut text)
+                    .map_err(|e| fail(format!("reading the answer: {e}"), true))?;
+                Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            }
             Err(ureq::Error::Status(code, resp)) => {
                 let body = resp.into_string().unwrap_or_default();
                 let body: String = body.chars().take(500).collect();

@@ -28,21 +28,19 @@ pub struct Remote {
 
 impl Remote {
     /// None with `rollout.engine = "popo"`. With `"vllm"`: fills an empty `rollout.weights_dir`
-    /// with the starting model (so that servers can be started on it), then reaches every server.
+    /// with the starting model (so that servers can be started on it; `sync = "reload"`), then
+    /// reaches every server.
     /// `probe` is the sync probe's token sequence (a training prompt).
     pub fn open(cfg: &TrainConfig, probe: &[u32]) -> Result<Option<Self>> {
         let e = &cfg.rollout.engine;
         if e.kind == EngineKind::Popo {
             return Ok(None);
         }
-        if e.sync != SyncMode::Reload {
-            bail!(
-                "rollout.sync = \"lora\" is reserved for LoRA runs, which popo does not train yet"
-            );
-        }
         let weights_dir = popo_model::expand_home(&e.weights_dir);
         let model_dir = crate::lm::resolve(&cfg.model.path)?;
-        if seed_weights_dir(&weights_dir, &model_dir)? {
+        // With `lora` the servers start on the base model itself; the directory only takes the
+        // adapter.
+        if e.sync == SyncMode::Reload && seed_weights_dir(&weights_dir, &model_dir)? {
             tracing::info!(
                 "rollout.weights_dir {} was empty: copied {} there for the servers to start on",
                 weights_dir.display(),

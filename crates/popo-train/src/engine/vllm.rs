@@ -6,12 +6,15 @@
 //!
 //! After every optimizer update the trainer calls [`Vllm::sync`], a barrier: the policy is
 //! written into `rollout.weights_dir` (file by file through a temporary directory and a rename),
-//! every server reloads it (`/collective_rpc` `reload_weights`, which needs the servers started
-//! with `VLLM_SERVER_DEV_MODE=1`), and every server then scores a fixed probe sequence whose
-//! log-probs must match popo's own. A server that still answers with its old probe, or that
+//! every server loads it, and every server then scores a fixed probe sequence whose log-probs
+//! must match popo's own. With `rollout.sync = "reload"` the directory holds the whole model and
+//! servers reload it (`/collective_rpc` `reload_weights`, which needs the servers started with
+//! `VLLM_SERVER_DEV_MODE=1`); with `"lora"` it holds a LoRA run's adapter, which every server
+//! loads in place under one name (`/v1/load_lora_adapter`, which needs `--enable-lora` and
+//! `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`), and requests then name the adapter. A server that still answers with its old probe, or that
 //! differs from popo by more than `rollout.sync_tol`, is an error, never an off-policy step.
 
-use super::config::EngineConfig;
+use super::config::{EngineConfig, SyncMode};
 use super::http::{ServerError, Servers};
 use super::Engine;
 use crate::lm::{Completion, FinishReason, SamplingParams};
@@ -26,11 +29,16 @@ use std::time::Instant;
 const INFLIGHT_PER_SERVER: usize = 16;
 /// The name of the temporary directory inside `weights_dir` that a sync writes first.
 const SYNC_TMP: &str = ".popo-sync-tmp";
+/// The name a LoRA run's adapter is served under (`rollout.sync = "lora"`).
+pub const ADAPTER_NAME: &str = "popo-policy";
 
 pub struct Vllm {
     servers: Servers,
     model: String,
     weights_dir: PathBuf,
+    sync_mode: SyncMode,
+    /// The adapter requests name once a `lora` sync has loaded it.
+    adapter: Option<String>,
     sync_tol: f64,
     /// Each server's probe log-probs at the last sync, and popo's.
     last: Vec<Option<Vec<f32>>>,
@@ -80,7 +88,9 @@ impl Vllm {
             last: vec![None; servers.len()],
             servers,
             model,
-            weights_dir: PathBuf::from(&cfg.weights_dir),
+            weights_dir: popo_model::expand_home(&cfg.weights_dir),
+            sync_mode: cfg.sync,
+            adapter: None,
             sync_tol: cfg.sync_tol,
             last_popo: None,
         })
@@ -90,9 +100,14 @@ impl Vllm {
         &self.model
     }
 
-    /// Puts every server on the policy: `write` writes it as an HF directory (into a temporary
-    /// directory that is then published into `rollout.weights_dir`), every server reloads, and
-    /// every server's log-probs of `probe` must match `popo_probe`, popo's own (one per token
+    /// The model requests name: the adapter once loaded, else the served model.
+    fn served(&self) -> &str {
+        self.adapter.as_deref().unwrap_or(&self.model)
+    }
+
+    /// Puts every server on the policy: `write` writes it as an HF directory, or a LoRA run's
+    /// adapter directory (into a temporary directory that is then published into
+    /// `rollout.weights_dir`), every server loads it, and every server's log-probs of `probe` must match `popo_probe`, popo's own (one per token
     /// after the first, at temperature 1).
     pub fn sync(
         &mut self,
@@ -102,16 +117,11 @@ impl Vllm {
     ) -> Result<SyncReport> {
         let start = Instant::now();
         publish(&self.weights_dir, write)?;
-        self.on_every_server(|s| {
-            self.servers
-                .post(
-                    s,
-                    "/collective_rpc",
-                    &json!({"method": "reload_weights"}),
-                    "reload_weights",
-                )
-                .map(|_| ())
-        })?;
+        let (path, body, request) = self.load_request()?;
+        self.on_every_server(|s| self.servers.post(s, path, &body, request).map(|_| ()))?;
+        if self.sync_mode == SyncMode::Lora {
+            self.adapter = Some(ADAPTER_NAME.to_string());
+        }
         let answers = self.on_every_server(|s| self.probe(s, probe))?;
         let mut worst = 0.0f64;
         for (s, lp) in answers.into_iter().enumerate() {
@@ -130,6 +140,33 @@ impl Vllm {
         Ok(SyncReport {
             abs_diff: worst,
             seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The call that makes a server load what `publish` wrote: path, body, and its name in errors.
+    fn load_request(&self) -> Result<(&'static str, Value, &'static str)> {
+        Ok(match self.sync_mode {
+            SyncMode::Reload => (
+                "/collective_rpc",
+                json!({"method": "reload_weights"}),
+                "reload_weights",
+            ),
+            // The servers read the adapter from this path: absolute, so that a server started
+            // in another directory finds it. In place: the same name, new weights.
+            SyncMode::Lora => {
+                let dir = std::fs::canonicalize(&self.weights_dir).with_context(|| {
+                    format!("rollout.weights_dir {}", self.weights_dir.display())
+                })?;
+                (
+                    "/v1/load_lora_adapter",
+                    json!({
+                        "lora_name": ADAPTER_NAME,
+                        "lora_path": dir.to_string_lossy(),
+                        "load_inplace": true,
+                    }),
+                    "load_lora_adapter",
+                )
+            }
         })
     }
 
@@ -156,7 +193,7 @@ impl Vllm {
     /// Server `s`'s log-probs of every token of `probe` after the first (prompt log-probs).
     fn probe(&self, s: usize, probe: &[u32]) -> Result<Vec<f32>, ServerError> {
         let body = json!({
-            "model": self.model,
+            "model": self.served(),
             "prompt": probe,
             "max_tokens": 1,
             "temperature": 1.0,
@@ -175,7 +212,7 @@ impl Vllm {
 
     /// One prompt's `params.n` samples, from server `first` or, after failures, the next ones.
     fn one(&self, i: usize, prompt: &[u32], params: &SamplingParams) -> Result<Vec<Completion>> {
-        let body = completion_body(&self.model, prompt, params, prompt_seed(params.seed, i));
+        let body = completion_body(self.served(), prompt, params, prompt_seed(params.seed, i));
         let request = format!("generate prompt {i} ({} samples)", params.n);
         let first = i % self.servers.len();
         let v = self
@@ -647,6 +684,67 @@ mod tests {
         assert!(format!("{e:#}").contains("disk full"));
         assert!(weights.join("model-00001-of-00002.safetensors").exists());
         assert!(!weights.join(SYNC_TMP).exists());
+    }
+
+    /// A fake vLLM with runtime LoRA loading: it records every request, answers the adapter
+    /// load in plain text as vLLM does, and scores the probe `[1, 7, 9]` as `probe_lp`.
+    fn lora_server(log: std::sync::Arc<Mutex<Vec<String>>>, probe_lp: [f64; 2]) -> String {
+        crate::engine::http::fake::fake(move |mut s| {
+            let req = crate::engine::http::fake::read_request(&mut s);
+            let body = if req.starts_with("GET") {
+                json!({"data": [{"id": "base"}]}).to_string()
+            } else if req.contains("/v1/load_lora_adapter") {
+                "Success: LoRA adapter 'popo-policy' added successfully.".to_string()
+            } else {
+                json!({"choices": [{"prompt_logprobs": [null,
+                    {"7": {"logprob": probe_lp[0]}}, {"9": {"logprob": probe_lp[1]}}]}]})
+                .to_string()
+            };
+            log.lock().unwrap().push(req);
+            use std::io::Write;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        })
+    }
+
+    #[test]
+    fn a_lora_sync_loads_the_adapter_in_place_and_requests_then_name_it() {
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("adapter");
+        let cfg = EngineConfig {
+            kind: super::super::config::EngineKind::Vllm,
+            servers: vec![lora_server(log.clone(), [-1.5, -0.5])],
+            request_timeout_s: 5.0,
+            sync: SyncMode::Lora,
+            weights_dir: weights.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let mut v = Vllm::connect(&cfg).unwrap();
+        assert_eq!(v.served(), "base");
+        let write = |d: &Path| Ok(std::fs::write(d.join("adapter_config.json"), "{}")?);
+        let report = v.sync(&[1, 7, 9], &[-1.5, -0.5], write).unwrap();
+        assert!(report.abs_diff < 1e-6);
+        assert!(weights.join("adapter_config.json").is_file());
+        let reqs = log.lock().unwrap().clone();
+        let load = reqs.iter().find(|r| r.contains("load_lora_adapter")).unwrap();
+        let body: Value = serde_json::from_str(&load[load.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        let canon = std::fs::canonicalize(&weights).unwrap();
+        assert_eq!(body["lora_name"], json!(ADAPTER_NAME));
+        assert_eq!(body["lora_path"], json!(canon.to_string_lossy()));
+        assert_eq!(body["load_inplace"], json!(true));
+        assert!(!reqs.iter().any(|r| r.contains("reload_weights")));
+        // The probe already names the adapter, and so does every rollout request after it.
+        let probe = reqs.iter().find(|r| r.contains("prompt_logprobs")).unwrap();
+        assert!(probe.contains("\"model\":\"popo-policy\""), "{probe}");
+        assert_eq!(v.served(), ADAPTER_NAME);
+        // A server whose probe does not match popo's fails the sync, naming it.
+        v.servers = Servers::new(&[lora_server(log, [-3.0, -3.0])], cfg.timeout(), 0);
+        let e = v.sync(&[1, 7, 9], &[-1.5, -0.5], write).unwrap_err();
+        assert!(format!("{e:#}").contains("other weights"), "{e:#}");
     }
 
     #[test]

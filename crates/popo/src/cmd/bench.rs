@@ -29,6 +29,10 @@ pub struct Args {
     /// Sequences per forward/backward inside the update.
     #[arg(long, default_value_t = 8)]
     pub micro_batch: usize,
+    /// Train fresh rank-R LoRA adapters in the update instead of the whole model (`model.lora.r`,
+    /// on every projection, alpha 32); 0: full fine-tuning. Decoding runs on the base.
+    #[arg(long, default_value_t = 0)]
+    pub lora_r: usize,
     /// Recompute activations layer by layer in the update (`optim.gradient_checkpointing`).
     #[arg(long)]
     pub gradient_checkpointing: bool,
@@ -51,6 +55,11 @@ pub fn run(args: Args) -> Result<i32> {
     let device = popo_model::device_from_str(&args.model.device)?;
     let pre = args.model.load()?;
     let loaded = popo_train::lm::Loaded::from(pre)?;
+    let lora = popo_train::lora::LoraSection {
+        r: args.lora_r,
+        ..Default::default()
+    };
+    let policy = popo_train::lora::apply(&lora, &args.model.model, args.seed, loaded.policy, None)?;
     let cfg = BenchConfig {
         batches: args.batch.clone(),
         group_size: args.group_size,
@@ -65,7 +74,7 @@ pub fn run(args: Args) -> Result<i32> {
         seed: args.seed,
     };
     let mut report = bench::run(
-        &loaded.policy,
+        &policy,
         &loaded.tokenizer,
         &device,
         &cfg,
