@@ -54,7 +54,18 @@ fn main() -> Result<()> {
     let (varmap, model) = Model::new_seeded(&cfg, &dev, DType::F32, 0, 0.02)?;
     let dir = tempfile::tempdir()?;
     popo_model::save_pretrained(dir.path(), &cfg, &varmap, DType::F32, None, None)?;
+    let mut ct_model = candle_transformers_twin(&cfg, &dir.path().join("model.safetensors"), &dev)?;
+    bench_decode(&model, &mut ct_model, &cfg, reps, new_tokens, &dev)?;
+    bench_train(&model, &cfg, reps, &dev)
+}
 
+/// candle-transformers' qwen2 with popo's shape, loaded from the weights popo saved, so that both
+/// decode the same model.
+fn candle_transformers_twin(
+    cfg: &ModelConfig,
+    weights: &std::path::Path,
+    dev: &Device,
+) -> Result<ct::ModelForCausalLM> {
     let ct_cfg = ct::Config {
         vocab_size: cfg.vocab_size,
         hidden_size: cfg.hidden_size,
@@ -71,15 +82,20 @@ fn main() -> Result<()> {
         use_sliding_window: false,
         hidden_act: candle_nn::Activation::Silu,
     };
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.path().join("model.safetensors")],
-            DType::F32,
-            &dev,
-        )?
-    };
-    let mut ct_model = ct::ModelForCausalLM::new(&ct_cfg, vb)?;
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, dev)? };
+    Ok(ct::ModelForCausalLM::new(&ct_cfg, vb)?)
+}
 
+/// Greedy decode of the same prompts by both models, interleaved run by run; prints tokens/s
+/// (median of `reps`) and how many rows agree.
+fn bench_decode(
+    model: &Model,
+    ct_model: &mut ct::ModelForCausalLM,
+    cfg: &ModelConfig,
+    reps: usize,
+    new_tokens: usize,
+    dev: &Device,
+) -> Result<()> {
     let prompts: Vec<Vec<u32>> = (0..BATCH)
         .map(|i| ids(i as u64, PROMPT, cfg.vocab_size))
         .collect();
@@ -94,14 +110,14 @@ fn main() -> Result<()> {
             ..params.clone()
         };
         let t = Instant::now();
-        let out = popo_model::generate(&model, &prompts, &p, None)?;
+        let out = popo_model::generate(model, &prompts, &p, None)?;
         Ok((
             t.elapsed().as_secs_f64(),
             out.into_iter().map(|c| c.tokens).collect(),
         ))
     };
     let flat: Vec<u32> = prompts.iter().flatten().copied().collect();
-    let prompt_t = Tensor::from_vec(flat, (BATCH, PROMPT), &dev)?;
+    let prompt_t = Tensor::from_vec(flat, (BATCH, PROMPT), dev)?;
     let mut run_ct = |n: usize| -> Result<(f64, Vec<Vec<u32>>)> {
         let t = Instant::now();
         ct_model.clear_kv_cache();
@@ -140,8 +156,12 @@ fn main() -> Result<()> {
         agree.0,
         agree.1
     );
+    Ok(())
+}
 
-    // Training forward + backward.
+/// Training forward + backward of popo's model on BATCH sequences of TRAIN_SEQ tokens; prints
+/// tokens/s (median of `reps`).
+fn bench_train(model: &Model, cfg: &ModelConfig, reps: usize, dev: &Device) -> Result<()> {
     let p: Vec<Vec<u32>> = (0..BATCH)
         .map(|i| ids(100 + i as u64, PROMPT, cfg.vocab_size))
         .collect();
@@ -150,7 +170,7 @@ fn main() -> Result<()> {
         .collect();
     let pr: Vec<&[u32]> = p.iter().map(|x| x.as_slice()).collect();
     let cr: Vec<&[u32]> = c.iter().map(|x| x.as_slice()).collect();
-    let batch = TokenBatch::new(&pr, &cr, 0, &dev)?;
+    let batch = TokenBatch::new(&pr, &cr, 0, dev)?;
     let step = || -> Result<f64> {
         let t = Instant::now();
         let out = model.forward_train(&batch, 1.0)?;

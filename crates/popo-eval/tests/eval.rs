@@ -57,32 +57,22 @@ fn run_batched(
     (r, samples)
 }
 
-#[test]
-fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model_dir = tmp.path().join("tiny");
-    tiny_checkpoint(&model_dir);
+/// The tiny checkpoint resolves to itself and stops at its tokenizer's EOS.
+fn assert_tiny_checkpoint_loads(model_dir: &Path) {
     assert_eq!(
-        popo_train::checkpoint::resolve_model_dir(&model_dir).unwrap(),
-        (model_dir.clone(), None)
+        popo_train::checkpoint::resolve_model_dir(model_dir).unwrap(),
+        (model_dir.to_path_buf(), None)
     );
-    let pre = popo_model::load_pretrained(&model_dir, &Device::Cpu, DType::F32).unwrap();
+    let pre = popo_model::load_pretrained(model_dir, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(
         pre.stop_ids().unwrap(),
         vec![pre.tokenizer.as_ref().unwrap().eos_token_id().unwrap()]
     );
+}
 
-    let cfg = EvalConfig {
-        n: 4,
-        temperature: 1.0,
-        top_p: 0.95,
-        max_new_tokens: 12,
-        template: PromptTemplate::Plain,
-        seed: 3,
-        greedy: true,
-        ..Default::default()
-    };
-    let (r, samples) = run(&model_dir, &cfg);
+/// The metrics of 5 problems x (4 samples + greedy) are what the written samples say, and every
+/// sample is scored by the verifier.
+fn assert_metrics_match_samples(r: &popo_eval::bench::BenchResult, samples: &[EvalSample]) {
     assert_eq!(samples.len(), 5 * (4 + 1));
     let m = &r.metrics;
     assert_eq!((m.num_problems, m.n), (5, 4));
@@ -104,7 +94,7 @@ fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
     assert_eq!(greedy.len(), 5);
     let gacc = greedy.iter().filter(|s| s.correct).count() as f64 / 5.0;
     assert_eq!(m.greedy_accuracy, Some(gacc));
-    for s in &samples {
+    for s in samples {
         assert!(s.num_tokens >= 1 && s.num_tokens <= 12, "{s:?}");
         assert_eq!(
             s.correct,
@@ -113,12 +103,14 @@ fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
     }
     assert_eq!(samples[0].gold, "5");
     assert_eq!(samples[5].problem, "Compute 7*8.");
+}
 
-    // Same seed: identical samples. Another seed: different samples, same greedy ones.
-    let (_, again) = run(&model_dir, &cfg);
+/// Same seed: identical samples. Another seed: different samples, same greedy ones.
+fn assert_seeds_reproduce(model_dir: &Path, cfg: &EvalConfig, samples: &[EvalSample]) {
+    let (_, again) = run(model_dir, cfg);
     assert_eq!(again, samples);
     let (_, other) = run(
-        &model_dir,
+        model_dir,
         &EvalConfig {
             seed: 4,
             ..cfg.clone()
@@ -130,24 +122,18 @@ fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
             .map(|s| s.completion.clone())
             .collect()
     };
-    assert_ne!(texts(&other, false), texts(&samples, false));
-    assert_eq!(texts(&other, true), texts(&samples, true));
+    assert_ne!(texts(&other, false), texts(samples, false));
+    assert_eq!(texts(&other, true), texts(samples, true));
+}
 
-    let results = EvalResults {
-        model: ModelInfo {
-            model: "tiny".into(),
-            checkpoint: model_dir.display().to_string(),
-            step: None,
-        },
-        config: cfg,
-        benchmarks: vec![r],
-    };
-    let table = markdown_table(&results);
+/// results.md's table and results.json's keys.
+fn assert_results_written(results: &EvalResults) {
+    let table = markdown_table(results);
     assert!(table.starts_with(
         "| benchmark | problems | avg@4 | pass@1 | pass@2 | pass@4 | maj@4 | greedy |"
     ));
     assert!(table.contains("| arith | 5 |"), "{table}");
-    let json = serde_json::to_value(&results).unwrap();
+    let json = serde_json::to_value(results).unwrap();
     for key in [
         "model",
         "checkpoint",
@@ -162,6 +148,39 @@ fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
     }
     assert!(json["benchmarks"][0]["pass@k"].is_null());
     assert!(json["benchmarks"][0]["pass_at_k"]["pass@4"].is_number());
+}
+
+#[test]
+fn eval_on_a_tiny_checkpoint_is_consistent_and_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("tiny");
+    tiny_checkpoint(&model_dir);
+    assert_tiny_checkpoint_loads(&model_dir);
+
+    let cfg = EvalConfig {
+        n: 4,
+        temperature: 1.0,
+        top_p: 0.95,
+        max_new_tokens: 12,
+        template: PromptTemplate::Plain,
+        seed: 3,
+        greedy: true,
+        ..Default::default()
+    };
+    let (r, samples) = run(&model_dir, &cfg);
+    assert_metrics_match_samples(&r, &samples);
+    assert_seeds_reproduce(&model_dir, &cfg, &samples);
+
+    let results = EvalResults {
+        model: ModelInfo {
+            model: "tiny".into(),
+            checkpoint: model_dir.display().to_string(),
+            step: None,
+        },
+        config: cfg,
+        benchmarks: vec![r],
+    };
+    assert_results_written(&results);
 }
 
 /// An HF directory made by transformers (the model crate's parity fixtures): the default

@@ -202,49 +202,54 @@ fn parse_rope(v: &Value) -> Result<(Option<RopeScaling>, Option<f64>)> {
     Ok((scaling, theta))
 }
 
-impl ModelConfig {
-    /// Reads and validates a Hugging Face config.json.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read model config {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        Self::from_hf_json(&v).with_context(|| format!("in model config {}", path.display()))
+/// The architecture named by `model_type` and `architectures`.
+fn arch_of(m: &Map<String, Value>) -> Result<Arch> {
+    let architectures: Vec<String> = m
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Arch::from_names(m.get("model_type").and_then(|x| x.as_str()), &architectures)
+}
+
+/// Refuses the fields that would change the model into one this transformer does not compute
+/// (another activation, sliding windows, MLP biases, other layer types), rather than load it and
+/// give wrong log-probs.
+fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
+    if let Some(act) = m.get("hidden_act").and_then(|x| x.as_str()) {
+        if act != "silu" {
+            bail!("unsupported hidden_act {act:?} (only silu)");
+        }
     }
+    if get_bool(m, "use_sliding_window")?.unwrap_or(false) {
+        bail!("unsupported field use_sliding_window=true (sliding-window attention is not implemented)");
+    }
+    if get_bool(m, "mlp_bias")?.unwrap_or(false) {
+        bail!("unsupported field mlp_bias=true");
+    }
+    if let Some(Value::Array(layers)) = m.get("layer_types") {
+        if layers.iter().any(|l| l.as_str() != Some("full_attention")) {
+            bail!("unsupported field layer_types: only full_attention layers are implemented");
+        }
+    }
+    Ok(())
+}
 
-    /// Parses the JSON value of a config.json.
-    pub fn from_hf_json(v: &Value) -> Result<Self> {
-        let m = v
-            .as_object()
-            .ok_or_else(|| anyhow!("config must be a JSON object"))?;
-        let architectures: Vec<String> = m
-            .get("architectures")
-            .and_then(|a| a.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let arch = Arch::from_names(m.get("model_type").and_then(|x| x.as_str()), &architectures)?;
+/// The attention's shape, checked: heads a multiple of the KV heads, an even head width.
+struct Heads {
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    /// As written in config.json (None: hidden_size / num_attention_heads).
+    head_dim: Option<usize>,
+}
 
-        if let Some(act) = m.get("hidden_act").and_then(|x| x.as_str()) {
-            if act != "silu" {
-                bail!("unsupported hidden_act {act:?} (only silu)");
-            }
-        }
-        if get_bool(m, "use_sliding_window")?.unwrap_or(false) {
-            bail!("unsupported field use_sliding_window=true (sliding-window attention is not implemented)");
-        }
-        if get_bool(m, "mlp_bias")?.unwrap_or(false) {
-            bail!("unsupported field mlp_bias=true");
-        }
-        if let Some(Value::Array(layers)) = m.get("layer_types") {
-            if layers.iter().any(|l| l.as_str() != Some("full_attention")) {
-                bail!("unsupported field layer_types: only full_attention layers are implemented");
-            }
-        }
-
+impl Heads {
+    fn of(m: &Map<String, Value>) -> Result<Self> {
         let hidden_size = req_usize(m, "hidden_size")?;
         let num_attention_heads = req_usize(m, "num_attention_heads")?;
         let num_key_value_heads =
@@ -263,15 +268,48 @@ impl ModelConfig {
         if hd % 2 != 0 {
             bail!("head_dim ({hd}) must be even for rotary embeddings");
         }
+        Ok(Self {
+            hidden_size,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+        })
+    }
+}
 
-        let (mut rope_scaling, mut theta_in_params) = (None, None);
-        for key in ["rope_scaling", "rope_parameters"] {
-            if let Some(r) = m.get(key) {
-                let (s, t) = parse_rope(r).with_context(|| format!("in field {key:?}"))?;
-                rope_scaling = rope_scaling.or(s);
-                theta_in_params = theta_in_params.or(t);
-            }
+/// RoPE scaling and theta from `rope_scaling` or (newer transformers) `rope_parameters`; the
+/// first field that gives one wins.
+fn rope_fields(m: &Map<String, Value>) -> Result<(Option<RopeScaling>, Option<f64>)> {
+    let (mut rope_scaling, mut theta_in_params) = (None, None);
+    for key in ["rope_scaling", "rope_parameters"] {
+        if let Some(r) = m.get(key) {
+            let (s, t) = parse_rope(r).with_context(|| format!("in field {key:?}"))?;
+            rope_scaling = rope_scaling.or(s);
+            theta_in_params = theta_in_params.or(t);
         }
+    }
+    Ok((rope_scaling, theta_in_params))
+}
+
+impl ModelConfig {
+    /// Reads and validates a Hugging Face config.json.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model config {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        Self::from_hf_json(&v).with_context(|| format!("in model config {}", path.display()))
+    }
+
+    /// Parses the JSON value of a config.json.
+    pub fn from_hf_json(v: &Value) -> Result<Self> {
+        let m = v
+            .as_object()
+            .ok_or_else(|| anyhow!("config must be a JSON object"))?;
+        let arch = arch_of(m)?;
+        refuse_unsupported(m)?;
+        let heads = Heads::of(m)?;
+        let (rope_scaling, theta_in_params) = rope_fields(m)?;
         let attention_bias_field = get_bool(m, "attention_bias")?.unwrap_or(false);
         let (attention_bias, o_proj_bias) = match arch {
             Arch::Qwen2 => (true, false),
@@ -290,12 +328,12 @@ impl ModelConfig {
         let cfg = ModelConfig {
             arch,
             vocab_size: req_usize(m, "vocab_size")?,
-            hidden_size,
+            hidden_size: heads.hidden_size,
             intermediate_size: req_usize(m, "intermediate_size")?,
             num_hidden_layers: req_usize(m, "num_hidden_layers")?,
-            num_attention_heads,
-            num_key_value_heads,
-            head_dim,
+            num_attention_heads: heads.num_attention_heads,
+            num_key_value_heads: heads.num_key_value_heads,
+            head_dim: heads.head_dim,
             rms_norm_eps: get_f64(m, "rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: get_f64(m, "rope_theta")?
                 .or(theta_in_params)
