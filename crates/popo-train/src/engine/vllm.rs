@@ -730,8 +730,12 @@ mod tests {
         assert!(report.abs_diff < 1e-6);
         assert!(weights.join("adapter_config.json").is_file());
         let reqs = log.lock().unwrap().clone();
-        let load = reqs.iter().find(|r| r.contains("load_lora_adapter")).unwrap();
-        let body: Value = serde_json::from_str(&load[load.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        let load = reqs
+            .iter()
+            .find(|r| r.contains("load_lora_adapter"))
+            .unwrap();
+        let body: Value =
+            serde_json::from_str(&load[load.find("\r\n\r\n").unwrap() + 4..]).unwrap();
         let canon = std::fs::canonicalize(&weights).unwrap();
         assert_eq!(body["lora_name"], json!(ADAPTER_NAME));
         assert_eq!(body["lora_path"], json!(canon.to_string_lossy()));

@@ -73,13 +73,9 @@ pub fn run(args: Args) -> Result<i32> {
         repeats: args.repeats,
         seed: args.seed,
     };
-    let mut report = bench::run(
-        &policy,
-        &loaded.tokenizer,
-        &device,
-        &cfg,
-        &mut |what| eprintln!("bench: {what}"),
-    )?;
+    let mut report = bench::run(&policy, &loaded.tokenizer, &device, &cfg, &mut |what| {
+        eprintln!("bench: {what}")
+    })?;
     report.model = args.model.model.clone();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
