@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use popo_model::data::{load_jsonl, JsonlFormat, PromptTemplate, SplitMix64};
-use popo_model::{generate_requests, Model, Request, SamplingParams, Tokenizer};
+use popo_model::{Model, Request, SamplingParams, Tokenizer};
+use popo_train::scored::{generate_scored, Draw, ScoredCompletion};
 
 use crate::metrics::{aggregate, majority_vote, Aggregate, ProblemScore, Vote};
 
@@ -146,6 +147,20 @@ pub fn score_problem(
         .iter()
         .map(|c| popo_verify::verify(gold, c))
         .collect();
+    let greedy_verdict = greedy.map(|g| popo_verify::verify(gold, g));
+    let score = problem_score(
+        &verdicts.iter().collect::<Vec<_>>(),
+        greedy_verdict.as_ref(),
+    );
+    (verdicts, greedy_verdict, score)
+}
+
+/// A problem's scores from its samples' verdicts (majority vote over equivalent answers) and
+/// its greedy verdict, if any.
+fn problem_score(
+    verdicts: &[&popo_verify::Verdict],
+    greedy: Option<&popo_verify::Verdict>,
+) -> ProblemScore {
     let votes: Vec<Vote> = verdicts
         .iter()
         .map(|v| Vote {
@@ -154,15 +169,13 @@ pub fn score_problem(
         })
         .collect();
     let (maj_correct, maj_answer, _) = majority_vote(&votes, popo_verify::answers_equivalent);
-    let greedy_verdict = greedy.map(|g| popo_verify::verify(gold, g));
-    let score = ProblemScore {
-        n: completions.len(),
+    ProblemScore {
+        n: verdicts.len(),
         correct: verdicts.iter().filter(|v| v.correct).count(),
         maj_correct,
         maj_answer: maj_answer.map(String::from),
-        greedy_correct: greedy_verdict.as_ref().map(|v| v.correct),
-    };
-    (verdicts, greedy_verdict, score)
+        greedy_correct: greedy.map(|v| v.correct),
+    }
 }
 
 fn problem_seed(seed: u64, index: usize) -> u64 {
@@ -243,25 +256,24 @@ pub fn evaluate_bench(
         stop_token_ids: stop_token_ids.to_vec(),
         ..Default::default()
     };
-    let rows_per_problem = cfg.n + cfg.greedy as usize;
-
-    let mut book = InOrder::new(total, rows_per_problem);
-    let mut on_finish = |c: popo_model::Completion| -> Result<()> {
-        let i = c.prompt_index;
-        let Some(comps) = book.add(c) else {
-            return Ok(());
-        };
-        let scored = score_completions(name, i, &examples[i], &comps, cfg, tokenizer)?;
-        progress(book.finish(i, scored, samples_out)?, total);
-        Ok(())
-    };
-    generate_requests(
+    let golds: Vec<&str> = examples.iter().map(|ex| ex.answer.as_str()).collect();
+    let draw = Draw::Requests {
         model,
-        &requests,
-        &params,
-        Some(tokenizer),
-        batch_size,
-        &mut on_finish,
+        requests: &requests,
+        params: &params,
+        max_rows: batch_size,
+    };
+    let mut book = InOrder::new(total);
+    generate_scored(
+        draw,
+        tokenizer,
+        &golds,
+        &|text, gold| popo_verify::verify(gold, text),
+        &mut |i, rows| {
+            let scored = score_completions(name, i, &examples[i], &rows, cfg)?;
+            progress(book.finish(i, scored, samples_out)?, total);
+            Ok(())
+        },
     )
     .with_context(|| format!("sampling {name}"))?;
     let written = book.scores.len();
@@ -279,11 +291,9 @@ pub fn evaluate_bench(
     })
 }
 
-/// Problems finish out of order; samples.jsonl lists them in order. Holds each unfinished
-/// problem's rows, then each finished problem until every earlier one is written.
+/// Problems finish out of order; samples.jsonl lists them in order. Holds each finished problem
+/// until every earlier one is written.
 struct InOrder {
-    rows: Vec<Vec<Option<popo_model::Completion>>>,
-    rows_per_problem: usize,
     scored: Vec<Option<Scored>>,
     /// The scores written so far, in problem order.
     scores: Vec<ProblemScore>,
@@ -292,30 +302,13 @@ struct InOrder {
 }
 
 impl InOrder {
-    fn new(problems: usize, rows_per_problem: usize) -> Self {
+    fn new(problems: usize) -> Self {
         InOrder {
-            rows: vec![Vec::new(); problems],
-            rows_per_problem,
             scored: (0..problems).map(|_| None).collect(),
             scores: Vec::with_capacity(problems),
             tokens: 0,
             done: 0,
         }
-    }
-
-    /// Takes a finished row; returns its problem's rows (samples in order, then the greedy one)
-    /// once it has them all.
-    fn add(&mut self, c: popo_model::Completion) -> Option<Vec<popo_model::Completion>> {
-        let got = &mut self.rows[c.prompt_index];
-        if got.is_empty() {
-            got.resize(self.rows_per_problem, None);
-        }
-        let s = c.sample_index;
-        got[s] = Some(c);
-        if got.iter().any(Option::is_none) {
-            return None;
-        }
-        Some(std::mem::take(got).into_iter().flatten().collect())
     }
 
     /// Files problem `i`'s result and writes every problem now next in line; returns the count of
@@ -364,23 +357,19 @@ fn requests(
         .collect()
 }
 
-/// Decodes and scores problem `i`'s completions (its `n` samples, then the greedy one when
-/// `cfg.greedy`) into samples.jsonl lines and its score.
+/// Problem `i`'s scored completions (its `n` samples, then the greedy one when `cfg.greedy`) as
+/// samples.jsonl lines and its score.
 fn score_completions(
     name: &str,
     i: usize,
     ex: &popo_model::data::Example,
-    comps: &[popo_model::Completion],
+    rows: &[ScoredCompletion<popo_verify::Verdict>],
     cfg: &EvalConfig,
-    tokenizer: &Tokenizer,
 ) -> Result<Scored> {
-    let (sampled, greedy) = comps.split_at(cfg.n);
-    let decode = |c: &popo_model::Completion| tokenizer.decode(&c.tokens, true);
-    let texts = sampled.iter().map(decode).collect::<Result<Vec<_>>>()?;
+    let (sampled, greedy) = rows.split_at(cfg.n);
     let greedy = greedy.first();
-    let greedy_text = greedy.map(decode).transpose()?;
-    let (verdicts, greedy_verdict, score) =
-        score_problem(&ex.answer, &texts, greedy_text.as_deref());
+    let verdicts: Vec<&popo_verify::Verdict> = sampled.iter().map(|r| &r.score).collect();
+    let score = problem_score(&verdicts, greedy.map(|r| &r.score));
     let line = |sample_index: Option<usize>,
                 c: &popo_model::Completion,
                 completion: &str,
@@ -400,17 +389,17 @@ fn score_completions(
             finish_reason: c.finish_reason,
         })?)
     };
-    let mut lines = Vec::with_capacity(comps.len());
-    for (j, ((c, t), v)) in sampled.iter().zip(&texts).zip(&verdicts).enumerate() {
-        lines.push(line(Some(j), c, t, v)?);
+    let mut lines = Vec::with_capacity(rows.len());
+    for (j, r) in sampled.iter().enumerate() {
+        lines.push(line(Some(j), &r.completion, &r.text, &r.score)?);
     }
-    if let (Some(c), Some(t), Some(v)) = (greedy, &greedy_text, &greedy_verdict) {
-        lines.push(line(None, c, t, v)?);
+    if let Some(r) = greedy {
+        lines.push(line(None, &r.completion, &r.text, &r.score)?);
     }
     Ok(Scored {
         lines,
         score,
-        tokens: comps.iter().map(|c| c.tokens.len()).sum(),
+        tokens: rows.iter().map(|r| r.completion.tokens.len()).sum(),
     })
 }
 

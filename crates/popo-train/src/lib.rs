@@ -26,6 +26,7 @@ pub mod progress;
 pub mod reward;
 pub mod rollout;
 pub mod rollouts;
+pub mod scored;
 pub mod setup;
 pub mod sft;
 pub mod state;

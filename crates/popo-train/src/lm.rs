@@ -8,12 +8,14 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use popo_model::adapter::{self, LoraSpec};
-use popo_model::{LoraWeights, Model, ModelConfig};
+use popo_model::{LoraWeights, ModelConfig};
 use std::collections::HashSet;
 use std::path::Path;
 
 pub use popo_model::sampler::{decode_stats, with_host_sampling, DecodeStats};
-pub use popo_model::{Completion, FinishReason, SamplingParams, Tokenizer};
+pub use popo_model::{
+    generate_requests, Completion, FinishReason, Model, Request, SamplingParams, Tokenizer,
+};
 
 /// A checkpoint loaded for training.
 pub struct Loaded {

@@ -7,8 +7,9 @@ use crate::data::{Prompt, Shuffler};
 use crate::engine::Engine;
 use crate::lm::{FinishReason, SamplingParams, Tokenizer};
 use crate::metrics::{names, SampleRecord, StepMetrics};
-use crate::reward::{self, Reward};
+use crate::reward::{self, Reward, RewardOut};
 use crate::rollouts::{Rollout, RolloutBatch};
+use crate::scored::{generate_scored, Draw, ScoredCompletion};
 use anyhow::Result;
 use popo_model::passk::PassAtK;
 
@@ -186,23 +187,17 @@ impl Actor<'_> {
             seed,
             ..Default::default()
         };
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
-        let comps = self.engine.generate(&ids, &params)?;
-        let texts: Vec<String> = comps
-            .iter()
-            .map(|c| self.tokenizer.decode(&c.tokens, true))
-            .collect::<Result<_>>()?;
-        let items: Vec<(&str, &str)> = comps
-            .iter()
-            .zip(&texts)
-            .map(|(c, t)| (t.as_str(), prompts[c.prompt_index].answer.as_str()))
-            .collect();
-        let scores = reward::score_batch(self.reward, &items);
+        let rows = self.sample_scored(prompts, &params)?;
         let rw = &self.cfg.reward;
-        let mut rollouts = Vec::with_capacity(comps.len());
-        let mut records = Vec::with_capacity(comps.len());
+        let mut rollouts = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(rows.len());
         let mut tokens = 0;
-        for ((c, text), s) in comps.into_iter().zip(texts).zip(scores) {
+        for ScoredCompletion {
+            completion: c,
+            text,
+            score: s,
+        } in rows
+        {
             let truncated = c.finish_reason == FinishReason::Length;
             let mut reward = s.reward as f64;
             if rw.overlong_shaping {
@@ -333,23 +328,39 @@ impl Actor<'_> {
                 seed: seed(i as u64),
                 ..params.clone()
             };
-            let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
-            let out = self.engine.generate(&ids, &params)?;
-            let texts: Vec<String> = out
-                .iter()
-                .map(|c| self.tokenizer.decode(&c.tokens, true))
-                .collect::<Result<_>>()?;
-            let items: Vec<(&str, &str)> = texts
-                .iter()
-                .zip(&out)
-                .map(|(t, c)| (t.as_str(), prompts[c.prompt_index].answer.as_str()))
-                .collect();
-            let scores = reward::score_batch(self.reward, &items);
-            for (c, s) in out.iter().zip(scores) {
-                correct[i * chunk + c.prompt_index] += s.correct as usize;
+            for row in self.sample_scored(prompts, &params)? {
+                correct[i * chunk + row.completion.prompt_index] += row.score.correct as usize;
             }
         }
         Ok(correct)
+    }
+
+    /// `params.n` completions of each prompt from the engine, scored by the reward against the
+    /// prompt's answer: grouped by prompt, in prompt order.
+    fn sample_scored(
+        &self,
+        prompts: &[Prompt],
+        params: &SamplingParams,
+    ) -> Result<Vec<ScoredCompletion<RewardOut>>> {
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+        let golds: Vec<&str> = prompts.iter().map(|p| p.answer.as_str()).collect();
+        let draw = Draw::Engine {
+            engine: self.engine,
+            prompts: &ids,
+            params,
+        };
+        let mut rows = Vec::with_capacity(ids.len() * params.n);
+        generate_scored(
+            draw,
+            self.tokenizer,
+            &golds,
+            &|text, gold| self.reward.score(text, gold),
+            &mut |_, group| {
+                rows.extend(group);
+                Ok(())
+            },
+        )?;
+        Ok(rows)
     }
 }
 
