@@ -116,20 +116,19 @@ fn err(name: &str, places: &Places) -> String {
     format!("{:#}", find(name, places).unwrap_err())
 }
 
-#[test]
-fn published_jsonl_and_parquet_convert_once_and_resolve_for_eval() {
-    let tmp = tempfile::tempdir().unwrap();
-    let hub = tmp.path().join("hub");
-    let p = places(tmp.path());
+/// A hub cache with a JSONL and a parquet publication of each kind popo reads: plain text
+/// fields, GSM8K's `####` solutions (snappy), an int64 answer (zstd), a float answer (gzip) and
+/// a list answer.
+fn publish_one_of_each(hub: &Path) {
     publish(
-        &hub,
+        hub,
         "HuggingFaceH4/MATH-500",
         "test.jsonl",
         b"{\"problem\": \"1+1?\", \"answer\": \"2\", \"level\": 1}\n\n\
           {\"problem\": \"2+2?\", \"answer\": \"4\"}\n",
     );
     publish(
-        &hub,
+        hub,
         "openai/gsm8k",
         "main/test-00000-of-00001.parquet",
         &gsm8k_parquet(),
@@ -146,7 +145,7 @@ fn published_jsonl_and_parquet_convert_once_and_resolve_for_eval() {
         Compression::ZSTD(ZstdLevel::default()),
     );
     publish(
-        &hub,
+        hub,
         "MathArena/aime_2025",
         "data/train-00000-of-00001.parquet",
         &aime,
@@ -157,16 +156,23 @@ fn published_jsonl_and_parquet_convert_once_and_resolve_for_eval() {
         vec![Col::Text(vec![Some("How far?")]), Col::Double(vec![27.0])],
         Compression::GZIP(GzipLevel::default()),
     );
-    publish(&hub, "math-ai/amc23", "test-00000-of-00001.parquet", &amc);
+    publish(hub, "math-ai/amc23", "test-00000-of-00001.parquet", &amc);
     // OlympiadBench's `final_answer` is a list.
     publish(
-        &hub,
+        hub,
         "math-ai/olympiadbench",
         "test.jsonl",
         b"{\"question\": \"Find all n.\", \"final_answer\": [\"$3$\"]}\n\
           {\"question\": \"Both?\", \"final_answer\": [\"1\", \"2\"]}\n",
     );
+}
 
+#[test]
+fn published_jsonl_and_parquet_convert_once_and_resolve_for_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let p = places(tmp.path());
+    publish_one_of_each(&hub);
     let converted = tmp.path().join("popo/data");
     let expect = [
         ("math500", vec![("1+1?", "2"), ("2+2?", "4")]),
@@ -321,10 +327,10 @@ fn a_missing_download_prints_the_command_that_fetches_it() {
     );
 }
 
-/// Each broken publication fails with the file, the row or line and the field, and leaves no
+/// Each broken parquet publication fails with the file, the row and the field, and leaves no
 /// copy behind (a half copy would be read as the benchmark next time).
 #[test]
-fn broken_publications_name_file_row_and_field() {
+fn broken_parquet_publications_name_file_row_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = tmp.path().join("hub");
     let p = places(tmp.path());
@@ -337,8 +343,7 @@ fn broken_publications_name_file_row_and_field() {
             Compression::UNCOMPRESSED,
         )
     };
-    let cases: Vec<(&str, Vec<u8>, &[&str])> =
-        vec![
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
         // The answer column is missing: its name and the columns there are.
         (
             "missing column",
@@ -354,7 +359,8 @@ fn broken_publications_name_file_row_and_field() {
         (
             "wrong type",
             parquet_bytes(
-                "message schema { OPTIONAL BYTE_ARRAY question (UTF8); REQUIRED BOOLEAN answer; }",
+                "message schema { OPTIONAL BYTE_ARRAY question (UTF8);
+                                  REQUIRED BOOLEAN answer; }",
                 vec![Col::Text(vec![Some("q")]), Col::Bool(vec![true])],
                 Compression::SNAPPY,
             ),
@@ -376,7 +382,11 @@ fn broken_publications_name_file_row_and_field() {
             &["row 1", "field `question` is empty"],
         ),
         ("no rows", text2(vec![], vec![]), &["no problems"]),
-        ("not parquet", b"{\"question\": \"q\"}\n".to_vec(), &["not a parquet file"]),
+        (
+            "not parquet",
+            b"{\"question\": \"q\"}\n".to_vec(),
+            &["not a parquet file"],
+        ),
         (
             "truncated",
             gsm8k_parquet()[..gsm8k_parquet().len() / 2].to_vec(),
@@ -391,6 +401,15 @@ fn broken_publications_name_file_row_and_field() {
             assert!(msg.contains(w), "{what}: {msg}");
         }
     }
+    assert_nothing_converted(tmp.path());
+}
+
+/// Each broken JSONL publication fails with the file, the line and the field.
+#[test]
+fn broken_jsonl_publications_name_file_line_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let p = places(tmp.path());
     let mat = "test.jsonl";
     let jsonl_cases: [(&str, &str, &[&str]); 4] = [
         (
@@ -422,7 +441,12 @@ fn broken_publications_name_file_row_and_field() {
             assert!(msg.contains(w), "{what}: {msg}");
         }
     }
-    let converted = tmp.path().join("popo/data");
+    assert_nothing_converted(tmp.path());
+}
+
+/// No copy and no temporary file under `root`'s popo cache.
+fn assert_nothing_converted(root: &Path) {
+    let converted = root.join("popo/data");
     let left = std::fs::read_dir(&converted).map_or(0, |d| d.count());
     assert_eq!(
         left,
