@@ -16,7 +16,8 @@ use popo_train::scored::{generate_scored, Draw, ScoredCompletion};
 
 use crate::metrics::{aggregate, majority_vote, Aggregate, ProblemScore, Vote};
 
-/// Benchmark names that resolve to `<data dir>/<name>.jsonl`.
+/// Benchmark names: each resolves to `<data dir>/<name>.jsonl` or to its public dataset
+/// (`datasets::SOURCES`).
 pub const KNOWN_BENCHMARKS: &[&str] = &[
     "math500",
     "aime24",
@@ -28,9 +29,18 @@ pub const KNOWN_BENCHMARKS: &[&str] = &[
 ];
 
 /// A path to a JSONL file, a name in the data directory, or a known benchmark name, found as
-/// `datasets::find` finds it (the data directory, popo's converted copy, the Hugging Face cache).
-/// Returns the benchmark's display name and file.
+/// `datasets::find` finds it (the data directory, popo's converted copy, the Hugging Face cache,
+/// a download in a `hub` build). Returns the benchmark's display name and file.
 pub fn resolve_bench(name_or_path: &str, data_dir: Option<&Path>) -> Result<(String, PathBuf)> {
+    resolve_bench_in(name_or_path, &crate::datasets::Places::from_env(data_dir))
+}
+
+/// `resolve_bench` with the places to look in given (tests give their own, not the user's).
+pub fn resolve_bench_in(
+    name_or_path: &str,
+    places: &crate::datasets::Places,
+) -> Result<(String, PathBuf)> {
+    let data_dir = places.data_dir.as_deref();
     let as_path = Path::new(name_or_path);
     if as_path.is_file() {
         let name = as_path
@@ -51,7 +61,7 @@ pub fn resolve_bench(name_or_path: &str, data_dir: Option<&Path>) -> Result<(Str
             KNOWN_BENCHMARKS.join(", ")
         );
     }
-    let found = crate::datasets::find(name_or_path, &crate::datasets::Places::from_env(data_dir))?;
+    let found = crate::datasets::find(name_or_path, places)?;
     Ok((name_or_path.to_string(), found))
 }
 
@@ -483,21 +493,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("amc23.jsonl");
         std::fs::write(&f, "{\"problem\":\"1+1\",\"answer\":\"2\"}\n").unwrap();
+        // Empty caches of the test's own, and no download: the user's caches play no part.
+        let places = |data_dir: Option<&Path>| crate::datasets::Places {
+            data_dir: data_dir.map(Path::to_path_buf),
+            converted: Some(dir.path().join("popo")),
+            hf_cache: Some(dir.path().join("hub")),
+            download: false,
+        };
         assert_eq!(
-            resolve_bench("amc23", Some(dir.path())).unwrap(),
+            resolve_bench_in("amc23", &places(Some(dir.path()))).unwrap(),
             ("amc23".to_string(), f.clone())
         );
         assert_eq!(
-            resolve_bench(f.to_str().unwrap(), None).unwrap(),
+            resolve_bench_in(f.to_str().unwrap(), &places(None)).unwrap(),
             ("amc23".to_string(), f.clone())
         );
         let err = format!(
             "{:#}",
-            resolve_bench("aime24", Some(dir.path())).unwrap_err()
+            resolve_bench_in("aime24", &places(Some(dir.path()))).unwrap_err()
         );
         assert!(err.contains("aime24.jsonl"), "{err}");
-        let err = format!("{:#}", resolve_bench("aime24", None).unwrap_err());
+        let err = format!(
+            "{:#}",
+            resolve_bench_in("aime24", &places(None)).unwrap_err()
+        );
         assert!(err.contains("POPO_DATA"), "{err}");
+        let err = format!("{:#}", resolve_bench_in("nope", &places(None)).unwrap_err());
+        assert!(err.contains("not a file or a known name"), "{err}");
     }
 
     /// The shared benchmark data (`POPO_DATA`, else `../shared/data` next to the repository).

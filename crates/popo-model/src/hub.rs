@@ -413,7 +413,8 @@ pub fn resolve_model_path(name_or_dir: &str) -> Result<PathBuf> {
         bail!(
             "{name_or_dir:?} is not a local directory and is not in the Hugging Face cache; \
              this build cannot download models (build with `--features hub`, or run \
-             `huggingface-cli download {name_or_dir}`, or pass a local directory)"
+             `hf download {name_or_dir}` (`huggingface-cli download {name_or_dir}` with \
+             huggingface_hub before 1.0), or pass a local directory)"
         );
     }
     bail!("model directory {name_or_dir} does not exist")
@@ -422,9 +423,9 @@ pub fn resolve_model_path(name_or_dir: &str) -> Result<PathBuf> {
 /// Downloads config, weights (single or sharded), tokenizer and generation config of a hub repo.
 #[cfg(feature = "hub")]
 fn download(repo: &str) -> Result<PathBuf> {
-    let api = hf_hub::api::sync::Api::new()
-        .map_err(|e| anyhow!("cannot start the Hugging Face hub client: {e}"))?;
-    let r = api.model(repo.to_string());
+    let cache = hf_hub_cache()
+        .context("no Hugging Face cache to download into: set HF_HUB_CACHE or HOME")?;
+    let r = hub_api(&cache)?.model(repo.to_string());
     let get = |f: &str| {
         r.get(f).map_err(|e| {
             anyhow!("cannot download {f} of {repo} (no network, or no such repo/file?): {e}")
@@ -467,15 +468,73 @@ fn weight_files_from_index(index: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// The standard Hugging Face hub cache: `$HF_HUB_CACHE`, `$HF_HOME/hub` or
-/// `~/.cache/huggingface/hub` (models and datasets alike).
+/// A hub client that downloads into `cache`: hf-hub's own default ignores `HF_HUB_CACHE` and
+/// `XDG_CACHE_HOME` (and panics without a home directory), so files would land where popo does
+/// not look. `HF_ENDPOINT` (a mirror) is honoured as huggingface_hub honours it.
+#[cfg(feature = "hub")]
+fn hub_api(cache: &Path) -> Result<hf_hub::api::sync::Api> {
+    let mut builder =
+        hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf()));
+    if let Some(endpoint) = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder
+        .build()
+        .map_err(|e| anyhow!("cannot start the Hugging Face hub client: {e}"))
+}
+
+/// Downloads `file` of dataset `repo` into the hub cache `cache`, in its standard layout
+/// (`datasets--org--name/snapshots/<rev>/<file>` with `refs/main`), giving up after `timeout`.
+/// The path of the snapshot's copy.
+#[cfg(feature = "hub")]
+pub fn download_dataset_file(
+    repo: &str,
+    file: &str,
+    cache: &Path,
+    timeout: std::time::Duration,
+) -> Result<PathBuf> {
+    let api = hub_api(cache)?;
+    let what = format!("{file} of dataset {repo}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (r, f) = (repo.to_string(), file.to_string());
+    // hf-hub's blocking client has no overall timeout (a stalled transfer waits for ever), so
+    // the download runs on a thread of its own; one that outlives `timeout` is left behind,
+    // the caller fails and the process ends. A panic in it ends the thread, not popo.
+    std::thread::spawn(move || {
+        let _ = tx.send(api.dataset(r).get(&f).map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(path)) => Ok(path),
+        Ok(Err(e)) => bail!(
+            "cannot download {what} into {} (no network, or no such dataset or file?): {e}",
+            cache.display()
+        ),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => bail!(
+            "downloading {what} into {} took over {} s; gave up",
+            cache.display(),
+            timeout.as_secs()
+        ),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            bail!("downloading {what} into {} failed", cache.display())
+        }
+    }
+}
+
+/// The standard Hugging Face hub cache, where huggingface_hub (and `hf download`) put files:
+/// `$HF_HUB_CACHE` (or its older name `$HUGGINGFACE_HUB_CACHE`), `$HF_HOME/hub`,
+/// `$XDG_CACHE_HOME/huggingface/hub` or `~/.cache/huggingface/hub` (models and datasets alike).
+/// Empty variables count as unset.
 pub fn hf_hub_cache() -> Option<PathBuf> {
-    std::env::var_os("HF_HUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-        })
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("HF_HUB_CACHE")
+        .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+        .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
+        .or_else(|| var("XDG_CACHE_HOME").map(|c| c.join("huggingface/hub")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache/huggingface/hub")))
 }
 
 /// The newest snapshot of `repo` in the standard Hugging Face cache (`$HF_HOME/hub` or

@@ -60,12 +60,16 @@ fn eval_writes_results_samples_and_a_table() {
     let samples = std::fs::read_to_string(out.join("samples.jsonl")).unwrap();
     assert_eq!(samples.lines().count(), 2 * 3);
 
-    // An unknown benchmark fails before loading anything, naming where it looked.
+    // A benchmark found nowhere fails before loading anything, naming where it looked (empty
+    // caches of the test's own; HF_HUB_OFFLINE keeps a `hub` build from downloading it).
     let o = popo()
         .args(["eval", "--model"])
         .arg(&model)
         .args(["--bench", "aime24"])
         .env("POPO_DATA", &data)
+        .env("POPO_CACHE", tmp.path().join("cache"))
+        .env("HF_HUB_CACHE", tmp.path().join("hub"))
+        .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
