@@ -3,7 +3,11 @@
 per-token log-probs of real completions equal popo's (`popo score`) within a tolerance.
 
     tools/.venv/bin/python tools/check_trained_model.py CHECKPOINT RUN/samples.jsonl \
-        [--popo target/release/popo] [--n 16] [--tol 1e-4]
+        [--popo target/release/popo] [--popo-model DIR] [--n 16] [--tol 1e-4]
+
+A LoRA run's checkpoint (a PEFT adapter) loads through PEFT over its base. With --popo-model,
+popo scores another directory than the one transformers loads: `popo export --merge`'s output
+in transformers against the adapter it came from in popo checks the merge.
 
 The completions are the run's own samples (prompt and completion text, as the trainer wrote
 them). Prints the largest absolute difference over all completion tokens and exits 1 above the
@@ -26,14 +30,22 @@ def main():
     ap.add_argument("checkpoint")
     ap.add_argument("samples")
     ap.add_argument("--popo", default="target/release/popo")
+    ap.add_argument("--popo-model", help="what popo scores (default: CHECKPOINT)")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-4)
     args = ap.parse_args()
 
-    tok = AutoTokenizer.from_pretrained(args.checkpoint)
+    ckpt = pathlib.Path(args.checkpoint)
+    adapter = ckpt / "adapter_config.json"
+    base = json.loads(adapter.read_text())["base_model_name_or_path"] if adapter.exists() else ckpt
+    tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(
-        args.checkpoint, dtype=torch.float32, attn_implementation="eager"
+        base, dtype=torch.float32, attn_implementation="eager"
     )
+    if adapter.exists():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, ckpt)
     model.eval()
 
     rows = []
@@ -53,7 +65,7 @@ def main():
         out = pathlib.Path(tmp) / "out.jsonl"
         inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         subprocess.run(
-            [args.popo, "score", "--model", args.checkpoint, "--input", str(inp), "--output", str(out)],
+            [args.popo, "score", "--model", args.popo_model or args.checkpoint, "--input", str(inp), "--output", str(out)],
             check=True,
         )
         popo = [json.loads(line) for line in out.read_text().splitlines()]

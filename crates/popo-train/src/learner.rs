@@ -24,6 +24,9 @@ pub struct MicroLoss {
     pub stats: Vec<(&'static str, f64)>,
     /// Completion tokens back-propagated.
     pub tokens: usize,
+    /// Positions through the forward and backward: rows x padded length, prompts included (what
+    /// `popo bench` counts for its update figure).
+    pub seq_tokens: usize,
 }
 
 impl MicroLoss {
@@ -57,6 +60,7 @@ impl MicroLoss {
             grads,
             stats,
             tokens: mb.completion_lens.iter().sum(),
+            seq_tokens: mb.tokens.input_ids.elem_count(),
         })
     }
 }
@@ -76,6 +80,7 @@ pub struct Update {
     /// Micro-batch stats summed, in first-seen order.
     pub stats: Vec<(&'static str, f64)>,
     pub tokens: usize,
+    pub seq_tokens: usize,
 }
 
 pub struct Learner {
@@ -155,13 +160,14 @@ impl Learner {
         let factor = view.factor;
         let mut acc = GradAccum::new(self.params.vars());
         let mut stats: Vec<(&'static str, f64)> = Vec::new();
-        let mut tokens = 0;
+        let (mut tokens, mut seq_tokens) = (0, 0);
         in_waves(
             n,
             self.width,
             |k| micro(k, &view),
             |m| {
                 tokens += m.tokens;
+                seq_tokens += m.seq_tokens;
                 for (k, v) in m.stats {
                     match stats.iter_mut().find(|(name, _)| *name == k) {
                         Some(e) => e.1 += v,
@@ -195,6 +201,7 @@ impl Learner {
             grad_norm,
             stats,
             tokens,
+            seq_tokens,
         })
     }
 }

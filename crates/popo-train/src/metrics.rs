@@ -62,6 +62,9 @@ pub mod names {
     pub const TIME_TRAIN: &str = "perf/time_train_s";
     pub const TIME_STEP: &str = "perf/time_step_s";
     pub const TOKENS_BACKPROP: &str = "perf/tokens_backprop";
+    /// The training phase's positions (rows x padded length, prompts included) per second: the
+    /// figure `popo bench` reports for an update.
+    pub const TRAIN_SEQ_TOKENS_PER_S: &str = "perf/train_seq_tokens_per_s";
     // DAPO dynamic sampling
     /// Rollouts from another engine (vLLM): |log pi_engine - log pi_old| per completion token,
     /// its mean and max over the step; the truncated importance weights' mean and the share of

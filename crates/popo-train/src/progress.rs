@@ -89,7 +89,9 @@ impl Clock {
         self.last = now;
     }
 
-    pub fn log(&self, m: &mut StepMetrics, rollout_tokens: usize, train_tokens: usize) {
+    /// `trained`: completion tokens back-propagated, and positions through the training forward.
+    pub fn log(&self, m: &mut StepMetrics, rollout_tokens: usize, trained: (usize, usize)) {
+        let (train_tokens, seq_tokens) = trained;
         let time = |n| self.laps.iter().find(|(k, _)| *k == n).map_or(0.0, |l| l.1);
         let per_s = |tokens: usize, t: f64| tokens as f64 / t.max(1e-9);
         m.set(
@@ -99,6 +101,10 @@ impl Clock {
         m.set(
             names::TRAIN_TOKENS_PER_S,
             per_s(train_tokens, time(names::TIME_TRAIN)),
+        );
+        m.set(
+            names::TRAIN_SEQ_TOKENS_PER_S,
+            per_s(seq_tokens, time(names::TIME_TRAIN)),
         );
         m.set(names::TOKENS_BACKPROP, train_tokens as f64);
         m.set_all(&self.laps);

@@ -310,30 +310,31 @@ impl Trainer {
         clock.lap(names::TIME_PREPARE);
 
         // 5-6. per micro-batch: forward -> loss -> backward; clip + AdamW; after_step (EMA).
-        let train_tokens = self.train_on(&sampled.batch, &prep, tis.as_deref(), &mut m)?;
+        let trained = self.train_on(&sampled.batch, &prep, tis.as_deref(), &mut m)?;
         clock.lap(names::TIME_TRAIN);
         if let Some(p) = probe {
             p.finish(&self.policy, &mut m)?;
         }
 
         // 7. metrics.
-        clock.log(&mut m, sampled.tokens, train_tokens);
+        clock.log(&mut m, sampled.tokens, trained);
         self.end_step(m, &sampled.records)
     }
 
-    /// `algo.num_iterations` updates on the prepared batch. Returns the tokens back-propagated.
+    /// `algo.num_iterations` updates on the prepared batch. Returns the tokens back-propagated:
+    /// completion tokens, and positions through the forward.
     fn train_on(
         &mut self,
         batch: &RolloutBatch,
         prep: &Prepared,
         tis: Option<&[Vec<f32>]>,
         m: &mut StepMetrics,
-    ) -> Result<usize> {
+    ) -> Result<(usize, usize)> {
         let rows = prep.included();
         let chunks: Vec<&[usize]> = rows.chunks(self.cfg.optim.micro_batch_size).collect();
         let (temp, pad) = (self.cfg.rollout.temperature, self.pad_id);
         let total = self.cfg.run.steps * self.cfg.algo.num_iterations;
-        let mut tokens = 0;
+        let (mut tokens, mut seq_tokens) = (0, 0);
         for _ in 0..self.cfg.algo.num_iterations {
             if rows.is_empty() {
                 break;
@@ -350,6 +351,7 @@ impl Trainer {
             let lr = lr_at(&self.cfg.optim, done, total);
             let u = self.learner.update(chunks.len(), lr, micro)?;
             tokens += u.tokens;
+            seq_tokens += u.seq_tokens;
             self.learner.log(&u, m);
             if !self.state.record(u.outcome, m.step) {
                 break;
@@ -357,7 +359,7 @@ impl Trainer {
             m.set(names::LR, lr);
             m.set_all(&self.algo.after_step(&self.learner.params.full_named()?)?);
         }
-        Ok(tokens)
+        Ok((tokens, seq_tokens))
     }
 
     /// Advances the state, logs the step and its samples, and stops the run after
