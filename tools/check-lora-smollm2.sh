@@ -7,8 +7,9 @@
 # 1. PEFT makes an adapter over SmolLM2 (seeded values, B non-zero) and records its log-probs,
 #    merge_and_unload()'s log-probs and merged weights; popo loads that adapter and must give the
 #    same (the ignored SmolLM2 tests of crates/popo-model/tests/lora.rs, tolerance 1e-4).
-# 2. popo trains its own adapter: POPO on the chain_sum recipe for 2 steps at lr 1e-4. PEFT loads
-#    the checkpoint popo wrote and must score the run's completions as `popo score` does; the
+# 2. popo trains its own adapter: POPO on the chain_sum recipe for 3 steps at lr 2e-3 (large, so
+#    that the adapter moves well away from B = 0, which would pass every check). PEFT loads the
+#    checkpoint popo wrote and must score the run's completions as `popo score` does; the
 #    model `popo export --merge` writes, loaded by transformers, must score them as popo scores
 #    the adapter (tools/check_trained_model.py, tolerance 1e-4).
 #
@@ -37,11 +38,11 @@ echo "== 2. PEFT and transformers load what popo trained"
 cargo build --release -p popo
 popo="${CARGO_TARGET_DIR:-target}/release/popo"
 "$popo" train --config recipes/smollm2-chain-sum.toml --model "$model" \
-    --data "$data/train.jsonl" --eval-data "$data/test.jsonl" --steps 2 --out "$work/run" \
-    --set model.lora.r=16 --set model.lora.alpha=32 --set optim.lr=1e-4 \
-    --set optim.warmup_ratio=0 --set run.save_every=2 --set run.eval_size=8 \
+    --data "$data/train.jsonl" --eval-data "$data/test.jsonl" --steps 3 --out "$work/run" \
+    --set model.lora.r=16 --set model.lora.alpha=32 --set optim.lr=2e-3 \
+    --set optim.warmup_ratio=0 --set run.save_every=3 --set run.eval_size=8 \
     --set run.final_pass_at_k_samples=0 --set run.probe_every=0 --set run.tensorboard=false
-ckpt="$work/run/checkpoints/step-000002"
+ckpt="$work/run/checkpoints/step-000003"
 # A trained adapter, not the initial one (B = 0 would make every check trivially pass).
 "$py" - "$ckpt" <<'EOF'
 import sys
@@ -52,6 +53,12 @@ print(f"{len(w)} adapter tensors, max |B| = {b:.3g}")
 sys.exit(0 if b > 0 else "the adapter did not train: every lora_B is zero")
 EOF
 "$py" tools/check_trained_model.py "$ckpt" "$work/run/samples.jsonl" --popo "$popo"
+# The same completions under the base model must score differently: the adapter matters.
+if "$py" tools/check_trained_model.py "$ckpt" "$work/run/samples.jsonl" --popo "$popo" \
+    --popo-model "$model" --tol 1e-3; then
+    echo "the trained adapter scores as the base model does" >&2
+    exit 1
+fi
 "$popo" export --merge "$ckpt" --out "$work/merged"
 "$py" tools/check_trained_model.py "$work/merged" "$work/run/samples.jsonl" --popo "$popo" \
     --popo-model "$ckpt"
