@@ -37,7 +37,7 @@ pub struct Sampled {
     pub refill: Option<(usize, usize)>,
 }
 
-/// Reward and length statistics of a set of rollouts (ALGORITHMS.md, "Diagnostics").
+/// Reward and length statistics of a set of rollouts (docs/algorithms.md, "Diagnostics").
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RolloutStats {
     pub reward_mean: f64,

@@ -1,6 +1,6 @@
 //! One decoder-only transformer covering Qwen2/Qwen2.5, Qwen3 and Llama 3, written from primitive
 //! candle ops so that autograd reaches every weight (candle-nn's fused softmax/rms_norm/rope detach
-//! their outputs, see STACK.md).
+//! their outputs, see ARCHITECTURE.md).
 //!
 //! Positions come from the attention mask (`cumsum - 1`), and attention adds a causal plus
 //! key-padding bias, so left-padded prompts (sampling) and right-padded sequences (training) both
