@@ -28,16 +28,36 @@ pub fn tis_weights(old: &[f32], engine: &[f32], cap: f64) -> Vec<f32> {
         .collect()
 }
 
-/// Scores `batch` with the policy in `ctx` (its rollout-time weights), logs the engine's
-/// log-prob difference (mean and max over completion tokens) and, with `cap` > 0, the importance
-/// weights' mean and the share of tokens the cap truncated; replaces every rollout's
-/// `sampler_logprobs` by popo's own.
-pub fn correct(batch: &mut RolloutBatch, ctx: &PrepareCtx, cap: f64) -> Result<Corrected> {
-    let old = old_logprobs(batch, ctx)?;
+/// Scores the rows `read` of `batch` (all when None; `Algorithm::rows_read`) with the policy in
+/// `ctx` (its rollout-time weights), logs the engine's log-prob difference (mean and max over
+/// their completion tokens) and, with `cap` > 0, the importance weights' mean and the share of
+/// tokens the cap truncated; replaces those rollouts' `sampler_logprobs` by popo's own. Rows not
+/// read keep the engine's log-probs and weights of 1, which nothing uses. When no row is read
+/// (a POPO step with no positive), the first group is scored all the same, so that the engine's
+/// drift is logged every step.
+pub fn correct(
+    batch: &mut RolloutBatch,
+    ctx: &PrepareCtx,
+    cap: f64,
+    read: Option<&[bool]>,
+) -> Result<Corrected> {
+    let mut rows: Vec<usize> = match read {
+        Some(read) => (0..batch.len()).filter(|&i| read[i]).collect(),
+        None => (0..batch.len()).collect(),
+    };
+    if rows.is_empty() {
+        rows = batch.groups().into_iter().next().unwrap_or_default();
+    }
+    let old = old_logprobs(&batch.subset(&rows), ctx)?;
     let (mut sum, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
     let (mut w_sum, mut clipped) = (0.0f64, 0usize);
-    let mut tis = Vec::with_capacity(batch.len());
-    for (r, old) in batch.rollouts.iter_mut().zip(old) {
+    let mut tis: Vec<Vec<f32>> = batch
+        .rollouts
+        .iter()
+        .map(|r| vec![1.0; r.sampler_logprobs.len()])
+        .collect();
+    for (&i, old) in rows.iter().zip(old) {
+        let r = &mut batch.rollouts[i];
         if old.len() != r.sampler_logprobs.len() {
             bail!(
                 "engine log-probs: {} for {} completion tokens",
@@ -57,7 +77,7 @@ pub fn correct(batch: &mut RolloutBatch, ctx: &PrepareCtx, cap: f64) -> Result<C
         if cap > 0.0 {
             let w = tis_weights(&old, &r.sampler_logprobs, cap);
             w_sum += w.iter().map(|&v| v as f64).sum::<f64>();
-            tis.push(w);
+            tis[i] = w;
         }
         r.sampler_logprobs = old;
     }

@@ -293,7 +293,8 @@ impl Trainer {
         let tis = match &self.remote {
             Some(_) if !sampled.batch.is_empty() => {
                 let cap = self.cfg.rollout.engine.tis_cap;
-                let c = crate::correction::correct(&mut sampled.batch, &ctx, cap)?;
+                let read = self.algo.rows_read(&sampled.batch);
+                let c = crate::correction::correct(&mut sampled.batch, &ctx, cap, read.as_deref())?;
                 m.set_all(&c.stats);
                 c.tis
             }

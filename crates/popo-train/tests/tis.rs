@@ -131,7 +131,7 @@ fn the_correction_measures_the_difference_and_weights_by_the_capped_ratio() {
         engine,
     } = case(REWARDS);
     let cap = 2.0;
-    let c = correct(&mut batch, &ctx(&policy, &dev), cap).unwrap();
+    let c = correct(&mut batch, &ctx(&policy, &dev), cap, None).unwrap();
     let stat = |name| c.stats.iter().find(|(k, _)| *k == name).unwrap().1;
     let diffs: Vec<f64> = old
         .iter()
@@ -175,9 +175,52 @@ fn the_correction_measures_the_difference_and_weights_by_the_capped_ratio() {
     }
     // A cap of 0 turns the weights off; the difference is still logged.
     let Case { mut batch, .. } = case(REWARDS);
-    let c = correct(&mut batch, &ctx(&policy, &dev), 0.0).unwrap();
+    let c = correct(&mut batch, &ctx(&policy, &dev), 0.0, None).unwrap();
     assert!(c.tis.is_none());
     assert_eq!(c.stats.len(), 2);
+}
+
+/// Only the rows an algorithm reads are scored again: the others keep the engine's log-probs and
+/// weights of 1, and the logged difference is over the scored rows. With none read, the first
+/// group is scored for the log.
+#[test]
+fn the_correction_scores_only_the_rows_read() {
+    let dev = Device::Cpu;
+    let cap = 2.0;
+    for (read, scored) in [
+        (vec![false, true, true, false, true], vec![1, 2, 4]),
+        (vec![false; 5], vec![0, 1, 2]),
+    ] {
+        let Case {
+            policy,
+            mut batch,
+            old,
+            engine,
+        } = case(REWARDS);
+        let c = correct(&mut batch, &ctx(&policy, &dev), cap, Some(&read)).unwrap();
+        let tis = c.tis.as_ref().unwrap();
+        let mut diffs = Vec::new();
+        for i in 0..batch.len() {
+            let r = &batch.rollouts[i];
+            if scored.contains(&i) {
+                for (k, (&a, &o)) in r.sampler_logprobs.iter().zip(&old[i]).enumerate() {
+                    assert!(close(a as f64, o, 1e-6), "row {i}");
+                    let ratio = (o - engine[i][k] as f64).exp().min(cap);
+                    assert!(close(tis[i][k] as f64, ratio, 1e-5), "row {i}");
+                    diffs.push((o - engine[i][k] as f64).abs());
+                }
+            } else {
+                assert_eq!(r.sampler_logprobs, engine[i], "row {i} keeps the engine's");
+                assert!(tis[i].iter().all(|&w| w == 1.0), "row {i}");
+            }
+        }
+        let stat = |name| c.stats.iter().find(|(k, _)| *k == name).unwrap().1;
+        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+        assert!(
+            close(stat(names::ENGINE_LOGPROB_ABS_DIFF), mean, 1e-6),
+            "{read:?}"
+        );
+    }
 }
 
 #[test]
@@ -229,7 +272,7 @@ fn corrected(cap: f64) -> (TinyLm, RolloutBatch, Vec<Vec<f32>>) {
     let Case {
         policy, mut batch, ..
     } = case(REWARDS);
-    let tis = correct(&mut batch, &ctx(&policy, &Device::Cpu), cap)
+    let tis = correct(&mut batch, &ctx(&policy, &Device::Cpu), cap, None)
         .unwrap()
         .tis
         .unwrap();

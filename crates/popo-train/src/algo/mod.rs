@@ -136,6 +136,12 @@ pub trait Algorithm: Send + Sync {
         Vec::new()
     }
     fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared>;
+    /// The rows whose rollout-time log-probs `prepare` and the loss read, known from the rewards
+    /// alone (None: every row). With rollouts from another engine only these are scored again
+    /// by popo (`correction::correct`), which is most of such a step's cost when few rows train.
+    fn rows_read(&self, _batch: &RolloutBatch) -> Option<Vec<bool>> {
+        None
+    }
     /// The loss of one micro-batch, from the policy's output on it.
     fn loss(&self, out: &PolicyOutput, x: &MicroBatch) -> Result<LossOutput>;
     /// Called after every optimizer update with the policy's full-precision weights by name (the

@@ -140,6 +140,13 @@ impl Algorithm for Popo {
             .unwrap_or_default()
     }
 
+    /// The rows of the training forward: `s_i` of a positive, and the importance weights of
+    /// every row the loss sees. The old log-probs of the others are never read.
+    fn rows_read(&self, batch: &RolloutBatch) -> Option<Vec<bool>> {
+        let pos = positives(batch, self.threshold);
+        Some(entropy_rows(self.cfg.entropy_scope, &batch.groups(), &pos))
+    }
+
     fn prepare(&self, batch: &RolloutBatch, ctx: &PrepareCtx) -> Result<Prepared> {
         let n = batch.len();
         let groups = batch.groups();

@@ -366,3 +366,28 @@ fn popo_after_step_updates_the_target_by_ema() {
         }
     }
 }
+
+/// The rows whose old log-probs POPO reads (and so the rows a vLLM step scores again) are the
+/// rows it trains, under every entropy scope.
+#[test]
+fn popo_reads_the_log_probs_of_the_rows_it_trains() {
+    let dev = Device::Cpu;
+    let batch = make_batch(
+        &[(2, vec![(1.0, 3), (0.0, 2)]), (3, vec![(0.0, 1), (0.0, 2)])],
+        9,
+    );
+    let policy = TinyLm::new(V, DM, 2, DType::F64);
+    for (scope, want) in [
+        ("all", vec![0, 1, 2, 3]),
+        ("positive_groups", vec![0, 1]),
+        ("positives", vec![0]),
+    ] {
+        let c = common::cfg("popo", &[&format!("algo.entropy_scope=\"{scope}\"")]);
+        let algo = Popo::new(&c, &policy, &dev).unwrap();
+        let read = algo.rows_read(&batch).unwrap();
+        let read: Vec<usize> = (0..read.len()).filter(|&i| read[i]).collect();
+        let prep = algo.prepare(&batch, &ctx(&policy, &dev, 8)).unwrap();
+        assert_eq!(read, prep.included(), "{scope}");
+        assert_eq!(read, want, "{scope}");
+    }
+}
