@@ -44,8 +44,10 @@ impl Lora {
             let mask = dropout_mask(x.dims2()?, self.dropout, seed ^ self.salt, &self.a)?;
             x = (x * mask)?;
         }
-        let h = x.matmul(&self.a.t()?)?; // [n, r]
-        Ok((h.matmul(&self.b.t()?)? * self.scale)?)
+        // The scale goes on the [n, r] product, not on the [n, out] output: one activation of
+        // the output's size fewer kept for the backward, at every adapted projection.
+        let h = (x.matmul(&self.a.t()?)? * self.scale)?; // [n, r]
+        Ok(h.matmul(&self.b.t()?)?)
     }
 
     /// `s * B A` [out, in] in the adapters' dtype: what merging adds to the base weight.
