@@ -170,9 +170,32 @@ fn render_pass_at_k(summary: &Summary) -> String {
     md
 }
 
+/// What the grid trains on, for the title: the shared `data.path` override's file with its
+/// directory (`chain_sum/train.jsonl`), else the built-in task.
+fn task_name(spec: &ExperimentSpec) -> String {
+    let data = spec.set.iter().rev().find_map(|s| {
+        let (key, value) = s.split_once('=')?;
+        (key.trim() == "data.path").then(|| value.trim().trim_matches('"').to_string())
+    });
+    let Some(data) = data else {
+        return "the built-in task".to_string();
+    };
+    let path = std::path::Path::new(&data);
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+    let dir = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|d| d.to_string_lossy().into_owned());
+    match (dir, file) {
+        (Some(d), Some(f)) => format!("`{d}/{f}`"),
+        (None, Some(f)) => format!("`{f}`"),
+        _ => format!("`{data}`"),
+    }
+}
+
 /// The title, how to regenerate, the shared settings, the wall time and the cells not run.
 fn render_header(spec: &ExperimentSpec, summary: &Summary, command: &str) -> String {
-    let mut md = String::from("# POPO vs baselines on the built-in task\n\n");
+    let mut md = format!("# POPO vs baselines on {}\n\n", task_name(spec));
     md.push_str(&format!(
         "Regenerate with:\n\n```\n{command}\n```\n\nSeeds: {:?}. Shared overrides: {}.\n\n",
         spec.seeds,

@@ -323,3 +323,19 @@ fn report_names_a_seed_whose_runs_start_apart() {
         "{report}"
     );
 }
+
+/// The title names the data a grid trains on: the built-in task, or the shared `data.path`.
+#[test]
+fn the_title_names_the_training_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = test_spec(tmp.path());
+    assert_eq!(task_name(&s), "the built-in task");
+    s.set = vec![
+        "data.path=\"elsewhere.jsonl\"".into(),
+        "model.path=\"m\"".into(),
+        "data.path = \"~/.cache/popo/data/chain_sum/train.jsonl\"".into(),
+    ];
+    assert_eq!(task_name(&s), "`chain_sum/train.jsonl`");
+    s.set = vec!["data.path=train.jsonl".into()];
+    assert_eq!(task_name(&s), "`train.jsonl`");
+}
