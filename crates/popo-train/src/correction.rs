@@ -8,7 +8,7 @@
 
 use crate::algo::{old_logprobs, PrepareCtx};
 use crate::metrics::names;
-use crate::rollouts::RolloutBatch;
+use crate::rollouts::{Rollout, RolloutBatch};
 use anyhow::{bail, Result};
 
 /// What the correction hands the learner and the step's metrics.
@@ -51,11 +51,10 @@ pub fn correct(
     let old = old_logprobs(&batch.subset(&rows), ctx)?;
     let (mut sum, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
     let (mut w_sum, mut clipped) = (0.0f64, 0usize);
-    let mut tis: Vec<Vec<f32>> = batch
-        .rollouts
-        .iter()
-        .map(|r| vec![1.0; r.sampler_logprobs.len()])
-        .collect();
+    let mut tis: Option<Vec<Vec<f32>>> = (cap > 0.0).then(|| {
+        let ones = |r: &Rollout| vec![1.0; r.sampler_logprobs.len()];
+        batch.rollouts.iter().map(ones).collect()
+    });
     for (&i, old) in rows.iter().zip(old) {
         let r = &mut batch.rollouts[i];
         if old.len() != r.sampler_logprobs.len() {
@@ -74,7 +73,7 @@ pub fn correct(
                 clipped += 1;
             }
         }
-        if cap > 0.0 {
+        if let Some(tis) = &mut tis {
             let w = tis_weights(&old, &r.sampler_logprobs, cap);
             w_sum += w.iter().map(|&v| v as f64).sum::<f64>();
             tis[i] = w;
@@ -86,14 +85,11 @@ pub fn correct(
         (names::ENGINE_LOGPROB_ABS_DIFF, sum / n),
         (names::ENGINE_LOGPROB_ABS_DIFF_MAX, max),
     ];
-    if cap > 0.0 {
+    if tis.is_some() {
         stats.push((names::TIS_WEIGHT_MEAN, w_sum / n));
         stats.push((names::TIS_CLIP_RATIO, clipped as f64 / n));
     }
-    Ok(Corrected {
-        tis: (cap > 0.0).then_some(tis),
-        stats,
-    })
+    Ok(Corrected { tis, stats })
 }
 
 #[cfg(test)]
