@@ -81,22 +81,31 @@ pub fn endpoint(eval_curve: &[(u64, f64)]) -> Option<f64> {
     (!last.is_empty()).then(|| last.iter().sum::<f64>() / last.len() as f64)
 }
 
-/// Pulls the learning rate and the held-out size of one greedy evaluation out of a run's
-/// `config.toml`: `run.eval_size`, capped by the built-in task's `task.n_eval` when the run has
-/// no data file.
-pub fn config_facts(config: &str) -> (Option<f64>, Option<usize>) {
+/// What a run's `config.toml` says about it, for the report.
+#[derive(Debug, Default, PartialEq)]
+pub struct ConfigFacts {
+    pub lr: Option<f64>,
+    /// The held-out size of one greedy evaluation: `run.eval_size`, capped by the built-in task's
+    /// `task.n_eval` when the run has no data file.
+    pub eval_problems: Option<usize>,
+    /// `data.path`; None when empty (the built-in task).
+    pub data: Option<String>,
+}
+
+pub fn config_facts(config: &str) -> ConfigFacts {
     let Ok(v) = toml::from_str::<toml::Value>(config) else {
-        return (None, None);
+        return ConfigFacts::default();
     };
     let get = |table: &str, key: &str| v.get(table).and_then(|t| t.get(key)).cloned();
     let lr = get("optim", "lr").and_then(|x| x.as_float().or(x.as_integer().map(|i| i as f64)));
     let size = get("run", "eval_size").and_then(|x| x.as_integer());
-    let builtin = get("data", "eval_path")
-        .and_then(|p| p.as_str().map(str::is_empty))
-        .unwrap_or(true)
-        && get("data", "path")
-            .and_then(|p| p.as_str().map(str::is_empty))
-            .unwrap_or(true);
+    let path = |key: &str| {
+        get("data", key)
+            .and_then(|p| p.as_str().map(str::to_string))
+            .filter(|p| !p.is_empty())
+    };
+    let data = path("path");
+    let builtin = path("eval_path").is_none() && data.is_none();
     let cap = get("task", "n_eval")
         .and_then(|x| x.as_integer())
         .filter(|_| builtin);
@@ -104,7 +113,11 @@ pub fn config_facts(config: &str) -> (Option<f64>, Option<usize>) {
         (Some(s), Some(c)) => Some(s.min(c)),
         (s, _) => s,
     };
-    (lr, size.and_then(|s| usize::try_from(s).ok()))
+    ConfigFacts {
+        lr,
+        eval_problems: size.and_then(|s| usize::try_from(s).ok()),
+        data,
+    }
 }
 
 /// One finished cell's values and curves; `None` when the cell has not finished.
@@ -171,7 +184,8 @@ pub fn summarize(
         };
         if v.seeds.is_empty() {
             if let Ok(cfg) = std::fs::read_to_string(dir.join("config.toml")) {
-                (v.lr, v.eval_problems) = config_facts(&cfg);
+                let facts = config_facts(&cfg);
+                (v.lr, v.eval_problems, v.data) = (facts.lr, facts.eval_problems, facts.data);
             }
         }
         v.seeds.push(seed);
@@ -245,11 +259,22 @@ mod tests {
     fn config_facts_read_the_lr_and_the_held_out_size() {
         let builtin = "[run]\neval_size = 200\n[optim]\nlr = 0.0002\n[data]\npath = \"\"\n\
                        eval_path = \"\"\n[task]\nn_eval = 150\n";
-        assert_eq!(config_facts(builtin), (Some(0.0002), Some(150)));
+        let facts = |lr, eval_problems, data: Option<&str>| ConfigFacts {
+            lr,
+            eval_problems,
+            data: data.map(str::to_string),
+        };
+        assert_eq!(config_facts(builtin), facts(Some(0.0002), Some(150), None));
         let file = "[run]\neval_size = 100\n[optim]\nlr = 1e-5\n[data]\npath = \"x.jsonl\"\n\
                     eval_path = \"y.jsonl\"\n[task]\nn_eval = 20\n";
-        assert_eq!(config_facts(file), (Some(1e-5), Some(100)));
-        assert_eq!(config_facts("not toml ["), (None, None));
-        assert_eq!(config_facts("[optim]\nlr = 1\n"), (Some(1.0), None));
+        assert_eq!(
+            config_facts(file),
+            facts(Some(1e-5), Some(100), Some("x.jsonl"))
+        );
+        assert_eq!(config_facts("not toml ["), facts(None, None, None));
+        assert_eq!(
+            config_facts("[optim]\nlr = 1\n"),
+            facts(Some(1.0), None, None)
+        );
     }
 }

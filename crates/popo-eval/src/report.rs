@@ -170,17 +170,14 @@ fn render_pass_at_k(summary: &Summary) -> String {
     md
 }
 
-/// What the grid trains on, for the title: the shared `data.path` override's file with its
+/// What the grid trains on, for the title: the data file its runs' configs name, with its
 /// directory (`chain_sum/train.jsonl`), else the built-in task.
-fn task_name(spec: &ExperimentSpec) -> String {
-    let data = spec.set.iter().rev().find_map(|s| {
-        let (key, value) = s.split_once('=')?;
-        (key.trim() == "data.path").then(|| value.trim().trim_matches('"').to_string())
-    });
-    let Some(data) = data else {
+fn task_name(summary: &Summary) -> String {
+    let variants = summary.variants.iter().chain(summary.base.iter());
+    let Some(data) = variants.filter_map(|v| v.data.as_deref()).next() else {
         return "the built-in task".to_string();
     };
-    let path = std::path::Path::new(&data);
+    let path = std::path::Path::new(data);
     let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
     let dir = path
         .parent()
@@ -195,7 +192,7 @@ fn task_name(spec: &ExperimentSpec) -> String {
 
 /// The title, how to regenerate, the shared settings, the wall time and the cells not run.
 fn render_header(spec: &ExperimentSpec, summary: &Summary, command: &str) -> String {
-    let mut md = format!("# POPO vs baselines on {}\n\n", task_name(spec));
+    let mut md = format!("# POPO vs baselines on {}\n\n", task_name(summary));
     md.push_str(&format!(
         "Regenerate with:\n\n```\n{command}\n```\n\nSeeds: {:?}. Shared overrides: {}.\n\n",
         spec.seeds,

@@ -324,18 +324,37 @@ fn report_names_a_seed_whose_runs_start_apart() {
     );
 }
 
-/// The title names the data a grid trains on: the built-in task, or the shared `data.path`.
+/// The title names the data a grid trains on, as its runs' configs resolved it: the built-in
+/// task, or the data file (set by the grid, a base recipe or a run alike).
 #[test]
 fn the_title_names_the_training_data() {
+    let mut sum = Summary {
+        variants: Vec::new(),
+        base: None,
+        verdict_method: String::new(),
+        verdicts: Vec::new(),
+    };
+    assert_eq!(task_name(&sum), "the built-in task");
+    let mut v = VariantSummary::empty("popo", "popo", "");
+    sum.variants.push(v.clone());
+    assert_eq!(task_name(&sum), "the built-in task");
+    v.data = Some("~/.cache/popo/data/chain_sum/train.jsonl".into());
+    sum.variants.push(v.clone());
+    assert_eq!(task_name(&sum), "`chain_sum/train.jsonl`");
+    v.data = Some("train.jsonl".into());
+    sum.variants = vec![v];
+    assert_eq!(task_name(&sum), "`train.jsonl`");
+    // And from a run's config.toml through the report.
     let tmp = tempfile::tempdir().unwrap();
-    let mut s = test_spec(tmp.path());
-    assert_eq!(task_name(&s), "the built-in task");
-    s.set = vec![
-        "data.path=\"elsewhere.jsonl\"".into(),
-        "model.path=\"m\"".into(),
-        "data.path = \"~/.cache/popo/data/chain_sum/train.jsonl\"".into(),
-    ];
-    assert_eq!(task_name(&s), "`chain_sum/train.jsonl`");
-    s.set = vec!["data.path=train.jsonl".into()];
-    assert_eq!(task_name(&s), "`train.jsonl`");
+    let s = test_spec(tmp.path());
+    fake_run(&s, "popo", 0, 0.5);
+    let dir = s.run_dir(&s.runs[0], 0);
+    let config = "[optim]\nlr = 1e-5\n[data]\npath = \"/d/gsm8k/train.jsonl\"\n";
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    write_report(&s, "popo experiment x.toml").unwrap();
+    let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(
+        md.starts_with("# POPO vs baselines on `gsm8k/train.jsonl`\n"),
+        "{md}"
+    );
 }

@@ -95,6 +95,10 @@ pub struct VariantSummary {
     /// Held-out problems in one greedy evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_problems: Option<usize>,
+    /// The training data of the variant's runs (`data.path` of its first run's config); absent
+    /// for the built-in task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
     /// Each finished seed's values, in seed order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_seed: Vec<SeedValues>,
@@ -122,6 +126,7 @@ impl VariantSummary {
             pass_at_k: None,
             lr: None,
             eval_problems: None,
+            data: None,
             per_seed: Vec::new(),
         }
     }
