@@ -156,6 +156,9 @@ fn decoding_copy_merges(f: &Fixture) {
     let ad = f.peft();
     let pre = load_with_adapter(&f.base, Some(&ad), None, &Device::Cpu, DType::F32).unwrap();
     let dec = pre.model.for_decoding().unwrap();
+    let mut side = pre.model.clone();
+    side.set_lora_side_decoding(true);
+    let side = side.for_decoding().unwrap();
     for s in &f.expected.sequences {
         let ids = Tensor::new(&s.input_ids[..], &Device::Cpu)
             .unwrap()
@@ -172,8 +175,11 @@ fn decoding_copy_merges(f: &Fixture) {
             let next = s.input_ids[1..].iter().enumerate();
             next.map(|(i, &t)| f64::from(lp[i][t as usize])).collect()
         };
-        let d = max_diff(&logp(&pre.model.detached()), &logp(&dec));
+        let plain = logp(&pre.model.detached());
+        let d = max_diff(&plain, &logp(&dec));
         assert!(d < TOL, "merged decoding log-probs differ by {d}");
+        let d = max_diff(&plain, &logp(&side));
+        assert!(d < TOL, "side-path decoding log-probs differ by {d}");
     }
 }
 

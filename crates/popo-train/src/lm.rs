@@ -195,6 +195,13 @@ impl LmPolicy {
         popo_model::stop_ids(self.model.config(), generation_config, Some(tokenizer))
     }
 
+    /// Decode with the LoRA adapters on the side instead of merged (`Model::set_lora_side_decoding`;
+    /// `popo bench --lora-side-decoding` measures the two).
+    pub fn set_lora_side_decoding(&mut self, side: bool) {
+        self.model.set_lora_side_decoding(side);
+        self.detached.set_lora_side_decoding(side);
+    }
+
     /// Samples completions with the batched KV-cache sampler (no graph).
     pub fn generate(
         &self,

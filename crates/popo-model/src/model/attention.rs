@@ -153,6 +153,15 @@ impl Attention {
 
     pub(super) fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
         let qkv = [&self.q_proj, &self.k_proj, &self.v_proj];
+        if !layout.stacks(&qkv) {
+            return Ok(Self {
+                q_proj: self.q_proj.for_decoding(layout)?,
+                k_proj: self.k_proj.for_decoding(layout)?,
+                v_proj: self.v_proj.for_decoding(layout)?,
+                o_proj: self.o_proj.for_decoding(layout)?,
+                ..self.detached()
+            });
+        }
         Ok(Self {
             qkv: Some(Linear::stacked(&qkv, layout)?),
             o_proj: self.o_proj.for_decoding(layout)?,

@@ -51,8 +51,17 @@ impl Mlp {
         }
     }
     pub(super) fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
+        let gate_up = [&self.gate_proj, &self.up_proj];
+        if !layout.stacks(&gate_up) {
+            return Ok(Self {
+                gate_proj: self.gate_proj.for_decoding(layout)?,
+                up_proj: self.up_proj.for_decoding(layout)?,
+                down_proj: self.down_proj.for_decoding(layout)?,
+                gate_up: None,
+            });
+        }
         Ok(Self {
-            gate_up: Some(Linear::stacked(&[&self.gate_proj, &self.up_proj], layout)?),
+            gate_up: Some(Linear::stacked(&gate_up, layout)?),
             down_proj: self.down_proj.for_decoding(layout)?,
             ..self.detached()
         })

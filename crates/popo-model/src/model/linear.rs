@@ -1,7 +1,7 @@
 //! A linear projection (HF [out, in] weight, optional bias) and its decoding layouts.
 
 use super::lora::Lora;
-use super::ops::spread_rows;
+use super::ops::{matmul_const_right, spread_rows};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
@@ -56,6 +56,8 @@ impl Linear {
         let x = x.reshape((b * t, d_in))?;
         let y = match &self.weight_t {
             Some(wt) => x.matmul(wt)?,
+            // A frozen weight (LoRA's base, a target's copy) takes no gradient.
+            None if !self.weight.track_op() => matmul_const_right(&x, &self.weight.t()?)?,
             None => x.matmul(&self.weight.t()?)?,
         }; // [b*t, out]
         let y = match &self.lora {
@@ -90,9 +92,13 @@ impl Linear {
         Ok(l)
     }
 
-    /// A detached copy that keeps its weight transposed when `layout.transpose`.
+    /// A detached copy that keeps its weight transposed when `layout.transpose`, its adapter
+    /// merged or (`!layout.merge_lora`) on the side.
     pub(super) fn for_decoding(&self, layout: DecodeLayout) -> Result<Self> {
-        let mut l = self.merged()?;
+        let mut l = match layout.merge_lora {
+            true => self.merged()?,
+            false => self.detached(),
+        };
         if layout.transpose {
             l.weight_t = Some(l.weight.t()?.contiguous()?);
         }
@@ -129,4 +135,14 @@ impl Linear {
 pub(super) struct DecodeLayout {
     /// Keep every layer matrix as [in, out] (`Linear::weight_t`).
     pub(super) transpose: bool,
+    /// Merge LoRA adapters into the copies; otherwise each adapted projection keeps its adapter
+    /// on the side and is not stacked with its neighbours.
+    pub(super) merge_lora: bool,
+}
+
+impl DecodeLayout {
+    /// Whether `parts` can run as one stacked projection: merged, or no adapter among them.
+    pub(super) fn stacks(&self, parts: &[&Linear]) -> bool {
+        self.merge_lora || parts.iter().all(|l| l.lora.is_none())
+    }
 }

@@ -55,6 +55,9 @@ pub struct Model {
     no_grad: bool,
     /// Some adapter has LoRA dropout (`with_lora`): training forwards draw masks.
     dropout: bool,
+    /// Decoding copies keep LoRA adapters on the side instead of merging them
+    /// (`set_lora_side_decoding`; merging is the default, being the faster: BENCHMARKS.md).
+    lora_side_decoding: bool,
 }
 
 impl Model {
@@ -100,6 +103,7 @@ impl Model {
             dtype: embed_tokens.dtype(),
             no_grad: false,
             dropout: false,
+            lora_side_decoding: false,
             embed_tokens,
             layers,
             norm,
@@ -171,7 +175,14 @@ impl Model {
             dtype: self.dtype,
             no_grad: true,
             dropout: self.dropout,
+            lora_side_decoding: self.lora_side_decoding,
         }
+    }
+
+    /// Decode with LoRA adapters applied on the side (`x W^T + s x A^T B^T`) rather than merged
+    /// into the decoding copy's weights: for measuring the two against each other.
+    pub fn set_lora_side_decoding(&mut self, side: bool) {
+        self.lora_side_decoding = side;
     }
 
     /// A `detached()` model for decoding: its q/k/v and gate/up projections each run as one
@@ -185,6 +196,7 @@ impl Model {
         if self.dtype != DType::F64 {
             let layout = DecodeLayout {
                 transpose: self.device.is_cpu(),
+                merge_lora: !self.lora_side_decoding,
             };
             model.layers = self
                 .layers

@@ -1,7 +1,9 @@
-//! Differentiable helpers shared by the layers: row spreading, rotary embedding, softmax.
+//! Differentiable helpers shared by the layers: row spreading, rotary embedding, softmax, and
+//! products with a constant factor.
 
 use anyhow::Result;
-use candle_core::{Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, D};
 
 /// A per-column weight `w` [d] laid over every row of `like` [.., d], for an op whose result
 /// needs w's gradient. A plain broadcast sends that gradient through candle's sum over the
@@ -29,4 +31,105 @@ pub(super) fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// `x c` for a tracked `x` [m, k] and a constant `c` [k, n] (a frozen weight, transposed).
+///
+/// candle's matmul backward computes both operands' gradients whether or not an operand needs
+/// one, so a frozen projection (LoRA's base) would pay for a weight gradient nobody reads: one of
+/// its three products. This op's backward returns the input's gradient only.
+pub(super) fn matmul_const_right(x: &Tensor, c: &Tensor) -> Result<Tensor> {
+    const_product(x, c, false)
+}
+
+/// `c x` for a constant `c` [m, k] and a tracked `x` [k, n]: the training head's `p W` with
+/// detached probabilities `p`, where only the weight's gradient is wanted.
+pub(super) fn matmul_const_left(c: &Tensor, x: &Tensor) -> Result<Tensor> {
+    const_product(x, c, true)
+}
+
+fn const_product(x: &Tensor, c: &Tensor, c_on_left: bool) -> Result<Tensor> {
+    if !x.track_op() {
+        return Ok(if c_on_left {
+            c.matmul(x)?
+        } else {
+            x.matmul(c)?
+        });
+    }
+    let op = ConstMatmul {
+        c: c.detach(),
+        c_on_left,
+    };
+    Ok(x.apply_op1(op)?)
+}
+
+/// The product of the op's argument with the constant `c`, on the side `c_on_left` says.
+struct ConstMatmul {
+    c: Tensor,
+    c_on_left: bool,
+}
+
+impl ConstMatmul {
+    fn product<S: BackendStorage>(
+        &self,
+        x: &S,
+        xl: &Layout,
+        c: &S,
+        cl: &Layout,
+    ) -> candle_core::Result<(S, Shape)> {
+        let (lhs, ll, rhs, rl) = match self.c_on_left {
+            true => (c, cl, x, xl),
+            false => (x, xl, c, cl),
+        };
+        let (m, k) = ll.shape().dims2()?;
+        let (k2, n) = rl.shape().dims2()?;
+        if k != k2 {
+            return Err(candle_core::Error::Msg(format!(
+                "const-matmul: inner dims differ ({:?} x {:?})",
+                ll.shape(),
+                rl.shape()
+            )));
+        }
+        Ok((lhs.matmul(rhs, (1, m, n, k), ll, rl)?, Shape::from((m, n))))
+    }
+}
+
+impl CustomOp1 for ConstMatmul {
+    fn name(&self) -> &'static str {
+        "const-matmul"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (c, cl) = self.c.storage_and_layout();
+        match &*c {
+            Storage::Cpu(c) => self.product(x, xl, c, cl),
+            _ => Err(candle_core::Error::Msg(
+                "const-matmul: operands on different devices".into(),
+            )),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (c, cl) = self.c.storage_and_layout();
+        match &*c {
+            Storage::Cuda(c) => self.product(x, xl, c, cl),
+            _ => Err(candle_core::Error::Msg(
+                "const-matmul: operands on different devices".into(),
+            )),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // y = x c: dx = g c^T.  y = c x: dx = c^T g.
+        let c_t = self.c.t()?;
+        Ok(Some(match self.c_on_left {
+            true => c_t.matmul(g)?,
+            false => g.matmul(&c_t)?,
+        }))
+    }
 }

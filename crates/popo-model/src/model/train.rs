@@ -1,6 +1,7 @@
 //! The training head (chunked log-probs and entropies with gradient carriers) and the
 //! checkpointed backward.
 
+use super::ops::matmul_const_left;
 use super::rope::positions_from_mask;
 use super::{mask_to_host, Model, LOGIT_CHUNK_ELEMS};
 use crate::batch::{TokenBatch, TrainOutput};
@@ -52,8 +53,9 @@ impl Model {
         let dot = |a: &Tensor, b: &Tensor| -> Result<Tensor> { Ok((a * b)?.sum_keepdim(1)?) };
         let w_tgt = w.index_select(targets, 0)?; // [n, d]
         let g_tgt = zero_value(dot(&h_t, &w_tgt)?)?; // d z_tgt
-        let g_lse = zero_value(dot(&h_t, &p.to_dtype(self.dtype)?.matmul(w)?)?)?; // d lse
-        let g_ent = zero_value(dot(&h_t, &r.to_dtype(self.dtype)?.matmul(w)?)?)?; // -dH
+                                                     // p and r are constants: only W's gradient is wanted from `p W` (matmul_const_left).
+        let g_lse = zero_value(dot(&h_t, &matmul_const_left(&p.to_dtype(self.dtype)?, w)?)?)?; // d lse
+        let g_ent = zero_value(dot(&h_t, &matmul_const_left(&r.to_dtype(self.dtype)?, w)?)?)?; // -dH
         let logprob = ((z_tgt - lse)? + (g_tgt - g_lse)?)?;
         let entropy = (entropy - g_ent)?;
         Ok((logprob, entropy))

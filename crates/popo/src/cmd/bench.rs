@@ -33,6 +33,10 @@ pub struct Args {
     /// on every projection, alpha 32); 0: full fine-tuning. Decoding runs on the base.
     #[arg(long, default_value_t = 0)]
     pub lora_r: usize,
+    /// With --lora-r: decode with the adapters applied on the side of each projection instead of
+    /// merged into the decoding copy (the default), to compare the two.
+    #[arg(long, requires = "lora_r")]
+    pub lora_side_decoding: bool,
     /// Recompute activations layer by layer in the update (`optim.gradient_checkpointing`).
     #[arg(long)]
     pub gradient_checkpointing: bool,
@@ -59,7 +63,9 @@ pub fn run(args: Args) -> Result<i32> {
         r: args.lora_r,
         ..Default::default()
     };
-    let policy = popo_train::lora::apply(&lora, &args.model.model, args.seed, loaded.policy, None)?;
+    let mut policy =
+        popo_train::lora::apply(&lora, &args.model.model, args.seed, loaded.policy, None)?;
+    policy.set_lora_side_decoding(args.lora_side_decoding);
     let cfg = BenchConfig {
         batches: args.batch.clone(),
         group_size: args.group_size,
