@@ -44,7 +44,8 @@ impl GradAccum {
     pub fn add(&mut self, store: &GradStore) -> Result<()> {
         for (slot, p) in self.grads.iter_mut().zip(&self.params) {
             if let Some(g) = store.get(p.as_tensor()) {
-                let g = g.to_dtype(full_dtype(p.dtype()))?;
+                // Detached: a gradient that carries a graph would keep it alive in the sum.
+                let g = g.detach().to_dtype(full_dtype(p.dtype()))?;
                 *slot = Some(match slot.take() {
                     Some(acc) => (acc + g)?,
                     None => g,

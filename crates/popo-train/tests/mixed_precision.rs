@@ -158,9 +158,12 @@ fn bf16_weights_track_the_f32_run() {
     let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
     for (name, x) in &w32 {
         for (i, (&w, &m)) in x.iter().zip(&masters[name]).enumerate() {
-            // Within one bf16 ULP (2^-7 relative) of the f32 run's weight, plus the size of the
-            // three updates themselves (weights that start at 0, such as biases, are all update).
-            let tol = w.abs() as f64 * 2f64.powi(-7) + 3.0 * 1e-6;
+            // Within one bf16 ULP (2^-7 relative) of the f32 run's weight, plus three updates
+            // of each run (weights that start at 0, such as biases, are all update). Both runs
+            // count: k_proj's bias has a gradient of zero up to rounding (a shift of every key
+            // leaves the softmax unchanged), so AdamW moves it by about lr a step on rounding
+            // noise alone, in each run its own way.
+            let tol = w.abs() as f64 * 2f64.powi(-7) + 2.0 * 3.0 * 1e-6;
             let bf = half::bf16::from_f32(m).to_f32();
             assert!(
                 ((bf - w) as f64).abs() <= tol,

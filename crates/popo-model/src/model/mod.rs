@@ -8,6 +8,7 @@
 mod attach;
 mod attention;
 mod cached;
+mod carrier;
 mod kv_cache;
 mod layer;
 mod linear;

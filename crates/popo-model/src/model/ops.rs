@@ -39,62 +39,38 @@ pub(super) fn softmax_last(x: &Tensor) -> Result<Tensor> {
 /// one, so a frozen projection (LoRA's base) would pay for a weight gradient nobody reads: one of
 /// its three products. This op's backward returns the input's gradient only.
 pub(super) fn matmul_const_right(x: &Tensor, c: &Tensor) -> Result<Tensor> {
-    const_product(x, c, false)
-}
-
-/// `c x` for a constant `c` [m, k] and a tracked `x` [k, n]: the training head's `p W` with
-/// detached probabilities `p`, where only the weight's gradient is wanted.
-pub(super) fn matmul_const_left(c: &Tensor, x: &Tensor) -> Result<Tensor> {
-    const_product(x, c, true)
-}
-
-fn const_product(x: &Tensor, c: &Tensor, c_on_left: bool) -> Result<Tensor> {
     if !x.track_op() {
-        return Ok(if c_on_left {
-            c.matmul(x)?
-        } else {
-            x.matmul(c)?
-        });
+        return Ok(x.matmul(c)?);
     }
-    let op = ConstMatmul {
-        c: c.detach(),
-        c_on_left,
-    };
-    Ok(x.apply_op1(op)?)
+    Ok(x.apply_op1(ConstRight { c: c.detach() })?)
 }
 
-/// The product of the op's argument with the constant `c`, on the side `c_on_left` says.
-struct ConstMatmul {
+/// The product of the op's argument with the constant `c` on its right.
+struct ConstRight {
     c: Tensor,
-    c_on_left: bool,
 }
 
-impl ConstMatmul {
+impl ConstRight {
     fn product<S: BackendStorage>(
-        &self,
         x: &S,
         xl: &Layout,
         c: &S,
         cl: &Layout,
     ) -> candle_core::Result<(S, Shape)> {
-        let (lhs, ll, rhs, rl) = match self.c_on_left {
-            true => (c, cl, x, xl),
-            false => (x, xl, c, cl),
-        };
-        let (m, k) = ll.shape().dims2()?;
-        let (k2, n) = rl.shape().dims2()?;
+        let (m, k) = xl.shape().dims2()?;
+        let (k2, n) = cl.shape().dims2()?;
         if k != k2 {
             return Err(candle_core::Error::Msg(format!(
                 "const-matmul: inner dims differ ({:?} x {:?})",
-                ll.shape(),
-                rl.shape()
+                xl.shape(),
+                cl.shape()
             )));
         }
-        Ok((lhs.matmul(rhs, (1, m, n, k), ll, rl)?, Shape::from((m, n))))
+        Ok((x.matmul(c, (1, m, n, k), xl, cl)?, Shape::from((m, n))))
     }
 }
 
-impl CustomOp1 for ConstMatmul {
+impl CustomOp1 for ConstRight {
     fn name(&self) -> &'static str {
         "const-matmul"
     }
@@ -102,7 +78,7 @@ impl CustomOp1 for ConstMatmul {
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (c, cl) = self.c.storage_and_layout();
         match &*c {
-            Storage::Cpu(c) => self.product(x, xl, c, cl),
+            Storage::Cpu(c) => Self::product(x, xl, c, cl),
             _ => Err(candle_core::Error::Msg(
                 "const-matmul: operands on different devices".into(),
             )),
@@ -117,7 +93,7 @@ impl CustomOp1 for ConstMatmul {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (c, cl) = self.c.storage_and_layout();
         match &*c {
-            Storage::Cuda(c) => self.product(x, xl, c, cl),
+            Storage::Cuda(c) => Self::product(x, xl, c, cl),
             _ => Err(candle_core::Error::Msg(
                 "const-matmul: operands on different devices".into(),
             )),
@@ -125,11 +101,6 @@ impl CustomOp1 for ConstMatmul {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        // y = x c: dx = g c^T.  y = c x: dx = c^T g.
-        let c_t = self.c.t()?;
-        Ok(Some(match self.c_on_left {
-            true => c_t.matmul(g)?,
-            false => g.matmul(&c_t)?,
-        }))
+        Ok(Some(g.matmul(&self.c.t()?)?)) // y = x c: dx = g c^T
     }
 }

@@ -1,7 +1,7 @@
 //! The training head (chunked log-probs and entropies with gradient carriers) and the
 //! checkpointed backward.
 
-use super::ops::matmul_const_left;
+use super::carrier::lse_entropy_carrier;
 use super::rope::positions_from_mask;
 use super::{mask_to_host, Model, LOGIT_CHUNK_ELEMS};
 use crate::batch::{TokenBatch, TrainOutput};
@@ -16,9 +16,10 @@ impl Model {
     /// Values come from a detached f32 log-softmax over the logits. Gradients flow through
     /// surrogates that need no [n, vocab] tensor in the graph except the detached probabilities:
     /// with z = h W^T / T, d logsumexp(z) / dz = p and dH / dz = -p (z - E_p[z]) =: -r, so
-    /// `h/T . (p W)` and `h/T . (r W)` have exactly those gradients with respect to h and W.
-    /// Autograd therefore keeps two [n, vocab] tensors per chunk instead of the half-dozen a
-    /// plain log-softmax leaves behind, and no elementwise [n, vocab] op is differentiated.
+    /// `h/T . (p W)` and `h/T . (r W)` have exactly those gradients with respect to h and W
+    /// (computed by `carrier::lse_entropy_carrier` with one product per operand). Autograd
+    /// therefore keeps two [n, vocab] tensors per chunk instead of the half-dozen a plain
+    /// log-softmax leaves behind, and no elementwise [n, vocab] op is differentiated.
     fn chunk_logprob_entropy(
         &self,
         h: &Tensor,
@@ -53,9 +54,9 @@ impl Model {
         let dot = |a: &Tensor, b: &Tensor| -> Result<Tensor> { Ok((a * b)?.sum_keepdim(1)?) };
         let w_tgt = w.index_select(targets, 0)?; // [n, d]
         let g_tgt = zero_value(dot(&h_t, &w_tgt)?)?; // d z_tgt
-                                                     // p and r are constants: only W's gradient is wanted from `p W` (matmul_const_left).
-        let g_lse = zero_value(dot(&h_t, &matmul_const_left(&p.to_dtype(self.dtype)?, w)?)?)?; // d lse
-        let g_ent = zero_value(dot(&h_t, &matmul_const_left(&r.to_dtype(self.dtype)?, w)?)?)?; // -dH
+        let carrier = lse_entropy_carrier(&h_t, w, p, r)?.to_dtype(fdt)?; // [n, 2]
+        let g_lse = carrier.narrow(1, 0, 1)?; // d lse
+        let g_ent = carrier.narrow(1, 1, 1)?; // -dH
         let logprob = ((z_tgt - lse)? + (g_tgt - g_lse)?)?;
         let entropy = (entropy - g_ent)?;
         Ok((logprob, entropy))
