@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs results/smollm2-chain-sum-engines.toml: the same POPO runs with rollouts from popo's own
+# sampler and from a vLLM CPU server (which this script starts on port 8768 and stops at the
+# end). Resumable like any `popo experiment`: run it again after an interruption.
+#
+#   scripts/experiment-engines.sh          # about 4 runs x 40 minutes on 2 cores
+#
+# Needs the SmolLM2 model and the chain_sum data (tools/get-smollm2.sh,
+# tools/make-reasoning-gym-data.sh chain_sum --out ~/.cache/popo/data/chain_sum) and builds the
+# vLLM venv if missing (tools/setup-vllm-venv.sh, about 6 GB).
+# Env: POPO_BIN (default: a release build), OMP_THREADS (the server's threads, default 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=8768
+URL="http://127.0.0.1:$PORT"
+WEIGHTS=$HOME/.cache/popo/vllm-weights/engines
+SERVER_LOG=${SERVER_LOG:-$HOME/.cache/popo/vllm-weights/engines-server.log}
+VENV=$(tools/setup-vllm-venv.sh | tail -n 1)
+if [ -z "${POPO_BIN:-}" ]; then
+    cargo build --release -q -p popo
+    POPO_BIN="${CARGO_TARGET_DIR:-target}/release/popo"
+fi
+mkdir -p "$(dirname "$WEIGHTS")"
+. scripts/lib-vllm.sh
+
+# The server starts on the weights directory, which popo fills with the starting model when it
+# is empty: copy it there first if needed.
+if [ ! -f "$WEIGHTS/config.json" ]; then
+    mkdir -p "$WEIGHTS"
+    cp -r "$HOME/.cache/popo/smollm2-135m-instruct"/. "$WEIGHTS"/
+fi
+# --max-num-batched-tokens: see scripts/bench-vllm.sh (vLLM 0.32's CPU worker and split prefills).
+start_server "$WEIGHTS" --max-num-batched-tokens 32768
+"$POPO_BIN" experiment results/smollm2-chain-sum-engines.toml
