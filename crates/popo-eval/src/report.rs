@@ -61,9 +61,7 @@ fn draw_plots(
 ) -> Result<Vec<PathBuf>> {
     let plots_dir = spec.out_dir.join("plots");
     let mut plot_files = Vec::new();
-    let mut groups: Vec<&str> = spec.runs.iter().map(|r| r.group.as_str()).collect();
-    groups.dedup();
-    for group in groups {
+    for group in first_appearances(spec.runs.iter().map(|r| r.group.as_str())) {
         let runs = || spec.runs.iter().filter(move |r| r.group == group);
         for (metric, title) in STEP_CURVES {
             let series_list: Vec<_> = runs()
@@ -277,6 +275,18 @@ fn split_starts(summary: &Summary) -> Vec<String> {
         .collect()
 }
 
+/// Each group once, in the order of its first run: a grid may interleave groups (GRPO, its
+/// learning rates, RAFT, its learning rates), and each group's table and plots hold all its runs.
+fn first_appearances<'a>(groups: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for g in groups {
+        if !seen.contains(&g) {
+            seen.push(g);
+        }
+    }
+    seen
+}
+
 /// One group's table (the ablations start with full POPO, for reference).
 fn render_group(summary: &Summary, g: &str) -> String {
     let mut md = format!(
@@ -385,9 +395,7 @@ fn render_markdown(
         }
         md.push('\n');
     }
-    let mut groups: Vec<&str> = summary.variants.iter().map(|v| v.group.as_str()).collect();
-    groups.dedup();
-    for g in groups {
+    for g in first_appearances(summary.variants.iter().map(|v| v.group.as_str())) {
         md.push_str(&render_group(summary, g));
     }
     md.push_str(&render_per_seed(spec, summary));

@@ -358,3 +358,41 @@ fn the_title_names_the_training_data() {
         "{md}"
     );
 }
+
+/// Groups interleaved in the grid (GRPO, its learning rates, RAFT, its learning rates) get one
+/// table each, holding all their runs.
+#[test]
+fn interleaved_groups_get_one_table_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = test_spec(tmp.path());
+    let at_lr = |run: &RunSpec| RunSpec {
+        name: format!("{}-lr1e-4", run.name),
+        group: "learning rates".into(),
+        set: vec!["optim.lr=1e-4".into()],
+        ..run.clone()
+    };
+    let (grpo_lr, raft_lr) = (at_lr(&s.runs[1]), at_lr(&s.runs[2]));
+    s.runs.insert(2, grpo_lr); // popo, grpo, grpo-lr1e-4, raft, raft-lr1e-4, popo-alpha0
+    s.runs.insert(4, raft_lr);
+    s.validate().unwrap();
+    for run in s.runs.clone() {
+        for seed in [0, 1] {
+            fake_run(&s, &run.name, seed, 0.5);
+        }
+    }
+    write_report(&s, "popo experiment x.toml").unwrap();
+    let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    for heading in [
+        "\n## algorithms\n",
+        "\n## learning rates\n",
+        "\n## ablations\n",
+    ] {
+        assert_eq!(md.matches(heading).count(), 1, "{heading:?} in {md}");
+    }
+    let lrs = md.split("\n## learning rates\n").nth(1).unwrap();
+    let lrs = lrs.split("\n## ").next().unwrap();
+    assert!(
+        lrs.contains("| grpo-lr1e-4 |") && lrs.contains("| raft-lr1e-4 |"),
+        "{lrs}"
+    );
+}
