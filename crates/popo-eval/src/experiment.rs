@@ -362,8 +362,9 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
             eval_before: s.eval_before,
             eval_after: s.eval_after,
             steps: s.steps_done,
-            // The whole cell: setup, warm-up (its own or the seed's shared one), RL, evaluations.
-            wall_s: started.elapsed().as_secs_f64(),
+            // The whole cell: setup, warm-up (its own or the seed's shared one), RL, evaluations,
+            // over every session it took (a resumed run adds the time its checkpoint recorded).
+            wall_s: started.elapsed().as_secs_f64() + s.wall_before_s,
             pass_at_k: s.pass_at_k,
         };
         std::fs::write(dir.join(RUN_DONE_FILE), serde_json::to_string_pretty(&rec)?)?;

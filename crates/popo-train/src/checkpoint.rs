@@ -246,6 +246,7 @@ mod tests {
             eval_before: Some(0.25),
             loss_scale: None,
             final_eval: None,
+            wall_s: 0.0,
         };
         for step in 1..=3 {
             state.step = step;

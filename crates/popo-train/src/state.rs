@@ -37,6 +37,10 @@ pub struct TrainerState {
     /// sampling it again (absent before it ran, and in older checkpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_eval: Option<FinalEval>,
+    /// Seconds the run had taken when this state was saved, over all its sessions (a resumed
+    /// run's wall time goes on from here; 0 in older checkpoints).
+    #[serde(default)]
+    pub wall_s: f64,
 }
 
 /// What a run measures after its last step.
@@ -85,6 +89,7 @@ impl TrainerState {
             eval_before: None,
             loss_scale,
             final_eval: None,
+            wall_s: 0.0,
         }
     }
 

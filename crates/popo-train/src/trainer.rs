@@ -39,7 +39,10 @@ pub struct RunSummary {
     /// pass@k and avg@n after training (`run.final_pass_at_k_samples` > 0).
     pub pass_at_k: Option<popo_model::passk::PassAtK>,
     pub interrupted: bool,
+    /// Seconds of this session's RL loop (`run`).
     pub wall_s: f64,
+    /// Seconds the run had taken in earlier sessions, as of the checkpoint it resumed from.
+    pub wall_before_s: f64,
 }
 
 pub struct Trainer {
@@ -66,6 +69,10 @@ pub struct Trainer {
     width: usize,
     /// `rollout.engine = "vllm"`: the servers, kept on the policy's weights; None: in-process.
     remote: Option<Remote>,
+    /// When this session built the trainer, and the run's seconds before it (`TrainerState::wall_s`
+    /// of the checkpoint resumed from): what checkpoints record as the run's wall time.
+    started: Instant,
+    wall_before: f64,
 }
 
 impl Trainer {
@@ -110,6 +117,7 @@ impl Trainer {
         let opt_state = checkpoint::load_tensors(&ck.join(checkpoint::OPTIMIZER_FILE), &t.device)?;
         t.learner.load_state(&opt_state, &state)?;
         t.shuffler = crate::setup::shuffler(&t.cfg, t.train.len(), Some(state.data_cursor))?;
+        t.wall_before = state.wall_s;
         t.state = state;
         tracing::info!("resumed {} at step {}", ck.display(), t.state.step);
         Ok(t)
@@ -163,6 +171,8 @@ impl Trainer {
             state,
             logger,
             stop,
+            started: Instant::now(),
+            wall_before: 0.0,
         })
     }
 
@@ -405,6 +415,7 @@ impl Trainer {
     }
 
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        self.state.wall_s = self.wall_before + self.started.elapsed().as_secs_f64();
         let save_dtype = self.cfg.model.save_dtype.resolve(self.policy.dtype());
         let (policy, params) = (&self.policy, &self.learner.params);
         let (tok, gen) = (&self.tokenizer, self.generation_config.as_ref());
@@ -492,6 +503,7 @@ impl Trainer {
             pass_at_k: done.and_then(|f| f.pass_at_k),
             interrupted,
             wall_s: start.elapsed().as_secs_f64(),
+            wall_before_s: self.wall_before,
         })
     }
 }

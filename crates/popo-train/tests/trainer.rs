@@ -85,7 +85,7 @@ fn assert_same_checkpoint(resumed: &Path, straight: &Path, initial: &Path, what:
     ] {
         let (g, w) = (got.join(f), want.join(f));
         assert!(
-            std::fs::read(&g).unwrap() == std::fs::read(&w).unwrap(),
+            state_bytes(&g) == state_bytes(&w),
             "{what}: {} differs from the uninterrupted run's {}",
             g.display(),
             w.display()
@@ -101,6 +101,19 @@ fn assert_same_checkpoint(resumed: &Path, straight: &Path, initial: &Path, what:
         moved > 0,
         "{what}: no tensor of the final model differs from the initial one"
     );
+}
+
+/// A checkpoint file's bytes; for trainer_state.json, those of the state without its wall clock
+/// (`wall_s`: seconds, which no two runs share).
+fn state_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    if !path.ends_with("trainer_state.json") {
+        return bytes;
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["wall_s"].as_f64().unwrap() > 0.0, "{}", path.display());
+    v.as_object_mut().unwrap().remove("wall_s");
+    serde_json::to_vec(&v).unwrap()
 }
 
 /// 4 steps straight vs 2 steps + checkpoint + resume for 2: identical metrics (perf/* aside)
@@ -581,10 +594,17 @@ fn stop_flag_checkpoints_and_resume_finishes() {
     assert_eq!(s.steps_done, 1);
     let cks = popo_train::checkpoint::list(&dir).unwrap();
     assert!(cks.last().unwrap().ends_with("step-000001"));
+    // The run's wall time goes on across the resume.
+    let wall = |ck: &Path| popo_train::checkpoint::load_state(ck).unwrap().wall_s;
+    let first = wall(cks.last().unwrap());
+    assert!(first > 0.0);
     let mut t = quiet_resume(&dir);
     let s = t.run().unwrap();
     assert!(!s.interrupted);
     assert_eq!(s.steps_done, 4);
+    assert_eq!(s.wall_before_s, first);
+    let last = popo_train::checkpoint::list(&dir).unwrap();
+    assert!(wall(last.last().unwrap()) > first);
 }
 
 /// Rollouts stop at every EOS id of generation_config.json, not only config.json's and the
