@@ -69,6 +69,9 @@ fn buffers_per_step(layers: usize, fused: bool) -> usize {
 fn ops_per_layer_per_decode_step() {
     // One thread: candle's op pool would otherwise allocate per worker.
     std::env::set_var("CANDLE_NUM_THREADS", "1");
+    // A warm-up first: the training path's ops start rayon's worker threads, whose own start-up
+    // allocations must not land in a measured step.
+    buffers_per_step(1, false);
     let per_layer = |fused| buffers_per_step(2, fused) - buffers_per_step(1, fused);
     let (primitive, fused) = (per_layer(false), per_layer(true));
     let rest = buffers_per_step(1, true) - fused;

@@ -40,7 +40,12 @@ impl Mlp {
                 self.up_proj.forward_seeded(x, seed)?,
             ),
         };
-        self.down_proj.forward_seeded(&(g.silu()? * u)?, seed)
+        let h = if (g.track_op() || u.track_op()) && super::fused::serves(&g) {
+            super::fused::swiglu_train(&g, &u)? // one op with a written-out backward
+        } else {
+            (g.silu()? * u)?
+        };
+        self.down_proj.forward_seeded(&h, seed)
     }
     pub(super) fn detached(&self) -> Self {
         Self {

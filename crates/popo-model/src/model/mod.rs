@@ -9,6 +9,7 @@ mod attach;
 mod attention;
 mod cached;
 mod carrier;
+mod fused;
 mod kv_cache;
 mod layer;
 mod linear;

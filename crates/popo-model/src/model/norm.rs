@@ -51,6 +51,9 @@ impl RmsNorm {
                 y
             });
         }
+        if !low && super::fused::serves(&xf) {
+            return super::fused::rms_norm_train(&xf, &self.weight, self.eps);
+        }
         let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
         let y = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dt)?;
         Ok(if self.weight.track_op() {
