@@ -13,33 +13,88 @@
 //! Arithmetic is in f64 for f32 and f64 tensors; other dtypes and devices keep the primitives
 //! (`RmsNorm::forward`, `Mlp::forward`). Checked against f64 finite differences (tests/model.rs).
 
-use anyhow::{bail, Result};
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `x` [.., d] normalised over its last dim and scaled by `w` [d], with a graph through both.
-pub(super) fn rms_norm_train(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+pub(super) fn rms_norm_train(x: &Tensor, w: &Tensor, eps: f64) -> anyhow::Result<Tensor> {
     Ok(x.contiguous()?
         .apply_op2(&w.contiguous()?, RmsNormOp { eps })?)
 }
 
-/// Whether the ops here serve `x`: a CPU tensor in f32 or f64.
-pub(super) fn serves(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+/// `silu(a) * b` for `a`, `b` of one shape, with a graph through both.
+pub(super) fn swiglu_train(a: &Tensor, b: &Tensor) -> anyhow::Result<Tensor> {
+    Ok(a.contiguous()?.apply_op2(&b.contiguous()?, SwiGlu)?)
 }
 
-struct RmsNormOp {
-    eps: f64,
+/// Whether the ops here serve `x`: a CPU tensor in f32 or f64.
+pub(super) fn serves(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+fn msg(what: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "{what}: f32 or f64 contiguous operands of one dtype only"
+    ))
 }
 
 /// A contiguous layout's elements.
 fn elems<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => Err(candle_core::Error::Msg(
-            "rms-norm: operand not contiguous".into(),
-        )),
-    }
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| msg("fused op"))?;
+    Ok(&s[a..b])
+}
+
+/// A forward: `f32s` or `f64s` on the elements of two CPU operands of one dtype.
+fn on_cpu(
+    (a, al): (&CpuStorage, &Layout),
+    (b, bl): (&CpuStorage, &Layout),
+    f32s: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+    f64s: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let y = match (a, b) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(f32s(elems(a, al)?, elems(b, bl)?))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            CpuStorage::F64(f64s(elems(a, al)?, elems(b, bl)?))
+        }
+        _ => return Err(msg("fused op")),
+    };
+    Ok((y, al.shape().clone()))
+}
+
+/// A backward: `f32s` or `f64s` on host copies of the two operands and the upstream gradient,
+/// giving the operands' gradients (shaped as the operands).
+fn on_host(
+    (a, b, g): (&Tensor, &Tensor, &Tensor),
+    f32s: impl Fn(&[f32], &[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
+    f64s: impl Fn(&[f64], &[f64], &[f64]) -> (Vec<f64>, Vec<f64>),
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (dev, flat) = (a.device(), |t: &Tensor| t.flatten_all());
+    let (da, db) = match a.dtype() {
+        DType::F32 => {
+            let v = |t: &Tensor| flat(t)?.to_vec1::<f32>();
+            let (da, db) = f32s(&v(a)?, &v(b)?, &v(g)?);
+            (
+                Tensor::from_vec(da, a.shape(), dev)?,
+                Tensor::from_vec(db, b.shape(), dev)?,
+            )
+        }
+        DType::F64 => {
+            let v = |t: &Tensor| flat(t)?.to_vec1::<f64>();
+            let (da, db) = f64s(&v(a)?, &v(b)?, &v(g)?);
+            (
+                Tensor::from_vec(da, a.shape(), dev)?,
+                Tensor::from_vec(db, b.shape(), dev)?,
+            )
+        }
+        _ => return Err(msg("fused op backward")),
+    };
+    Ok((da, db))
+}
+
+struct RmsNormOp {
+    eps: f64,
 }
 
 /// The row's 1 / sqrt(mean(x^2) + eps).
@@ -48,7 +103,7 @@ fn inv_rms<T: Copy + Into<f64>>(row: &[T], eps: f64) -> f64 {
     1.0 / (ss / row.len() as f64 + eps).sqrt()
 }
 
-fn forward<T>(x: &[T], w: &[T], eps: f64, from: fn(f64) -> T) -> Vec<T>
+fn rms_norm<T>(x: &[T], w: &[T], eps: f64, from: fn(f64) -> T) -> Vec<T>
 where
     T: Copy + Into<f64> + Send + Sync + Default,
 {
@@ -65,14 +120,14 @@ where
     y
 }
 
-/// (dx, dw) for upstream gradient `g`, all [rows x d] but `dw` [d].
-fn backward<T>(x: &[T], w: &[T], g: &[T], eps: f64, from: fn(f64) -> T) -> (Vec<T>, Vec<T>)
+/// (dx, dw) for upstream gradient `g`: dx as x, dw [d].
+fn rms_norm_backward<T>(x: &[T], w: &[T], g: &[T], eps: f64, from: fn(f64) -> T) -> (Vec<T>, Vec<T>)
 where
     T: Copy + Into<f64> + Send + Sync + Default,
 {
     let d = w.len();
     let mut dx = vec![T::default(); x.len()];
-    // Per row: r, written beside dx so that dw needs no second pass over x's norms.
+    // Each row's r comes back from the dx pass, so that dw needs no second pass over the norms.
     let rs: Vec<f64> = dx
         .par_chunks_mut(d)
         .zip(x.par_chunks(d).zip(g.par_chunks(d)))
@@ -109,18 +164,13 @@ impl CustomOp2 for RmsNormOp {
         w: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = match (x, w) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(forward(elems(x, xl)?, elems(w, wl)?, self.eps, |v| {
-                    v as f32
-                }))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(forward(elems(x, xl)?, elems(w, wl)?, self.eps, |v| v))
-            }
-            _ => return Err(candle_core::Error::Msg("rms-norm: f32 or f64 only".into())),
-        };
-        Ok((y, xl.shape().clone()))
+        let eps = self.eps;
+        on_cpu(
+            (x, xl),
+            (w, wl),
+            |x, w| rms_norm(x, w, eps, |v| v as f32),
+            |x, w| rms_norm(x, w, eps, |v| v),
+        )
     }
 
     fn bwd(
@@ -130,41 +180,14 @@ impl CustomOp2 for RmsNormOp {
         _y: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = host_backward(x, w, g, self.eps)
-            .map_err(|e| candle_core::Error::Msg(format!("rms-norm backward: {e}")))?;
+        let eps = self.eps;
+        let (dx, dw) = on_host(
+            (x, w, g),
+            |x, w, g| rms_norm_backward(x, w, g, eps, |v| v as f32),
+            |x, w, g| rms_norm_backward(x, w, g, eps, |v| v),
+        )?;
         Ok((Some(dx), w.track_op().then_some(dw)))
     }
-}
-
-fn host_backward(x: &Tensor, w: &Tensor, g: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    let dev = x.device();
-    let flat = |t: &Tensor| t.flatten_all();
-    Ok(match x.dtype() {
-        candle_core::DType::F32 => {
-            let (xs, ws) = (flat(x)?.to_vec1::<f32>()?, flat(w)?.to_vec1::<f32>()?);
-            let gs = flat(g)?.to_vec1::<f32>()?;
-            let (dx, dw) = backward(&xs, &ws, &gs, eps, |v| v as f32);
-            (
-                Tensor::from_vec(dx, x.shape(), dev)?,
-                Tensor::from_vec(dw, w.shape(), dev)?,
-            )
-        }
-        candle_core::DType::F64 => {
-            let (xs, ws) = (flat(x)?.to_vec1::<f64>()?, flat(w)?.to_vec1::<f64>()?);
-            let gs = flat(g)?.to_vec1::<f64>()?;
-            let (dx, dw) = backward(&xs, &ws, &gs, eps, |v| v);
-            (
-                Tensor::from_vec(dx, x.shape(), dev)?,
-                Tensor::from_vec(dw, w.shape(), dev)?,
-            )
-        }
-        dt => bail!("rms-norm: f32 or f64 only, got {dt:?}"),
-    })
-}
-
-/// `silu(a) * b` for `a`, `b` of one shape, with a graph through both.
-pub(super) fn swiglu_train(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(a.contiguous()?.apply_op2(&b.contiguous()?, SwiGlu)?)
 }
 
 struct SwiGlu;
@@ -218,16 +241,12 @@ impl CustomOp2 for SwiGlu {
         b: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = match (a, b) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(swiglu(elems(a, al)?, elems(b, bl)?, |v| v as f32))
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(swiglu(elems(a, al)?, elems(b, bl)?, |v| v))
-            }
-            _ => return Err(candle_core::Error::Msg("swiglu: f32 or f64 only".into())),
-        };
-        Ok((y, al.shape().clone()))
+        on_cpu(
+            (a, al),
+            (b, bl),
+            |a, b| swiglu(a, b, |v| v as f32),
+            |a, b| swiglu(a, b, |v| v),
+        )
     }
 
     fn bwd(
@@ -237,32 +256,11 @@ impl CustomOp2 for SwiGlu {
         _y: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (da, db) = swiglu_host_backward(a, b, g)
-            .map_err(|e| candle_core::Error::Msg(format!("swiglu backward: {e}")))?;
+        let (da, db) = on_host(
+            (a, b, g),
+            |a, b, g| swiglu_backward(a, b, g, |v| v as f32),
+            |a, b, g| swiglu_backward(a, b, g, |v| v),
+        )?;
         Ok((Some(da), Some(db)))
     }
-}
-
-fn swiglu_host_backward(a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (dev, shape) = (a.device(), a.shape());
-    let flat = |t: &Tensor| t.flatten_all();
-    Ok(match a.dtype() {
-        candle_core::DType::F32 => {
-            let (av, bv) = (flat(a)?.to_vec1::<f32>()?, flat(b)?.to_vec1::<f32>()?);
-            let (da, db) = swiglu_backward(&av, &bv, &flat(g)?.to_vec1::<f32>()?, |v| v as f32);
-            (
-                Tensor::from_vec(da, shape, dev)?,
-                Tensor::from_vec(db, shape, dev)?,
-            )
-        }
-        candle_core::DType::F64 => {
-            let (av, bv) = (flat(a)?.to_vec1::<f64>()?, flat(b)?.to_vec1::<f64>()?);
-            let (da, db) = swiglu_backward(&av, &bv, &flat(g)?.to_vec1::<f64>()?, |v| v);
-            (
-                Tensor::from_vec(da, shape, dev)?,
-                Tensor::from_vec(db, shape, dev)?,
-            )
-        }
-        dt => bail!("swiglu: f32 or f64 only, got {dt:?}"),
-    })
 }
