@@ -20,11 +20,6 @@ WORK=${WORK:-$(mktemp -d /tmp/popo-vllm-bench.XXXXXX)}
 export OMP_THREADS=${OMP_THREADS:-2}
 mkdir -p "$WORK"
 URL="http://127.0.0.1:$PORT"
-VENV=$(tools/setup-vllm-venv.sh | tail -n 1)
-if [ -z "${POPO_BIN:-}" ]; then
-    cargo build --release -q -p popo
-    POPO_BIN="${CARGO_TARGET_DIR:-target}/release/popo"
-fi
 WEIGHTS="$WORK/weights"
 SERVER_LOG="$WORK/server.log"
 . scripts/lib-vllm.sh

@@ -16,16 +16,11 @@ PORT=8768
 URL="http://127.0.0.1:$PORT"
 WEIGHTS=$HOME/.cache/popo/vllm-weights/engines
 SERVER_LOG=${SERVER_LOG:-$HOME/.cache/popo/vllm-weights/engines-server.log}
-VENV=$(tools/setup-vllm-venv.sh | tail -n 1)
-if [ -z "${POPO_BIN:-}" ]; then
-    cargo build --release -q -p popo
-    POPO_BIN="${CARGO_TARGET_DIR:-target}/release/popo"
-fi
 mkdir -p "$(dirname "$WEIGHTS")"
 . scripts/lib-vllm.sh
 
-# The server starts on the weights directory, which popo fills with the starting model when it
-# is empty: copy it there first if needed.
+# The server must start on a model before popo runs, so the weights directory gets the starting
+# model here (popo would fill an empty one too, but only once it starts).
 if [ ! -f "$WEIGHTS/config.json" ]; then
     mkdir -p "$WEIGHTS"
     cp -r "$HOME/.cache/popo/smollm2-135m-instruct"/. "$WEIGHTS"/

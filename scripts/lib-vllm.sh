@@ -1,7 +1,16 @@
-# Shared by scripts/test-vllm.sh and scripts/bench-vllm.sh (sourced, not run): starting and
-# stopping a vLLM CPU server. Expects VENV (the vLLM venv), PORT, URL, WEIGHTS and SERVER_LOG;
+# Shared by scripts/test-vllm.sh, bench-vllm.sh and experiment-engines.sh (sourced, not run):
+# the vLLM venv and the popo binary, and starting and stopping a vLLM CPU server. Sourcing it
+# sets VENV (tools/setup-vllm-venv.sh builds the venv on first use) and POPO_BIN (kept if set,
+# else a release build). The server functions expect PORT, URL, WEIGHTS and SERVER_LOG;
 # OMP_THREADS (default 1: the trainer has the other core) sets the server's compute threads.
 SERVER_PID=""
+
+echo "== venv"
+VENV=$(tools/setup-vllm-venv.sh | tail -n 1)
+if [ -z "${POPO_BIN:-}" ]; then
+    cargo build --release -q -p popo
+    POPO_BIN="${CARGO_TARGET_DIR:-target}/release/popo"
+fi
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 stop_server() {

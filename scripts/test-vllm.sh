@@ -42,17 +42,11 @@ if [ ! -f "$DATA/train.jsonl" ]; then
     exit 2
 fi
 
-echo "== venv"
-VENV=$(tools/setup-vllm-venv.sh | tail -n 1)
-if [ -z "${POPO_BIN:-}" ]; then
-    cargo build --release -q -p popo
-    POPO_BIN="${CARGO_TARGET_DIR:-target}/release/popo"
-fi
 WEIGHTS="$WORK/weights"
 SERVER_LOG="$WORK/server.log"
 echo "work directory: $WORK"
 
-# fail, stop_server (on EXIT) and start_server: scripts/lib-vllm.sh.
+# VENV, POPO_BIN, fail, stop_server (on EXIT) and start_server: scripts/lib-vllm.sh.
 . scripts/lib-vllm.sh
 
 # A run of the recipe at test scale through the server; extra arguments are more --set flags.
