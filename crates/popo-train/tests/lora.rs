@@ -2,6 +2,8 @@
 //! bit-identical), checkpoints hold PEFT adapters and not the base, POPO's EMA target is the
 //! adapters' alone, and an interrupted + resumed run equals the uninterrupted one.
 
+mod common;
+
 use popo_train::config::{ConfigBuilder, TrainConfig};
 use popo_train::metrics::read_metrics;
 use popo_train::policy::Policy;
@@ -116,17 +118,7 @@ fn assert_resumed_run_equals_straight(a: &Path, b: &Path, dtype: &str) {
         "algo_state.safetensors",
         "trainer_state.json",
     ] {
-        // trainer_state.json up to its wall clock (`wall_s`), which no two runs share.
-        let read = |p: PathBuf| -> Vec<u8> {
-            let bytes = std::fs::read(&p).unwrap();
-            match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(mut v) if f == "trainer_state.json" => {
-                    v.as_object_mut().unwrap().remove("wall_s");
-                    serde_json::to_vec(&v).unwrap()
-                }
-                _ => bytes,
-            }
-        };
+        let read = |p: PathBuf| common::checkpoint_file_bytes(&p);
         assert!(
             read(ca.join(f)) == read(cb.join(f)),
             "{dtype}: {f} differs after resume"

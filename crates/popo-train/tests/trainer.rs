@@ -85,7 +85,7 @@ fn assert_same_checkpoint(resumed: &Path, straight: &Path, initial: &Path, what:
     ] {
         let (g, w) = (got.join(f), want.join(f));
         assert!(
-            state_bytes(&g) == state_bytes(&w),
+            common::checkpoint_file_bytes(&g) == common::checkpoint_file_bytes(&w),
             "{what}: {} differs from the uninterrupted run's {}",
             g.display(),
             w.display()
@@ -101,19 +101,6 @@ fn assert_same_checkpoint(resumed: &Path, straight: &Path, initial: &Path, what:
         moved > 0,
         "{what}: no tensor of the final model differs from the initial one"
     );
-}
-
-/// A checkpoint file's bytes; for trainer_state.json, those of the state without its wall clock
-/// (`wall_s`: seconds, which no two runs share).
-fn state_bytes(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap();
-    if !path.ends_with("trainer_state.json") {
-        return bytes;
-    }
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert!(v["wall_s"].as_f64().unwrap() > 0.0, "{}", path.display());
-    v.as_object_mut().unwrap().remove("wall_s");
-    serde_json::to_vec(&v).unwrap()
 }
 
 /// 4 steps straight vs 2 steps + checkpoint + resume for 2: identical metrics (perf/* aside)

@@ -164,3 +164,17 @@ pub fn cfg(preset: &str, sets: &[&str]) -> popo_train::config::TrainConfig {
     }
     b.build().unwrap()
 }
+
+/// A checkpoint file's bytes as resumed and uninterrupted runs are compared: for
+/// trainer_state.json, those of the state without its wall clock (`wall_s`, seconds, which no two
+/// runs share; it must have been recorded).
+pub fn checkpoint_file_bytes(path: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    if !path.ends_with("trainer_state.json") {
+        return bytes;
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["wall_s"].as_f64().unwrap() > 0.0, "{}", path.display());
+    v.as_object_mut().unwrap().remove("wall_s");
+    serde_json::to_vec(&v).unwrap()
+}
