@@ -135,6 +135,7 @@ impl Trainer {
         stop: Arc<AtomicBool>,
         warm_up: bool,
     ) -> Result<Self> {
+        let started = Instant::now(); // before the warm-up, which is part of the run's time
         let (mut params, width) = crate::setup::policy_params(&cfg, &s, &device)?;
         if warm_up {
             params =
@@ -171,7 +172,7 @@ impl Trainer {
             state,
             logger,
             stop,
-            started: Instant::now(),
+            started,
             wall_before: 0.0,
         })
     }
