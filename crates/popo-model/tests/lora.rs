@@ -135,10 +135,24 @@ fn peft_adapter_log_probs(f: &Fixture) {
     // Without the adapter, the base's own (a check of the fixture itself).
     let plain = load_pretrained(&f.base, &Device::Cpu, DType::F32).unwrap();
     f.check("base", &plain.model.detached(), |s| &s.base);
-    let spec = adapter::read_adapter(&ad, &Device::Cpu, DType::F32)
-        .unwrap()
-        .spec;
+    let read = adapter::read_adapter(&ad, &Device::Cpu, DType::F32).unwrap();
+    let spec = read.spec;
     assert_eq!((spec.r, spec.alpha), (f.expected.r, f.expected.lora_alpha));
+    // With the adapters as Vars the forward records a graph, and each adapted projection runs as
+    // one op (popo-model's lora_train.rs): the same log-probs.
+    let trainable: LoraWeights = read
+        .weights
+        .iter()
+        .map(|(k, (a, b))| {
+            let var = |t: &Tensor| Var::from_tensor(t).unwrap().as_tensor().clone();
+            (k.clone(), (var(a), var(b)))
+        })
+        .collect();
+    let training = plain
+        .model
+        .with_lora(&trainable, spec.scale(), 0.0)
+        .unwrap();
+    f.check("adapted (training forward)", &training, |s| &s.adapted);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Grouped-query self-attention with rotary positions, optional q/k norms (Qwen3) and a KV cache.
 
+use super::attn_train::{rope_train, softmax_train};
 use super::kv_cache::LayerCache;
 use super::linear::{DecodeLayout, Linear};
 use super::norm::RmsNorm;
@@ -90,7 +91,15 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
+        // With a graph on the CPU, the rotary embedding and the softmax run as single ops with
+        // written-out backwards (`attn_train.rs`); elsewhere as primitives or candle's kernels.
+        let custom = !self.fused
+            && super::fused::serves(&q)
+            && (q.track_op() || k.track_op() || v.track_op());
         let rotate = |x: &Tensor| -> Result<Tensor> {
+            if custom {
+                return rope_train(x, &rope.0, &rope.1); // [b, t, n, hd] -> [b, n, t, hd]
+            }
             let x = x.transpose(1, 2)?.contiguous()?;
             if self.fused {
                 // cos/sin: [b, t, hd/2]
@@ -109,13 +118,29 @@ impl Attention {
             }
             None => (k.t()?, v),
         };
-        let s = v.dim(2)?;
         // GQA without copying k/v: query head g*rep + r reads kv head g, so fold the `rep`
         // query heads of a group into the row dimension of one matmul per kv head.
         let rep = h / kv;
         let q = q.reshape((b, kv, rep * t, hd))?;
-        let scores = (q.matmul(&k_t)? * (1.0 / (hd as f64).sqrt()))?; // [b, kv, rep*t, s]
-        let scores = scores.reshape((b, h, t, s))?;
+        let probs = self.probs(&q, &k_t, bias, custom)?; // [b, kv, rep*t, s]
+        let y = probs.matmul(&v)?; // [b, kv, rep*t, hd]
+        let y = y
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * hd))?;
+        self.o_proj.forward_seeded(&y, seed)
+    }
+
+    /// Attention weights [b, kv, rep*t, s] for queries `q` [b, kv, rep*t, hd] (GQA-folded) and
+    /// keys `k_t` [b, kv, hd, s] under `bias` [b, 1, t, s].
+    fn probs(&self, q: &Tensor, k_t: &Tensor, bias: &Tensor, custom: bool) -> Result<Tensor> {
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        if custom {
+            return softmax_train(&q.matmul(k_t)?, bias, scale);
+        }
+        let (b, kv, rows, _) = q.dims4()?;
+        let (t, s) = (bias.dim(2)?, k_t.dim(3)?);
+        let scores = (q.matmul(k_t)? * scale)?.reshape((b, self.n_heads, t, s))?;
         let dt = scores.dtype();
         let scores = match dt {
             DType::F16 | DType::BF16 => scores.to_dtype(DType::F32)?,
@@ -126,14 +151,8 @@ impl Attention {
             candle_nn::ops::softmax_last_dim(&scores)?
         } else {
             softmax_last(&scores)?
-        }
-        .to_dtype(dt)?; // [b, h, t, s]
-        let y = probs.reshape((b, kv, rep * t, s))?.matmul(&v)?; // [b, kv, rep*t, hd]
-        let y = y
-            .reshape((b, h, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, h * hd))?;
-        self.o_proj.forward_seeded(&y, seed)
+        };
+        Ok(probs.to_dtype(dt)?.reshape((b, kv, rows, s))?)
     }
 
     pub(super) fn detached(&self) -> Self {

@@ -13,6 +13,7 @@
 //! Arithmetic is in f64 for f32 and f64 tensors; other dtypes and devices keep the primitives
 //! (`RmsNorm::forward`, `Mlp::forward`). Checked against f64 finite differences (tests/model.rs).
 
+use super::host::{backward_on_host, forward_on_cpu};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -27,70 +28,25 @@ pub(super) fn swiglu_train(a: &Tensor, b: &Tensor) -> anyhow::Result<Tensor> {
     Ok(a.contiguous()?.apply_op2(&b.contiguous()?, SwiGlu)?)
 }
 
-/// Whether the ops here serve `x`: a CPU tensor in f32 or f64.
+/// Whether the ops here (and in `attn_train.rs`) serve `x`: a CPU tensor in f32 or f64.
 pub(super) fn serves(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-fn msg(what: &str) -> candle_core::Error {
-    candle_core::Error::Msg(format!(
-        "{what}: f32 or f64 contiguous operands of one dtype only"
-    ))
+/// Two results as the backward helpers' list.
+fn pair<T>((a, b): (Vec<T>, Vec<T>)) -> Vec<Vec<T>> {
+    vec![a, b]
 }
 
-/// A contiguous layout's elements.
-fn elems<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| msg("fused op"))?;
-    Ok(&s[a..b])
-}
-
-/// A forward: `f32s` or `f64s` on the elements of two CPU operands of one dtype.
-fn on_cpu(
-    (a, al): (&CpuStorage, &Layout),
-    (b, bl): (&CpuStorage, &Layout),
-    f32s: impl Fn(&[f32], &[f32]) -> Vec<f32>,
-    f64s: impl Fn(&[f64], &[f64]) -> Vec<f64>,
-) -> candle_core::Result<(CpuStorage, Shape)> {
-    let y = match (a, b) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            CpuStorage::F32(f32s(elems(a, al)?, elems(b, bl)?))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-            CpuStorage::F64(f64s(elems(a, al)?, elems(b, bl)?))
-        }
-        _ => return Err(msg("fused op")),
-    };
-    Ok((y, al.shape().clone()))
-}
-
-/// A backward: `f32s` or `f64s` on host copies of the two operands and the upstream gradient,
-/// giving the operands' gradients (shaped as the operands).
-fn on_host(
-    (a, b, g): (&Tensor, &Tensor, &Tensor),
-    f32s: impl Fn(&[f32], &[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
-    f64s: impl Fn(&[f64], &[f64], &[f64]) -> (Vec<f64>, Vec<f64>),
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let (dev, flat) = (a.device(), |t: &Tensor| t.flatten_all());
-    let (da, db) = match a.dtype() {
-        DType::F32 => {
-            let v = |t: &Tensor| flat(t)?.to_vec1::<f32>();
-            let (da, db) = f32s(&v(a)?, &v(b)?, &v(g)?);
-            (
-                Tensor::from_vec(da, a.shape(), dev)?,
-                Tensor::from_vec(db, b.shape(), dev)?,
-            )
-        }
-        DType::F64 => {
-            let v = |t: &Tensor| flat(t)?.to_vec1::<f64>();
-            let (da, db) = f64s(&v(a)?, &v(b)?, &v(g)?);
-            (
-                Tensor::from_vec(da, a.shape(), dev)?,
-                Tensor::from_vec(db, b.shape(), dev)?,
-            )
-        }
-        _ => return Err(msg("fused op backward")),
-    };
-    Ok((da, db))
+/// The first two entries of a backward's list.
+fn two(v: Vec<Tensor>) -> candle_core::Result<(Tensor, Tensor)> {
+    let mut it = v.into_iter();
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(candle_core::Error::Msg(
+            "fused op: a backward lost a result".into(),
+        )),
+    }
 }
 
 struct RmsNormOp {
@@ -165,12 +121,14 @@ impl CustomOp2 for RmsNormOp {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let eps = self.eps;
-        on_cpu(
-            (x, xl),
-            (w, wl),
-            |x, w| rms_norm(x, w, eps, |v| v as f32),
-            |x, w| rms_norm(x, w, eps, |v| v),
-        )
+        let y = forward_on_cpu(
+            "rms-norm-train",
+            &[(x, xl), (w, wl)],
+            &[],
+            |v| rms_norm(v[0], v[1], eps, |v| v as f32),
+            |v| rms_norm(v[0], v[1], eps, |v| v),
+        )?;
+        Ok((y, xl.shape().clone()))
     }
 
     fn bwd(
@@ -181,11 +139,13 @@ impl CustomOp2 for RmsNormOp {
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let eps = self.eps;
-        let (dx, dw) = on_host(
-            (x, w, g),
-            |x, w, g| rms_norm_backward(x, w, g, eps, |v| v as f32),
-            |x, w, g| rms_norm_backward(x, w, g, eps, |v| v),
-        )?;
+        let (dx, dw) = two(backward_on_host(
+            "rms-norm-train backward",
+            &[x, w, g],
+            &[x.shape(), w.shape()],
+            |v| pair(rms_norm_backward(v[0], v[1], v[2], eps, |v| v as f32)),
+            |v| pair(rms_norm_backward(v[0], v[1], v[2], eps, |v| v)),
+        )?)?;
         Ok((Some(dx), w.track_op().then_some(dw)))
     }
 }
@@ -241,12 +201,14 @@ impl CustomOp2 for SwiGlu {
         b: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        on_cpu(
-            (a, al),
-            (b, bl),
-            |a, b| swiglu(a, b, |v| v as f32),
-            |a, b| swiglu(a, b, |v| v),
-        )
+        let y = forward_on_cpu(
+            "swiglu-train",
+            &[(a, al), (b, bl)],
+            &[],
+            |v| swiglu(v[0], v[1], |v| v as f32),
+            |v| swiglu(v[0], v[1], |v| v),
+        )?;
+        Ok((y, al.shape().clone()))
     }
 
     fn bwd(
@@ -256,11 +218,13 @@ impl CustomOp2 for SwiGlu {
         _y: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (da, db) = on_host(
-            (a, b, g),
-            |a, b, g| swiglu_backward(a, b, g, |v| v as f32),
-            |a, b, g| swiglu_backward(a, b, g, |v| v),
-        )?;
+        let (da, db) = two(backward_on_host(
+            "swiglu-train backward",
+            &[a, b, g],
+            &[a.shape(), b.shape()],
+            |v| pair(swiglu_backward(v[0], v[1], v[2], |v| v as f32)),
+            |v| pair(swiglu_backward(v[0], v[1], v[2], |v| v)),
+        )?)?;
         Ok((Some(da), Some(db)))
     }
 }

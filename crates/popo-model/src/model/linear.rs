@@ -1,6 +1,7 @@
 //! A linear projection (HF [out, in] weight, optional bias) and its decoding layouts.
 
 use super::lora::Lora;
+use super::lora_train::adapted_train;
 use super::ops::{matmul_const_right, spread_rows};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -53,6 +54,9 @@ impl Linear {
     pub(super) fn forward_seeded(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
         let (b, t, d_in) = x.dims3()?;
         let d_out = self.weight.dim(0)?;
+        if let Some(y) = self.adapted_train(x, seed)? {
+            return Ok(y);
+        }
         let x = x.reshape((b * t, d_in))?;
         let y = match &self.weight_t {
             Some(wt) => x.matmul(wt)?,
@@ -70,6 +74,29 @@ impl Linear {
             None => y,
         };
         Ok(y.reshape((b, t, d_out))?)
+    }
+
+    /// A LoRA training forward on the CPU as one op (`lora_train.rs`), where it serves: a frozen
+    /// base and bias and one float dtype throughout.
+    fn adapted_train(&self, x: &Tensor, seed: Option<u64>) -> Result<Option<Tensor>> {
+        let Some(l) = &self.lora else { return Ok(None) };
+        let dt = x.dtype();
+        let serves = super::fused::serves(x)
+            && !self.weight.track_op()
+            && self.weight_t.is_none()
+            && self
+                .bias
+                .as_ref()
+                .is_none_or(|v| !v.track_op() && v.dtype() == dt)
+            && [&self.weight, &l.a, &l.b].iter().all(|w| w.dtype() == dt)
+            && (x.track_op() || l.a.track_op() || l.b.track_op());
+        if !serves {
+            return Ok(None);
+        }
+        let (b, t, d_in) = x.dims3()?;
+        let h = l.down(&x.reshape((b * t, d_in))?, seed)?; // [n, r]
+        let base = (&self.weight, self.bias.as_ref());
+        Ok(Some(adapted_train(x, &h, base, &l.b)?))
     }
 
     pub(super) fn detached(&self) -> Self {

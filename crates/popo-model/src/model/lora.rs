@@ -39,6 +39,11 @@ impl Lora {
     /// `s * drop(x) A^T B^T` for rows `x` [n, in], in the adapters' dtype. `seed` is `Some` in
     /// training forwards only.
     pub(super) fn forward(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
+        Ok(self.down(x, seed)?.matmul(&self.b.t()?)?)
+    }
+
+    /// `s * drop(x) A^T` [n, r]: the first half of `forward`.
+    pub(super) fn down(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
         let mut x = x.to_dtype(self.a.dtype())?;
         if let (Some(seed), true) = (seed, self.dropout > 0.0) {
             let mask = dropout_mask(x.dims2()?, self.dropout, seed ^ self.salt, &self.a)?;
@@ -46,8 +51,7 @@ impl Lora {
         }
         // The scale goes on the [n, r] product, not on the [n, out] output: one activation of
         // the output's size fewer kept for the backward, at every adapted projection.
-        let h = (x.matmul(&self.a.t()?)? * self.scale)?; // [n, r]
-        Ok(h.matmul(&self.b.t()?)?)
+        Ok((x.matmul(&self.a.t()?)? * self.scale)?)
     }
 
     /// `s * B A` [out, in] in the adapters' dtype: what merging adds to the base weight.

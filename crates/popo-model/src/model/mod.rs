@@ -7,13 +7,16 @@
 //! give each row exactly what it would get alone.
 mod attach;
 mod attention;
+mod attn_train;
 mod cached;
 mod carrier;
 mod fused;
+mod host;
 mod kv_cache;
 mod layer;
 mod linear;
 mod lora;
+mod lora_train;
 mod norm;
 mod ops;
 mod rope;
