@@ -19,7 +19,7 @@
 //! tensors are exact to f64 for the finite-difference tests (tests/model.rs). Other dtypes and
 //! devices keep the primitives (`Attention::forward`).
 
-use super::host::{backward_on_host, forward_on_cpu, msg};
+use super::host::{forward_on_cpu, msg, on_host, Real};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -49,31 +49,6 @@ pub(super) fn softmax_train(x: &Tensor, bias: &Tensor, scale: f64) -> anyhow::Re
         scale,
     };
     Ok(x.contiguous()?.apply_op1(op)?)
-}
-
-/// An element type the ops compute in, with its own precision for exponentials.
-pub(super) trait Real: Copy + Send + Sync + Default + Into<f64> {
-    fn of(v: f64) -> Self;
-    /// exp at this type's precision (f32's is several times cheaper than f64's).
-    fn exp_at(v: f64) -> f64;
-}
-
-impl Real for f32 {
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-    fn exp_at(v: f64) -> f64 {
-        (v as f32).exp() as f64
-    }
-}
-
-impl Real for f64 {
-    fn of(v: f64) -> Self {
-        v
-    }
-    fn exp_at(v: f64) -> f64 {
-        v.exp()
-    }
 }
 
 struct Rope {
@@ -159,7 +134,7 @@ impl CustomOp1 for Rope {
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let dims = x.dims4()?;
-        let dx = backward_on_host(
+        let dx = on_host(
             "rope-train backward",
             &[g, &self.cos, &self.sin],
             &[x.shape()],
@@ -239,7 +214,7 @@ impl CustomOp1 for Softmax {
 
     fn bwd(&self, x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let (s, scale) = (x.dim(3)?, self.scale);
-        let dx = backward_on_host(
+        let dx = on_host(
             "attention-softmax-train backward",
             &[g, p],
             &[x.shape()],

@@ -10,10 +10,11 @@
 //!
 //! SwiGLU, y = silu(a) b with s = sigmoid(a): da = g b s (1 + a (1 - s)), db = g a s.
 //!
-//! Arithmetic is in f64 for f32 and f64 tensors; other dtypes and devices keep the primitives
+//! Arithmetic is in f64 for f32 and f64 tensors, the exponential at the tensor's own precision
+//! (`host::Real`); other dtypes and devices keep the primitives
 //! (`RmsNorm::forward`, `Mlp::forward`). Checked against f64 finite differences (tests/model.rs).
 
-use super::host::{backward_on_host, forward_on_cpu};
+use super::host::{forward_on_cpu, on_host, Real};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -59,10 +60,7 @@ fn inv_rms<T: Copy + Into<f64>>(row: &[T], eps: f64) -> f64 {
     1.0 / (ss / row.len() as f64 + eps).sqrt()
 }
 
-fn rms_norm<T>(x: &[T], w: &[T], eps: f64, from: fn(f64) -> T) -> Vec<T>
-where
-    T: Copy + Into<f64> + Send + Sync + Default,
-{
+fn rms_norm<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let d = w.len();
     let mut y = vec![T::default(); x.len()];
     y.par_chunks_mut(d)
@@ -70,17 +68,14 @@ where
         .for_each(|(yr, xr)| {
             let r = inv_rms(xr, eps);
             for ((o, &v), &wj) in yr.iter_mut().zip(xr).zip(w) {
-                *o = from(v.into() * r * wj.into());
+                *o = T::of(v.into() * r * wj.into());
             }
         });
     y
 }
 
 /// (dx, dw) for upstream gradient `g`: dx as x, dw [d].
-fn rms_norm_backward<T>(x: &[T], w: &[T], g: &[T], eps: f64, from: fn(f64) -> T) -> (Vec<T>, Vec<T>)
-where
-    T: Copy + Into<f64> + Send + Sync + Default,
-{
+fn rms_norm_backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
     let d = w.len();
     let mut dx = vec![T::default(); x.len()];
     // Each row's r comes back from the dx pass, so that dw needs no second pass over the norms.
@@ -94,7 +89,7 @@ where
                 .sum();
             let c = r * r * r * dot / d as f64;
             for j in 0..d {
-                dxr[j] = from(r * gr[j].into() * w[j].into() - xr[j].into() * c);
+                dxr[j] = T::of(r * gr[j].into() * w[j].into() - xr[j].into() * c);
             }
             r
         })
@@ -105,7 +100,7 @@ where
             dw[j] += gr[j].into() * xr[j].into() * r;
         }
     }
-    (dx, dw.into_iter().map(from).collect())
+    (dx, dw.into_iter().map(T::of).collect())
 }
 
 impl CustomOp2 for RmsNormOp {
@@ -125,8 +120,8 @@ impl CustomOp2 for RmsNormOp {
             "rms-norm-train",
             &[(x, xl), (w, wl)],
             &[],
-            |v| rms_norm(v[0], v[1], eps, |v| v as f32),
-            |v| rms_norm(v[0], v[1], eps, |v| v),
+            |v| rms_norm(v[0], v[1], eps),
+            |v| rms_norm(v[0], v[1], eps),
         )?;
         Ok((y, xl.shape().clone()))
     }
@@ -139,12 +134,12 @@ impl CustomOp2 for RmsNormOp {
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let eps = self.eps;
-        let (dx, dw) = two(backward_on_host(
+        let (dx, dw) = two(on_host(
             "rms-norm-train backward",
             &[x, w, g],
             &[x.shape(), w.shape()],
-            |v| pair(rms_norm_backward(v[0], v[1], v[2], eps, |v| v as f32)),
-            |v| pair(rms_norm_backward(v[0], v[1], v[2], eps, |v| v)),
+            |v| pair(rms_norm_backward(v[0], v[1], v[2], eps)),
+            |v| pair(rms_norm_backward(v[0], v[1], v[2], eps)),
         )?)?;
         Ok((Some(dx), w.track_op().then_some(dw)))
     }
@@ -152,29 +147,24 @@ impl CustomOp2 for RmsNormOp {
 
 struct SwiGlu;
 
-fn sigmoid(v: f64) -> f64 {
-    1.0 / (1.0 + (-v).exp())
+/// The logistic function, its exponential at `T`'s precision.
+fn sigmoid<T: Real>(v: f64) -> f64 {
+    1.0 / (1.0 + T::exp_at(-v))
 }
 
-fn swiglu<T>(a: &[T], b: &[T], from: fn(f64) -> T) -> Vec<T>
-where
-    T: Copy + Into<f64> + Send + Sync + Default,
-{
+fn swiglu<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
     let mut y = vec![T::default(); a.len()];
     y.par_iter_mut()
         .zip(a.par_iter().zip(b.par_iter()))
         .for_each(|(o, (&av, &bv))| {
             let av = av.into();
-            *o = from(av * sigmoid(av) * bv.into());
+            *o = T::of(av * sigmoid::<T>(av) * bv.into());
         });
     y
 }
 
 /// (da, db) for upstream gradient `g`.
-fn swiglu_backward<T>(a: &[T], b: &[T], g: &[T], from: fn(f64) -> T) -> (Vec<T>, Vec<T>)
-where
-    T: Copy + Into<f64> + Send + Sync + Default,
-{
+fn swiglu_backward<T: Real>(a: &[T], b: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
     let mut da = vec![T::default(); a.len()];
     let mut db = vec![T::default(); a.len()];
     da.par_iter_mut()
@@ -182,9 +172,9 @@ where
         .zip(a.par_iter().zip(b.par_iter().zip(g.par_iter())))
         .for_each(|((da, db), (&av, (&bv, &gv)))| {
             let (av, gv) = (av.into(), gv.into());
-            let s = sigmoid(av);
-            *da = from(gv * bv.into() * s * (1.0 + av * (1.0 - s)));
-            *db = from(gv * av * s);
+            let s = sigmoid::<T>(av);
+            *da = T::of(gv * bv.into() * s * (1.0 + av * (1.0 - s)));
+            *db = T::of(gv * av * s);
         });
     (da, db)
 }
@@ -205,8 +195,8 @@ impl CustomOp2 for SwiGlu {
             "swiglu-train",
             &[(a, al), (b, bl)],
             &[],
-            |v| swiglu(v[0], v[1], |v| v as f32),
-            |v| swiglu(v[0], v[1], |v| v),
+            |v| swiglu(v[0], v[1]),
+            |v| swiglu(v[0], v[1]),
         )?;
         Ok((y, al.shape().clone()))
     }
@@ -218,12 +208,12 @@ impl CustomOp2 for SwiGlu {
         _y: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (da, db) = two(backward_on_host(
+        let (da, db) = two(on_host(
             "swiglu-train backward",
             &[a, b, g],
             &[a.shape(), b.shape()],
-            |v| pair(swiglu_backward(v[0], v[1], v[2], |v| v as f32)),
-            |v| pair(swiglu_backward(v[0], v[1], v[2], |v| v)),
+            |v| pair(swiglu_backward(v[0], v[1], v[2])),
+            |v| pair(swiglu_backward(v[0], v[1], v[2])),
         )?)?;
         Ok((Some(da), Some(db)))
     }

@@ -109,9 +109,9 @@ fn shaped<T: WithDType>(
         .collect()
 }
 
-/// A backward: `f32s` or `f64s` on the elements of `ts` (gradients, operands, outputs and
-/// constants, all of one dtype), giving one result per entry of `shapes`.
-pub(super) fn backward_on_host(
+/// `f32s` or `f64s` on the elements of `ts` (a backward's gradients, operands, outputs and
+/// constants, or any CPU tensors, all of one dtype), giving one result per entry of `shapes`.
+pub(super) fn on_host(
     what: &str,
     ts: &[&Tensor],
     shapes: &[&Shape],
@@ -126,4 +126,29 @@ pub(super) fn backward_on_host(
         Typed::F32(v) => shaped(f32s(&v), shapes, &dev),
         Typed::F64(v) => shaped(f64s(&v), shapes, &dev),
     })
+}
+
+/// An element type the ops compute in, with its own precision for exponentials.
+pub(super) trait Real: Copy + Send + Sync + Default + Into<f64> {
+    fn of(v: f64) -> Self;
+    /// exp at this type's precision (f32's is several times cheaper than f64's).
+    fn exp_at(v: f64) -> f64;
+}
+
+impl Real for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    fn exp_at(v: f64) -> f64 {
+        (v as f32).exp() as f64
+    }
+}
+
+impl Real for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+    fn exp_at(v: f64) -> f64 {
+        v.exp()
+    }
 }

@@ -1,7 +1,7 @@
 //! The training head (chunked log-probs and entropies with gradient carriers) and the
 //! checkpointed backward.
 
-use super::carrier::lse_entropy_carrier;
+use super::carrier::{lse_entropy_carrier, row_stats};
 use super::rope::positions_from_mask;
 use super::{mask_to_host, Model, LOGIT_CHUNK_ELEMS};
 use crate::batch::{TokenBatch, TrainOutput};
@@ -14,12 +14,13 @@ impl Model {
     /// rows `h` [n, d] at `temperature`.
     ///
     /// Values come from a detached f32 log-softmax over the logits. Gradients flow through
-    /// surrogates that need no [n, vocab] tensor in the graph except the detached probabilities:
-    /// with z = h W^T / T, d logsumexp(z) / dz = p and dH / dz = -p (z - E_p[z]) =: -r, so
+    /// surrogates that need no [n, vocab] tensor in the graph except the detached logits: with
+    /// z = h W^T / T, d logsumexp(z) / dz = p and dH / dz = -p (z - E_p[z]) =: -r, so
     /// `h/T . (p W)` and `h/T . (r W)` have exactly those gradients with respect to h and W
-    /// (computed by `carrier::lse_entropy_carrier` with one product per operand). Autograd
-    /// therefore keeps two [n, vocab] tensors per chunk instead of the half-dozen a plain
-    /// log-softmax leaves behind, and no elementwise [n, vocab] op is differentiated.
+    /// (computed by `carrier::lse_entropy_carrier` with one product per operand, p and r formed
+    /// from z in its backward). Autograd therefore keeps one [n, vocab] tensor per chunk instead
+    /// of the half-dozen a plain log-softmax leaves behind, and no elementwise [n, vocab] op is
+    /// differentiated.
     fn chunk_logprob_entropy(
         &self,
         h: &Tensor,
@@ -31,12 +32,7 @@ impl Model {
         let h_t = (h / temperature)?; // [n, d]
                                       // Detached statistics.
         let z = h_t.detach().matmul(&w.detach().t()?)?.to_dtype(fdt)?; // [n, vocab]
-        let max = z.max_keepdim(1)?; // [n, 1]
-        let e = z.broadcast_sub(&max)?.exp()?; // [n, vocab]
-        let sum_e = e.sum_keepdim(1)?; // [n, 1]
-        let p = e.broadcast_div(&sum_e)?; // [n, vocab]
-        let lse = (sum_e.log()? + max)?; // [n, 1]
-        let mean_z = (&p * &z)?.sum_keepdim(1)?; // [n, 1]
+        let (lse, mean_z) = row_stats(&z)?; // [n, 1] each
         let entropy = (&lse - &mean_z)?; // [n, 1]
         let tgt = targets.unsqueeze(1)?; // [n, 1]
         let z_tgt = z.gather(&tgt, 1)?; // [n, 1]
@@ -44,8 +40,6 @@ impl Model {
             // No graph to carry gradients for: skip the two [n, vocab] x [vocab, d] products.
             return Ok(((z_tgt - lse)?, entropy));
         }
-        let r = p.mul(&z.broadcast_sub(&mean_z)?)?; // [n, vocab]
-        drop((z, e));
         // Gradient carriers: value zero, gradient as described above.
         let zero_value = |x: Tensor| -> Result<Tensor> {
             let x = x.to_dtype(fdt)?;
@@ -54,7 +48,8 @@ impl Model {
         let dot = |a: &Tensor, b: &Tensor| -> Result<Tensor> { Ok((a * b)?.sum_keepdim(1)?) };
         let w_tgt = w.index_select(targets, 0)?; // [n, d]
         let g_tgt = zero_value(dot(&h_t, &w_tgt)?)?; // d z_tgt
-        let carrier = lse_entropy_carrier(&h_t, w, p, r)?.to_dtype(fdt)?; // [n, 2]
+        let stats = (z, lse.clone(), mean_z);
+        let carrier = lse_entropy_carrier(&h_t, w, stats)?.to_dtype(fdt)?; // [n, 2]
         let g_lse = carrier.narrow(1, 0, 1)?; // d lse
         let g_ent = carrier.narrow(1, 1, 1)?; // -dH
         let logprob = ((z_tgt - lse)? + (g_tgt - g_lse)?)?;
