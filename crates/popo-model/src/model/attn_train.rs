@@ -56,57 +56,40 @@ struct Rope {
     sin: Tensor,
 }
 
-/// y [b, h, t, hd] from x [b, t, h, hd].
-fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], (_, t, h, hd): Dims4) -> Vec<T> {
+/// y [b, h, t, hd] from x [b, t, h, hd]; with `inverse`, the backward's dx [b, t, h, hd] from
+/// g [b, h, t, hd] (see the module doc).
+fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], (_, t, h, hd): Dims4, inverse: bool) -> Vec<T> {
     let half = hd / 2;
     let mut y = vec![T::default(); x.len()];
-    // Each output row of hd comes from one input row: parallel over (b, h) blocks of t rows.
-    y.par_chunks_mut(t * hd).enumerate().for_each(|(bh, out)| {
-        let (bi, hh) = (bh / h, bh % h);
-        for (ti, o) in out.chunks_mut(hd).enumerate() {
-            let (bt, src) = (bi * t + ti, ((bi * t + ti) * h + hh) * hd);
+    y.par_chunks_mut(hd)
+        .with_min_len(64)
+        .enumerate()
+        .for_each(|(row, o)| {
+            // The output row's batch row and position, and its input row in the other layout.
+            let (bi, ti, src) = if inverse {
+                let (bi, ti, hh) = (row / (t * h), (row / h) % t, row % h);
+                (bi, ti, ((bi * h + hh) * t + ti) * hd)
+            } else {
+                let (bi, hh, ti) = (row / (h * t), (row / t) % h, row % t);
+                (bi, ti, ((bi * t + ti) * h + hh) * hd)
+            };
+            let bt = bi * t + ti;
             let (c, s) = (&cos[bt * hd..(bt + 1) * hd], &sin[bt * hd..(bt + 1) * hd]);
             let xr = &x[src..src + hd];
             for j in 0..half {
                 let (a, z) = (xr[j].into(), xr[j + half].into());
-                let (ca, cz, sa, sz) = (
-                    c[j].into(),
-                    c[j + half].into(),
-                    s[j].into(),
-                    s[j + half].into(),
-                );
-                o[j] = T::of(a * ca - z * sa);
-                o[j + half] = T::of(z * cz + a * sz);
+                let (s_lo, s_hi): (f64, f64) = (s[j].into(), s[j + half].into());
+                // y_j = a c_j + z p, y_{j+h} = z c_{j+h} + a q (R, or its transpose).
+                let (p, q) = if inverse {
+                    (s_hi, -s_lo)
+                } else {
+                    (-s_lo, s_hi)
+                };
+                o[j] = T::of(a * c[j].into() + z * p);
+                o[j + half] = T::of(z * c[j + half].into() + a * q);
             }
-        }
-    });
+        });
     y
-}
-
-/// dx [b, t, h, hd] for g [b, h, t, hd] (see the module doc).
-fn rope_inverse<T: Real>(g: &[T], cos: &[T], sin: &[T], (_, t, h, hd): Dims4) -> Vec<T> {
-    let half = hd / 2;
-    let mut dx = vec![T::default(); g.len()];
-    dx.par_chunks_mut(h * hd).enumerate().for_each(|(bt, out)| {
-        let (bi, ti) = (bt / t, bt % t);
-        let (c, s) = (&cos[bt * hd..(bt + 1) * hd], &sin[bt * hd..(bt + 1) * hd]);
-        for (hh, o) in out.chunks_mut(hd).enumerate() {
-            let src = ((bi * h + hh) * t + ti) * hd;
-            let gr = &g[src..src + hd];
-            for j in 0..half {
-                let (ga, gz) = (gr[j].into(), gr[j + half].into());
-                let (ca, cz, sa, sz) = (
-                    c[j].into(),
-                    c[j + half].into(),
-                    s[j].into(),
-                    s[j + half].into(),
-                );
-                o[j] = T::of(ga * ca + gz * sz);
-                o[j + half] = T::of(gz * cz - ga * sa);
-            }
-        }
-    });
-    dx
 }
 
 type Dims4 = (usize, usize, usize, usize);
@@ -126,8 +109,8 @@ impl CustomOp1 for Rope {
             "rope-train",
             &[(x, xl)],
             &[&self.cos, &self.sin],
-            |v| rope(v[0], v[1], v[2], dims),
-            |v| rope(v[0], v[1], v[2], dims),
+            |v| rope(v[0], v[1], v[2], dims, false),
+            |v| rope(v[0], v[1], v[2], dims, false),
         )?;
         Ok((y, Shape::from((b, h, t, hd))))
     }
@@ -138,8 +121,8 @@ impl CustomOp1 for Rope {
             "rope-train backward",
             &[g, &self.cos, &self.sin],
             &[x.shape()],
-            |v| vec![rope_inverse(v[0], v[1], v[2], dims)],
-            |v| vec![rope_inverse(v[0], v[1], v[2], dims)],
+            |v| vec![rope(v[0], v[1], v[2], dims, true)],
+            |v| vec![rope(v[0], v[1], v[2], dims, true)],
         )?;
         Ok(dx.into_iter().next())
     }
