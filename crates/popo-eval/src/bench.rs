@@ -77,6 +77,8 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Also decode greedily once per problem and report greedy accuracy.
     pub greedy: bool,
+    /// A number gold takes only a number written out (`popo_verify::Config::literal_numbers`).
+    pub literal_numbers: bool,
     /// Evaluate only the first `limit` problems of each benchmark.
     pub limit: Option<usize>,
     pub problem_field: String,
@@ -93,6 +95,7 @@ impl Default for EvalConfig {
             template: PromptTemplate::QwenMath,
             seed: 0,
             greedy: false,
+            literal_numbers: true,
             limit: None,
             problem_field: "problem".into(),
             answer_field: "answer".into(),
@@ -267,6 +270,10 @@ pub fn evaluate_bench(
         ..Default::default()
     };
     let golds: Vec<&str> = examples.iter().map(|ex| ex.answer.as_str()).collect();
+    let verifier = popo_verify::Config {
+        literal_numbers: cfg.literal_numbers,
+        ..Default::default()
+    };
     let draw = Draw::Requests {
         model,
         requests: &requests,
@@ -278,7 +285,7 @@ pub fn evaluate_bench(
         draw,
         tokenizer,
         &golds,
-        &|text, gold| popo_verify::verify(gold, text),
+        &|text, gold| popo_verify::verify_with(&verifier, gold, text),
         &mut |i, rows| {
             let scored = score_completions(name, i, &examples[i], &rows, cfg)?;
             progress(book.finish(i, scored, samples_out)?, total);

@@ -160,12 +160,14 @@ impl ExperimentSpec {
         seed: u64,
         dir: &Path,
         stop: &Arc<AtomicBool>,
-    ) -> Result<popo_train::config::TrainConfig> {
+        force: bool,
+    ) -> Result<(popo_train::config::TrainConfig, Option<String>)> {
         if self.shared_warmup {
-            let ck = self.warmup(seed, stop.clone())?;
-            self.build_config(preset, run_set, seed, dir, Some(&ck))
+            let (ck, fingerprint) = self.warmup(seed, stop.clone(), force)?;
+            let cfg = self.build_config(preset, run_set, seed, dir, Some(&ck))?;
+            Ok((cfg, Some(fingerprint)))
         } else {
-            self.build_config(preset, run_set, seed, dir, None)
+            Ok((self.build_config(preset, run_set, seed, dir, None)?, None))
         }
     }
 
@@ -232,11 +234,17 @@ impl ExperimentSpec {
             .with_context(|| format!("preset `{preset}` seed {seed}"))
     }
 
-    /// Runs (or reuses) the shared warm-up of one seed; returns its checkpoint.
-    fn warmup(&self, seed: u64, stop: Arc<AtomicBool>) -> Result<PathBuf> {
+    /// Runs (or reuses) the shared warm-up of one seed; returns its checkpoint and the
+    /// fingerprint of its weights, once they are checked against the seed's finished cells
+    /// (unless `force`: then every cell runs again).
+    fn warmup(&self, seed: u64, stop: Arc<AtomicBool>, force: bool) -> Result<(PathBuf, String)> {
         let dir = self.warmup_dir(seed);
         if let Some(ck) = popo_train::checkpoint::list(&dir)?.pop() {
-            return Ok(ck);
+            let fingerprint = weights_fingerprint(&ck)?;
+            if !force {
+                self.check_warmup(seed, &fingerprint, false)?;
+            }
+            return Ok((ck, fingerprint));
         }
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -251,8 +259,59 @@ impl ExperimentSpec {
         cfg.run.steps = 0;
         cfg.run.eval_size = 0;
         let mut t = popo_train::trainer::Trainer::new(cfg, stop)?;
-        t.save_checkpoint()
+        let ck = t.save_checkpoint()?;
+        let fingerprint = weights_fingerprint(&ck)?;
+        if !force {
+            self.check_warmup(seed, &fingerprint, true)?;
+        }
+        Ok((ck, fingerprint))
     }
+
+    /// The comparisons pair cells by seed, so every cell of a seed must start from the same
+    /// warm-up. The warm-up weights are not committed, and another machine or build rounds
+    /// differently (results/experiment-400-b.toml), so one made again may not be the one the
+    /// seed's finished cells started from: then no new cell of the seed may run. `fresh`: made
+    /// just now, so finished cells that recorded no fingerprint cannot vouch for it either.
+    fn check_warmup(&self, seed: u64, fingerprint: &str, fresh: bool) -> Result<()> {
+        let cells = std::iter::once(self.base_dir(seed))
+            .chain(self.runs.iter().map(|r| self.run_dir(r, seed)));
+        for dir in cells {
+            let path = dir.join(RUN_DONE_FILE);
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let rec: RunRecord = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            let recorded = match &rec.warmup {
+                Some(f) if f == fingerprint => continue,
+                None if !fresh => continue,
+                Some(f) => format!("it started from warm-up weights {f}"),
+                None => "it recorded no fingerprint of its warm-up".to_string(),
+            };
+            bail!(
+                "seed {seed}'s shared warm-up ({}, weights {fingerprint}) is not the one the \
+                 finished cell {} started from: {recorded}. New cells of this seed would not \
+                 pair with it. Rerun every cell of the seed (move its finished cells away, or \
+                 `--force`), or use new seeds.",
+                self.warmup_dir(seed).display(),
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A fingerprint of a checkpoint's weights: FNV-1a (64 bits) over `model.safetensors`, enough
+/// to tell two warm-ups apart (it guards against accidents, not adversaries).
+fn weights_fingerprint(ckpt: &Path) -> Result<String> {
+    let path = ckpt.join("model.safetensors");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Ok(format!("fnv1a64:{hash:016x}"))
 }
 
 fn flatten_keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
@@ -284,6 +343,10 @@ pub struct RunRecord {
     /// pass@k and avg@n after training (absent when off, and in runs recorded before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_at_k: Option<PassAtK>,
+    /// With `shared_warmup`: the fingerprint of the warm-up weights the cell started from
+    /// (absent in cells recorded before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<String>,
 }
 
 /// The last checkpoint of an unfinished cell whose recorded config is the cell's config now, so
@@ -327,12 +390,13 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
         }
         // From here: the shared warm-up (when this cell is its seed's first) counts too.
         let started = std::time::Instant::now();
-        let cfg = match run {
-            Some(r) => spec.cell_config(&r.preset, &r.set, seed, &dir, &stop)?,
+        let (cfg, warmup) = match run {
+            Some(r) => spec.cell_config(&r.preset, &r.set, seed, &dir, &stop, force)?,
             None => {
-                let mut cfg = spec.cell_config(&spec.runs[0].preset, &[], seed, &dir, &stop)?;
+                let (mut cfg, warmup) =
+                    spec.cell_config(&spec.runs[0].preset, &[], seed, &dir, &stop, force)?;
                 cfg.run.steps = 0;
-                cfg
+                (cfg, warmup)
             }
         };
         let mut trainer = match resumable(&dir, &cfg, force)? {
@@ -366,6 +430,7 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
             // over every session it took (a resumed run adds the time its checkpoint recorded).
             wall_s: started.elapsed().as_secs_f64() + s.wall_before_s,
             pass_at_k: s.pass_at_k,
+            warmup,
         };
         std::fs::write(dir.join(RUN_DONE_FILE), serde_json::to_string_pretty(&rec)?)?;
     }

@@ -50,6 +50,7 @@ fn fake_cell_from(
         steps: 3,
         wall_s: 10.0 + seed as f64,
         pass_at_k: pass,
+        warmup: None,
     };
     std::fs::write(
         dir.join(RUN_DONE_FILE),

@@ -238,4 +238,53 @@ preset = "raft"
     let mut bad = shared.clone();
     bad.runs[1].set = vec!["sft.steps=5".into()];
     assert!(bad.validate().is_err());
+    warmup_is_checked_against_finished_cells(&shared);
+}
+
+/// A seed's cells pair only if they start from one warm-up: every cell records the fingerprint
+/// of its warm-up weights, and a new cell may not start from another warm-up than the finished
+/// ones did (the weights are not committed, and another machine rounds differently).
+fn warmup_is_checked_against_finished_cells(shared: &ExperimentSpec) {
+    let record_path = |r| shared.run_dir(r, 3).join(RUN_DONE_FILE);
+    let read = |r| -> popo_eval::experiment::RunRecord {
+        serde_json::from_str(&std::fs::read_to_string(record_path(r)).unwrap()).unwrap()
+    };
+    let fingerprint = read(&shared.runs[0]).warmup.expect("a fingerprint");
+    assert_eq!(read(&shared.runs[1]).warmup.as_ref(), Some(&fingerprint));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut grown = shared.clone();
+    grown.runs.push(grown.runs[0].clone());
+    grown.runs[2].name = "popo-again".into();
+    let warmup_dir = shared.out_dir.join("warmup");
+    let rewrite = |r, warmup: Option<&str>| {
+        let mut rec = read(r);
+        rec.warmup = warmup.map(str::to_string);
+        std::fs::write(record_path(r), serde_json::to_string(&rec).unwrap()).unwrap();
+    };
+    // Made again on the same machine and build, the warm-up is the same: the new cell runs.
+    std::fs::remove_dir_all(&warmup_dir).unwrap();
+    run_grid(&grown, false, stop.clone()).unwrap();
+    assert_eq!(read(&grown.runs[2]).warmup, Some(fingerprint.clone()));
+    // A finished cell that started from other weights stops the grid, naming it.
+    std::fs::remove_dir_all(grown.run_dir(&grown.runs[2], 3)).unwrap();
+    rewrite(&shared.runs[1], Some("fnv1a64:0000000000000000"));
+    let err = format!("{:#}", run_grid(&grown, false, stop.clone()).unwrap_err());
+    assert!(
+        err.contains("raft-s3") && err.contains("fnv1a64:0000"),
+        "{err}"
+    );
+    assert!(!grown.run_dir(&grown.runs[2], 3).exists());
+    // One with no fingerprint cannot vouch for a warm-up made again, but can for the same one.
+    rewrite(&shared.runs[1], None);
+    run_grid(&grown, false, stop.clone()).unwrap();
+    std::fs::remove_dir_all(grown.run_dir(&grown.runs[2], 3)).unwrap();
+    std::fs::remove_dir_all(&warmup_dir).unwrap();
+    let err = format!("{:#}", run_grid(&grown, false, stop.clone()).unwrap_err());
+    assert!(
+        err.contains("raft-s3") && err.contains("no fingerprint"),
+        "{err}"
+    );
+    // `--force` runs every cell again, from the warm-up made now.
+    run_grid(&grown, true, stop).unwrap();
+    assert_eq!(read(&shared.runs[1]).warmup, Some(fingerprint));
 }

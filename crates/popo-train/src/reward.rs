@@ -98,9 +98,24 @@ fn think_answer(text: &str) -> bool {
 }
 
 /// The default reward: answer correctness by the math verifier.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MathReward {
     pub format: Option<FormatReward>,
+    /// The verifier's settings (`literal_numbers` from `reward.literal_numbers`).
+    pub verifier: popo_verify::Config,
+}
+
+impl Default for MathReward {
+    /// Numbers written out, as `reward.literal_numbers` defaults to.
+    fn default() -> Self {
+        MathReward {
+            format: None,
+            verifier: popo_verify::Config {
+                literal_numbers: true,
+                ..popo_verify::Config::default()
+            },
+        }
+    }
 }
 
 impl MathReward {
@@ -111,13 +126,14 @@ impl MathReward {
     pub fn with_format(rule: FormatRule, weight: f32) -> Self {
         MathReward {
             format: Some(FormatReward { rule, weight }),
+            ..Self::default()
         }
     }
 }
 
 impl Reward for MathReward {
     fn score(&self, completion_text: &str, gold: &str) -> RewardOut {
-        let v = popo_verify::verify(gold, completion_text);
+        let v = popo_verify::verify_with(&self.verifier, gold, completion_text);
         let mut reward = if v.correct { 1.0 } else { 0.0 };
         if let Some(f) = &self.format {
             if f.follows(completion_text) {
@@ -162,7 +178,10 @@ impl Reward for ExactMatchReward {
 /// The reward named in a config (`math` or `exact`), with the optional format bonus.
 pub fn from_name(name: &str, format: Option<FormatReward>) -> anyhow::Result<Box<dyn Reward>> {
     match name {
-        "math" => Ok(Box::new(MathReward { format })),
+        "math" => Ok(Box::new(MathReward {
+            format,
+            ..MathReward::default()
+        })),
         "exact" if format.is_none() => Ok(Box::new(ExactMatchReward)),
         "exact" => anyhow::bail!("the format reward is only available with reward = \"math\""),
         other => anyhow::bail!("unknown reward `{other}` (expected `math` or `exact`)"),
@@ -196,11 +215,12 @@ impl Reward for BoxedAnswer {
 /// steps (`reward.check_work`).
 pub fn from_config(cfg: &crate::config::TrainConfig) -> anyhow::Result<Box<dyn Reward>> {
     let r = &cfg.reward;
-    let math = if r.format_weight > 0.0 {
+    let mut math = if r.format_weight > 0.0 {
         MathReward::with_format(FormatRule::Boxed, r.format_weight as f32)
     } else {
         MathReward::new()
     };
+    math.verifier.literal_numbers = r.literal_numbers;
     if r.check_work && !cfg.data.path.is_empty() {
         anyhow::bail!(
             "reward.check_work checks the built-in task's worked steps; it needs no --data"
@@ -381,6 +401,18 @@ mod tests {
             assert_eq!(o.correct, i % 5 == 3, "item {i}");
             assert_eq!(*o, r.score(items[i].0, items[i].1));
         }
+    }
+
+    #[test]
+    fn restating_the_question_is_not_an_answer() {
+        let cfg = crate::config::TrainConfig::default();
+        let r = from_config(&cfg).unwrap();
+        assert!(r.score("\\boxed{123}", "123").correct);
+        assert!(!r.score("\\boxed{24 + 65 + 34}", "123").correct);
+        let mut by_value = cfg.clone();
+        by_value.reward.literal_numbers = false;
+        let r = from_config(&by_value).unwrap();
+        assert!(r.score("\\boxed{24 + 65 + 34}", "123").correct);
     }
 
     #[test]

@@ -196,6 +196,28 @@ pub(crate) enum Expr {
 }
 
 impl Expr {
+    /// A number written out: an integer, a decimal or a fraction of two of them, possibly
+    /// negative or a percentage; `x = 12` states one. Not an expression still to be worked out
+    /// (`24 + 65 + 34`, `2 \cdot 5`, `3^2`, `\sqrt{4}`).
+    pub fn is_written_number(&self) -> bool {
+        let plain = |e: &Expr| match e {
+            Expr::Num(_) => true,
+            Expr::Neg(x) => matches!(**x, Expr::Num(_)),
+            _ => false,
+        };
+        match self {
+            Expr::Neg(x) | Expr::Percent(x) => x.is_written_number(),
+            Expr::Sum(terms) => matches!(terms.as_slice(), [(_, t)] if t.is_written_number()),
+            Expr::Prod(f) => {
+                matches!(f.as_slice(), [(false, a), (true, b)] if plain(a) && plain(b))
+            }
+            Expr::Rel(items, ops) if ops.iter().all(|op| *op == RelOp::Eq) => {
+                items.last().is_some_and(|e| e.is_written_number())
+            }
+            e => plain(e),
+        }
+    }
+
     pub fn int(n: u64) -> Expr {
         Expr::Num(Box::new(NumLit {
             digits: n.to_string(),

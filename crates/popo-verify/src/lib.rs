@@ -81,6 +81,13 @@ pub struct Config {
     /// solution works as a gold); `false` compares the gold string whole.
     #[serde(default = "default_extract_gold")]
     pub extract_gold: bool,
+    /// When the gold is a number written out, so must the prediction be (an integer, decimal
+    /// or fraction, possibly negative or a percentage): `24 + 65 + 34` is then wrong for 123,
+    /// where by value it is right. Off by default, as in math-verify, for grading; the trainer's
+    /// reward turns it on (`reward.literal_numbers`), because RL finds such answers: a policy
+    /// that restates the question's sum is right every time.
+    #[serde(default)]
+    pub literal_numbers: bool,
 }
 
 fn default_extract_gold() -> bool {
@@ -94,6 +101,7 @@ impl Default for Config {
             limits: Limits::default(),
             rel_tol: 1e-6,
             extract_gold: true,
+            literal_numbers: false,
         }
     }
 }
@@ -191,6 +199,11 @@ fn compare(gold: &str, pred: &str, cfg: &Config, b: &mut Budget) -> Comparison {
         }
     };
     let (ok, reason) = match (&g, &p) {
+        (Parsed::Expr(ge), Parsed::Expr(pe))
+            if cfg.literal_numbers && ge.is_written_number() && !pe.is_written_number() =>
+        {
+            (false, "not a number written out".to_string())
+        }
         (Parsed::Expr(ge), Parsed::Expr(pe)) => {
             let mut cx = Cx {
                 b,

@@ -175,3 +175,47 @@ fn gold_extraction_can_be_switched_off() {
     let back: Config = serde_json::from_value(json).expect("deserialise");
     assert!(back.extract_gold);
 }
+
+/// With `literal_numbers`, a number gold takes only a number written out: RL policies learn to
+/// restate the question's arithmetic, which is right by value.
+#[test]
+fn literal_numbers_refuse_expressions_for_a_number() {
+    let strict = Config {
+        literal_numbers: true,
+        ..Config::default()
+    };
+    for (gold, pred) in [
+        ("123", "24 + 65 + 34"),
+        ("-103", "15 - 43 - 75"),
+        ("10", "2 \\cdot 5"),
+        ("9", "3^2"),
+        ("2", "\\sqrt{4}"),
+        ("0.5", "\\frac{1}{4} + \\frac{1}{4}"),
+        ("123", "x = 24 + 65 + 34"),
+    ] {
+        assert!(verify(gold, pred).correct, "{gold} {pred}: right by value");
+        let v = verify_with(&strict, gold, pred);
+        assert!(!v.correct, "{gold} {pred}: {v:?}");
+        assert_eq!(v.reason, "not a number written out");
+    }
+    for (gold, pred) in [
+        ("123", "123"),
+        ("-103", "-103"),
+        ("-103", "The answer is -103."),
+        ("1234", "1,234"),
+        ("12", "12.0"),
+        ("\\frac{1}{2}", "0.5"),
+        ("0.5", "\\frac{1}{2}"),
+        ("0.5", "1/2"),
+        ("-\\frac{3}{4}", "\\frac{-3}{4}"),
+        ("50\\%", "50\\%"),
+        ("123", "24 + 65 + 34 = 123"),
+        ("123", "x = 123"),
+        // A gold that is not a number written out keeps the comparison by value.
+        ("2\\sqrt{5}", "\\sqrt{20}"),
+        ("\\frac{\\pi}{2}", "\\pi/2"),
+    ] {
+        let v = verify_with(&strict, gold, pred);
+        assert!(v.correct, "{gold} {pred}: {v:?}");
+    }
+}

@@ -10,6 +10,11 @@ pub struct RewardConfig {
     /// Score only completions with a `\boxed{}` (the spec's default answer: the last one).
     /// False lets the verifier fall back to other extractions (final-answer phrases, last number).
     pub require_boxed: bool,
+    /// When the gold is a number, only a number written out is right: `24 + 65 + 34` for 123
+    /// scores 0. Without it a policy learns to restate the question, which is right by value
+    /// (SmolLM2 on chain_sum did, in 10 steps: docs/results.md). `popo eval` applies the same
+    /// rule by default (`--literal-numbers`).
+    pub literal_numbers: bool,
     /// Built-in task only: a right answer earns its reward only when every worked step
     /// (`a op b=c`) is true arithmetic and the last step's result is the boxed answer. Without it
     /// the tiny model's lucky guesses (` 1+1=3. \boxed{1}`) count as positives, and RL learns
@@ -32,6 +37,7 @@ impl Default for RewardConfig {
         Self {
             positive_threshold: 0.0,
             require_boxed: true,
+            literal_numbers: true,
             check_work: false,
             format_weight: 0.0,
             overlong_shaping: false,

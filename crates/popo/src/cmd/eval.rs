@@ -43,6 +43,11 @@ pub struct Args {
     /// Also decode greedily and report greedy accuracy.
     #[arg(long)]
     pub greedy: bool,
+    /// When the gold is a number, count only a number written out (`24 + 65 + 34` is wrong for
+    /// 123), as the trainer's reward does by default (`reward.literal_numbers`); `false` accepts
+    /// any expression of equal value, as math-verify does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub literal_numbers: bool,
     /// Where benchmark names resolve.
     #[arg(long, env = "POPO_DATA")]
     pub data_dir: Option<PathBuf>,
@@ -80,6 +85,7 @@ pub fn run(args: Args) -> Result<i32> {
         template: args.template.parse()?,
         seed: args.seed,
         greedy: args.greedy,
+        literal_numbers: args.literal_numbers,
         limit: args.limit,
         problem_field: args.problem_field.clone(),
         answer_field: args.answer_field.clone(),
