@@ -1,13 +1,13 @@
 //! Reads a grid's finished runs (`experiment_run.json`, `metrics.jsonl`, `config.toml`) into
 //! per-variant summaries, each seed's values, and the curves the report plots.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use popo_train::metrics::{names, read_metrics, series, MetricRecord};
 
-use crate::experiment::{RunRecord, RunSpec, RUN_DONE_FILE};
+use crate::experiment::{RunRecord, RunSpec};
 use crate::summary::{PassAtKStat, SeedValues, Stat, VariantSummary};
 
 /// One run's `(step, value)` points of a metric.
@@ -122,12 +122,9 @@ pub fn config_facts(config: &str) -> ConfigFacts {
 
 /// One finished cell's values and curves; `None` when the cell has not finished.
 fn read_cell(seed: u64, dir: &Path) -> Result<Option<(SeedValues, RunRecord, Curves)>> {
-    let done = dir.join(RUN_DONE_FILE);
-    let Ok(text) = std::fs::read_to_string(&done) else {
+    let Some(rec) = RunRecord::read(dir)? else {
         return Ok(None);
     };
-    let rec: RunRecord =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", done.display()))?;
     let m = read_metrics(dir)?;
     let mut curves = Curves::new();
     for (metric, _) in STEP_CURVES {

@@ -276,14 +276,9 @@ impl ExperimentSpec {
         let cells = std::iter::once(self.base_dir(seed))
             .chain(self.runs.iter().map(|r| self.run_dir(r, seed)));
         for dir in cells {
-            let path = dir.join(RUN_DONE_FILE);
-            if !path.is_file() {
+            let Some(rec) = RunRecord::read(&dir)? else {
                 continue;
-            }
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let rec: RunRecord = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()))?;
+            };
             let recorded = match &rec.warmup {
                 Some(f) if f == fingerprint => continue,
                 None if !fresh => continue,
@@ -347,6 +342,21 @@ pub struct RunRecord {
     /// (absent in cells recorded before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<String>,
+}
+
+impl RunRecord {
+    /// The record of the finished cell in `dir`; `None` while the cell has not finished.
+    pub fn read(dir: &Path) -> Result<Option<RunRecord>> {
+        let path = dir.join(RUN_DONE_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let rec =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Some(rec))
+    }
 }
 
 /// The last checkpoint of an unfinished cell whose recorded config is the cell's config now, so

@@ -1,6 +1,6 @@
 //! A real (tiny) experiment grid through the trainer: runs, skip-on-rerun, report, summary, plots.
 
-use popo_eval::experiment::{run_grid, ExperimentSpec, RUN_DONE_FILE};
+use popo_eval::experiment::{run_grid, ExperimentSpec, RunRecord, RUN_DONE_FILE};
 use popo_eval::report::write_report;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -246,8 +246,10 @@ preset = "raft"
 /// ones did (the weights are not committed, and another machine rounds differently).
 fn warmup_is_checked_against_finished_cells(shared: &ExperimentSpec) {
     let record_path = |r| shared.run_dir(r, 3).join(RUN_DONE_FILE);
-    let read = |r| -> popo_eval::experiment::RunRecord {
-        serde_json::from_str(&std::fs::read_to_string(record_path(r)).unwrap()).unwrap()
+    let read = |r| {
+        RunRecord::read(&shared.run_dir(r, 3))
+            .unwrap()
+            .expect("a finished cell")
     };
     let fingerprint = read(&shared.runs[0]).warmup.expect("a fingerprint");
     assert_eq!(read(&shared.runs[1]).warmup.as_ref(), Some(&fingerprint));

@@ -106,12 +106,12 @@ pub struct MathReward {
 }
 
 impl Default for MathReward {
-    /// Numbers written out, as `reward.literal_numbers` defaults to.
+    /// The verifier as `[reward]`'s defaults set it (`reward.literal_numbers`).
     fn default() -> Self {
         MathReward {
             format: None,
             verifier: popo_verify::Config {
-                literal_numbers: true,
+                literal_numbers: crate::config::RewardConfig::default().literal_numbers,
                 ..popo_verify::Config::default()
             },
         }
