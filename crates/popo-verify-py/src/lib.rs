@@ -83,20 +83,20 @@ fn parse_order(order: &Bound<'_, PyAny>) -> PyResult<Vec<pv::Strategy>> {
 /// The configuration for the keyword arguments: the shared default when they are the defaults.
 fn config(
     extract_gold: bool,
+    literal_numbers: bool,
     order: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Cow<'static, pv::Config>> {
-    match order {
-        None if extract_gold => Ok(Cow::Borrowed(&*DEFAULT_CONFIG)),
-        None => Ok(Cow::Owned(pv::Config {
-            extract_gold,
-            ..pv::Config::default()
-        })),
-        Some(order) => Ok(Cow::Owned(pv::Config {
-            extract_gold,
-            extractor: pv::Extractor::new(parse_order(order)?),
-            ..pv::Config::default()
-        })),
-    }
+    let extractor = match order {
+        None if extract_gold && !literal_numbers => return Ok(Cow::Borrowed(&*DEFAULT_CONFIG)),
+        None => DEFAULT_CONFIG.extractor.clone(),
+        Some(order) => pv::Extractor::new(parse_order(order)?),
+    };
+    Ok(Cow::Owned(pv::Config {
+        extract_gold,
+        literal_numbers,
+        extractor,
+        ..pv::Config::default()
+    }))
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -259,13 +259,17 @@ impl Verdict {
     }
 }
 
-/// verify(gold, response, *, extract_gold=True, order=None) -> Verdict
+/// verify(gold, response, *, extract_gold=True, literal_numbers=False, order=None) -> Verdict
 ///
 /// Verify a model response against a gold answer.
 ///
 /// gold: the reference answer (``"\\frac{1}{2}"``) or a worked solution: with
 /// ``extract_gold=True`` (the default) its final ``\boxed{}`` is the answer when it has one;
 /// ``extract_gold=False`` compares the gold string whole.
+/// literal_numbers: with True, a number gold takes only a number written out as the answer
+/// (``123``, ``-4.5``, ``3/4``, ``x = 123``), not an expression equal to it (``24 + 65 + 34``);
+/// the trainer's reward does this, because RL learns to restate a question's sum. The default,
+/// False, accepts any expression of the same value, as math-verify does.
 /// response: the model's output; its answer is extracted (a ``\boxed{}``, an "answer is"
 /// phrase, ``#### N``, ..., else the last candidate), in the order ``order`` gives (a list
 /// of strategy names; default ``DEFAULT_ORDER``).
@@ -273,52 +277,57 @@ impl Verdict {
 /// Never raises for any gold or response text; raises TypeError for non-str arguments and
 /// ValueError for an unknown strategy name. The GIL is released while it runs.
 #[pyfunction]
-#[pyo3(signature = (gold, response, *, extract_gold=true, order=None))]
+#[pyo3(signature = (gold, response, *, extract_gold=true, literal_numbers=false, order=None))]
 fn verify(
     py: Python<'_>,
     gold: String,
     response: String,
     extract_gold: bool,
+    literal_numbers: bool,
     order: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Verdict> {
-    let cfg = config(extract_gold, order)?;
+    let cfg = config(extract_gold, literal_numbers, order)?;
     let v = py.detach(|| guarded("verify", || pv::verify_with(&cfg, &gold, &response)))?;
     Ok(v.into())
 }
 
-/// verify_batch(golds, responses, threads=None, *, extract_gold=True, order=None) -> list[bool]
+/// verify_batch(golds, responses, threads=None, *, extract_gold=True, literal_numbers=False, order=None) -> list[bool]
 ///
 /// ``verify`` on every pair ``(golds[i], responses[i])``; whether each is correct, in input
 /// order. Runs with the GIL released on ``threads`` threads (None: every core, rayon's global
 /// pool, which ``RAYON_NUM_THREADS`` sizes; 1: the calling thread only).
 #[pyfunction]
-#[pyo3(signature = (golds, responses, threads=None, *, extract_gold=true, order=None))]
+#[pyo3(signature = (golds, responses, threads=None, *, extract_gold=true, literal_numbers=false, order=None))]
 fn verify_batch(
     py: Python<'_>,
     golds: &Bound<'_, PyAny>,
     responses: &Bound<'_, PyAny>,
     threads: Option<i64>,
     extract_gold: bool,
+    literal_numbers: bool,
     order: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<bool>> {
-    let verdicts = batch(py, golds, responses, threads, extract_gold, order)?;
+    let cfg = config(extract_gold, literal_numbers, order)?;
+    let verdicts = batch(py, golds, responses, threads, &cfg)?;
     Ok(verdicts.into_iter().map(|v| v.correct).collect())
 }
 
-/// verify_batch_verdicts(golds, responses, threads=None, *, extract_gold=True, order=None) -> list[Verdict]
+/// verify_batch_verdicts(golds, responses, threads=None, *, extract_gold=True, literal_numbers=False, order=None) -> list[Verdict]
 ///
 /// ``verify_batch`` returning the full ``Verdict`` of every pair, in input order.
 #[pyfunction]
-#[pyo3(signature = (golds, responses, threads=None, *, extract_gold=true, order=None))]
+#[pyo3(signature = (golds, responses, threads=None, *, extract_gold=true, literal_numbers=false, order=None))]
 fn verify_batch_verdicts(
     py: Python<'_>,
     golds: &Bound<'_, PyAny>,
     responses: &Bound<'_, PyAny>,
     threads: Option<i64>,
     extract_gold: bool,
+    literal_numbers: bool,
     order: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Verdict>> {
-    let verdicts = batch(py, golds, responses, threads, extract_gold, order)?;
+    let cfg = config(extract_gold, literal_numbers, order)?;
+    let verdicts = batch(py, golds, responses, threads, &cfg)?;
     Ok(verdicts.into_iter().map(Verdict::from).collect())
 }
 
@@ -327,15 +336,13 @@ fn batch(
     golds: &Bound<'_, PyAny>,
     responses: &Bound<'_, PyAny>,
     threads: Option<i64>,
-    extract_gold: bool,
-    order: Option<&Bound<'_, PyAny>>,
+    cfg: &pv::Config,
 ) -> PyResult<Vec<pv::Verdict>> {
     let threads = thread_count(threads)?;
-    let cfg = config(extract_gold, order)?;
     let pairs = pairs(golds, responses)?;
     py.detach(|| {
         guarded("verify_batch", || {
-            pv::verify_batch_with(&cfg, &pairs, threads)
+            pv::verify_batch_with(cfg, &pairs, threads)
         })
     })
 }
@@ -352,7 +359,7 @@ fn extract(
     response: String,
     order: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<String>> {
-    let cfg = config(true, order)?;
+    let cfg = config(true, false, order)?;
     py.detach(|| guarded("extract", || cfg.extractor.extract(&response)))
 }
 

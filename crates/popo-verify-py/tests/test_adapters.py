@@ -108,6 +108,19 @@ def test_trl_gold_column_solution_and_options():
     assert trl_call(ordered, ["p", "q"], [text, text], answer=["5", "4"]) == [2.0, -1.0]
 
 
+def test_rewards_refuse_a_restated_sum_by_default():
+    # A reward is optimized: restating the question's sum must not earn it (literal_numbers on).
+    restated = "24 + 65 + 34 = \\boxed{24 + 65 + 34}"
+    reward = make_accuracy_reward()
+    assert trl_call(reward, ["p", "q"], [restated, "\\boxed{123}"], answer=["123", "123"]) == [0.0, 1.0]
+    by_value = make_accuracy_reward(literal_numbers=False)
+    assert trl_call(by_value, ["p"], [restated], answer=["123"]) == [1.0]
+    assert pverl.compute_score("math", restated, "123") == 0.0
+    assert pverl.compute_score("math", restated, "123", literal_numbers=False) == 1.0
+    batch = pverl.compute_score_batch(["m", "m"], [restated, "\\boxed{123}"], ["123", "123"])
+    assert batch == [0.0, 1.0]
+
+
 def test_trl_gold_values():
     # None: not applicable (TRL turns it into NaN and ignores it); numbers are read as text.
     out = trl_call(accuracy_reward, ["p"] * 3, ["\\boxed{4}", "#### 72", "\\boxed{2.5}"], answer=[None, 72, 2.5])

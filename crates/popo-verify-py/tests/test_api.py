@@ -62,6 +62,21 @@ def test_extract_gold_reads_a_worked_solution_or_compares_whole():
     assert popo_verify.verify("5", "\\boxed{5}", extract_gold=False).correct
 
 
+def test_literal_numbers_refuses_an_expression_for_a_number():
+    # The library's default follows math-verify: any expression of the gold's value counts.
+    restated = "So the sum is \\boxed{24 + 65 + 34}."
+    assert popo_verify.verify("123", restated).correct
+    assert not popo_verify.verify("123", restated, literal_numbers=True).correct
+    for written in ["\\boxed{123}", "The answer is 123.", "\\boxed{x = 123}", "\\boxed{123.0}"]:
+        assert popo_verify.verify("123", written, literal_numbers=True).correct, written
+    assert popo_verify.verify("3/4", "\\boxed{\\frac{3}{4}}", literal_numbers=True).correct
+    golds, responses = ["123", "123", "7"], [restated, "\\boxed{123}", "\\boxed{3 + 4}"]
+    assert popo_verify.verify_batch(golds, responses) == [True, True, True]
+    assert popo_verify.verify_batch(golds, responses, literal_numbers=True) == [False, True, False]
+    verdicts = popo_verify.verify_batch_verdicts(golds, responses, 1, literal_numbers=True)
+    assert [v.correct for v in verdicts] == [False, True, False]
+
+
 def test_extract_and_its_order():
     assert popo_verify.DEFAULT_ORDER[0] == "boxed"
     assert "last_candidate" in popo_verify.DEFAULT_ORDER

@@ -26,6 +26,7 @@ def verify(
     response: str,
     *,
     extract_gold: bool = True,
+    literal_numbers: bool = False,
     order: Optional[Sequence[str]] = None,
 ) -> Verdict: ...
 def verify_batch(
@@ -34,6 +35,7 @@ def verify_batch(
     threads: Optional[int] = None,
     *,
     extract_gold: bool = True,
+    literal_numbers: bool = False,
     order: Optional[Sequence[str]] = None,
 ) -> List[bool]: ...
 def verify_batch_verdicts(
@@ -42,6 +44,7 @@ def verify_batch_verdicts(
     threads: Optional[int] = None,
     *,
     extract_gold: bool = True,
+    literal_numbers: bool = False,
     order: Optional[Sequence[str]] = None,
 ) -> List[Verdict]: ...
 def extract(response: str, *, order: Optional[Sequence[str]] = None) -> Optional[str]: ...

@@ -84,6 +84,7 @@ def make_accuracy_reward(
     answer_column: str = "answer",
     *,
     extract_gold: bool = True,
+    literal_numbers: bool = True,
     order: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     correct: float = 1.0,
@@ -95,6 +96,9 @@ def make_accuracy_reward(
     answer_column: the dataset column holding the gold answer (or a worked solution whose
         final ``\\boxed{}`` is the answer, with ``extract_gold=True``).
     extract_gold, order: as in ``popo_verify.verify``.
+    literal_numbers: as in ``popo_verify.verify``, but on by default here: a reward is what a
+        policy optimizes, and one learns to restate the question's sum (``24 + 65 + 34`` for
+        123) when any expression of the gold's value counts.
     threads: threads per call (None: every core; the GIL is released).
     correct, incorrect: the rewards given.
     name: the function's ``__name__``, which TRL logs the reward under (``rewards/<name>``).
@@ -134,6 +138,7 @@ def make_accuracy_reward(
             [texts[i] for i in rows],
             threads,
             extract_gold=extract_gold,
+            literal_numbers=literal_numbers,
             order=order,
         )
         out: List[Optional[float]] = [None] * len(texts)

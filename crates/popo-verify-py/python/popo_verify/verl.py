@@ -14,7 +14,10 @@ This module is such a file. Point verl at it::
 or, as YAML, ``custom_reward_function: {path: ..., name: compute_score}``. A two-line file of
 your own works the same way (``from popo_verify.verl import compute_score``). With verl's
 batch reward manager (``reward_model.reward_manager=batch``) use ``name=compute_score_batch``.
-Options (``extract_gold``, ``order``) go in ``custom_reward_function.reward_kwargs``.
+Options (``extract_gold``, ``literal_numbers``, ``order``) go in
+``custom_reward_function.reward_kwargs``. ``literal_numbers`` is on here (off in
+``popo_verify.verify``): a number gold takes only a number written out, so a policy cannot
+earn the reward by restating the question's sum (``24 + 65 + 34`` for 123).
 
 The score is 1.0 for a correct response and 0.0 otherwise, for every ``data_source``. There is
 no ``signal.alarm`` timeout, so it works in Ray workers and any other thread.
@@ -46,6 +49,7 @@ def compute_score(
     extra_info: Optional[dict] = None,
     *,
     extract_gold: bool = True,
+    literal_numbers: bool = True,
     order: Optional[Sequence[str]] = None,
     **kwargs: Any,
 ) -> float:
@@ -56,7 +60,13 @@ def compute_score(
 
         custom_reward_function.path=<popo_verify/verl.py> custom_reward_function.name=compute_score
     """
-    v = popo_verify.verify(_gold(ground_truth), solution_str, extract_gold=extract_gold, order=order)
+    v = popo_verify.verify(
+        _gold(ground_truth),
+        solution_str,
+        extract_gold=extract_gold,
+        literal_numbers=literal_numbers,
+        order=order,
+    )
     return 1.0 if v.correct else 0.0
 
 
@@ -67,6 +77,7 @@ def compute_score_batch(
     extra_infos: Optional[Sequence[Any]] = None,
     *,
     extract_gold: bool = True,
+    literal_numbers: bool = True,
     order: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     **kwargs: Any,
@@ -79,6 +90,11 @@ def compute_score_batch(
     """
     golds = [_gold(g) for g in ground_truths]
     verdicts = popo_verify.verify_batch(
-        golds, list(solution_strs), threads, extract_gold=extract_gold, order=order
+        golds,
+        list(solution_strs),
+        threads,
+        extract_gold=extract_gold,
+        literal_numbers=literal_numbers,
+        order=order,
     )
     return [1.0 if ok else 0.0 for ok in verdicts]
