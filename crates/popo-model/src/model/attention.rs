@@ -1,5 +1,6 @@
 //! Grouped-query self-attention with rotary positions, optional q/k norms (Qwen3) and a KV cache.
 
+use super::attn_core::{attention_train, Heads};
 use super::attn_train::{rope_train, softmax_train};
 use super::kv_cache::LayerCache;
 use super::linear::{DecodeLayout, Linear};
@@ -96,6 +97,16 @@ impl Attention {
         let custom = !self.fused
             && super::fused::serves(&q)
             && (q.track_op() || k.track_op() || v.track_op());
+        if custom && cache.is_none() {
+            // The whole core as one op (`attn_core.rs`).
+            let heads = Heads {
+                n_heads: h,
+                n_kv: kv,
+                head_dim: hd,
+            };
+            let y = attention_train(&q, &k, &v, rope, bias, heads)?;
+            return self.o_proj.forward_seeded(&y, seed);
+        }
         let rotate = |x: &Tensor| -> Result<Tensor> {
             if custom {
                 return rope_train(x, &rope.0, &rope.1); // [b, t, n, hd] -> [b, n, t, hd]

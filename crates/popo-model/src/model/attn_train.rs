@@ -51,6 +51,42 @@ pub(super) fn softmax_train(x: &Tensor, bias: &Tensor, scale: f64) -> anyhow::Re
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
+/// The rotary embedding's input gradient dx [b, t, h, hd] (`dims`) from the output gradient `g`
+/// [b, h, t, hd], with the forward's tables `cos`, `sin` [b, 1, t, hd].
+pub(super) fn rope_grad(
+    g: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    dims: Dims4,
+) -> candle_core::Result<Tensor> {
+    let dx = on_host(
+        "rope-train backward",
+        &[g, cos, sin],
+        &[&Shape::from(dims)],
+        |v| vec![rope(v[0], v[1], v[2], dims, true)],
+        |v| vec![rope(v[0], v[1], v[2], dims, true)],
+    )?;
+    dx.into_iter()
+        .next()
+        .ok_or_else(|| candle_core::Error::Msg("rope-train backward: no result".into()))
+}
+
+/// The softmax's input gradient (scores [.., s]) from the output gradient `g` and the output
+/// `p`, for the scale the forward applied (see the module doc).
+pub(super) fn softmax_grad(g: &Tensor, p: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    let s = p.dim(candle_core::D::Minus1)?;
+    let dx = on_host(
+        "attention-softmax-train backward",
+        &[g, p],
+        &[p.shape()],
+        |v| vec![softmax_backward(v[0], v[1], scale, s)],
+        |v| vec![softmax_backward(v[0], v[1], scale, s)],
+    )?;
+    dx.into_iter().next().ok_or_else(|| {
+        candle_core::Error::Msg("attention-softmax-train backward: no result".into())
+    })
+}
+
 struct Rope {
     cos: Tensor, // [b, 1, t, hd]
     sin: Tensor,
@@ -92,7 +128,7 @@ fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], (_, t, h, hd): Dims4, inverse: b
     y
 }
 
-type Dims4 = (usize, usize, usize, usize);
+pub(super) type Dims4 = (usize, usize, usize, usize);
 
 impl CustomOp1 for Rope {
     fn name(&self) -> &'static str {
@@ -116,15 +152,7 @@ impl CustomOp1 for Rope {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let dims = x.dims4()?;
-        let dx = on_host(
-            "rope-train backward",
-            &[g, &self.cos, &self.sin],
-            &[x.shape()],
-            |v| vec![rope(v[0], v[1], v[2], dims, true)],
-            |v| vec![rope(v[0], v[1], v[2], dims, true)],
-        )?;
-        Ok(dx.into_iter().next())
+        rope_grad(g, &self.cos, &self.sin, x.dims4()?).map(Some)
     }
 }
 
@@ -195,15 +223,7 @@ impl CustomOp1 for Softmax {
         Ok((p, xl.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let (s, scale) = (x.dim(3)?, self.scale);
-        let dx = on_host(
-            "attention-softmax-train backward",
-            &[g, p],
-            &[x.shape()],
-            |v| vec![softmax_backward(v[0], v[1], scale, s)],
-            |v| vec![softmax_backward(v[0], v[1], scale, s)],
-        )?;
-        Ok(dx.into_iter().next())
+    fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        softmax_grad(g, p, self.scale).map(Some)
     }
 }

@@ -7,6 +7,7 @@
 //! give each row exactly what it would get alone.
 mod attach;
 mod attention;
+mod attn_core;
 mod attn_train;
 mod cached;
 mod carrier;
