@@ -186,24 +186,9 @@ impl CustomOp3 for Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::host::testing::{max_abs, max_diff, uniform as rand};
     use crate::model::ops::{apply_rope, softmax_last};
     use candle_core::{DType, Device, Var};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        // A fixed pseudo-random fill (splitmix64), so the test needs no RNG state.
-        let n: usize = shape.iter().product();
-        let mut x = seed;
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                x = x.wrapping_add(0x9E3779B97F4A7C15);
-                let mut z = x;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-                ((z ^ (z >> 31)) as f64 / u64::MAX as f64) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     /// The same attention from candle's primitives (its own backward), GQA by repeating k, v.
     fn primitive(
@@ -243,18 +228,6 @@ mod tests {
             .unwrap()
             .reshape((b, t, h * hd))
             .unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        d.to_scalar::<f64>().unwrap()
     }
 
     #[test]
@@ -299,15 +272,7 @@ mod tests {
             );
             for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
                 let (a, e) = (g1.get(x).unwrap(), g2.get(x).unwrap());
-                let scale = e
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap();
+                let scale = max_abs(e);
                 assert!(scale > 1e-3, "{hs:?}: d{name} vanishes");
                 assert!(
                     max_diff(a, e) < 1e-12 * scale.max(1.0),

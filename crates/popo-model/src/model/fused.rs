@@ -152,7 +152,7 @@ fn sigmoid<T: Real>(v: f64) -> f64 {
     1.0 / (1.0 + T::exp_at(-v))
 }
 
-fn swiglu<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
+pub(super) fn swiglu<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
     let mut y = vec![T::default(); a.len()];
     y.par_iter_mut()
         .zip(a.par_iter().zip(b.par_iter()))
@@ -208,13 +208,22 @@ impl CustomOp2 for SwiGlu {
         _y: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (da, db) = two(on_host(
-            "swiglu-train backward",
-            &[a, b, g],
-            &[a.shape(), b.shape()],
-            |v| pair(swiglu_backward(v[0], v[1], v[2])),
-            |v| pair(swiglu_backward(v[0], v[1], v[2])),
-        )?)?;
+        let (da, db) = swiglu_grad(a, b, g)?;
         Ok((Some(da), Some(db)))
     }
+}
+
+/// SwiGLU's input gradients (da, db) for inputs `a`, `b` and the output gradient `g`.
+pub(super) fn swiglu_grad(
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    two(on_host(
+        "swiglu-train backward",
+        &[a, b, g],
+        &[a.shape(), b.shape()],
+        |v| pair(swiglu_backward(v[0], v[1], v[2])),
+        |v| pair(swiglu_backward(v[0], v[1], v[2])),
+    )?)
 }

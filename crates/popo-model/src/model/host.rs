@@ -152,3 +152,27 @@ impl Real for f64 {
         v.exp()
     }
 }
+
+/// f64 test operands uniform in [-1, 1) from `seed`, and the largest difference of two tensors.
+#[cfg(test)]
+pub(super) mod testing {
+    use candle_core::{Device, Tensor};
+
+    pub(crate) fn uniform(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::data::SplitMix64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|_| (rng.next_u64() as f64 / u64::MAX as f64) * 2.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    pub(crate) fn max_abs(t: &Tensor) -> f64 {
+        let m = t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        m.to_scalar::<f64>().unwrap()
+    }
+
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        max_abs(&(a - b).unwrap())
+    }
+}

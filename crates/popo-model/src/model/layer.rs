@@ -3,6 +3,7 @@
 use super::attention::Attention;
 use super::kv_cache::LayerCache;
 use super::linear::{DecodeLayout, Linear};
+use super::mlp_train::gated_train;
 use super::norm::RmsNorm;
 use crate::config::ModelConfig;
 use anyhow::Result;
@@ -29,6 +30,12 @@ impl Mlp {
         })
     }
     pub(super) fn forward(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
+        if self.gate_up.is_none() {
+            // Adapted gate and up with the SwiGLU as one training op (`mlp_train.rs`).
+            if let Some(a) = gated_train(x, &self.gate_proj, &self.up_proj, seed)? {
+                return self.down_proj.forward_seeded(&a, seed);
+            }
+        }
         let (g, u) = match &self.gate_up {
             Some(gate_up) => {
                 let i = self.up_proj.weight.dim(0)?;

@@ -3,7 +3,7 @@
 use super::lora::Lora;
 use super::lora_train::adapted_train;
 use super::ops::{matmul_const_right, spread_rows};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
@@ -76,9 +76,20 @@ impl Linear {
         Ok(y.reshape((b, t, d_out))?)
     }
 
-    /// A LoRA training forward on the CPU as one op (`lora_train.rs`), where it serves: a frozen
-    /// base and bias and one float dtype throughout.
+    /// A LoRA training forward on the CPU as one op (`lora_train.rs`), where it serves.
     fn adapted_train(&self, x: &Tensor, seed: Option<u64>) -> Result<Option<Tensor>> {
+        let Some(h) = self.adapter_input(x, seed)? else {
+            return Ok(None);
+        };
+        let base = (&self.weight, self.bias.as_ref());
+        let b = self.lora.as_ref().map(|l| &l.b).context("adapter")?;
+        Ok(Some(adapted_train(x, &h, base, b)?))
+    }
+
+    /// The adapter's input `s drop(x) A^T` [b * t, r] for `x` [b, t, in], with a graph, where
+    /// the CPU training ops serve: an adapter on a frozen base and bias, one float dtype
+    /// throughout, and something that takes a gradient. None otherwise.
+    pub(super) fn adapter_input(&self, x: &Tensor, seed: Option<u64>) -> Result<Option<Tensor>> {
         let Some(l) = &self.lora else { return Ok(None) };
         let dt = x.dtype();
         let serves = super::fused::serves(x)
@@ -94,9 +105,7 @@ impl Linear {
             return Ok(None);
         }
         let (b, t, d_in) = x.dims3()?;
-        let h = l.down(&x.reshape((b * t, d_in))?, seed)?; // [n, r]
-        let base = (&self.weight, self.bias.as_ref());
-        Ok(Some(adapted_train(x, &h, base, &l.b)?))
+        Ok(Some(l.down(&x.reshape((b * t, d_in))?, seed)?)) // [n, r]
     }
 
     pub(super) fn detached(&self) -> Self {

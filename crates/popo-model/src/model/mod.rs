@@ -18,6 +18,7 @@ mod layer;
 mod linear;
 mod lora;
 mod lora_train;
+mod mlp_train;
 mod norm;
 mod ops;
 mod rope;
