@@ -1,5 +1,5 @@
-//! A LoRA-adapted SwiGLU MLP's gate and up projections and the SwiGLU itself as one training op
-//! on the CPU, with frozen bases:
+//! A SwiGLU MLP's gate and up projections and the SwiGLU itself as one training op on the CPU,
+//! here with LoRA on frozen bases:
 //!
 //!   a = silu(g) u,   g = x W_g^T + h_g B_g^T,   u = x W_u^T + h_u B_u^T,
 //!
@@ -12,7 +12,8 @@
 //!
 //!   dx = dg W_g + du W_u,   dh = [dg B_g, du B_u],   dB = [dg^T h_g; du^T h_u],
 //!
-//! the products `lora_train.rs`'s backward forms, in the same orientation.
+//! the products `lora_train.rs`'s backward forms, in the same orientation. Without adapters (full
+//! fine-tuning) the op takes x, W_g and W_u, and gives dW_g = dg^T x and dW_u = du^T x besides.
 
 use super::fused::{swiglu, swiglu_grad};
 use super::host::forward_on_cpu;
@@ -22,20 +23,22 @@ use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// `silu(gate(x)) * up(x)` [b, t, i] for `x` [b, t, d] as one op, or None where it does not
-/// serve: both projections adapted (one rank), without biases, where `Linear::adapter_input`
-/// serves.
+/// serve: CPU f32 / f64, no biases, and either both projections adapted (one rank, where
+/// `Linear::adapter_input` serves) or neither (`full_train`).
 pub(super) fn gated_train(
     x: &Tensor,
     gate: &Linear,
     up: &Linear,
     seed: Option<u64>,
 ) -> Result<Option<Tensor>> {
-    let (Some(lg), Some(lu)) = (&gate.lora, &up.lora) else {
-        return Ok(None);
-    };
-    if gate.bias.is_some() || up.bias.is_some() || lg.b.dims2()? != lu.b.dims2()? {
+    if gate.bias.is_some() || up.bias.is_some() {
         return Ok(None);
     }
+    let (lg, lu) = match (&gate.lora, &up.lora) {
+        (Some(lg), Some(lu)) if lg.b.dims2()? == lu.b.dims2()? => (lg, lu),
+        (None, None) => return full_train(x, gate, up),
+        _ => return Ok(None),
+    };
     let (Some(hg), Some(hu)) = (gate.adapter_input(x, seed)?, up.adapter_input(x, seed)?) else {
         return Ok(None);
     };
@@ -46,19 +49,44 @@ pub(super) fn gated_train(
     let op = Gated {
         g,
         u,
-        w_gate: gate.weight.detach(),
-        w_up: up.weight.detach(),
+        frozen: Some((gate.weight.detach(), up.weight.detach())),
     };
     let h = Tensor::cat(&[&hg, &hu], 1)?; // [n, 2r]
     let b = Tensor::cat(&[&lg.b, &lu.b], 0)?; // [2i, r]
     Ok(Some(x.apply_op3(&h, &b, op)?))
 }
 
+/// Without adapters the op's operands are x and the two weights, with dW_g = dg^T x and
+/// dW_u = du^T x for weights that train.
+fn full_train(x: &Tensor, gate: &Linear, up: &Linear) -> Result<Option<Tensor>> {
+    let (wg, wu) = (&gate.weight, &up.weight);
+    let dt = x.dtype();
+    let serves = super::fused::serves(x)
+        && gate.weight_t.is_none()
+        && up.weight_t.is_none()
+        && wg.dtype() == dt
+        && wu.dtype() == dt
+        && (x.track_op() || wg.track_op() || wu.track_op());
+    if !serves {
+        return Ok(None);
+    }
+    let (b, t, d) = x.dims3()?;
+    let xd = x.detach().reshape((b * t, d))?;
+    let product =
+        |w: &Tensor| -> Result<Tensor> { Ok(xd.matmul(&w.detach().t()?)?.reshape((b, t, ()))?) };
+    let op = Gated {
+        g: product(wg)?,
+        u: product(wu)?,
+        frozen: None,
+    };
+    Ok(Some(x.apply_op3(wg, wu, op)?))
+}
+
 struct Gated {
     g: Tensor, // [b, t, i]
     u: Tensor,
-    w_gate: Tensor, // [i, d]
-    w_up: Tensor,
+    /// The adapted form's frozen W_g, W_u [i, d]; None when the op's operands are x, W_g, W_u.
+    frozen: Option<(Tensor, Tensor)>,
 }
 
 impl CustomOp3 for Gated {
@@ -70,10 +98,10 @@ impl CustomOp3 for Gated {
         &self,
         x: &CpuStorage,
         xl: &Layout,
-        _h: &CpuStorage,
-        _hl: &Layout,
-        _b: &CpuStorage,
-        _bl: &Layout,
+        _p: &CpuStorage,
+        _pl: &Layout,
+        _q: &CpuStorage,
+        _ql: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let a = forward_on_cpu(
             "gated-mlp-train",
@@ -88,20 +116,34 @@ impl CustomOp3 for Gated {
     fn bwd(
         &self,
         x: &Tensor,
-        h: &Tensor,
-        b: &Tensor,
+        p: &Tensor,
+        q: &Tensor,
         _a: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, r2) = h.dims2()?;
-        let (i, r) = (b.dim(0)? / 2, r2 / 2);
+        let (b, t, i) = self.g.dims3()?;
+        let n = b * t;
         let (dg, du) = swiglu_grad(&self.g, &self.u, &grad.detach())?;
         let (dg, du) = (dg.reshape((n, i))?, du.reshape((n, i))?);
-        let dx = match x.track_op() {
-            true => Some((dg.matmul(&self.w_gate)? + du.matmul(&self.w_up)?)?.reshape(x.shape())?),
-            false => None,
+        let Some((wg, wu)) = &self.frozen else {
+            // Operands x, W_g, W_u.
+            let (wg, wu, xd) = (p.detach(), q.detach(), x.detach().reshape((n, ()))?);
+            let dx = x
+                .track_op()
+                .then(|| dx_of(x, (&dg, &wg), (&du, &wu)))
+                .transpose()?;
+            let dwg = p.track_op().then(|| dg.t()?.matmul(&xd)).transpose()?;
+            let dwu = q.track_op().then(|| du.t()?.matmul(&xd)).transpose()?;
+            return Ok((dx, dwg, dwu));
         };
-        let (hd, bd) = (h.detach(), b.detach());
+        // Operands x, [h_g h_u] [n, 2r], [B_g; B_u] [2i, r].
+        let (h, bs) = (p, q);
+        let r = h.dim(1)? / 2;
+        let dx = x
+            .track_op()
+            .then(|| dx_of(x, (&dg, wg), (&du, wu)))
+            .transpose()?;
+        let (hd, bd) = (h.detach(), bs.detach());
         let dh = match h.track_op() {
             true => {
                 let (bg, bu) = (bd.narrow(0, 0, i)?, bd.narrow(0, i, i)?);
@@ -109,7 +151,7 @@ impl CustomOp3 for Gated {
             }
             false => None,
         };
-        let db = match b.track_op() {
+        let db = match bs.track_op() {
             true => {
                 let (hg, hu) = (hd.narrow(1, 0, r)?, hd.narrow(1, r, r)?);
                 Some(Tensor::cat(
@@ -121,6 +163,15 @@ impl CustomOp3 for Gated {
         };
         Ok((dx, dh, db))
     }
+}
+
+/// dx = dg W_g + du W_u, shaped as `x`.
+fn dx_of(
+    x: &Tensor,
+    (dg, wg): (&Tensor, &Tensor),
+    (du, wu): (&Tensor, &Tensor),
+) -> candle_core::Result<Tensor> {
+    (dg.matmul(wg)? + du.matmul(wu)?)?.reshape(x.shape())
 }
 
 #[cfg(test)]
@@ -151,33 +202,30 @@ mod tests {
         (linear, a, b)
     }
 
-    #[test]
-    fn the_gated_op_matches_the_separate_ops_and_their_gradients() {
-        let (d, i, r) = (6, 10, 3);
-        let x = Var::from_tensor(&rand(&[2, 4, d], 7)).unwrap();
-        let (gate, ag, bg) = adapted(d, i, r, 11);
-        let (up, au, bu) = adapted(d, i, r, 21);
-        let w = rand(&[2, 4, i], 31);
+    /// The op against the two projections and the SwiGLU op, output and the gradients of `vars`.
+    fn compare(x: &Var, gate: &Linear, up: &Linear, vars: &[(&str, &Var)]) {
+        let w = rand(
+            &x.dims()[..2]
+                .iter()
+                .copied()
+                .chain([gate.weight.dim(0).unwrap()])
+                .collect::<Vec<_>>(),
+            31,
+        );
         let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
         let seed = Some(5);
-        let ours = gated_train(&x, &gate, &up, seed)
+        let ours = gated_train(x, gate, up, seed)
             .unwrap()
             .expect("the gated op serves");
-        let g = gate.forward_seeded(&x, seed).unwrap();
-        let u = up.forward_seeded(&x, seed).unwrap();
+        let g = gate.forward_seeded(x, seed).unwrap();
+        let u = up.forward_seeded(x, seed).unwrap();
         let theirs = crate::model::fused::swiglu_train(&g, &u).unwrap();
         assert!(max_diff(&ours, &theirs) < 1e-12, "outputs differ");
         let (g1, g2) = (
             loss(ours).backward().unwrap(),
             loss(theirs).backward().unwrap(),
         );
-        for (name, v) in [
-            ("x", &x),
-            ("A_gate", &ag),
-            ("B_gate", &bg),
-            ("A_up", &au),
-            ("B_up", &bu),
-        ] {
+        for (name, v) in vars {
             let (a, e) = (g1.get(v).unwrap(), g2.get(v).unwrap());
             let scale = max_abs(e);
             assert!(scale > 1e-3, "d{name} vanishes");
@@ -187,5 +235,42 @@ mod tests {
                 max_diff(a, e)
             );
         }
+    }
+
+    #[test]
+    fn the_gated_op_matches_the_separate_ops_and_their_gradients() {
+        let (d, i, r) = (6, 10, 3);
+        let x = Var::from_tensor(&rand(&[2, 4, d], 7)).unwrap();
+        let (gate, ag, bg) = adapted(d, i, r, 11);
+        let (up, au, bu) = adapted(d, i, r, 21);
+        compare(
+            &x,
+            &gate,
+            &up,
+            &[
+                ("x", &x),
+                ("A_gate", &ag),
+                ("B_gate", &bg),
+                ("A_up", &au),
+                ("B_up", &bu),
+            ],
+        );
+        // Without adapters the weights are the operands and train.
+        let (wg, wu) = (
+            Var::from_tensor(&rand(&[i, d], 41)).unwrap(),
+            Var::from_tensor(&rand(&[i, d], 42)).unwrap(),
+        );
+        let full = |w: &Var| Linear {
+            weight: w.as_tensor().clone(),
+            bias: None,
+            weight_t: None,
+            lora: None,
+        };
+        compare(
+            &x,
+            &full(&wg),
+            &full(&wu),
+            &[("x", &x), ("W_gate", &wg), ("W_up", &wu)],
+        );
     }
 }
