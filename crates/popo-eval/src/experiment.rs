@@ -54,6 +54,11 @@ pub struct ExperimentSpec {
     /// the same warmed-up weights either way; this only saves time.
     #[serde(default)]
     pub shared_warmup: bool,
+    /// How the runs' settings were chosen, which the report states beside every comparison:
+    /// "popo" (the default: the shared settings were tuned on POPO alone) or "per_method" (each
+    /// method at the learning rate its own sweep chose by one rule).
+    #[serde(default)]
+    pub tuning: crate::summary::Tuning,
     pub runs: Vec<RunSpec>,
 }
 
@@ -73,6 +78,14 @@ fn default_group() -> String {
 }
 
 impl ExperimentSpec {
+    /// What the report's sentences need to know of the grid (`crate::summary::Grid`).
+    pub fn grid(&self) -> crate::summary::Grid {
+        crate::summary::Grid {
+            warmup: self.shared_warmup,
+            tuning: self.tuning,
+        }
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -35,9 +35,10 @@ pub fn write_report(spec: &ExperimentSpec, command: &str) -> Result<Summary> {
     let (base, base_curves) =
         summarize(&base_run, spec.seeds.iter().map(|&s| (s, spec.base_dir(s))))?;
     let base = (!base.seeds.is_empty()).then_some(base);
+    let grid = spec.grid();
     let summary = Summary {
-        verdict_method: crate::claims::method_note(&variants, base.as_ref()),
-        verdicts: crate::claims::judge(&variants, base.as_ref()),
+        verdict_method: crate::claims::method_note(grid, &variants, base.as_ref()),
+        verdicts: crate::claims::judge(grid, &variants, base.as_ref()),
         variants,
         base,
     };
@@ -124,7 +125,7 @@ fn fmt_num(s: &Option<Stat>, digits: usize) -> String {
 
 /// The pass@k table: one row per variant that measured it, the base model first; empty when
 /// none did (older runs).
-fn render_pass_at_k(summary: &Summary) -> String {
+fn render_pass_at_k(spec: &ExperimentSpec, summary: &Summary) -> String {
     let rows: Vec<(&VariantSummary, &PassAtKStat)> = summary
         .base
         .iter()
@@ -142,9 +143,13 @@ fn render_pass_at_k(summary: &Summary) -> String {
     ks.dedup();
     let mut md = format!(
         "## pass@k\n\nEach held-out problem sampled {n} times at T = 1 after training; the \
-         unbiased pass@k and avg@{n} in percent, mean +- std over seeds. `{BASE_NAME}` is the \
-         starting model (after the warm-up), measured the same way.\n\n\
-         | run | group | seeds | avg@{n} |"
+         unbiased pass@k and avg@{n} in percent, mean +- std over seeds. `{BASE_NAME}` is {}, \
+         measured the same way.\n\n\
+         | run | group | seeds | avg@{n} |",
+        match spec.shared_warmup {
+            true => "the starting model after the warm-up",
+            false => "the starting model",
+        }
     );
     for k in &ks {
         md.push_str(&format!(" pass@{k} |"));
@@ -214,18 +219,21 @@ fn render_header(spec: &ExperimentSpec, summary: &Summary, command: &str) -> Str
             format!("{runs} trained runs")
         };
         md.push_str(&format!(
-            "Wall time: {cells}, {:.0} s ({:.1} h) in all (setup, evaluations and the seed's \
-             shared warm-up in its first cell included); per run in the `wall s / run` \
-             columns.\n\n",
+            "Wall time: {cells}, {:.0} s ({:.1} h) in all (setup, evaluations{} included); \
+             per run in the `wall s / run` columns.\n\n",
             total,
-            total / 3600.0
+            total / 3600.0,
+            match spec.shared_warmup {
+                true => " and the seed's shared warm-up in its first cell",
+                false => "",
+            }
         ));
     }
     let split = split_starts(summary);
     if !split.is_empty() {
         md.push_str(&format!(
             "**Starts that differ within a seed.** The variants of a seed should all start from \
-             one model (the same warm-up), which is what pairing by seed relies on. These did \
+             one model, which is what pairing by seed relies on. These did \
              not, so their paired comparisons mix starting points (a run made on another \
              machine, whose kernels round differently, is the usual cause): {}.\n\n",
             split.join("; ")
@@ -337,10 +345,11 @@ fn render_per_seed(spec: &ExperimentSpec, summary: &Summary) -> String {
     if summary.variants.iter().all(|v| v.per_seed.is_empty()) {
         return String::new();
     }
-    let mut md = String::from(
+    let mut md = format!(
         "## Per seed\n\nHeld-out accuracy of each run in percent: final evaluation / endpoint \
-         (mean of the last three evaluations); the start is the seed's warm-up, shared by its \
+         (mean of the last three evaluations); the start is {}, shared by the seed's \
          runs.\n\n| run |",
+        spec.grid().start()
     );
     for s in &spec.seeds {
         md.push_str(&format!(" seed {s} |"));
@@ -399,7 +408,7 @@ fn render_markdown(
         md.push_str(&render_group(summary, g));
     }
     md.push_str(&render_per_seed(spec, summary));
-    md.push_str(&render_pass_at_k(summary));
+    md.push_str(&render_pass_at_k(spec, summary));
     if !plots.is_empty() {
         md.push_str("## Plots\n\n");
         for p in plots

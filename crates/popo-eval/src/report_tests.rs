@@ -1,5 +1,6 @@
 use super::*;
 use crate::experiment::{test_spec, RunRecord};
+use crate::summary::Tuning;
 use popo_model::passk::PassAtK;
 use popo_train::metrics::{names, RunLogger, StepMetrics};
 
@@ -66,9 +67,17 @@ fn fake_cell_from(
 /// t = 18.58, half-width 4.3027 x 1.202 = 5.17, p = 1 - t / sqrt(2 + t^2) = 0.003; on the
 /// endpoint (2/3 of each final): 13.3, 16.0, 15.3, mean 14.9. POPO - raft: -2, 4, 1: [-6.5, +8.5].
 fn three_seed_grid() -> (tempfile::TempDir, ExperimentSpec, Summary) {
+    three_seed_grid_with(|s| s.shared_warmup = true)
+}
+
+/// `three_seed_grid` with its spec changed by `adjust` before the runs are made.
+fn three_seed_grid_with(
+    adjust: impl FnOnce(&mut ExperimentSpec),
+) -> (tempfile::TempDir, ExperimentSpec, Summary) {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = test_spec(tmp.path());
     s.seeds = vec![0, 1, 2];
+    adjust(&mut s);
     s.validate().unwrap();
     for (name, acc) in [
         ("popo", [0.60, 0.70, 0.65]),
@@ -198,6 +207,36 @@ fn report_states_the_paired_verdicts() {
     );
     let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
     assert!(md.contains(&sum.verdict_method), "{md}");
+}
+
+/// A grid without a warm-up whose methods each ran at their own swept learning rate says so,
+/// and says nothing of settings tuned on POPO.
+#[test]
+fn report_states_per_method_tuning_and_no_warm_up() {
+    let (tmp, _s, sum) = three_seed_grid_with(|s| s.tuning = Tuning::PerMethod);
+    let note = &sum.verdict_method;
+    assert!(
+        note.contains("starts from the starting model with that seed")
+            && note.contains("at the learning rate its own sweep chose")
+            && !note.contains("warm-up")
+            && !note.contains("held-out accuracy at the start"),
+        "{note}"
+    );
+    for v in [&sum.verdicts[0], &sum.verdicts[3]] {
+        assert!(
+            v.contains("** Each at its own learning rate: vs `")
+                || v.contains("** Each at its own learning rate: endpoint"),
+            "{v}"
+        );
+    }
+    let all = sum.verdicts.join("\n") + note;
+    assert!(!all.contains("tuned on POPO"), "{all}");
+    let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("the start is the starting model, shared by the seed's runs"),
+        "{md}"
+    );
+    assert!(!md.contains("warm-up"), "{md}");
 }
 
 /// pass@k over seeds per k in a table and a pass@k-vs-k plot per group, the base model first;

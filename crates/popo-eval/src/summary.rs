@@ -195,6 +195,39 @@ impl PassAtKStat {
     }
 }
 
+/// How a grid's settings were chosen (the experiment file's `tuning`), which its report states
+/// beside every comparison.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tuning {
+    /// The shared settings (the `popo train` defaults) were tuned on POPO alone, and a run
+    /// differs from them only where its `set` says: every comparison favours POPO.
+    #[default]
+    Popo,
+    /// Each method runs at the learning rate its own sweep chose by one rule (the experiment
+    /// file says which); the other settings are shared and were tuned for no one method.
+    PerMethod,
+}
+
+/// What the report's sentences need to know of the grid besides its runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grid {
+    /// The variants of a seed start from one SFT warm-up (`shared_warmup`); otherwise from the
+    /// starting model itself.
+    pub warmup: bool,
+    pub tuning: Tuning,
+}
+
+impl Grid {
+    /// What a seed's runs start from, for sentences: "the seed's warm-up" or "the starting model".
+    pub fn start(&self) -> &'static str {
+        match self.warmup {
+            true => "the seed's warm-up",
+            false => "the starting model",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub variants: Vec<VariantSummary>,

@@ -7,10 +7,10 @@ use super::common::{
     GRPO_FAMILY,
 };
 use crate::stats::{paired, Call, Unit};
-use crate::summary::{Stat, VariantSummary};
+use crate::summary::{Stat, Tuning, VariantSummary};
 
 /// Claim 1: POPO against every baseline of the GRPO family that ran.
-pub(super) fn popo_vs_grpo_family(variants: &[VariantSummary]) -> String {
+pub(super) fn popo_vs_grpo_family(variants: &[VariantSummary], tuning: Tuning) -> String {
     let claim = "1. POPO matches or beats the GRPO family (GRPO, Dr. GRPO, DAPO)";
     let Some(popo) = find(variants, "popo") else {
         return not_measured(claim, "Needs finished `popo` runs.");
@@ -40,7 +40,8 @@ pub(super) fn popo_vs_grpo_family(variants: &[VariantSummary]) -> String {
         ));
     }
     let mut s = format!(
-        "**{claim}: {verdict}.** At the shared settings (tuned on POPO): {}.",
+        "**{claim}: {verdict}.** {}: {}.",
+        settings(tuning),
         texts.join("; ")
     );
     let unrun: Vec<&str> = GRPO_FAMILY
@@ -51,12 +52,12 @@ pub(super) fn popo_vs_grpo_family(variants: &[VariantSummary]) -> String {
         s.push_str(&format!(" Not run: {}.", quoted(&unrun)));
     }
     s.push_str(&cost(popo, &others));
-    s.push_str(&best_lr_note(&best_texts));
+    s.push_str(&best_lr_note(&best_texts, tuning));
     s
 }
 
 /// Claim 4: POPO against RAFT, which trains on the same positives with plain NLL.
-pub(super) fn popo_vs_raft(variants: &[VariantSummary]) -> String {
+pub(super) fn popo_vs_raft(variants: &[VariantSummary], tuning: Tuning) -> String {
     let claim = "4. POPO is more than positive-only SFT (POPO vs RAFT)";
     let (Some(popo), Some(raft)) = (find(variants, "popo"), find(variants, "raft")) else {
         return not_measured(claim, "Needs finished `popo` and `raft` runs.");
@@ -76,10 +77,11 @@ pub(super) fn popo_vs_raft(variants: &[VariantSummary]) -> String {
             word(*call)
         ));
     }
-    let mut s = format!("**{claim}: {verdict}.** At the shared settings (tuned on POPO): {text}.");
+    let mut s = format!("**{claim}: {verdict}.** {}: {text}.", settings(tuning));
     s.push_str(&cost(popo, &[raft]));
     s.push_str(&best_lr_note(
         &best.map(|b| b.2).into_iter().collect::<Vec<_>>(),
+        tuning,
     ));
     s
 }
@@ -232,17 +234,26 @@ fn at_best_lr<'a>(
     Some((best.name.as_str(), end.call(), text))
 }
 
-fn best_lr_note(texts: &[String]) -> String {
-    if texts.is_empty() {
-        " No baseline was run at another learning rate, so every comparison is at the settings \
-         tuned on POPO."
-            .into()
-    } else {
-        format!(
+/// Where the comparisons were made, as the sentence opening them says it.
+fn settings(tuning: Tuning) -> &'static str {
+    match tuning {
+        Tuning::Popo => "At the shared settings (tuned on POPO)",
+        Tuning::PerMethod => "Each at its own learning rate",
+    }
+}
+
+fn best_lr_note(texts: &[String], tuning: Tuning) -> String {
+    match (texts.is_empty(), tuning) {
+        (true, Tuning::Popo) => " No baseline was run at another learning rate, so every \
+                                 comparison is at the settings tuned on POPO."
+            .into(),
+        (true, Tuning::PerMethod) => String::new(),
+        (false, Tuning::Popo) => format!(
             " {}. (Picking the best of several learning rates favours the baseline, as the shared \
              settings favour POPO.)",
             texts.join("; ")
-        )
+        ),
+        (false, Tuning::PerMethod) => format!(" {}.", texts.join("; ")),
     }
 }
 

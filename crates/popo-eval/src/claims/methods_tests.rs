@@ -51,7 +51,7 @@ fn family() -> Vec<VariantSummary> {
 
 #[test]
 fn claim_1_names_every_baseline_with_its_interval_and_cost() {
-    let out = popo_vs_grpo_family(&family());
+    let out = popo_vs_grpo_family(&family(), Tuning::Popo);
     assert!(
         out.starts_with(
             "**1. POPO matches or beats the GRPO family (GRPO, Dr. GRPO, DAPO): partly holds \
@@ -97,7 +97,7 @@ fn claim_1_names_every_baseline_with_its_interval_and_cost() {
 #[test]
 fn claim_1_holds_only_above_every_baseline_and_fails_below_any() {
     let v = family();
-    let above = popo_vs_grpo_family(&v[..2]);
+    let above = popo_vs_grpo_family(&v[..2], Tuning::Popo);
     assert!(above.contains(": holds (above `grpo`).**"), "{above}");
     assert!(above.contains("Not run: `dr_grpo`, `dapo`."), "{above}");
     let below = [
@@ -105,9 +105,9 @@ fn claim_1_holds_only_above_every_baseline_and_fails_below_any() {
         flat("dapo", "algorithms", &[0.55, 0.57, 0.65]),
     ];
     // Differences -5, -12, -10: mean -9, se 2.082, half-width 8.96: the interval ends at -0.04.
-    let out = popo_vs_grpo_family(&below);
+    let out = popo_vs_grpo_family(&below, Tuning::Popo);
     assert!(out.contains(": does not hold (below `dapo`).**"), "{out}");
-    let apart = popo_vs_grpo_family(&[v[0].clone(), v[2].clone(), v[3].clone()]);
+    let apart = popo_vs_grpo_family(&[v[0].clone(), v[2].clone(), v[3].clone()], Tuning::Popo);
     assert!(
         apart.contains(": not shown (not separated from `dr_grpo`, `dapo`).**"),
         "{apart}"
@@ -116,7 +116,7 @@ fn claim_1_holds_only_above_every_baseline_and_fails_below_any() {
         variant("popo", "algorithms", &POPO[..2], &POPO[..2]),
         flat("grpo", "algorithms", &[0.3, 0.3]),
     ];
-    let out = popo_vs_grpo_family(&two);
+    let out = popo_vs_grpo_family(&two, Tuning::Popo);
     assert!(
         out.contains(": too few seeds (too few seeds against `grpo`).**"),
         "{out}"
@@ -125,29 +125,31 @@ fn claim_1_holds_only_above_every_baseline_and_fails_below_any() {
         out.contains("too few seeds for an interval, n = 2"),
         "{out}"
     );
-    assert!(popo_vs_grpo_family(&v[..1]).contains(": not measured.**"));
-    assert!(popo_vs_grpo_family(&v[1..]).contains(": not measured.**"));
+    assert!(popo_vs_grpo_family(&v[..1], Tuning::Popo).contains(": not measured.**"));
+    assert!(popo_vs_grpo_family(&v[1..], Tuning::Popo).contains(": not measured.**"));
 }
 
 #[test]
 fn claim_4_wants_popo_above_raft() {
     let popo = flat("popo", "algorithms", &POPO);
     let raft = |acc: &[f64]| vec![popo.clone(), flat("raft", "algorithms", acc)];
-    let holds = popo_vs_raft(&raft(&[0.40, 0.33, 0.42]));
+    let holds = popo_vs_raft(&raft(&[0.40, 0.33, 0.42]), Tuning::Popo);
     assert!(
         holds.starts_with("**4. POPO is more than positive-only SFT (POPO vs RAFT): holds.**"),
         "{holds}"
     );
     assert!(holds.contains("vs `raft`: endpoint POPO - raft: +11.7 points"));
     assert!(holds.contains("Cost per run") && holds.contains("`raft` rollout -"));
-    assert!(popo_vs_raft(&raft(&[0.30, 0.44, 0.45])).contains(": not shown (not separated).**"));
-    assert!(popo_vs_raft(&raft(&[0.55, 0.57, 0.65])).contains(": does not hold (RAFT above).**"));
-    let few = popo_vs_raft(&raft(&[0.55]));
+    assert!(popo_vs_raft(&raft(&[0.30, 0.44, 0.45]), Tuning::Popo)
+        .contains(": not shown (not separated).**"));
+    assert!(popo_vs_raft(&raft(&[0.55, 0.57, 0.65]), Tuning::Popo)
+        .contains(": does not hold (RAFT above).**"));
+    let few = popo_vs_raft(&raft(&[0.55]), Tuning::Popo);
     assert!(
         few.contains(": too few seeds.**") && few.contains("(seed 0: -5.0;"),
         "{few}"
     );
-    assert!(popo_vs_raft(&raft(&[])).contains(": not measured.**"));
+    assert!(popo_vs_raft(&raft(&[]), Tuning::Popo).contains(": not measured.**"));
 }
 
 /// GRPO at the shared 2e-4 (endpoint 40 / 33 / 42, mean 38.3%), at 1e-4 (46 / 41 / 51, mean
@@ -182,7 +184,7 @@ fn a_baseline_run_at_other_learning_rates_is_compared_at_its_best() {
         &[0.9, 0.9, 0.9],
         &["optim.lr=1e-4", "rollout.temperature=0.7"],
     ));
-    let out = popo_vs_grpo_family(&v);
+    let out = popo_vs_grpo_family(&v, Tuning::Popo);
     assert!(
         out.contains(
             ": holds (above `grpo`); at the baselines' best learning rates: above \
@@ -202,7 +204,7 @@ fn a_baseline_run_at_other_learning_rates_is_compared_at_its_best() {
     assert!(out.ends_with("as the shared settings favour POPO.)") && !out.contains("grpo-t07"));
     // The shared lr is the best: said so, and the verdict names it.
     v.remove(2);
-    let out = popo_vs_grpo_family(&v);
+    let out = popo_vs_grpo_family(&v, Tuning::Popo);
     assert!(
         out.contains("at the baselines' best learning rates: above `grpo`.**")
             && out.contains("`grpo` (lr 2e-4), the shared one, so the comparison above stands"),
@@ -218,7 +220,7 @@ fn a_baseline_run_at_other_learning_rates_is_compared_at_its_best() {
             &["optim.lr=4e-4"],
         ),
     ];
-    let out = popo_vs_raft(&raft);
+    let out = popo_vs_raft(&raft, Tuning::Popo);
     assert!(
         out.contains(
             ": not shown (not separated); at RAFT's best learning rate (`raft-lr4e-4`): not \
