@@ -92,8 +92,9 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        // With a graph on the CPU, the rotary embedding and the softmax run as single ops with
-        // written-out backwards (`attn_train.rs`); elsewhere as primitives or candle's kernels.
+        // With a graph on the CPU the whole core is one op (`attn_core.rs`); with a cache as well
+        // (no training forward has one) the rotary embedding and the softmax are (`attn_train.rs`);
+        // elsewhere primitives or candle's kernels.
         let custom = !self.fused
             && super::fused::serves(&q)
             && (q.track_op() || k.track_op() || v.track_op());
