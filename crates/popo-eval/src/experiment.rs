@@ -60,6 +60,10 @@ pub struct ExperimentSpec {
     #[serde(default)]
     pub tuning: crate::summary::Tuning,
     pub runs: Vec<RunSpec>,
+    /// The build running the grid (`popo --version`'s text), recorded in each cell it finishes;
+    /// set by the binary, not read from the file.
+    #[serde(skip)]
+    pub build: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -355,6 +359,10 @@ pub struct RunRecord {
     /// (absent in cells recorded before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<String>,
+    /// The build that finished the cell (`popo --version`; absent in cells recorded before it
+    /// existed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub popo: String,
 }
 
 impl RunRecord {
@@ -454,6 +462,7 @@ pub fn run_grid(spec: &ExperimentSpec, force: bool, stop: Arc<AtomicBool>) -> Re
             wall_s: started.elapsed().as_secs_f64() + s.wall_before_s,
             pass_at_k: s.pass_at_k,
             warmup,
+            popo: spec.build.clone(),
         };
         std::fs::write(dir.join(RUN_DONE_FILE), serde_json::to_string_pretty(&rec)?)?;
     }

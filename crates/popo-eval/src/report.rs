@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::collect::{summarize, Curves, PASS_CURVE, STEP_CURVES};
-use crate::experiment::{ExperimentSpec, RunSpec, RUN_DONE_FILE};
+use crate::experiment::{ExperimentSpec, RunRecord, RunSpec, RUN_DONE_FILE};
 use crate::plot::{band_series, draw, Chart};
 use crate::summary::{PassAtKStat, Stat, Summary, VariantSummary, BASE_NAME};
 
@@ -193,6 +193,33 @@ fn task_name(summary: &Summary) -> String {
     }
 }
 
+/// Which builds made the finished cells (their records' `popo`), when any cell recorded one: a
+/// grid made over several sessions may mix them.
+fn builds(spec: &ExperimentSpec) -> String {
+    let mut dirs: Vec<PathBuf> = spec.seeds.iter().map(|&s| spec.base_dir(s)).collect();
+    for r in &spec.runs {
+        dirs.extend(spec.seeds.iter().map(|&s| spec.run_dir(r, s)));
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for rec in dirs
+        .iter()
+        .filter_map(|d| RunRecord::read(d).ok().flatten())
+    {
+        *counts.entry(rec.popo).or_default() += 1;
+    }
+    if counts.keys().all(|b| b.is_empty()) {
+        return String::new();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(b, n)| match b.is_empty() {
+            true => format!("{n} recorded none (made before builds were recorded)"),
+            false => format!("`{b}` made {n}"),
+        })
+        .collect();
+    format!("Builds of the finished cells: {}.\n\n", parts.join("; "))
+}
+
 /// The title, how to regenerate, the shared settings, the wall time and the cells not run.
 fn render_header(spec: &ExperimentSpec, summary: &Summary, command: &str) -> String {
     let mut md = format!("# POPO vs baselines on {}\n\n", task_name(summary));
@@ -229,6 +256,7 @@ fn render_header(spec: &ExperimentSpec, summary: &Summary, command: &str) -> Str
             }
         ));
     }
+    md.push_str(&builds(spec));
     let split = split_starts(summary);
     if !split.is_empty() {
         md.push_str(&format!(

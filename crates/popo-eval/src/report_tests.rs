@@ -52,6 +52,10 @@ fn fake_cell_from(
         wall_s: 10.0 + seed as f64,
         pass_at_k: pass,
         warmup: None,
+        popo: match seed {
+            0 => "popo 0.1.0 (test)".into(),
+            _ => String::new(),
+        },
     };
     std::fs::write(
         dir.join(RUN_DONE_FILE),
@@ -131,6 +135,14 @@ fn report_aggregates_seeds_into_tables_and_summary() {
         "{per_seed}"
     );
     assert!(md.contains("popo experiment x.toml"));
+    // Seed 0's four cells recorded a build, seeds 1 and 2's eight none.
+    assert!(
+        md.contains(
+            "Builds of the finished cells: 8 recorded none (made before builds were recorded); \
+             `popo 0.1.0 (test)` made 4."
+        ),
+        "{md}"
+    );
     let back: Summary =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("summary.json")).unwrap())
             .unwrap();

@@ -43,13 +43,15 @@ set = ["algo.tau=1.0"]
         ),
     )
     .unwrap();
-    let spec = ExperimentSpec::from_file(&file).unwrap();
+    let mut spec = ExperimentSpec::from_file(&file).unwrap();
+    spec.build = "popo 0.1.0 (test)".into(); // what the binary sets from `popo --version`
     let stop = Arc::new(AtomicBool::new(false));
     run_grid(&spec, false, stop.clone()).unwrap();
     for r in &spec.runs {
         for &s in &spec.seeds {
             let d = spec.run_dir(r, s);
-            assert!(d.join(RUN_DONE_FILE).is_file(), "{}", d.display());
+            let rec = RunRecord::read(&d).unwrap().expect("finished");
+            assert_eq!(rec.popo, "popo 0.1.0 (test)", "{}", d.display());
             assert!(d.join("metrics.jsonl").is_file());
         }
     }
@@ -92,6 +94,11 @@ set = ["algo.tau=1.0"]
     let out = tmp.path().join("out");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## algorithms") && md.contains("## ablations"));
+    // 4 runs and a base cell for each of 2 seeds.
+    assert!(
+        md.contains("Builds of the finished cells: `popo 0.1.0 (test)` made 10."),
+        "{md}"
+    );
     assert!(
         md.contains("| popo-tau1 | popo | `algo.tau=1.0` | 2 |"),
         "{md}"

@@ -8,7 +8,7 @@ mod cmd;
 #[derive(Parser)]
 #[command(
     name = "popo",
-    version,
+    version = env!("POPO_BUILD"),
     about = "Positive-Only Policy Optimization (and GRPO, Dr. GRPO, DAPO, RAFT) for language models",
     long_about = None
 )]

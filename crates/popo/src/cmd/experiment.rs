@@ -30,6 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let mut spec = ExperimentSpec::from_file(&args.file)?;
+    spec.build = format!("popo {}", env!("POPO_BUILD"));
     if let Some(o) = &args.out {
         spec.out_dir = o.clone();
     }
