@@ -94,11 +94,8 @@ set = ["algo.tau=1.0"]
     let out = tmp.path().join("out");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## algorithms") && md.contains("## ablations"));
-    // 4 runs and a base cell for each of 2 seeds.
-    assert!(
-        md.contains("Builds of the finished cells: `popo 0.1.0 (test)` made 10."),
-        "{md}"
-    );
+    let builds = "Builds of the finished cells: `popo 0.1.0 (test)` made 10."; // 2 x (4 + base)
+    assert!(md.contains(builds), "{md}");
     assert!(
         md.contains("| popo-tau1 | popo | `algo.tau=1.0` | 2 |"),
         "{md}"
