@@ -82,6 +82,12 @@ fn default_group() -> String {
 }
 
 impl ExperimentSpec {
+    /// The directories of a seed's cells: its base cell, then each run's.
+    pub fn seed_cells(&self, seed: u64) -> impl Iterator<Item = PathBuf> + '_ {
+        std::iter::once(self.base_dir(seed))
+            .chain(self.runs.iter().map(move |r| self.run_dir(r, seed)))
+    }
+
     /// What the report's sentences need to know of the grid (`crate::summary::Grid`).
     pub fn grid(&self) -> crate::summary::Grid {
         crate::summary::Grid {
@@ -290,9 +296,7 @@ impl ExperimentSpec {
     /// seed's finished cells started from: then no new cell of the seed may run. `fresh`: made
     /// just now, so finished cells that recorded no fingerprint cannot vouch for it either.
     fn check_warmup(&self, seed: u64, fingerprint: &str, fresh: bool) -> Result<()> {
-        let cells = std::iter::once(self.base_dir(seed))
-            .chain(self.runs.iter().map(|r| self.run_dir(r, seed)));
-        for dir in cells {
+        for dir in self.seed_cells(seed) {
             let Some(rec) = RunRecord::read(&dir)? else {
                 continue;
             };

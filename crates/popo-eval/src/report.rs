@@ -196,15 +196,9 @@ fn task_name(summary: &Summary) -> String {
 /// Which builds made the finished cells (their records' `popo`), when any cell recorded one: a
 /// grid made over several sessions may mix them.
 fn builds(spec: &ExperimentSpec) -> String {
-    let mut dirs: Vec<PathBuf> = spec.seeds.iter().map(|&s| spec.base_dir(s)).collect();
-    for r in &spec.runs {
-        dirs.extend(spec.seeds.iter().map(|&s| spec.run_dir(r, s)));
-    }
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for rec in dirs
-        .iter()
-        .filter_map(|d| RunRecord::read(d).ok().flatten())
-    {
+    let dirs = spec.seeds.iter().flat_map(|&s| spec.seed_cells(s));
+    for rec in dirs.filter_map(|d| RunRecord::read(&d).ok().flatten()) {
         *counts.entry(rec.popo).or_default() += 1;
     }
     if counts.keys().all(|b| b.is_empty()) {

@@ -31,7 +31,7 @@ impl Mlp {
     }
     pub(super) fn forward(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
         if self.gate_up.is_none() {
-            // Adapted gate and up with the SwiGLU as one training op (`mlp_train.rs`).
+            // Gate and up with the SwiGLU as one training op (`mlp_train.rs`), adapted or not.
             if let Some(a) = gated_train(x, &self.gate_proj, &self.up_proj, seed)? {
                 return self.down_proj.forward_seeded(&a, seed);
             }

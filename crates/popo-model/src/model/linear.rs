@@ -3,7 +3,7 @@
 use super::lora::Lora;
 use super::lora_train::adapted_train;
 use super::ops::{matmul_const_right, spread_rows};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
@@ -78,12 +78,11 @@ impl Linear {
 
     /// A LoRA training forward on the CPU as one op (`lora_train.rs`), where it serves.
     fn adapted_train(&self, x: &Tensor, seed: Option<u64>) -> Result<Option<Tensor>> {
-        let Some(h) = self.adapter_input(x, seed)? else {
+        let (Some(l), Some(h)) = (&self.lora, self.adapter_input(x, seed)?) else {
             return Ok(None);
         };
         let base = (&self.weight, self.bias.as_ref());
-        let b = self.lora.as_ref().map(|l| &l.b).context("adapter")?;
-        Ok(Some(adapted_train(x, &h, base, b)?))
+        Ok(Some(adapted_train(x, &h, base, &l.b)?))
     }
 
     /// The adapter's input `s drop(x) A^T` [b * t, r] for `x` [b, t, in], with a graph, where
