@@ -35,6 +35,9 @@ pub struct BenchConfig {
     pub micro_batch: usize,
     /// Per-layer activation recomputation in the update (`optim.gradient_checkpointing`).
     pub checkpoint: bool,
+    /// How the CPU's cores are shared in the update (`run.cpu_parallel`; the process must be
+    /// set up for it first, `crate::parallel::configure_process`).
+    pub cpu_parallel: crate::config::CpuParallel,
     /// Choose decode tokens on the host from copied logits (the path top-k, top-p and min-p
     /// take, and every step's before on-device sampling), to measure what the device path saves.
     pub host_sampling: bool,
@@ -225,12 +228,13 @@ fn time_update(
     let algo = crate::setup::algorithm(&tcfg, policy, device)?;
     let mut params = Params::new(policy.named_vars(), true)?;
     params.extend(algo.extra_vars())?;
-    let mut learner = Learner::new(params, &tcfg.optim, 1, policy.dtype())?;
+    let width = crate::parallel::micro_batch_width(cfg.cpu_parallel, device);
+    let mut learner = Learner::new(params, &tcfg.optim, width, policy.dtype())?;
     let ctx = PrepareCtx {
         policy,
         temperature: 1.0,
         chunk: cfg.micro_batch,
-        width: 1,
+        width,
         pad_id: 0,
         device,
         seed: cfg.seed,

@@ -11,9 +11,9 @@
 //!   dx = g W (skipped when x takes no gradient, as the embedding's output in layer 0),
 //!   dh = g B,   dB = g^T h.
 
-use super::host::msg;
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use super::gemm::{add_product, product, Mat};
+use super::host::{forward_on_cpu, on_host, Real};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `x W^T + h B^T (+ bias)` for `x` [b, t, in], `h` [b * t, r], `b` [out, r] and a frozen
@@ -38,41 +38,25 @@ struct Adapted {
     bias: Option<Tensor>, // [out]
 }
 
-/// `a` += `b` and the bias on every row, for results of one float dtype.
-fn add_into(a: &mut CpuStorage, b: &CpuStorage, bias: Option<&Tensor>) -> candle_core::Result<()> {
-    let (out, bias) = match bias {
-        Some(v) => (v.elem_count(), Some(v.storage_and_layout())),
-        None => (1, None),
-    };
-    let bias = bias.as_ref().map(|(s, _)| &**s);
-    match (a, b, bias) {
-        (CpuStorage::F32(a), CpuStorage::F32(b), None) => add(a, b, None, out),
-        (CpuStorage::F32(a), CpuStorage::F32(b), Some(Storage::Cpu(CpuStorage::F32(v)))) => {
-            add(a, b, Some(v), out)
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b), None) => add(a, b, None, out),
-        (CpuStorage::F64(a), CpuStorage::F64(b), Some(Storage::Cpu(CpuStorage::F64(v)))) => {
-            add(a, b, Some(v), out)
-        }
-        _ => return Err(msg("lora-train")),
+/// `x W^T + h B^T (+ bias)` [n, out] from x [n, d_in], h [n, r], B [out, r], W [out, d_in] and
+/// the bias [out] in `v`, in that order: the second product adds into the first's buffer.
+fn adapted<T: Real + 'static>(v: &[&[T]], (n, d_in, out, r): (usize, usize, usize, usize)) -> Vec<T> {
+    let (x, h, b, w) = (v[0], v[1], v[2], v[3]);
+    let mut y = product(Mat::rows(x, n, d_in), Mat::rows(w, out, d_in).t());
+    add_product(&mut y, Mat::rows(h, n, r), Mat::rows(b, out, r).t());
+    if let Some(bias) = v.get(4) {
+        y.par_chunks_mut(out).for_each(|row| {
+            row.iter_mut()
+                .zip(*bias)
+                .for_each(|(a, &c)| *a = T::of((*a).into() + c.into()))
+        });
     }
-    Ok(())
+    y
 }
 
-fn add<T: Copy + std::ops::AddAssign + Send + Sync>(
-    a: &mut [T],
-    b: &[T],
-    bias: Option<&[T]>,
-    out: usize,
-) {
-    a.par_chunks_mut(out)
-        .zip(b.par_chunks(out))
-        .for_each(|(ar, br)| {
-            ar.iter_mut().zip(br).for_each(|(a, &b)| *a += b);
-            if let Some(v) = bias {
-                ar.iter_mut().zip(v).for_each(|(a, &v)| *a += v);
-            }
-        });
+/// `g W` [n, d_in] from g [n, out] and W [out, d_in] in `v`.
+fn input_grad<T: Real + 'static>(v: &[&[T]], (n, d_in, out): (usize, usize, usize)) -> Vec<Vec<T>> {
+    vec![product(Mat::rows(v[0], n, out), Mat::rows(v[1], out, d_in))]
 }
 
 impl CustomOp3 for Adapted {
@@ -102,15 +86,17 @@ impl CustomOp3 for Adapted {
                 self.w.shape()
             )));
         }
-        let rows = Layout::contiguous_with_offset((n, d_in), xl.start_offset());
-        let w_t = self.w.t()?;
-        let (ws, wl) = w_t.storage_and_layout();
-        let Storage::Cpu(ws) = &*ws else {
-            return Err(msg("lora-train"));
-        };
-        let mut y = x.matmul(ws, (1, n, out, d_in), &rows, wl)?; // x W^T
-        let side = h.matmul(b, (1, n, out, r), hl, &bl.transpose(0, 1)?)?; // h B^T
-        add_into(&mut y, &side, self.bias.as_ref())?;
+        let dims = (n, d_in, out, r);
+        let mut consts = vec![&self.w];
+        consts.extend(self.bias.as_ref());
+        let args = [(x, xl), (h, hl), (b, bl)];
+        let y = forward_on_cpu(
+            "lora-train",
+            &args,
+            &consts,
+            |v| adapted(v, dims),
+            |v| adapted(v, dims),
+        )?;
         Ok((y, Shape::from((bs, t, out))))
     }
 
@@ -125,8 +111,18 @@ impl CustomOp3 for Adapted {
         // Detached operands: a product with a tracked one would record a graph of its own.
         let (hd, bd) = (h.detach(), b.detach());
         let g = g.detach().reshape((hd.dim(0)?, bd.dim(0)?))?; // [n, out]
+        let (n, out) = g.dims2()?;
+        let d_in = self.w.dim(1)?;
+        let dims = (n, d_in, out);
         let dx = match x.track_op() {
-            true => Some(g.matmul(&self.w)?.reshape(x.shape())?),
+            true => on_host(
+                "lora-train backward",
+                &[&g, &self.w],
+                &[x.shape()],
+                |v| input_grad(v, dims),
+                |v| input_grad(v, dims),
+            )?
+            .pop(),
             false => None,
         };
         let dh = h.track_op().then(|| g.matmul(&bd)).transpose()?;

@@ -16,7 +16,8 @@
 //! fine-tuning) the op takes x, W_g and W_u, and gives dW_g = dg^T x and dW_u = du^T x besides.
 
 use super::fused::{swiglu, swiglu_grad};
-use super::host::forward_on_cpu;
+use super::gemm::{add_product, product, Mat};
+use super::host::{forward_on_cpu, on_host, Real};
 use super::linear::Linear;
 use super::lora_train::adapted_train;
 use anyhow::Result;
@@ -165,13 +166,29 @@ impl CustomOp3 for Gated {
     }
 }
 
-/// dx = dg W_g + du W_u, shaped as `x`.
+/// dx = dg W_g + du W_u, shaped as `x`: the second product adds into the first's buffer.
 fn dx_of(
     x: &Tensor,
     (dg, wg): (&Tensor, &Tensor),
     (du, wu): (&Tensor, &Tensor),
 ) -> candle_core::Result<Tensor> {
-    (dg.matmul(wg)? + du.matmul(wu)?)?.reshape(x.shape())
+    let dims = (dg.dim(0)?, dg.dim(1)?, wg.dim(1)?);
+    let mut dx = on_host(
+        "gated-mlp-train backward",
+        &[dg, wg, du, wu],
+        &[x.shape()],
+        |v| vec![sum_of_products(v, dims)],
+        |v| vec![sum_of_products(v, dims)],
+    )?;
+    dx.pop()
+        .ok_or_else(|| candle_core::Error::Msg("gated-mlp-train backward: no result".into()))
+}
+
+/// `a W + c V` [n, d] from a, c [n, i] and W, V [i, d] in `v` as (a, W, c, V).
+fn sum_of_products<T: Real + 'static>(v: &[&[T]], (n, i, d): (usize, usize, usize)) -> Vec<T> {
+    let mut out = product(Mat::rows(v[0], n, i), Mat::rows(v[1], i, d));
+    add_product(&mut out, Mat::rows(v[2], n, i), Mat::rows(v[3], i, d));
+    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod attn_train;
 mod cached;
 mod carrier;
 mod fused;
+mod gemm;
 mod host;
 mod kv_cache;
 mod layer;

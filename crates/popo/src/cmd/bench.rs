@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use popo_train::bench::{self, BenchConfig};
+use popo_train::config::{CpuParallel, TrainConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,6 +45,12 @@ pub struct Args {
     /// does, instead of on the logits' device: measures what on-device sampling saves.
     #[arg(long)]
     pub host_sampling: bool,
+    /// How the CPU's cores are shared in the update, as `run.cpu_parallel` in a run: `ops`
+    /// (candle splits each op across the cores), `micro_batches` (one core per micro-batch,
+    /// several at once; ops of decoding on one core each) or `auto` (what `popo train` picks
+    /// for this model: ops, unless CANDLE_NUM_THREADS=1).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ops", "micro_batches"])]
+    pub cpu_parallel: String,
     /// Timed runs per measurement (the median is reported), after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -57,6 +64,16 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let device = popo_model::device_from_str(&args.model.device)?;
+    let cpu_parallel = match args.cpu_parallel.as_str() {
+        "ops" => CpuParallel::Ops,
+        "micro_batches" => CpuParallel::MicroBatches,
+        _ => CpuParallel::Auto,
+    };
+    // As `popo train` does, before the first candle op sizes candle's thread pool.
+    let mut process = TrainConfig::default();
+    process.model.path = args.model.model.clone();
+    process.run.cpu_parallel = cpu_parallel;
+    popo_train::parallel::configure_process(&process);
     let pre = args.model.load()?;
     let loaded = popo_train::lm::Loaded::from(pre)?;
     let lora = popo_train::lora::LoraSection {
@@ -75,6 +92,7 @@ pub fn run(args: Args) -> Result<i32> {
         train_len: args.train_len,
         micro_batch: args.micro_batch,
         checkpoint: args.gradient_checkpointing,
+        cpu_parallel,
         host_sampling: args.host_sampling,
         repeats: args.repeats,
         seed: args.seed,
