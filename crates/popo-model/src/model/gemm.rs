@@ -3,7 +3,8 @@
 //! third buffer and a pass over it; here the first product writes a fresh buffer without filling
 //! it and the next one adds into it (BENCHMARKS.md, "Products into the ops' own buffers").
 
-use super::host::Real;
+use super::host::{on_host, Real};
+use candle_core::{Shape, Tensor};
 use gemm::{gemm, Parallelism};
 
 /// A matrix over a slice: `rows` x `cols`, element (i, j) at `i * rs + j * cs`.
@@ -65,6 +66,36 @@ pub(super) fn add_product<T: Real + 'static>(dst: &mut [T], a: Mat<T>, b: Mat<T>
     if a.cols > 0 {
         run(dst.as_mut_ptr(), dst.len(), true, a, b);
     }
+}
+
+/// `x w^T` [n, out] for CPU f32 / f64 `x` [n, d] and a contiguous `w` [out, d] of the same
+/// dtype, as a tensor without a graph (for operands that take no gradient: the no-grad forwards
+/// and the head's detached logits). None where it does not serve; candle's matmul does then.
+pub(super) fn x_wt(x: &Tensor, w: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    let serves = super::fused::serves(x)
+        && w.device().is_cpu()
+        && w.dtype() == x.dtype()
+        && w.is_contiguous()
+        && x.rank() == 2
+        && w.rank() == 2
+        && x.dim(1)? == w.dim(1)?;
+    if !serves {
+        return Ok(None);
+    }
+    let dims = (x.dim(0)?, x.dim(1)?, w.dim(0)?);
+    let shape = Shape::from((dims.0, dims.2));
+    let mut y = on_host(
+        "x w^T",
+        &[x, w],
+        &[&shape],
+        |v| xwt(v, dims),
+        |v| xwt(v, dims),
+    )?;
+    Ok(y.pop())
+}
+
+fn xwt<T: Real + 'static>(v: &[&[T]], (n, d, out): (usize, usize, usize)) -> Vec<Vec<T>> {
+    vec![product(Mat::rows(v[0], n, d), Mat::rows(v[1], out, d).t())]
 }
 
 /// The one unsafe call. The shapes are the callers' invariants (checked against their operands
@@ -154,6 +185,26 @@ mod tests {
         let mut same = xc.clone();
         add_product(&mut same, empty, Mat::rows(&[], 0, n));
         assert_eq!(same, xc);
+    }
+
+    #[test]
+    fn x_wt_matches_candle_and_leaves_what_it_does_not_serve() {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (9, 5), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (7, 5), &dev).unwrap();
+        let ours = x_wt(&x, &w).unwrap().expect("serves f32 on the CPU");
+        let theirs = x.matmul(&w.t().unwrap()).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        // A transposed (non-contiguous) weight, another dtype, a mismatched width: not served.
+        assert!(x_wt(&x, &w.t().unwrap().t().unwrap().t().unwrap())
+            .unwrap()
+            .is_none());
+        let w16 = w.to_dtype(candle_core::DType::BF16).unwrap();
+        assert!(x_wt(&x, &w16).unwrap().is_none());
+        assert!(x_wt(&x, &x.t().unwrap().contiguous().unwrap())
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -40,7 +40,10 @@ struct Adapted {
 
 /// `x W^T + h B^T (+ bias)` [n, out] from x [n, d_in], h [n, r], B [out, r], W [out, d_in] and
 /// the bias [out] in `v`, in that order: the second product adds into the first's buffer.
-fn adapted<T: Real + 'static>(v: &[&[T]], (n, d_in, out, r): (usize, usize, usize, usize)) -> Vec<T> {
+fn adapted<T: Real + 'static>(
+    v: &[&[T]],
+    (n, d_in, out, r): (usize, usize, usize, usize),
+) -> Vec<T> {
     let (x, h, b, w) = (v[0], v[1], v[2], v[3]);
     let mut y = product(Mat::rows(x, n, d_in), Mat::rows(w, out, d_in).t());
     add_product(&mut y, Mat::rows(h, n, r), Mat::rows(b, out, r).t());

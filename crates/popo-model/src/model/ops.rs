@@ -40,6 +40,10 @@ pub(super) fn softmax_last(x: &Tensor) -> Result<Tensor> {
 /// its three products. This op's backward returns the input's gradient only.
 pub(super) fn matmul_const_right(x: &Tensor, c: &Tensor) -> Result<Tensor> {
     if !x.track_op() {
+        // c is a frozen [out, in] weight seen transposed.
+        if let Some(y) = super::gemm::x_wt(x, &c.t()?)? {
+            return Ok(y);
+        }
         return Ok(x.matmul(c)?);
     }
     Ok(x.apply_op1(ConstRight { c: c.detach() })?)

@@ -31,7 +31,12 @@ impl Model {
         let w = &self.lm_head; // [vocab, d]
         let h_t = (h / temperature)?; // [n, d]
                                       // Detached statistics.
-        let z = h_t.detach().matmul(&w.detach().t()?)?.to_dtype(fdt)?; // [n, vocab]
+        let (hd, wd) = (h_t.detach(), w.detach());
+        let z = match super::gemm::x_wt(&hd, &wd)? {
+            Some(z) => z,
+            None => hd.matmul(&wd.t()?)?,
+        }
+        .to_dtype(fdt)?; // [n, vocab]
         let (lse, mean_z) = row_stats(&z)?; // [n, 1] each
         let entropy = (&lse - &mean_z)?; // [n, 1]
         let tgt = targets.unsqueeze(1)?; // [n, 1]
