@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use popo_train::bench::{self, BenchConfig};
-use popo_train::config::{CpuParallel, TrainConfig};
+use popo_train::config::ConfigBuilder;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -64,16 +64,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let device = popo_model::device_from_str(&args.model.device)?;
-    let cpu_parallel = match args.cpu_parallel.as_str() {
-        "ops" => CpuParallel::Ops,
-        "micro_batches" => CpuParallel::MicroBatches,
-        _ => CpuParallel::Auto,
-    };
-    // As `popo train` does, before the first candle op sizes candle's thread pool.
-    let mut process = TrainConfig::default();
+    // Read as the config reads `run.cpu_parallel`, and the process set up as `popo train` sets
+    // it, before the first candle op sizes candle's thread pool.
+    let mut process = ConfigBuilder::new()
+        .set(&format!("run.cpu_parallel={}", args.cpu_parallel))?
+        .build()?;
     process.model.path = args.model.model.clone();
-    process.run.cpu_parallel = cpu_parallel;
     popo_train::parallel::configure_process(&process);
+    let cpu_parallel = process.run.cpu_parallel;
     let pre = args.model.load()?;
     let loaded = popo_train::lm::Loaded::from(pre)?;
     let lora = popo_train::lora::LoraSection {
