@@ -54,6 +54,7 @@ sys.exit(0 if b > 0 else "the adapter did not train: every lora_B is zero")
 EOF
 "$py" tools/check_trained_model.py "$ckpt" "$work/run/samples.jsonl" --popo "$popo"
 # The same completions under the base model must score differently: the adapter matters.
+echo "the base model without the adapter (this check must fail, by far more than 1e-3):"
 if "$py" tools/check_trained_model.py "$ckpt" "$work/run/samples.jsonl" --popo "$popo" \
     --popo-model "$model" --tol 1e-3; then
     echo "the trained adapter scores as the base model does" >&2
