@@ -20,10 +20,15 @@ mkdir -p "$(dirname "$WEIGHTS")"
 . scripts/lib-vllm.sh
 
 # The server must start on a model before popo runs, so the weights directory gets the starting
-# model here (popo would fill an empty one too, but only once it starts).
+# model here, its tied head written out (docs/guide.md, "The vLLM engine": a tied head would not
+# be refreshed on reload). A directory made by an earlier version of this script (a plain copy)
+# is made again.
+if [ -f "$WEIGHTS/config.json" ] && grep -q '"tie_word_embeddings": true' "$WEIGHTS/config.json"; then
+    rm -rf "$WEIGHTS"
+fi
 if [ ! -f "$WEIGHTS/config.json" ]; then
-    mkdir -p "$WEIGHTS"
-    cp -r "$HOME/.cache/popo/smollm2-135m-instruct"/. "$WEIGHTS"/
+    rm -rf "$WEIGHTS"
+    "$POPO_BIN" export --untie "$HOME/.cache/popo/smollm2-135m-instruct" --out "$WEIGHTS"
 fi
 # --max-num-batched-tokens: see scripts/bench-vllm.sh (vLLM 0.32's CPU worker and split prefills).
 start_server "$WEIGHTS" --max-num-batched-tokens 32768

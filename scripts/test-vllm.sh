@@ -6,7 +6,9 @@
 #      weights directory with the model, for the server to start on);
 #   2. a server starts on that directory (f32, one thread, a small KV cache);
 #   3. a few POPO steps of recipes/smollm2-chain-sum.toml with --set rollout.engine=vllm: every
-#      step's sync probe and the engine's log-prob difference (mean < 0.05) are checked;
+#      step's sync probe and the engine's log-prob difference (mean) are under 2e-4 (f32 on
+#      both sides; a server that kept a stale layer after a reload, such as vLLM's CPU build
+#      with a tied LM head, showed 1.5e-3);
 #   4. the server is suspended (SIGSTOP) mid-run: the run stops within its timeouts with an error
 #      naming the server and the request, after a checkpoint; once resumed (SIGCONT) `--resume`
 #      finishes the run;
@@ -63,8 +65,8 @@ train() {
         --set run.probe_every=0 --set run.save_every=1 --set "run.steps=$STEPS" "$@"
 }
 
-# Prints every step's engine metrics and checks them: the sync probe within 0.05, the engine's
-# mean log-prob difference under 0.05 (f32 on both sides), the TIS weights near 1.
+# Prints every step's engine metrics and checks them: the sync probe and the engine's mean
+# log-prob difference under 2e-4 (f32 on both sides: a fresh server gives about 1e-5).
 check_metrics() {
     python3 - "$1/metrics.jsonl" "$2" <<'PY'
 import json, sys
@@ -82,8 +84,8 @@ for r in recs:
               r["rollout/tis_weight_mean"], r["rollout/tis_clip_ratio"], r["train/reward_mean"],
               "-" if sync is None else "%.1f s" % r["perf/time_sync_s"],
               r["perf/time_rollout_s"], r["perf/time_step_s"]))
-    assert sync is None or sync < 0.05, r
-    assert r["rollout/engine_logprob_abs_diff"] < 0.05, r
+    assert sync is None or sync < 2e-4, r
+    assert r["rollout/engine_logprob_abs_diff"] < 2e-4, r
 PY
 }
 
@@ -119,7 +121,20 @@ if train "$WORK/run-noserver" >"$WORK/noserver.log" 2>&1; then fail "a run with 
 grep -q "$URL" "$WORK/noserver.log" || { cat "$WORK/noserver.log"; fail "the error does not name $URL"; }
 grep -m1 "$URL" "$WORK/noserver.log"
 [ -f "$WEIGHTS/config.json" ] || fail "rollout.weights_dir was not filled with the model"
-cmp -s "$MODEL/model.safetensors" "$WEIGHTS/model.safetensors" || fail "weights_dir is not a copy of the model"
+# The model, its tied head (SmolLM2 ties it) written out as a layer of its own.
+python3 - "$MODEL" "$WEIGHTS" <<'PY' || fail "weights_dir is not the model with its head written out"
+import json, struct, sys
+def header(d):
+    with open(f"{d}/model.safetensors", "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n))
+model, weights = header(sys.argv[1]), header(sys.argv[2])
+cfg = json.load(open(f"{sys.argv[2]}/config.json"))
+assert cfg["tie_word_embeddings"] is False, cfg
+assert set(weights) - {"__metadata__"} == set(model) - {"__metadata__"} | {"lm_head.weight"}
+head, embed = weights["lm_head.weight"], weights["model.embed_tokens.weight"]
+assert head["shape"] == embed["shape"] and head["dtype"] == embed["dtype"]
+PY
 
 start_server
 

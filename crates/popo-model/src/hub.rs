@@ -26,7 +26,7 @@ pub struct Pretrained {
 }
 
 /// safetensors files of a checkpoint: `model.safetensors`, or the shards named by the index.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.exists() {
         return Ok(vec![single]);

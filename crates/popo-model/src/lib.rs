@@ -43,8 +43,10 @@ pub use sampler::{
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub mod hub;
 pub mod score;
+pub mod untie;
 pub use hub::{
     device_from_str, dtype_from_str, expand_home, load_pretrained, resolve_model_path,
     save_pretrained, save_pretrained_sharded, save_weights, stop_ids, Pretrained,
 };
 pub use score::score;
+pub use untie::{ties_head, untie_checkpoint, untie_head};

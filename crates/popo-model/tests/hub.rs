@@ -201,3 +201,87 @@ fn resolve_model_path_local_dir_and_hf_cache() {
     }
     assert!(popo_model::resolve_model_path("./no/such/dir").is_err());
 }
+
+/// The largest |a - b| of two models' logits on one sequence.
+fn logits_gap(a: &popo_model::Model, b: &popo_model::Model) -> f32 {
+    let x = Tensor::new(&[[1u32, 5, 7, 2, 9]], &Device::Cpu).unwrap();
+    let m = Tensor::ones((1, 5), DType::F32, &Device::Cpu).unwrap();
+    let (la, lb) = (
+        a.forward_logits(&x, &m).unwrap(),
+        b.forward_logits(&x, &m).unwrap(),
+    );
+    common::max_abs_diff(&la, &lb)
+}
+
+#[test]
+fn untying_a_tied_checkpoint_writes_the_head_out_and_keeps_its_function() {
+    use popo_model::{ties_head, untie_checkpoint};
+    for dtype in [DType::F32, DType::BF16] {
+        let cfg = common::qwen3(); // tied
+        let (vm, model) = common::build(&cfg, dtype, 7);
+        let dir = tempfile::tempdir().unwrap();
+        let gen = serde_json::json!({"eos_token_id": 3});
+        save_pretrained(dir.path(), &cfg, &vm, dtype, None, Some(&gen)).unwrap();
+        let gen_file = std::fs::read(dir.path().join("generation_config.json")).unwrap();
+        assert!(ties_head(dir.path()));
+
+        assert!(untie_checkpoint(dir.path()).unwrap(), "{dtype:?}");
+        assert!(!ties_head(dir.path()));
+        let p = load_pretrained(dir.path(), &Device::Cpu, dtype).unwrap();
+        assert!(!p.config.tie_word_embeddings);
+        let mut want = cfg.clone();
+        want.tie_word_embeddings = false;
+        want.torch_dtype = p.config.torch_dtype.clone();
+        assert_eq!(p.config, want, "only the tie changes");
+        let w = weights(&p.varmap);
+        assert_eq!(w["lm_head.weight"], w["model.embed_tokens.weight"]);
+        let mut before = weights(&vm);
+        before.insert(
+            "lm_head.weight".into(),
+            before["model.embed_tokens.weight"].clone(),
+        );
+        assert_eq!(w, before, "every tensor keeps its bits ({dtype:?})");
+        assert_eq!(logits_gap(&model, &p.model), 0.0, "{dtype:?}");
+        assert_eq!(
+            std::fs::read(dir.path().join("generation_config.json")).unwrap(),
+            gen_file
+        );
+        // Once untied, nothing more to do.
+        assert!(!untie_checkpoint(dir.path()).unwrap());
+    }
+    // An untied checkpoint, and a config that is not a model's, are left alone.
+    let cfg = common::qwen2();
+    let (vm, _) = common::build(&cfg, DType::F32, 8);
+    let dir = tempfile::tempdir().unwrap();
+    save_pretrained(dir.path(), &cfg, &vm, DType::F32, None, None).unwrap();
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    assert!(!untie_checkpoint(dir.path()).unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join("model.safetensors")).unwrap(),
+        bytes
+    );
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    assert!(!untie_checkpoint(dir.path()).unwrap());
+}
+
+#[test]
+fn untying_a_tied_checkpoint_without_embeddings_is_a_clear_error() {
+    let cfg = common::qwen3();
+    let (vm, _) = common::build(&cfg, DType::F32, 9);
+    let dir = tempfile::tempdir().unwrap();
+    save_pretrained(dir.path(), &cfg, &vm, DType::F32, None, None).unwrap();
+    // Keep every tensor but the embeddings.
+    let path = dir.path().join("model.safetensors");
+    let kept: Vec<(String, Tensor)> = candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n != "model.embed_tokens.weight")
+        .collect();
+    candle_core::safetensors::save(&kept.into_iter().collect(), &path).unwrap();
+    let e = format!(
+        "{:#}",
+        popo_model::untie_checkpoint(dir.path()).unwrap_err()
+    );
+    assert!(e.contains("model.embed_tokens.weight"), "{e}");
+    assert!(e.contains(&dir.path().display().to_string()), "{e}");
+}

@@ -234,8 +234,34 @@ impl LmPolicy {
         tokenizer: &Tokenizer,
         generation_config: Option<&serde_json::Value>,
     ) -> Result<()> {
+        self.write_hf(dir, params, save_dtype, tokenizer, generation_config, false)
+    }
+
+    /// `save_pretrained` for vLLM servers to reload in place: a tied head is written out as a
+    /// layer of its own (`popo_model::untie`, which says why), as in the copy the servers were
+    /// started on (`engine::vllm::seed_weights_dir`). A LoRA policy writes its adapter as ever.
+    pub fn save_for_reload(
+        &self,
+        dir: &Path,
+        params: &Params,
+        dtype: DType,
+        tokenizer: &Tokenizer,
+        generation_config: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        self.write_hf(dir, params, dtype, tokenizer, generation_config, true)
+    }
+
+    fn write_hf(
+        &self,
+        dir: &Path,
+        params: &Params,
+        save_dtype: DType,
+        tokenizer: &Tokenizer,
+        generation_config: Option<&serde_json::Value>,
+        untie: bool,
+    ) -> Result<()> {
         let mine: HashSet<&str> = self.named.iter().map(|(n, _)| n.as_str()).collect();
-        let weights: Vec<(String, Tensor)> = params
+        let mut weights: Vec<(String, Tensor)> = params
             .full_named()?
             .into_iter()
             .filter(|(n, _)| mine.contains(n.as_str()))
@@ -243,9 +269,14 @@ impl LmPolicy {
         if let Some(lora) = &self.lora {
             return self.save_adapter(lora, dir, weights, tokenizer);
         }
+        let config = if untie {
+            popo_model::untie_head(self.model.config(), &mut weights)?
+        } else {
+            self.model.config().clone()
+        };
         popo_model::save_weights(
             dir,
-            self.model.config(),
+            &config,
             &weights,
             save_dtype,
             Some(tokenizer),

@@ -231,7 +231,7 @@ impl Trainer {
             policy,
             self.pad_id,
             &self.device,
-            |dir| policy.save_pretrained(dir, params, dtype, tok, gen),
+            |dir| policy.save_for_reload(dir, params, dtype, tok, gen),
         )
     }
 

@@ -35,7 +35,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Run a grid of training runs (algorithms x seeds x overrides) and write a report.
     Experiment(cmd::experiment::Args),
-    /// Write a LoRA checkpoint's adapters merged into its base as a plain HF model.
+    /// Write a model out: a LoRA checkpoint merged into its base (--merge), or a model with its
+    /// tied LM head written out for vLLM servers (--untie).
     Export(cmd::export::Args),
     /// Plot metric curves of one or more run directories.
     Plot(cmd::plot::Args),

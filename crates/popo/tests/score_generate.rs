@@ -10,6 +10,10 @@ use std::process::Command;
 const TEMPLATE: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 fn checkpoint(dir: &Path) -> (Model, Tokenizer) {
+    checkpoint_tied(dir, false)
+}
+
+fn checkpoint_tied(dir: &Path, tied: bool) -> (Model, Tokenizer) {
     let tok = Tokenizer::char_level(
         "abcdefghijklmnopqrstuvwxyz0123456789 +=\n",
         &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
@@ -18,6 +22,7 @@ fn checkpoint(dir: &Path) -> (Model, Tokenizer) {
     .unwrap();
     let mut cfg = ModelConfig::qwen2_tiny(tok.vocab_size(), 32, 2, 4, 2, 64);
     cfg.eos_token_id = vec![tok.eos_token_id().unwrap()];
+    cfg.tie_word_embeddings = tied;
     let (vm, model) = Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 9, 0.3).unwrap();
     popo_model::save_pretrained(dir, &cfg, &vm, DType::F32, Some(&tok), None).unwrap();
     (model, tok)
@@ -213,4 +218,57 @@ fn generate_prompt_and_jsonl_with_chat_template() {
             assert_eq!(c["logprobs"].as_array().unwrap().len() as u64, n);
         }
     }
+}
+
+/// `popo export --untie`: the copy has its head written out and scores every token as the model
+/// does; an untied model is copied as it is; an existing --out is refused by name.
+#[test]
+fn export_untie_writes_the_same_model_with_its_head_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    checkpoint_tied(&model, true);
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"1+1=\", \"completion\": \"2 and 3\\n\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("served");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let (code, stdout, stderr) = popo(&["export", "--untie", m, "--out", o]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("tied LM head written out"), "{stdout}");
+    assert!(popo_model::ties_head(&model) && !popo_model::ties_head(&out));
+    assert!(out.join("tokenizer.json").is_file());
+    let score = |d: &str| {
+        let (code, stdout, stderr) =
+            popo(&["score", "--model", d, "--input", input.to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+        jsonl(&stdout)[0]["logprobs"].clone()
+    };
+    assert_eq!(score(m), score(o));
+
+    let (code, _, stderr) = popo(&["export", "--untie", m, "--out", o]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("already exists") && stderr.contains(o),
+        "{stderr}"
+    );
+
+    let untied = dir.path().join("untied");
+    checkpoint(&untied);
+    let copy = dir.path().join("copy");
+    let (code, stdout, stderr) = popo(&[
+        "export",
+        "--untie",
+        untied.to_str().unwrap(),
+        "--out",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("copied as it is"), "{stdout}");
+    assert_eq!(
+        std::fs::read(untied.join("model.safetensors")).unwrap(),
+        std::fs::read(copy.join("model.safetensors")).unwrap()
+    );
 }

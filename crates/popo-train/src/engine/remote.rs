@@ -40,12 +40,21 @@ impl Remote {
         let model_dir = crate::lm::resolve(&cfg.model.path)?;
         // With `lora` the servers start on the base model itself; the directory only takes the
         // adapter.
-        if e.sync == SyncMode::Reload && seed_weights_dir(&weights_dir, &model_dir)? {
-            tracing::info!(
-                "rollout.weights_dir {} was empty: copied {} there for the servers to start on",
-                weights_dir.display(),
-                model_dir.display()
-            );
+        if e.sync == SyncMode::Reload {
+            if seed_weights_dir(&weights_dir, &model_dir)? {
+                tracing::info!(
+                    "rollout.weights_dir {} was empty: copied {} there for the servers to start on",
+                    weights_dir.display(),
+                    model_dir.display()
+                );
+            } else if popo_model::ties_head(&weights_dir) {
+                tracing::warn!(
+                    "rollout.weights_dir {} holds a model with tied embeddings: a vLLM CPU server \
+                     started on it keeps its first LM head across reloads. popo writes the head \
+                     out from the first sync on; restart the servers on the directory after it",
+                    weights_dir.display()
+                );
+            }
         }
         if probe.len() < 2 {
             bail!("the sync probe needs a training prompt of at least 2 tokens");

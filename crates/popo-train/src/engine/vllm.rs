@@ -509,8 +509,10 @@ pub fn publish(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()
 }
 
 /// Fills an empty (or missing) `weights_dir` with the files of `model_dir`, the model the
-/// servers start on; a directory that holds anything is left alone, and `model_dir` is only
-/// ever read. Through a temporary directory, so an interrupted copy is never taken for a model.
+/// servers start on, its head written out when tied (`popo_model::untie`: vLLM's CPU build would
+/// not refresh a tied head on reload); a directory that holds anything is left alone, and
+/// `model_dir` is only ever read. Through a temporary directory, so an interrupted copy is never
+/// taken for a model.
 pub fn seed_weights_dir(weights_dir: &Path, model_dir: &Path) -> Result<bool> {
     let empty = match std::fs::read_dir(weights_dir) {
         Ok(mut it) => it.next().is_none(),
@@ -522,16 +524,7 @@ pub fn seed_weights_dir(weights_dir: &Path, model_dir: &Path) -> Result<bool> {
     std::fs::create_dir_all(weights_dir)
         .with_context(|| format!("creating rollout.weights_dir {}", weights_dir.display()))?;
     publish(weights_dir, |tmp| {
-        for entry in std::fs::read_dir(model_dir)
-            .with_context(|| format!("reading {}", model_dir.display()))?
-        {
-            let path = entry?.path();
-            if path.is_file() {
-                let dest = tmp.join(path.file_name().unwrap_or_default());
-                std::fs::copy(&path, &dest)
-                    .with_context(|| format!("copying {} -> {}", path.display(), dest.display()))?;
-            }
-        }
+        popo_model::untie::copy_untied(model_dir, tmp)?;
         Ok(())
     })?;
     Ok(true)

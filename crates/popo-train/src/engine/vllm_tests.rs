@@ -148,6 +148,42 @@ fn publishing_replaces_the_weights_and_seeding_copies_only_into_an_empty_dir() {
     assert!(!weights.join(SYNC_TMP).exists());
 }
 
+/// A model with tied embeddings reaches the servers' directory with its head written out, the
+/// same function; `--model`'s directory keeps its files.
+#[test]
+fn seeding_writes_a_tied_head_out() {
+    use candle_core::{DType, Device, Tensor};
+    let d = tempfile::tempdir().unwrap();
+    let (model, weights) = (d.path().join("model"), d.path().join("weights"));
+    let mut cfg = popo_model::ModelConfig::qwen2_tiny(40, 16, 1, 2, 1, 32);
+    cfg.tie_word_embeddings = true;
+    let (vm, m) = popo_model::Model::new_seeded(&cfg, &Device::Cpu, DType::F32, 3, 0.3).unwrap();
+    popo_model::save_pretrained(&model, &cfg, &vm, DType::F32, None, None).unwrap();
+    let original = std::fs::read(model.join("model.safetensors")).unwrap();
+
+    assert!(seed_weights_dir(&weights, &model).unwrap());
+    assert!(popo_model::ties_head(&model));
+    assert!(!popo_model::ties_head(&weights));
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        original
+    );
+    let p = popo_model::load_pretrained(&weights, &Device::Cpu, DType::F32).unwrap();
+    let x = Tensor::new(&[[1u32, 4, 9]], &Device::Cpu).unwrap();
+    let mask = Tensor::ones((1, 3), DType::F32, &Device::Cpu).unwrap();
+    let gap = (m.forward_logits(&x, &mask).unwrap() - p.model.forward_logits(&x, &mask).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(gap, 0.0);
+}
+
 /// A fake vLLM with runtime LoRA loading: it records every request, answers the adapter
 /// load in plain text as vLLM does, and scores the probe `[1, 7, 9]` as `probe_lp`.
 fn lora_server(log: std::sync::Arc<Mutex<Vec<String>>>, probe_lp: [f64; 2]) -> String {
