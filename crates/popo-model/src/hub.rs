@@ -25,8 +25,21 @@ pub struct Pretrained {
     pub dir: PathBuf,
 }
 
+/// The checkpoint's safetensors files (`weight_files`), memory-mapped.
+pub(crate) fn map_weights(dir: &Path) -> Result<MmapedSafetensors> {
+    let files = weight_files(dir)?;
+    // SAFETY: the files are only read; a file modified while mapped is the caller's problem, as
+    // with every memory-mapped checkpoint loader.
+    unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
+        anyhow!(
+            "corrupt or unreadable safetensors file in {}: {e}",
+            dir.display()
+        )
+    })
+}
+
 /// safetensors files of a checkpoint: `model.safetensors`, or the shards named by the index.
-pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.exists() {
         return Ok(vec![single]);
@@ -94,15 +107,7 @@ pub fn load_pretrained(dir: &Path, device: &Device, dtype: DType) -> Result<Pret
         bail!("model directory {} does not exist", dir.display());
     }
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let files = weight_files(dir)?;
-    // SAFETY: the files are only read; a file modified while mapped is the caller's problem, as
-    // with every memory-mapped checkpoint loader.
-    let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
-        anyhow!(
-            "corrupt or unreadable safetensors file in {}: {e}",
-            dir.display()
-        )
-    })?;
+    let st = map_weights(dir)?;
 
     let varmap = VarMap::new();
     let mut loaded = HashSet::new();

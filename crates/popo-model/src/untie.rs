@@ -10,9 +10,8 @@
 //! function; it costs the server one more vocab x hidden matrix.
 
 use crate::config::ModelConfig;
-use crate::hub::{save_weights, weight_files, DEFAULT_SHARD_BYTES};
+use crate::hub::{map_weights, save_weights, DEFAULT_SHARD_BYTES};
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use std::path::Path;
 
@@ -113,14 +112,8 @@ pub fn copy_untied(model_dir: &Path, to: &Path) -> Result<bool> {
 
 /// Every tensor of the checkpoint in `dir`, in memory, in its file's dtype.
 fn read_all(dir: &Path) -> Result<Vec<(String, Tensor)>> {
-    let files = weight_files(dir)?;
-    // SAFETY: only read, and copied into memory before the files are replaced.
-    let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
-        anyhow!(
-            "corrupt or unreadable safetensors file in {}: {e}",
-            dir.display()
-        )
-    })?;
+    // Copied into memory here, before the files are replaced.
+    let st = map_weights(dir)?;
     st.tensors()
         .into_iter()
         .map(|(name, _)| {

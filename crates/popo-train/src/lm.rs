@@ -49,6 +49,15 @@ pub fn resolve(name_or_dir: &str) -> Result<std::path::PathBuf> {
     popo_model::resolve_model_path(name_or_dir)
 }
 
+/// How `LmPolicy::save_pretrained` writes a tied LM head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// As the model has it: checkpoints.
+    AsTrained,
+    /// As a layer of its own (`popo_model::untie`, which says why): for vLLM servers to reload.
+    WrittenOut,
+}
+
 pub struct LmPolicy {
     model: Model,
     /// Shares storage with `model` (sees optimizer updates) but records no graph.
@@ -225,7 +234,8 @@ impl LmPolicy {
 
     /// Writes an HF checkpoint of this model. The weights are the full-precision ones in
     /// `params` (the f32 masters in mixed precision), rounded once to `save_dtype`, so that
-    /// `save_dtype = "f32"` after bf16 training keeps every update.
+    /// `save_dtype = "f32"` after bf16 training keeps every update. `head` says how a tied LM
+    /// head is written; a LoRA policy writes its adapter either way.
     pub fn save_pretrained(
         &self,
         dir: &Path,
@@ -233,32 +243,7 @@ impl LmPolicy {
         save_dtype: DType,
         tokenizer: &Tokenizer,
         generation_config: Option<&serde_json::Value>,
-    ) -> Result<()> {
-        self.write_hf(dir, params, save_dtype, tokenizer, generation_config, false)
-    }
-
-    /// `save_pretrained` for vLLM servers to reload in place: a tied head is written out as a
-    /// layer of its own (`popo_model::untie`, which says why), as in the copy the servers were
-    /// started on (`engine::vllm::seed_weights_dir`). A LoRA policy writes its adapter as ever.
-    pub fn save_for_reload(
-        &self,
-        dir: &Path,
-        params: &Params,
-        dtype: DType,
-        tokenizer: &Tokenizer,
-        generation_config: Option<&serde_json::Value>,
-    ) -> Result<()> {
-        self.write_hf(dir, params, dtype, tokenizer, generation_config, true)
-    }
-
-    fn write_hf(
-        &self,
-        dir: &Path,
-        params: &Params,
-        save_dtype: DType,
-        tokenizer: &Tokenizer,
-        generation_config: Option<&serde_json::Value>,
-        untie: bool,
+        head: Head,
     ) -> Result<()> {
         let mine: HashSet<&str> = self.named.iter().map(|(n, _)| n.as_str()).collect();
         let mut weights: Vec<(String, Tensor)> = params
@@ -269,10 +254,9 @@ impl LmPolicy {
         if let Some(lora) = &self.lora {
             return self.save_adapter(lora, dir, weights, tokenizer);
         }
-        let config = if untie {
-            popo_model::untie_head(self.model.config(), &mut weights)?
-        } else {
-            self.model.config().clone()
+        let config = match head {
+            Head::AsTrained => self.model.config().clone(),
+            Head::WrittenOut => popo_model::untie_head(self.model.config(), &mut weights)?,
         };
         popo_model::save_weights(
             dir,

@@ -13,7 +13,7 @@ use crate::engine::http::ServerError;
 use crate::engine::remote::Remote;
 use crate::engine::{Engine, InProcess};
 use crate::learner::{Learner, LearnerView, MicroLoss};
-use crate::lm::{LmPolicy, Tokenizer};
+use crate::lm::{Head, LmPolicy, Tokenizer};
 use crate::metrics::{names, RunLogger, SampleRecord, StepMetrics};
 use crate::optim::lr_at;
 use crate::probe::Probe;
@@ -231,7 +231,7 @@ impl Trainer {
             policy,
             self.pad_id,
             &self.device,
-            |dir| policy.save_for_reload(dir, params, dtype, tok, gen),
+            |dir| policy.save_pretrained(dir, params, dtype, tok, gen, Head::WrittenOut),
         )
     }
 
@@ -426,7 +426,7 @@ impl Trainer {
             &self.learner.state(),
             &self.algo.state()?,
             self.cfg.run.keep_last,
-            |dir| policy.save_pretrained(dir, params, save_dtype, tok, gen),
+            |dir| policy.save_pretrained(dir, params, save_dtype, tok, gen, Head::AsTrained),
         )
     }
 
