@@ -8,7 +8,9 @@
 # Needs the SmolLM2 model and the chain_sum data (tools/get-smollm2.sh,
 # tools/make-reasoning-gym-data.sh chain_sum --out ~/.cache/popo/data/chain_sum) and builds the
 # vLLM venv if missing (tools/setup-vllm-venv.sh, about 6 GB).
-# Env: POPO_BIN (default: a release build), OMP_THREADS (the server's threads, default 1).
+# Env: POPO_BIN (default: a release build), OMP_THREADS (the server's threads, default 1), TOML
+# (the experiment file, default results/smollm2-chain-sum-engines.toml; its vLLM runs must name
+# this script's port and weights directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +34,4 @@ if [ ! -f "$WEIGHTS/config.json" ]; then
 fi
 # --max-num-batched-tokens: see scripts/bench-vllm.sh (vLLM 0.32's CPU worker and split prefills).
 start_server "$WEIGHTS" --max-num-batched-tokens 32768
-"$POPO_BIN" experiment results/smollm2-chain-sum-engines.toml
+"$POPO_BIN" experiment "${TOML:-results/smollm2-chain-sum-engines.toml}"
