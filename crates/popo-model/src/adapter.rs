@@ -411,50 +411,40 @@ pub fn export_merged(
     out: &Path,
     save_dtype: Option<DType>,
 ) -> Result<()> {
-    if out.exists() {
-        bail!("{} already exists: choose a new --out", out.display());
-    }
-    let dev = Device::Cpu;
-    let ad = read_adapter(adapter_dir, &dev, DType::F32)?;
-    let base_dir = adapter_base_dir(adapter_dir, &ad, base)?;
-    let pre = load_pretrained(&base_dir, &dev, DType::F32)?;
-    let mut weights: Vec<(String, Tensor)> = {
-        let data = pre.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
-        data.iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect()
-    };
-    merge_weights(&mut weights, &ad.spec, &ad.weights).with_context(|| {
-        format!(
-            "merging {} into {}",
-            adapter_dir.display(),
-            base_dir.display()
+    crate::hub::write_new_dir(out, |tmp| {
+        let dev = Device::Cpu;
+        let ad = read_adapter(adapter_dir, &dev, DType::F32)?;
+        let base_dir = adapter_base_dir(adapter_dir, &ad, base)?;
+        let pre = load_pretrained(&base_dir, &dev, DType::F32)?;
+        let mut weights: Vec<(String, Tensor)> = {
+            let data = pre.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+            data.iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect()
+        };
+        merge_weights(&mut weights, &ad.spec, &ad.weights).with_context(|| {
+            format!(
+                "merging {} into {}",
+                adapter_dir.display(),
+                base_dir.display()
+            )
+        })?;
+        let dtype = match save_dtype {
+            Some(d) => d,
+            None => match pre.config.torch_dtype.as_deref() {
+                Some("bfloat16") => DType::BF16,
+                Some("float16") => DType::F16,
+                _ => DType::F32,
+            },
+        };
+        crate::hub::save_weights(
+            tmp,
+            &pre.config,
+            &weights,
+            dtype,
+            pre.tokenizer.as_ref(),
+            pre.generation_config.as_ref(),
+            crate::hub::DEFAULT_SHARD_BYTES,
         )
-    })?;
-    let dtype = match save_dtype {
-        Some(d) => d,
-        None => match pre.config.torch_dtype.as_deref() {
-            Some("bfloat16") => DType::BF16,
-            Some("float16") => DType::F16,
-            _ => DType::F32,
-        },
-    };
-    let name = out.file_name().context("--out needs a directory name")?;
-    let tmp = out.with_file_name(format!(".tmp-{}", name.to_string_lossy()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let written = crate::hub::save_weights(
-        &tmp,
-        &pre.config,
-        &weights,
-        dtype,
-        pre.tokenizer.as_ref(),
-        pre.generation_config.as_ref(),
-        crate::hub::DEFAULT_SHARD_BYTES,
-    );
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("renaming {} -> {}", tmp.display(), out.display()))
+    })
 }

@@ -38,6 +38,34 @@ pub(crate) fn map_weights(dir: &Path) -> Result<MmapedSafetensors> {
     })
 }
 
+/// Whether a file of a model directory holds its weights: `model.safetensors`, a shard, or the
+/// shards' index.
+pub(crate) fn is_weight_file(name: &str) -> bool {
+    name == "model.safetensors.index.json"
+        || (name.starts_with("model") && name.ends_with(".safetensors"))
+}
+
+/// Writes the new directory `out` whole or not at all: `write` fills a temporary sibling
+/// (`.tmp-NAME`), renamed to `out` when it succeeds and removed when anything fails. An existing
+/// `out` is refused before `write` starts.
+pub(crate) fn write_new_dir<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if out.exists() {
+        bail!("{} already exists: choose a new --out", out.display());
+    }
+    let name = out.file_name().context("--out needs a directory name")?;
+    let tmp = out.with_file_name(format!(".tmp-{}", name.to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let written = write(&tmp).and_then(|v| {
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("renaming {} -> {}", tmp.display(), out.display()))?;
+        Ok(v)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
 /// safetensors files of a checkpoint: `model.safetensors`, or the shards named by the index.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
@@ -347,10 +375,7 @@ pub fn save_weights(
     let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     // Remove a previous layout so a directory never holds both.
     for old in std::fs::read_dir(dir)?.flatten() {
-        let n = old.file_name().to_string_lossy().to_string();
-        if n == "model.safetensors.index.json"
-            || (n.starts_with("model") && n.ends_with(".safetensors"))
-        {
+        if is_weight_file(&old.file_name().to_string_lossy()) {
             std::fs::remove_file(old.path())?;
         }
     }

@@ -10,8 +10,8 @@
 //! function; it costs the server one more vocab x hidden matrix.
 
 use crate::config::ModelConfig;
-use crate::hub::{map_weights, save_weights, DEFAULT_SHARD_BYTES};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::hub::{is_weight_file, map_weights, save_weights, write_new_dir, DEFAULT_SHARD_BYTES};
+use anyhow::{anyhow, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::path::Path;
 
@@ -50,15 +50,49 @@ pub fn ties_head(dir: &Path) -> bool {
 }
 
 /// Rewrites the HF checkpoint in `dir` untied (`untie_head`), when its config ties the head;
-/// returns whether it did. Every tensor keeps its values: they are written in their common dtype,
-/// or in f32 when the file mixes dtypes. Other files (tokenizer, generation config) are left alone.
-/// Not atomic: write into a directory no reader uses yet.
+/// returns whether it did. Other files (tokenizer, generation config) are left alone. Not atomic:
+/// write into a directory no reader uses yet.
 pub fn untie_checkpoint(dir: &Path) -> Result<bool> {
-    if !ties_head(dir) {
+    write_untied(dir, dir)
+}
+
+/// Copies the HF model in `model_dir` (its top-level files) to `out`, which must not exist yet,
+/// untied (`copy_untied`): the directory to start vLLM servers on for popo's weight sync.
+/// Written whole or not at all (through a temporary sibling); returns whether the head was tied.
+pub fn export_untied(model_dir: &Path, out: &Path) -> Result<bool> {
+    write_new_dir(out, |tmp| copy_untied(model_dir, tmp))
+}
+
+/// Copies the top-level files of `model_dir` into the directory `to` (made if missing), a tied
+/// model's weights written untied (`untie_head`) rather than copied; returns whether the head
+/// was tied.
+pub fn copy_untied(model_dir: &Path, to: &Path) -> Result<bool> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    let tied = ties_head(model_dir);
+    let entries =
+        std::fs::read_dir(model_dir).with_context(|| format!("reading {}", model_dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default();
+        // A tied model's weights are written once, by `write_untied`, not copied and rewritten.
+        if path.is_file() && !(tied && is_weight_file(&name.to_string_lossy())) {
+            let dest = to.join(name);
+            std::fs::copy(&path, &dest)
+                .with_context(|| format!("copying {} -> {}", path.display(), dest.display()))?;
+        }
+    }
+    write_untied(model_dir, to)
+}
+
+/// When `from` holds a tied model: writes its config and weights into `to` untied, every tensor
+/// in the checkpoint's common dtype (f32 when it mixes dtypes, so no value changes), and returns
+/// true. `from` may be `to`: the weights are in memory before any file is replaced.
+fn write_untied(from: &Path, to: &Path) -> Result<bool> {
+    if !ties_head(from) {
         return Ok(false);
     }
-    let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let mut weights = read_all(dir)?;
+    let config = ModelConfig::from_file(&from.join("config.json"))?;
+    let mut weights = read_all(from)?;
     let mut dtypes = weights.iter().map(|(_, t)| t.dtype());
     let first = dtypes.next().unwrap_or(DType::F32);
     let dtype = if dtypes.all(|d| d == first) {
@@ -67,47 +101,9 @@ pub fn untie_checkpoint(dir: &Path) -> Result<bool> {
         DType::F32
     };
     let cfg = untie_head(&config, &mut weights)
-        .with_context(|| format!("untying the checkpoint in {}", dir.display()))?;
-    save_weights(dir, &cfg, &weights, dtype, None, None, DEFAULT_SHARD_BYTES)?;
+        .with_context(|| format!("untying the checkpoint in {}", from.display()))?;
+    save_weights(to, &cfg, &weights, dtype, None, None, DEFAULT_SHARD_BYTES)?;
     Ok(true)
-}
-
-/// Copies the HF model in `model_dir` (its top-level files) to `out`, which must not exist yet,
-/// untied (`untie_checkpoint`): the directory to start vLLM servers on for popo's weight sync.
-/// Written whole or not at all (through a temporary sibling); returns whether the head was tied.
-pub fn export_untied(model_dir: &Path, out: &Path) -> Result<bool> {
-    if out.exists() {
-        bail!("{} already exists: choose a new --out", out.display());
-    }
-    let name = out.file_name().context("--out needs a directory name")?;
-    let tmp = out.with_file_name(format!(".tmp-{}", name.to_string_lossy()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let written = copy_untied(model_dir, &tmp).and_then(|tied| {
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
-        Ok(tied)
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    written
-}
-
-/// Copies the top-level files of `model_dir` into the directory `to` (made if missing), then
-/// unties the copy (`untie_checkpoint`); returns whether the head was tied.
-pub fn copy_untied(model_dir: &Path, to: &Path) -> Result<bool> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    let entries =
-        std::fs::read_dir(model_dir).with_context(|| format!("reading {}", model_dir.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        if path.is_file() {
-            let dest = to.join(path.file_name().unwrap_or_default());
-            std::fs::copy(&path, &dest)
-                .with_context(|| format!("copying {} -> {}", path.display(), dest.display()))?;
-        }
-    }
-    untie_checkpoint(to)
 }
 
 /// Every tensor of the checkpoint in `dir`, in memory, in its file's dtype.
